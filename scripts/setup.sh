@@ -1,0 +1,10 @@
+# Sourced by run.sh and test.sh: create .venv and install trainrun (editable) with its test tools, once.
+# torch and torchvision are pinned to the releases this project's machines hold locally; any torch>=2.4 works.
+if [ ! -x .venv/bin/trainrun ] || [ pyproject.toml -nt .venv/.installed ]; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/trainrun --help > /dev/null  # fails loudly if the install did not work
+  touch .venv/.installed
+fi

@@ -1,0 +1,196 @@
+"""Training-time augmentation of whole batches on the training device.
+
+Registry name -> factory(data, knobs) -> function(x, y) -> (x, y). Each sample draws its own random
+parameters (a torchvision v2 transform called on a batch tensor draws one set for the whole batch,
+so the per-sample versions here use masks and per-sample affine grids). The policy augmentations
+(RandAugment, AutoAugment, TrivialAugment) are torchvision's own, drawn once per group of samples.
+Inputs are raw images in [0, 1]; normalization comes after.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from .config import ConfigError
+from .data import Data
+from .registry import check_knobs, knobs
+
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _chosen(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A per-sample Bernoulli(p) mask, shaped to broadcast over x."""
+    return (torch.rand(len(x), device=x.device) < p).view(-1, *[1] * (x.dim() - 1))
+
+
+def _random_affine(x, p, degrees=0.0, translate=0.0, scale=(1.0, 1.0), integer_shift=0):
+    """Rotate, scale and translate each sample by its own random amounts (zero fill outside)."""
+    n, dev = len(x), x.device
+    angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(degrees)
+    zoom = torch.empty(n, device=dev).uniform_(*scale)
+    if integer_shift:  # whole pixels, as a padded random crop does
+        size = torch.tensor([x.shape[-1], x.shape[-2]], device=dev)
+        shift = torch.randint(-integer_shift, integer_shift + 1, (n, 2), device=dev) * 2 / size
+    else:
+        shift = (torch.rand(n, 2, device=dev) * 2 - 1) * 2 * translate
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    moved = F.grid_sample(x, grid, mode="nearest" if integer_shift else "bilinear", align_corners=False)
+    return torch.where(_chosen(x, p), moved, x)
+
+
+def _image_only(data: Data, name: str) -> None:
+    if not data.is_image:
+        raise ConfigError(f"augmentation {name} needs images; this data has shape {data.input_shape}")
+
+
+def flip(data, p=0.5):
+    _image_only(data, "flip")
+    return lambda x, y: (torch.where(_chosen(x, p), x.flip(-1), x), y)
+
+
+def crop(data, p=1.0, padding=4):
+    _image_only(data, "crop")
+    return lambda x, y: (_random_affine(x, p, integer_shift=padding), y)
+
+
+def rotate(data, p=1.0, degrees=15.0):
+    _image_only(data, "rotate")
+    return lambda x, y: (_random_affine(x, p, degrees=degrees), y)
+
+
+def affine(data, p=1.0, degrees=10.0, translate=0.1, scale=(0.9, 1.1)):
+    _image_only(data, "affine")
+    return lambda x, y: (_random_affine(x, p, degrees, translate, tuple(scale)), y)
+
+
+def noise(data, p=1.0, std=0.1):
+    return lambda x, y: (x + std * torch.randn_like(x) * _chosen(x, p), y)
+
+
+def erase(data, p=0.5, scale=(0.02, 0.2)):
+    """Random erasing: each chosen sample loses a random square covering scale[0]..scale[1] of its area."""
+    _image_only(data, "erase")
+
+    def apply(x, y):
+        n, (h, w), dev = len(x), x.shape[-2:], x.device
+        side = (torch.empty(n, device=dev).uniform_(*scale) * h * w).sqrt()
+        top = torch.rand(n, device=dev) * (h - side).clamp_min(0)
+        left = torch.rand(n, device=dev) * (w - side).clamp_min(0)
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + side).view(-1, 1, 1))
+               & (cols >= left.view(-1, 1, 1)) & (cols < (left + side).view(-1, 1, 1))).unsqueeze(1)
+        return torch.where(box & _chosen(x, p), torch.zeros_like(x), x), y
+    return apply
+
+
+def blur(data, p=0.5, kernel_size=3, sigma=(0.1, 1.0)):
+    from torchvision.transforms.v2 import functional as TF
+
+    _image_only(data, "blur")
+
+    def apply(x, y):
+        s = float(torch.empty(1).uniform_(*sigma))
+        return torch.where(_chosen(x, p), TF.gaussian_blur(x, [kernel_size, kernel_size], [s, s]), x), y
+    return apply
+
+
+def color(data, p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, groups=16):
+    """Colour jitter with per-sample brightness, contrast and saturation; hue per group of samples."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if not data.is_image or data.input_shape[0] != 3:
+        raise ConfigError(f"augmentation color needs RGB images; this data has shape {data.input_shape}")
+
+    def factor(x, amount):
+        return torch.empty(len(x), 1, 1, 1, device=x.device).uniform_(1 - amount, 1 + amount)
+
+    def apply(x, y):
+        out = x * factor(x, brightness)
+        gray = TF.rgb_to_grayscale(out)
+        out = (out - gray.mean((2, 3), keepdim=True)) * factor(x, contrast) + gray.mean((2, 3), keepdim=True)
+        out = (out - gray) * factor(x, saturation) + gray
+        out = out.clamp(0, 1)
+        if hue:
+            out = torch.cat([TF.adjust_hue(c, float(torch.empty(1).uniform_(-hue, hue))) for c in out.tensor_split(groups)])
+        return torch.where(_chosen(x, p), out, x), y
+    return apply
+
+
+def _policy(make: Callable) -> Callable:
+    """A torchvision auto-augmentation policy, drawn once per group of samples."""
+    def factory(data, groups=16, **knobs):
+        _image_only(data, "policies")
+        policy = make(**knobs)
+        return lambda x, y: (torch.cat([policy(c) for c in x.tensor_split(groups)]), y)
+    return factory
+
+
+def randaugment(data, num_ops=2, magnitude=9, groups=16):
+    from torchvision.transforms import v2
+    return _policy(v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
+
+
+def autoaugment(data, policy="imagenet", groups=16):
+    from torchvision.transforms import v2
+    return _policy(lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
+
+
+def trivialaugment(data, groups=16):
+    from torchvision.transforms import v2
+    return _policy(v2.TrivialAugmentWide)(data, groups)
+
+
+def _mixing(name: str):
+    """MixUp / CutMix from torchvision v2: they mix whole batches and return soft labels."""
+    def factory(data, alpha=1.0):
+        from torchvision.transforms import v2
+
+        if data.task != "classification":
+            raise ConfigError(f"augmentation {name} mixes class labels; this data is regression")
+        if name == "cutmix":
+            _image_only(data, name)
+        mix = (v2.MixUp if name == "mixup" else v2.CutMix)(alpha=alpha, num_classes=data.num_classes)
+
+        def apply(x, y):
+            if x.dim() == 3:  # sequences: v2 wants (N, C, H, W)
+                mixed, soft = mix(x.unsqueeze(2), y)
+                return mixed.squeeze(2), soft
+            return mix(x, y)
+        return apply
+    return factory
+
+
+AUGMENTATIONS = {
+    "flip": flip, "crop": crop, "rotate": rotate, "affine": affine, "noise": noise, "erase": erase,
+    "blur": blur, "color": color, "randaugment": randaugment, "autoaugment": autoaugment,
+    "trivialaugment": trivialaugment, "mixup": _mixing("mixup"), "cutmix": _mixing("cutmix"),
+}
+MIXING = ("mixup", "cutmix")
+
+
+def make_augmentation(cfg: DictConfig, data: Data) -> Augment | None:
+    """The chosen augmentations in list order. With both mixup and cutmix, each batch gets one of them."""
+    steps, mixers = [], []
+    for name, aug_cfg in cfg.items():
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"unknown augmentation '{name}'; choose from: {', '.join(AUGMENTATIONS)}")
+        given = knobs(aug_cfg)
+        check_knobs(AUGMENTATIONS[name], given, f"augmentation.{name}", supplied=1)
+        (mixers if name in MIXING else steps).append(AUGMENTATIONS[name](data, **given))
+    if not steps and not mixers:
+        return None
+
+    def augment(x, y):
+        for step in steps:
+            x, y = step(x, y)
+        if mixers:
+            x, y = mixers[int(torch.randint(len(mixers), ()))](x, y)
+        return x, y
+    return augment

@@ -1,0 +1,112 @@
+"""`trainrun`: the Hydra entry point, with bad input reported in one or two lines.
+
+torch is imported only once the config has composed and validated, so `--help` and config
+errors answer at once.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import ConfigError, Config, register, validate
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+register()
+
+
+@hydra.main(config_path="pkg://trainrun.conf", config_name="config", version_base="1.3")
+def run(cfg: DictConfig) -> float | None:
+    """One training run (one job of a sweep). Returns the monitored metric, for sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+
+    validate(cfg)
+    from .console import RunConsole
+    from .trainer import train  # torch comes in here
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
+    metrics = train(cfg, run_dir, RunConsole(), hparams=overrides)
+    if metrics["stop_reason"] == "interrupted":
+        raise KeyboardInterrupt
+    return metrics.get(cfg.trainer.early_stopping.monitor)
+
+
+def main() -> None:
+    """Console script: run Hydra, and turn every kind of bad input into a short message and exit code 2."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    show_traceback = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's own multi-line report
+    try:
+        run()
+    except KeyboardInterrupt:
+        print("interrupted; the run directory keeps last.pt and metrics.json", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        if show_traceback:
+            raise
+        message = describe(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def describe(error: BaseException) -> str | None:
+    """A one- or two-line description of a user error, or None for a bug (shown with its traceback)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .data import DataError
+
+    if isinstance(error, (ConfigError, DataError)):
+        return str(error)
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+        close = difflib.get_close_matches(choice, error.options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown {group or 'option'} '{choice}'{hint}; choose one of: {', '.join(sorted(error.options))}"
+    if isinstance(error, OverrideParseException):
+        return str(error).splitlines()[0]
+    cause = error.__cause__ if isinstance(error, ConfigCompositionException) and error.__cause__ else error
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        first = str(cause).splitlines()[0]
+        if "not in" in first and key:  # an unknown key
+            return f"unknown key '{key}'{_suggest(key)}"
+        return f"{key}: {first}" if key else first
+    if isinstance(error, ConfigCompositionException):
+        return " ".join(str(error).split())[:300]
+    return None
+
+
+def _suggest(key: str) -> str:
+    """The keys that the key's parent takes (from the schema), nearest first."""
+    import dataclasses
+    import typing
+
+    *parents, leaf = key.split(".")
+    node, parts = Config, iter(parents)
+    for part in parts:
+        node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+        if typing.get_origin(node) is dict:
+            next(parts, None)  # augmentation.<name>: the next part is a dict key
+        node = next((a for a in (node, *typing.get_args(node)) if dataclasses.is_dataclass(a)), None)
+    if node is None:
+        return ""
+    names = [f.name for f in dataclasses.fields(node)]
+    close = difflib.get_close_matches(leaf, names, n=1)
+    return (f" (did you mean {close[0]}?)" if close else "") + f"; {'.'.join(parents)} takes: {', '.join(names)}"
+
+
+if __name__ == "__main__":
+    main()

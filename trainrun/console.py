@@ -1,0 +1,72 @@
+"""What a run shows on the terminal (rich): the composed choices, live progress, a final table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
+
+
+class RunConsole:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self.progress: Progress | None = None
+        self.live_text = ""
+
+    def header(self, cfg, device, data, model, run_dir: Path) -> None:
+        params = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        choices = "  ".join(f"[bold]{g}[/]={cfg[g].kind}" for g in GROUPS)
+        extras = [f"[bold]loss[/]={cfg.loss.kind if cfg.loss else 'auto'}",
+                  f"[bold]regularization[/]={','.join(k for k, v in cfg.regularization.items() if v) or 'none'}",
+                  f"[bold]augmentation[/]={','.join(cfg.augmentation) or 'none'}"]
+        split = f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test"
+        body = (f"{choices}\n{'  '.join(extras)}\n"
+                f"[bold]device[/]={device}  [bold]precision[/]={cfg.trainer.precision}  "
+                f"[bold]lr[/]={cfg.optimizer.lr:g}  [bold]batch[/]={cfg.data.batch_size}  "
+                f"[bold]epochs[/]={cfg.trainer.epochs}  [bold]seed[/]={cfg.trainer.seed}\n"
+                f"{data.task}, input {tuple(data.input_shape)}, {split}; "
+                f"{params:,} parameters ({trainable:,} trainable)\n[dim]{run_dir}[/]")
+        self.console.print(Panel(body, title="trainrun", title_align="left", border_style="cyan"))
+
+    def start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.progress = Progress(
+            TextColumn("[bold cyan]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True)
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, stats="")
+        self.progress.start()
+
+    def step(self, loss: float | None) -> None:
+        if loss is not None:
+            self.progress.update(self.task, advance=1, stats=f"loss {loss:.4f} {self.live_text}")
+        else:
+            self.progress.advance(self.task)
+
+    def epoch(self, epoch: int, values: dict, improved: bool) -> None:
+        shown = [f"{k} {v:.4f}" for k, v in values.items() if k.startswith(("val/", "train/"))]
+        self.live_text = " ".join(s for s in shown if s.startswith("val/"))
+        self.progress.update(self.task, epoch=epoch + 1)
+        mark = "[green]*[/]" if improved else " "
+        self.console.print(f"epoch {epoch:>3} {mark} " + "  ".join(shown) + f"  [dim]{values['time/epoch_s']:.2f}s[/]")
+
+    def note(self, message: str, error: bool = False) -> None:
+        self.console.print(f"[bold {'red' if error else 'yellow'}]{message}[/]")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def summary(self, metrics: dict, run_dir: Path, stop_message: str) -> None:
+        table = Table(title="result", title_justify="left", show_header=True, header_style="bold")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        self.console.print(table)
+        self.console.print(f"run directory: {run_dir}")
+        self.console.print(f"curves:        [bold]tensorboard --logdir {run_dir}[/]")

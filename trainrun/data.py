@@ -1,0 +1,272 @@
+"""Datasets as tensors: loaded once, split with a seeded permutation, kept on the training device.
+
+Batches are index slices of these tensors (see Batches); augmentation and normalization act on whole
+batches. Images are float32 in [0, 1], shape (N, C, H, W); sequences (N, C, L); features (N, D).
+Classification targets are int64 class indices; regression targets float32 of shape (N, 1).
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import math
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from .config import ConfigError
+
+log = logging.getLogger("trainrun")
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded (missing files offline, corrupt files): one line to the user."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+    input_shape: tuple[int, ...]
+    task: str  # classification | regression
+    num_outputs: int
+    normalize: "Normalizer"
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+    @property
+    def num_classes(self) -> int:
+        return self.num_outputs if self.task == "classification" else 0
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders: name -> function(cfg, generator) -> (x_train, y_train, x_test | None, y_test | None).
+# A loader without an official test split returns None for it; one is carved with data.test_fraction.
+
+def digits(cfg, g):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x, torch.tensor(bunch.target, dtype=torch.int64), None, None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format), gzip-compressed or not. torchvision's own reader wants it unzipped."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def find_idx(root: Path, folder: str, stem: str) -> Path | None:
+    for directory in (root / folder / "raw", root):
+        for name in (stem, stem + ".gz"):
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def _torchvision_dataset(class_name: str, folder: str, expected: str):
+    def load(cfg, g):
+        import torchvision.datasets as tvd
+
+        root = Path(cfg.root).expanduser()
+        if cfg.test_set_only:
+            if folder == "cifar-10-batches-py":
+                raise ConfigError("data.test_set_only=true is supported for MNIST-format datasets only")
+            images, labels = find_idx(root, folder, "t10k-images-idx3-ubyte"), find_idx(root, folder, "t10k-labels-idx1-ubyte")
+            if images is None or labels is None:
+                raise DataError(f"{cfg.kind}: t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) not found "
+                                f"under {root} or {root / folder / 'raw'}")
+            x = torch.from_numpy(read_idx(images).copy()).unsqueeze(1).float() / 255
+            return x, torch.from_numpy(read_idx(labels).astype(np.int64)), None, None
+        splits = []
+        for train in (True, False):
+            try:  # torchvision prints each failed mirror; the one-line error below says it all
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    ds = getattr(tvd, class_name)(str(root), train=train, download=cfg.download)
+            except Exception as e:
+                how = "could not be downloaded" if cfg.download else "is not there and data.download=false"
+                raise DataError(f"{cfg.kind} not found under {root} and {how} ({str(e).splitlines()[0][:80]}). "
+                                f"Put {expected} under {root / folder}, or point data.root (or $TRAINRUN_DATA) at them") from None
+            x = torch.as_tensor(np.asarray(ds.data))
+            x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # NHWC (CIFAR) or NHW -> NCHW
+            splits += [x.float() / 255, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
+        return tuple(splits)
+
+    return load
+
+
+def mnist1d(cfg, g):
+    root = Path(cfg.root).expanduser() / "mnist1d"
+    cache = root / "mnist1d_5000_seed42.pkl"
+    if cache.is_file():
+        with open(cache, "rb") as f:
+            d = pickle.load(f)
+    else:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())  # the package's own generator: 4,000 train / 1,000 test
+        d = {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(d, f)
+        tmp.replace(cache)
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # (N, 1, 40)
+    as_y = lambda a: torch.tensor(a, dtype=torch.int64)
+    return as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"])
+
+
+def polynomial(cfg, g):
+    x = (torch.rand(cfg.n_samples, 1, generator=g) * 2 - 1) * math.pi
+    return x, torch.sin(x) + cfg.noise * torch.randn(x.shape, generator=g), None, None
+
+
+def least_squares(cfg, g):
+    x = torch.randn(cfg.n_samples, cfg.n_features, generator=g)
+    w = torch.randn(cfg.n_features, 1, generator=g) / math.sqrt(cfg.n_features)
+    return x, x @ w + cfg.noise * torch.randn(cfg.n_samples, 1, generator=g), None, None
+
+
+def spirals(cfg, g):
+    n = cfg.n_samples // 2
+    t = torch.sqrt(torch.rand(n, generator=g)) * cfg.turns * 2 * math.pi
+    arm = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / (cfg.turns * 2 * math.pi)
+    x = torch.cat([arm, -arm]) + cfg.noise * torch.randn(2 * n, 2, generator=g)
+    return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
+
+
+LOADERS: dict[str, Callable] = {
+    "digits": digits,
+    "mnist": _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)"),
+    "fashion_mnist": _torchvision_dataset("FashionMNIST", "FashionMNIST", "the four Fashion-MNIST IDX files (raw/)"),
+    "cifar10": _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches"),
+    "mnist1d": mnist1d,
+    "polynomial": polynomial,
+    "least_squares": least_squares,
+    "spirals": spirals,
+}
+
+
+# --------------------------------------------------------------------------------------------
+
+class Normalizer:
+    """x -> ((x - mean) @ rotation) * scale on flattened features; statistics from the train split only."""
+
+    def __init__(self, method: str, x: torch.Tensor):
+        self.method = method
+        flat = x.flatten(1).double()
+        self.mean = flat.mean(0)
+        self.rotation = None
+        if method == "standardize":
+            std = flat.std(0)
+            self.scale = 1 / torch.where(std > 1e-8, std, torch.ones_like(std))  # constant features stay put
+        elif method in ("pca", "whiten"):
+            centred = flat - self.mean
+            variances, vectors = torch.linalg.eigh(centred.T @ centred / max(len(flat) - 1, 1))
+            self.rotation = vectors.flip(1)  # principal axes, largest variance first
+            variances = variances.flip(0).clamp_min(0)
+            # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
+            self.scale = (variances + 1e-3 * variances.max()).rsqrt() if method == "whiten" else torch.ones_like(variances)
+        else:
+            self.scale = torch.ones_like(self.mean)
+        self.mean, self.scale = self.mean.float(), self.scale.float()
+        self.rotation = None if self.rotation is None else self.rotation.float()
+
+    def to(self, device) -> "Normalizer":
+        self.mean, self.scale = self.mean.to(device), self.scale.to(device)
+        self.rotation = None if self.rotation is None else self.rotation.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "none":
+            return x
+        flat = x.flatten(1) - self.mean
+        if self.rotation is not None:
+            flat = flat @ self.rotation
+        return (flat * self.scale).view_as(x)
+
+
+def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
+    """Load, split (seeded), normalize with train statistics, and move to `device`.
+
+    With `prenormalize`, the normalization is applied once to the stored tensors and Data.normalize
+    is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x, y, x_test, y_test = LOADERS[cfg.kind](cfg, g)
+    if x_test is None:
+        x, y, x_test, y_test = _carve(x, y, cfg.test_fraction, g)
+    x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
+    if cfg.subset is not None:
+        x, y = x[: cfg.subset], y[: cfg.subset]
+    if len(y) == 0:
+        raise ConfigError(f"data: no training samples left (data.subset={cfg.subset}, data.val_fraction={cfg.val_fraction})")
+    task = "classification" if y.dtype == torch.int64 else "regression"
+    num_outputs = int(torch.cat([y, y_test]).max()) + 1 if task == "classification" else y.shape[1]
+    normalizer = Normalizer(cfg.normalize, x)
+    splits = [Split(x, y), Split(x_val, y_val), Split(x_test, y_test)]
+    if prenormalize:
+        splits = [Split(normalizer(s.x), s.y) for s in splits]
+        normalizer = Normalizer("none", x[:1])
+    train, val, test = (s.to(device) for s in splits)
+    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device))
+
+
+def _carve(x, y, fraction, g):
+    """Split off a seeded random `fraction` of (x, y): returns the rest, then the part."""
+    order = torch.randperm(len(y), generator=g)
+    n_part = int(round(fraction * len(y)))
+    rest, part = order[n_part:], order[:n_part]
+    return x[rest], y[rest], x[part], y[part]
+
+
+class Batches:
+    """Index batches over the train split: `shuffle` permutes every epoch (practical SGD), `replacement`
+    draws every batch at random (canonical SGD), `sequential` keeps the order. The order of each epoch
+    is a function of (seed, epoch) alone, so a resumed run sees the same batches."""
+
+    def __init__(self, n: int, batch_size: int, sampler: str, seed: int, device: torch.device):
+        self.n, self.batch_size, self.sampler, self.seed, self.device = n, min(batch_size, n), sampler, seed, device
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor | slice]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.sampler == "sequential" or (self.sampler == "shuffle" and self.batch_size == self.n):
+            # contiguous slices are views: no gather at all (full-batch GD reads the tensors as they are)
+            for start in range(0, self.n, self.batch_size):
+                yield slice(start, start + self.batch_size)
+            return
+        if self.sampler == "shuffle":
+            order = torch.randperm(self.n, generator=g).to(self.device)
+            yield from order.split(self.batch_size)
+        else:
+            for _ in range(len(self)):
+                yield torch.randint(self.n, (self.batch_size,), generator=g).to(self.device)

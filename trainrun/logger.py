@@ -1,0 +1,112 @@
+"""TensorBoard logging with torch.utils.tensorboard.SummaryWriter, into the run directory.
+
+Every scalar is logged against the global optimizer step, so per-step and per-epoch curves share
+one x-axis and train/val loss can sit on one chart (the custom-scalars layout).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+
+def layer_name(param_name: str) -> str:
+    return param_name.replace(".", "/")
+
+
+class TensorBoard:
+    def __init__(self, cfg: DictConfig, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.cfg = cfg
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.writer.add_custom_scalars({
+            "curves": {
+                "loss (train vs val)": ["Multiline", ["train/loss", "val/loss"]],
+                "accuracy (train vs val)": ["Multiline", ["train/acc", "val/acc"]],
+                "gradient norm per layer": ["Multiline", ["grad_norm/.*"]],
+            }
+        })
+
+    # -- once ---------------------------------------------------------------------------------
+    def config(self, cfg: DictConfig) -> None:
+        self.writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg) + "```")
+
+    def graph(self, model: nn.Module, example: torch.Tensor) -> str | None:
+        """The model graph where it traces; returns why not otherwise."""
+        if not self.cfg.log_graph:
+            return None
+        try:
+            was_training = model.training
+            model.eval()
+            self.writer.add_graph(model, example)
+            model.train(was_training)
+        except Exception as e:  # tracing is best effort: data-dependent control flow cannot be traced
+            return str(e).splitlines()[0][:100]
+        return None
+
+    def images(self, tag: str, batch: torch.Tensor) -> None:
+        from torchvision.utils import make_grid
+
+        if self.cfg.log_images and batch.dim() == 4:
+            grid = make_grid(batch[:64].detach().float().cpu().clamp(0, 1), nrow=8, padding=1)
+            self.writer.add_image(tag, grid, 0)
+
+    # -- during training ------------------------------------------------------------------------
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def grad_norms(self, model: nn.Module, step: int) -> float:
+        """Global and per-layer gradient norms (vanishing and exploding gradients show here)."""
+        named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+        if not named:
+            return 0.0
+        norms = torch.stack([torch.linalg.vector_norm(g.float()) for _, g in named]).cpu()
+        total = float(torch.linalg.vector_norm(norms))
+        self.writer.add_scalar("grad_norm/global", total, step)
+        if self.cfg.per_layer_grad_norm:
+            for (name, _), value in zip(named, norms.tolist()):
+                self.writer.add_scalar(f"grad_norm/{layer_name(name)}", value, step)
+        return total
+
+    def histograms(self, model: nn.Module, probe: torch.Tensor, step: int, epoch: int) -> None:
+        """Weights, gradients (of the last step) and activations of each block on a fixed probe batch."""
+        every = self.cfg.histogram_every_n_epochs
+        if not every or epoch % every:
+            return
+        for name, p in model.named_parameters():
+            self.writer.add_histogram(f"weights/{layer_name(name)}", p.detach().float().cpu(), step)
+            if p.grad is not None:
+                self.writer.add_histogram(f"gradients/{layer_name(name)}", p.grad.float().cpu(), step)
+        outputs = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+                 for name, m in model.named_children()]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(probe)
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+        for name, out in outputs.items():
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                self.writer.add_histogram(f"activations/{name}", out.float().cpu(), step)
+
+    # -- at the end -----------------------------------------------------------------------------
+    def hparams(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
+        """The HParams dashboard: the run's choices beside its final metrics (logged as hparam/<tag>)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        finite = {f"hparam/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        for tag, value in finite.items():
+            self.writer.add_scalar(tag, value, step)
+        for summary in hparams_summary(hparams, finite):
+            self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,239 @@
+"""Model architectures: registry name -> builder(spec, layers, knobs) -> nn.Module, and transfer learning.
+
+Every model's output layer is named `head`; hidden blocks are built by `Layers.block`, the one place
+where the chosen activation, norm (and its position) and dropout are put together. Input shape and
+number of outputs come from the data.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from .activation import make_activation, nonlinearity
+from .config import ConfigError
+from .data import Data
+from .init import LAYERS_WITH_WEIGHTS, initialize
+from .norm import make_norm
+from .registry import create
+
+log = logging.getLogger("trainrun")
+
+
+class Layers:
+    """Builds hidden blocks the same way in every model: weight layer, norm and activation in the
+    configured order, then dropout (alpha dropout under SELU, which it keeps self-normalizing)."""
+
+    def __init__(self, activation: DictConfig, norm: DictConfig, dropout: float):
+        self.activation, self.norm, self.dropout = activation, norm, dropout
+
+    def act(self) -> nn.Module:
+        return make_activation(self.activation)
+
+    def normalization(self, channels: int, dims: int) -> nn.Module:
+        return make_norm(self.norm, channels, dims) or nn.Identity()
+
+    def block(self, layer: nn.Module, channels: int, dims: int) -> nn.Sequential:
+        norm, act = make_norm(self.norm, channels, dims), self.act()
+        order = [("norm", norm), ("act", act)] if self.norm.position == "before" else [("act", act), ("norm", norm)]
+        parts = [(type(layer).__name__.lower(), layer)] + [(n, m) for n, m in order if m is not None]
+        if self.dropout:
+            parts.append(("dropout", (nn.AlphaDropout if self.activation.kind == "selu" else nn.Dropout)(self.dropout)))
+        return nn.Sequential(OrderedDict(parts))
+
+
+def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, num_outputs: int) -> nn.Sequential:
+    for i, h in enumerate(hidden, 1):
+        modules.append((f"fc{i}", layers.block(nn.Linear(width, h), h, dims=0)))
+        width = h
+    modules.append(("head", nn.Linear(width, num_outputs)))
+    return nn.Sequential(OrderedDict(modules))
+
+
+def mlp(data: Data, layers: Layers, hidden=(256, 256)):
+    return _hidden_stack([("flatten", nn.Flatten())], math.prod(data.input_shape), list(hidden), layers, data.num_outputs)
+
+
+def linear(data: Data, layers: Layers):
+    return mlp(data, layers, hidden=())
+
+
+def convnet(data: Data, layers: Layers, dims: int, channels=(32, 64), kernel_size=3, pool="max", hidden=(128,)):
+    if len(data.input_shape) != dims + 1:
+        want = "images (C, H, W)" if dims == 2 else "sequences (C, L)"
+        raise ConfigError(f"model={'cnn' if dims == 2 else 'cnn1d'} needs {want}; this data has shape {data.input_shape}")
+    if pool not in ("max", "avg", "none"):
+        raise ConfigError(f"model.pool={pool} is invalid: expected max, avg or none")
+    conv = nn.Conv2d if dims == 2 else nn.Conv1d
+    pooling = {"max": nn.MaxPool2d if dims == 2 else nn.MaxPool1d, "avg": nn.AvgPool2d if dims == 2 else nn.AvgPool1d}
+    modules, width, size = [], data.input_shape[0], list(data.input_shape[1:])
+    for i, c in enumerate(channels, 1):
+        block = layers.block(conv(width, c, kernel_size, padding=kernel_size // 2), c, dims)
+        if pool != "none":
+            block.add_module("pool", pooling[pool](2))
+            size = [s // 2 for s in size]
+        if min(size) < 1:
+            raise ConfigError(f"model: {len(channels)} pooled conv blocks shrink input {data.input_shape} to nothing; "
+                              f"use fewer model.channels or model.pool=none")
+        modules.append((f"conv{i}", block))
+        width = c
+    modules.append(("flatten", nn.Flatten()))
+    return _hidden_stack(modules, width * math.prod(size), list(hidden), layers, data.num_outputs)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with an identity (or 1x1 projection) shortcut: He et al. 2016."""
+
+    def __init__(self, cin: int, cout: int, stride: int, layers: Layers):
+        super().__init__()
+        self.conv1 = layers.block(nn.Conv2d(cin, cout, 3, stride, 1), cout, 2)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.norm2 = layers.normalization(cout, 2)
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride), layers.normalization(cout, 2))
+        self.act = layers.act()
+
+    def forward(self, x):
+        return self.act(self.norm2(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+def resnet(data: Data, layers: Layers, depth=20, width=16):
+    if not data.is_image:
+        raise ConfigError(f"model=resnet needs images (C, H, W); this data has shape {data.input_shape}")
+    if depth < 8 or (depth - 2) % 6:
+        raise ConfigError(f"model.depth={depth} is invalid: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, ...)")
+    n = (depth - 2) // 6
+    modules = [("stem", layers.block(nn.Conv2d(data.input_shape[0], width, 3, 1, 1), width, 2))]
+    cin = width
+    for stage, cout in enumerate((width, 2 * width, 4 * width), 1):
+        blocks = [BasicBlock(cin if i == 0 else cout, cout, 2 if (i == 0 and stage > 1) else 1, layers) for i in range(n)]
+        modules.append((f"stage{stage}", nn.Sequential(*blocks)))
+        cin = cout
+    modules += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("head", nn.Linear(cin, data.num_outputs))]
+    return nn.Sequential(OrderedDict(modules))
+
+
+class PolynomialFeatures(nn.Module):
+    def __init__(self, degree: int):
+        super().__init__()
+        self.register_buffer("powers", torch.arange(1, degree + 1, dtype=torch.float32))
+
+    def forward(self, x):
+        return x.pow(self.powers)  # (N, 1) -> (N, degree): [x, x^2, ..., x^degree]
+
+
+def polynomial(data: Data, layers: Layers, degree=3):
+    if data.input_shape != (1,):
+        raise ConfigError(f"model=polynomial needs one scalar input (data=polynomial); this data has shape {data.input_shape}")
+    return nn.Sequential(OrderedDict([("features", PolynomialFeatures(degree)), ("head", nn.Linear(degree, data.num_outputs))]))
+
+
+class RepeatChannels(nn.Module):
+    """Grayscale to the three channels a torchvision architecture expects."""
+
+    def forward(self, x):
+        return x.expand(-1, 3, -1, -1)
+
+
+def torchvision_model(data: Data, layers: Layers, name="resnet18", weights=None):
+    from torchvision import models
+
+    if not data.is_image:
+        raise ConfigError(f"model=torchvision needs images (C, H, W); this data has shape {data.input_shape}")
+    try:
+        net = models.get_model(name, weights=None, num_classes=data.num_outputs)
+    except ValueError:
+        choices = ", ".join(models.list_models(module=models)[:12])
+        raise ConfigError(f"model.name={name} is not a torchvision classification model (e.g. {choices}, ...)") from None
+    if weights:
+        load_matching(net, read_state(weights))
+    if data.input_shape[0] != 3:
+        net = nn.Sequential(OrderedDict([("rgb", RepeatChannels()), ("net", net)]))
+    return net
+
+
+MODELS = {
+    "mlp": mlp, "linear": linear, "cnn": partial(convnet, dims=2), "cnn1d": partial(convnet, dims=1),
+    "resnet": resnet, "polynomial": polynomial, "torchvision": torchvision_model,
+}
+
+
+def build_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, set[str]]:
+    """The initialized model and the names of parameters reused from model.checkpoint."""
+    if cfg.activation.kind == "sign":
+        log.warning("activation=sign has zero gradient almost everywhere: the layers below it will not learn")
+    if cfg.init.kind == "zeros":
+        log.warning("init=zeros: every hidden unit gets the same gradient, so they stay identical (symmetry)")
+    layers = Layers(cfg.activation, cfg.norm, cfg.regularization.dropout)
+    model = create(MODELS, cfg.model, "model", data, layers, skip=("checkpoint", "freeze", "head_only"))
+    if cfg.model.kind == "torchvision" and (cfg.activation.kind != "relu" or cfg.norm.kind != "none"):
+        log.warning("model=torchvision keeps its own activations and norms: activation and norm are ignored")
+    initialize(model, cfg.init, nonlinearity(cfg.activation))
+    if cfg.norm.kind == "weight":
+        for layer in [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS)]:
+            nn.utils.parametrizations.weight_norm(layer)
+    reused = set()
+    if cfg.model.checkpoint:
+        reused = load_matching(model, read_state(cfg.model.checkpoint))
+        log.info("model.checkpoint: reused %d tensors from %s", len(reused), cfg.model.checkpoint)
+    freeze(model, cfg.model.freeze, cfg.model.head_only)
+    return model, reused
+
+
+def read_state(path: str) -> dict:
+    """Model weights from a run directory (its best.pt), a trainrun checkpoint or a bare state_dict file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "best.pt" if (p / "best.pt").exists() else p / "last.pt"
+    if not p.is_file():
+        raise ConfigError(f"model checkpoint {path} not found (give a run directory or a .pt file)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
+    return state.get("model", state)
+
+
+def load_matching(model: nn.Module, state: dict) -> set[str]:
+    """Copy every tensor whose name and shape match; a new head of another size is left as initialized."""
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ConfigError("model checkpoint: no layer matches this model (different architecture?)")
+    model.load_state_dict(matching, strict=False)
+    return set(matching)
+
+
+def head_name(model: nn.Module) -> str:
+    """The output layer: the last Linear in the model."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+def freeze(model: nn.Module, layers, head_only: bool) -> None:
+    """Freeze named layers, the first N top-level layers, or (head_only) all but a freshly reset head."""
+    if head_only:
+        head = head_name(model)
+        model.get_submodule(head).reset_parameters()
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(head + "."))
+        return
+    if layers is None:
+        return
+    trainable = [name for name, m in model.named_children() if any(True for _ in m.parameters())]
+    if isinstance(layers, int):
+        names = trainable[:layers]
+    else:
+        names = list(layers)
+        for name in names:
+            try:
+                model.get_submodule(name)
+            except AttributeError:
+                raise ConfigError(f"model.freeze: no layer '{name}'; layers: {', '.join(trainable)}") from None
+    for name in names:
+        model.get_submodule(name).requires_grad_(False)

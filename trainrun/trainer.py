@@ -1,0 +1,401 @@
+"""The training run: build every choice from the config, train with early stopping, test, write metrics.
+
+`train(cfg, run_dir, ui)` is the whole product without the command line; the loop in `fit` reads
+top to bottom: batches are index slices of tensors already on the device, augmented and normalized
+as whole batches, then one optimizer step (a closure, so L-BFGS and the rest share it).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .augmentation import make_augmentation
+from .config import ConfigError
+from .data import Batches, Data, Split, load
+from .logger import TensorBoard
+from .loss import make_loss, metric
+from .model import build_model
+from .optimizer import make_optimizer, needs_closure
+from .regularization import Regularizer
+from .scheduler import make_scheduler
+
+log = logging.getLogger("trainrun")
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class EarlyStopping:
+    """Tracks the best value of the monitored metric; `should_stop` after `patience` evaluations
+    in a row without an improvement of more than `min_delta`."""
+
+    monitor: str
+    mode: str
+    patience: int
+    min_delta: float
+    enabled: bool = True
+    best: float = math.nan
+    best_epoch: int = 0
+    bad_evals: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an evaluation; True when it is the best so far."""
+        better = value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        if self.best_epoch == 0 or better:
+            self.best, self.best_epoch, self.bad_evals = value, epoch, 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.enabled and self.bad_evals >= self.patience
+
+    def reason(self) -> str:
+        return (f"{self.monitor} has not improved by more than {self.min_delta:g} for {self.bad_evals} evaluations "
+                f"(best {self.best:.4g} at epoch {self.best_epoch})")
+
+
+def monitor_mode(cfg: DictConfig) -> str:
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "max" if cfg.monitor.endswith("acc") else "min"
+
+
+# ------------------------------------------------------------------------------------------------
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def rng_states() -> dict:
+    """Every RNG, in types torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autocast) -> dict[str, float]:
+    """Mean loss and accuracy (classification) or mean absolute error (regression) over a split."""
+    model.eval()
+    loss, score = torch.zeros((), device=split.x.device), torch.zeros((), device=split.x.device)
+    for start in range(0, len(split), batch_size):
+        x, y = data.normalize(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+        with autocast():
+            out = model(x).float()
+        loss += criterion(out, y) * len(y)
+        score += metric(out, y, data.task)
+    n = max(len(split), 1)
+    return {"loss": float(loss) / n, metric_name(data): float(score) / n}
+
+
+@torch.no_grad()
+def evaluate_mc_dropout(model, split: Split, data: Data, samples: int, batch_size: int) -> float:
+    """Monte-Carlo dropout: accuracy of the mean softmax over `samples` passes with dropout on."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Dropout, torch.nn.AlphaDropout)):
+            m.train()
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        x, y = data.normalize(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+        probs = torch.stack([model(x).float().softmax(1) for _ in range(samples)]).mean(0)
+        correct += int((probs.argmax(1) == y).sum())
+    model.eval()
+    return correct / max(len(split), 1)
+
+
+def metric_name(data: Data) -> str:
+    return "acc" if data.task == "classification" else "mae"
+
+
+# ------------------------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir: Path, ui, hparams: dict | None = None) -> dict:
+    """Build the run from `cfg`, train it, test the best weights; returns (and writes) metrics.json."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    tc = cfg.trainer
+    seed_everything(tc.seed, tc.deterministic)
+    device = pick_device(tc.device)
+    data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
+    model, reused = build_model(cfg, data)
+    model.to(device)
+    augment = make_augmentation(cfg.augmentation, data)
+    criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
+    optimizer = make_optimizer(cfg.optimizer, model, reused)
+    batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
+    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, device)
+    steps_per_epoch = math.ceil(len(batches) / tc.grad_accum_steps)
+    es_cfg = tc.early_stopping
+    stopper = EarlyStopping(es_cfg.monitor, monitor_mode(es_cfg), es_cfg.patience, es_cfg.min_delta, es_cfg.enabled)
+    known = {f"{split}/{name}" for split in ("train", "val") for name in ("loss", metric_name(data))}
+    if stopper.monitor not in known:
+        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} is not a metric of this run; "
+                          f"choose one of: {', '.join(sorted(known))}")
+    if stopper.monitor.startswith("val/") and len(data.val) == 0:
+        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} needs a validation split: "
+                          "set data.val_fraction > 0, or monitor train/loss")
+    scheduler = make_scheduler(cfg.scheduler, optimizer, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
+    if tc.precision == "16-mixed" and device.type == "cpu":
+        log.warning("trainer.precision=16-mixed on CPU is slow and rarely helps; bf16 is the CPU choice")
+    dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(tc.precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+    forward = torch.compile(model) if tc.compile else model
+
+    tb = TensorBoard(cfg.logger, run_dir) if cfg.logger.enabled else None
+    probe = data.normalize((data.val if len(data.val) else data.train).x[:256])
+    if tb:
+        tb.config(cfg)
+        failure = tb.graph(model, probe[:8])
+        if failure:
+            log.info("model graph not logged: %s", failure)
+    ui.header(cfg, device, data, model, run_dir)
+
+    run = Run(cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment, criterion,
+              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch)
+    run.fit()
+
+    # ---- test the best weights, write metrics.json
+    if es_cfg.restore_best and run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    eval_bs = cfg.data.eval_batch_size
+    test = evaluate(forward, data.test, data, criterion, eval_bs, autocast)
+    metrics = {**run.best_metrics, **{f"test/{k}": v for k, v in test.items()}}
+    if cfg.regularization.mc_dropout_samples and data.task == "classification":
+        metrics["test/mc_acc"] = evaluate_mc_dropout(model, data.test, data, cfg.regularization.mc_dropout_samples, eval_bs)
+    metrics.update(best_epoch=stopper.best_epoch, epochs_run=run.epoch, steps=run.step, stop_reason=run.stop_reason,
+                   wall_time_s=round(time.perf_counter() - started, 3))
+    if tb:
+        tb.hparams({**default_hparams(cfg, loss_name), **(hparams or {})},
+                   {k: v for k, v in metrics.items() if "/" in k}, run.step)
+        tb.close()
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(run_dir / "metrics.json")
+    ui.summary(metrics, run_dir, run.stop_message)
+    return metrics
+
+
+def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
+    """What the HParams dashboard compares: every group's choice and the knobs most often swept."""
+    groups = {g: cfg[g].kind for g in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")}
+    reg = [k for k, v in cfg.regularization.items() if v]
+    return {**groups, "loss": loss_name, "regularization": ",".join(reg) or "none",
+            "augmentation": ",".join(cfg.augmentation) or "none", "lr": cfg.optimizer.lr,
+            "batch_size": str(cfg.data.batch_size), "seed": cfg.trainer.seed}
+
+
+class Run:
+    """The mutable state of one training run and its loop."""
+
+    def __init__(self, cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment,
+                 criterion, regularizer, stopper, autocast, tb, ui, steps_per_epoch):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+        self.epoch = self.step = 0
+        self.stop_reason, self.stop_message = "completed", ""
+        self.best_state, self.best_metrics = None, {}
+        self.metric = metric_name(data)
+        self.closure_optimizer = needs_closure(cfg.optimizer)
+        self.images_logged = False
+
+    def fit(self) -> None:
+        tc, model, opt = self.cfg.trainer, self.model, self.optimizer
+        self.ui.start(tc.epochs, self.steps_per_epoch)
+        try:
+            for self.epoch in range(1, tc.epochs + 1):
+                epoch_start, seen = time.perf_counter(), 0
+                loss_sum = torch.zeros((), device=self.data.train.x.device)
+                score_sum = torch.zeros((), device=self.data.train.x.device)
+                model.train()
+                for micro in self.grouped(self.batches.epoch(self.epoch), tc.grad_accum_steps):
+                    batch = [self.prepare(idx) for idx in micro]
+                    loss, score = self.optimizer_step(batch)
+                    self.step += 1
+                    n = sum(len(y) for _, y in batch)
+                    loss_sum += loss * n
+                    score_sum += score
+                    seen += n
+                    if self.scheduler is not None and self.cfg.scheduler.interval == "step":
+                        self.scheduler.step()
+                    if self.tb:
+                        self.tb.scalars({"lr": opt.param_groups[0]["lr"]}, self.step)
+                    if self.step % tc.log_every_n_steps == 0 or self.data.train.x.device.type == "cpu":
+                        # a host sync: every step on CPU (free there), every log_every_n_steps on a GPU
+                        if not math.isfinite(float(loss)) and tc.early_stopping.stop_on_nonfinite:
+                            return self.diverged(float(loss))
+                    if self.step % tc.log_every_n_steps == 0:
+                        self.log_step(float(loss), float(score) / n)
+                    self.ui.step(float(loss) if self.step % tc.log_every_n_steps == 0 else None)
+                    if tc.max_steps and self.step >= tc.max_steps:
+                        break
+                seconds = time.perf_counter() - epoch_start
+                train_metrics = {"train/loss": float(loss_sum) / seen, f"train/{self.metric}": float(score_sum) / seen}
+                if not math.isfinite(train_metrics["train/loss"]) and tc.early_stopping.stop_on_nonfinite:
+                    return self.diverged(train_metrics["train/loss"])
+                if self.end_of_epoch(train_metrics, seconds, seen) or (tc.max_steps and self.step >= tc.max_steps):
+                    return
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+            self.stop_message = f"interrupted at epoch {self.epoch}, step {self.step}"
+            self.save_checkpoint("last.pt")
+        finally:
+            self.ui.stop()
+
+    @staticmethod
+    def grouped(indices, size):
+        group = []
+        for idx in indices:
+            group.append(idx)
+            if len(group) == size:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def prepare(self, idx):
+        """One batch: an index slice of the train tensors, augmented and normalized as a whole."""
+        x, y = self.data.train.x[idx], self.data.train.y[idx]
+        if self.augment is not None:
+            x, y = self.augment(x, y)
+            if self.tb and not self.images_logged:
+                self.tb.images("augmented_batch", x)
+                self.images_logged = True
+        return self.data.normalize(x), y
+
+    def optimizer_step(self, batch):
+        """Zero grads, forward, backward over the micro-batches, clip, step; returns (mean loss, metric sum)."""
+        model, opt, scaler, reg = self.forward, self.optimizer, self.scaler, self.regularizer
+        result = {}
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            total, score = 0.0, 0
+            for x, y in batch:
+                with self.autocast():
+                    out = model(x).float()
+                    loss = (self.criterion(out, y) + reg.penalty()) / len(batch)
+                scaler.scale(loss).backward()
+                total, score = total + loss.detach(), score + metric(out.detach(), y, self.data.task)
+            if scaler.is_enabled():
+                scaler.unscale_(opt)
+            reg.clip_gradients()
+            result.update(loss=total, score=score)
+            return total
+
+        if self.closure_optimizer:
+            opt.step(closure)  # L-BFGS evaluates the closure several times per step
+        else:
+            closure()
+            scaler.step(opt)
+            scaler.update()
+        reg.constrain()
+        return result["loss"], result["score"]
+
+    def log_step(self, loss: float, score: float) -> None:
+        if self.tb:
+            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score}, self.step)
+            self.tb.grad_norms(self.model, self.step)
+
+    def end_of_epoch(self, train_metrics: dict, seconds: float, seen: int) -> bool:
+        """Evaluate, log, step the epoch scheduler, checkpoint; True when early stopping says stop."""
+        tc, ckpt = self.cfg.trainer, self.cfg.trainer.checkpoint
+        values = {**train_metrics, "epoch": self.epoch, "time/epoch_s": seconds, "time/samples_per_s": seen / seconds}
+        evaluated = self.epoch % tc.eval_every == 0 or self.epoch == tc.epochs
+        if evaluated and len(self.data.val):
+            val = evaluate(self.forward, self.data.val, self.data, self.criterion, self.cfg.data.eval_batch_size, self.autocast)
+            values.update({f"val/{k}": v for k, v in val.items()})
+        if self.tb:
+            self.tb.scalars(values, self.step)
+            self.tb.histograms(self.model, self.probe(), self.step, self.epoch)
+        if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
+            if self.cfg.scheduler.kind == "plateau":
+                if self.stopper.monitor in values:
+                    self.scheduler.step(values[self.stopper.monitor])
+            else:
+                self.scheduler.step()
+        improved = False
+        if self.stopper.monitor in values:
+            monitored = values[self.stopper.monitor]
+            if not math.isfinite(monitored) and tc.early_stopping.stop_on_nonfinite:
+                self.diverged(monitored)
+                return True
+            improved = self.stopper.update(monitored, self.epoch)
+        if improved:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
+            if ckpt.save_best:
+                self.save_checkpoint("best.pt")
+        if ckpt.save_last and (self.epoch % ckpt.every_n_epochs == 0 or self.epoch == tc.epochs):
+            self.save_checkpoint("last.pt")
+        self.ui.epoch(self.epoch, values, improved)
+        if self.stopper.should_stop:
+            self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
+            self.ui.note(self.stop_message)
+            return True
+        return False
+
+    def probe(self) -> torch.Tensor:
+        split = self.data.val if len(self.data.val) else self.data.train
+        return self.data.normalize(split.x[:256])
+
+    def diverged(self, value: float) -> None:
+        self.stop_reason = "diverged"
+        self.stop_message = (f"stopped at epoch {self.epoch}, step {self.step}: the loss is {value} (diverged). "
+                             f"Try a lower learning rate (optimizer.lr={self.cfg.optimizer.lr:g} now), "
+                             "gradient clipping (regularization=clip) or a normalization layer")
+        self.ui.note(self.stop_message, error=True)
+
+    def save_checkpoint(self, name: str) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+            "early_stopping": asdict(self.stopper), "rng": rng_states(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+        save_atomic(state, self.run_dir / name)
