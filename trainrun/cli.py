@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import ConfigError, Config, register, validate
+from .config import Config, ConfigError, DataError, register, validate
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -26,17 +26,38 @@ def run(cfg: DictConfig) -> float | None:
     """One training run (one job of a sweep). Returns the monitored metric, for sweepers."""
     from hydra.core.hydra_config import HydraConfig
 
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError:
+        remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
+        raise
     from .console import RunConsole
     from .trainer import train  # torch comes in here
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
-    metrics = train(cfg, run_dir, RunConsole(), hparams=overrides)
+    try:
+        metrics = train(cfg, run_dir, RunConsole(), hparams=overrides)
+    except (ConfigError, DataError):
+        remove_if_unused(run_dir)
+        raise
     if metrics["stop_reason"] == "interrupted":
         raise KeyboardInterrupt
     return metrics.get(cfg.trainer.early_stopping.monitor)
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """A run refused before training leaves no directory that looks like a run: remove what Hydra just
+    made there (.hydra/ and the log), and only when nothing else is in it."""
+    import shutil
+
+    made_by_hydra = {".hydra", "trainrun.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= made_by_hydra:
+        shutil.rmtree(run_dir)
+        for parent in (run_dir.parent, run_dir.parent.parent):  # outputs/<date>/ and outputs/ when now empty
+            if parent.name and not any(parent.iterdir()):
+                parent.rmdir()
 
 
 def main() -> None:
@@ -65,8 +86,6 @@ def describe(error: BaseException) -> str | None:
     """A one- or two-line description of a user error, or None for a bug (shown with its traceback)."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
-
-    from .data import DataError
 
     if isinstance(error, (ConfigError, DataError)):
         return str(error)

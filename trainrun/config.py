@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A bad or impossible configuration: reported to the user in one line, exit code 2."""
 
 
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded (missing files offline, corrupt files): one line, exit code 2."""
+
+
 @dataclass
 class DataConfig:
     kind: str = MISSING
@@ -99,7 +103,7 @@ class NormConfig:
 class OptimizerConfig:
     kind: str = MISSING
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: Optional[float] = None  # every optimizer but L-BFGS takes it
     backbone_lr_scale: float = 1.0  # lr factor for layers reused from a checkpoint
     momentum: Optional[float] = None
     dampening: Optional[float] = None
@@ -278,7 +282,7 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("init.bias", lambda v: v in ("default", "zeros"), "default or zeros"),
     ("init.std", _optional(_positive), "> 0"),
     ("optimizer.lr", _positive, "> 0"),
-    ("optimizer.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optimizer.weight_decay", _optional(lambda v: v >= 0), ">= 0"),
     ("optimizer.backbone_lr_scale", lambda v: v >= 0, ">= 0"),
     ("optimizer.momentum", _optional(lambda v: 0 <= v < 1), "in [0, 1)"),
     ("optimizer.betas", _optional(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)), "two numbers in [0, 1)"),

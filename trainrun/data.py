@@ -21,13 +21,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .config import ConfigError
+from .config import ConfigError, DataError
 
 log = logging.getLogger("trainrun")
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be loaded (missing files offline, corrupt files): one line to the user."""
 
 
 @dataclass
@@ -110,9 +106,9 @@ def _torchvision_dataset(class_name: str, folder: str, expected: str):
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     ds = getattr(tvd, class_name)(str(root), train=train, download=cfg.download)
             except Exception as e:
-                how = "could not be downloaded" if cfg.download else "is not there and data.download=false"
-                raise DataError(f"{cfg.kind} not found under {root} and {how} ({str(e).splitlines()[0][:80]}). "
-                                f"Put {expected} under {root / folder}, or point data.root (or $TRAINRUN_DATA) at them") from None
+                how = f"the download failed: {str(e).splitlines()[0][:60]}" if cfg.download else "data.download=false"
+                raise DataError(f"data={cfg.kind}: no dataset under {root / folder} ({how}). "
+                                f"Put {expected} there, or point data.root (or $TRAINRUN_DATA) at them") from None
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # NHWC (CIFAR) or NHW -> NCHW
             splits += [x.float() / 255, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
@@ -176,27 +172,32 @@ LOADERS: dict[str, Callable] = {
 # --------------------------------------------------------------------------------------------
 
 class Normalizer:
-    """x -> ((x - mean) @ rotation) * scale on flattened features; statistics from the train split only."""
+    """Normalization with statistics from the train split only.
+
+    standardize: zero mean, unit variance per feature; for images per channel (a per-pixel std is
+    near zero at the borders, and would blow up any augmentation that moves ink there).
+    pca / whiten: x -> ((x - mean) @ principal axes) [/ sqrt(variance)] on flattened features.
+    """
 
     def __init__(self, method: str, x: torch.Tensor):
-        self.method = method
-        flat = x.flatten(1).double()
-        self.mean = flat.mean(0)
-        self.rotation = None
+        self.method, self.rotation = method, None
         if method == "standardize":
-            std = flat.std(0)
+            dims = (0, 2, 3) if x.dim() == 4 else (0,)
+            self.mean = x.double().mean(dims, keepdim=True)
+            std = x.double().std(dims, keepdim=True)
             self.scale = 1 / torch.where(std > 1e-8, std, torch.ones_like(std))  # constant features stay put
         elif method in ("pca", "whiten"):
+            flat = x.flatten(1).double()
+            self.mean = flat.mean(0)
             centred = flat - self.mean
             variances, vectors = torch.linalg.eigh(centred.T @ centred / max(len(flat) - 1, 1))
-            self.rotation = vectors.flip(1)  # principal axes, largest variance first
+            self.rotation = vectors.flip(1).float()  # principal axes, largest variance first
             variances = variances.flip(0).clamp_min(0)
             # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
             self.scale = (variances + 1e-3 * variances.max()).rsqrt() if method == "whiten" else torch.ones_like(variances)
         else:
-            self.scale = torch.ones_like(self.mean)
+            self.mean = self.scale = torch.zeros(())
         self.mean, self.scale = self.mean.float(), self.scale.float()
-        self.rotation = None if self.rotation is None else self.rotation.float()
 
     def to(self, device) -> "Normalizer":
         self.mean, self.scale = self.mean.to(device), self.scale.to(device)
@@ -206,10 +207,9 @@ class Normalizer:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.method == "none":
             return x
-        flat = x.flatten(1) - self.mean
-        if self.rotation is not None:
-            flat = flat @ self.rotation
-        return (flat * self.scale).view_as(x)
+        if self.rotation is None:
+            return (x - self.mean) * self.scale
+        return (((x.flatten(1) - self.mean) @ self.rotation) * self.scale).view_as(x)
 
 
 def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:

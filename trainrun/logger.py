@@ -6,6 +6,7 @@ one x-axis and train/val loss can sit on one chart (the custom-scalars layout).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,7 +43,9 @@ class TensorBoard:
         try:
             was_training = model.training
             model.eval()
-            self.writer.add_graph(model, example)
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+                warnings.simplefilter("ignore")
+                self.writer.add_graph(model, example)
             model.train(was_training)
         except Exception as e:  # tracing is best effort: data-dependent control flow cannot be traced
             return str(e).splitlines()[0][:100]

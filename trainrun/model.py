@@ -39,8 +39,8 @@ class Layers:
     def normalization(self, channels: int, dims: int) -> nn.Module:
         return make_norm(self.norm, channels, dims) or nn.Identity()
 
-    def block(self, layer: nn.Module, channels: int, dims: int) -> nn.Sequential:
-        norm, act = make_norm(self.norm, channels, dims), self.act()
+    def block(self, layer: nn.Module, channels: int, dims: int, with_norm: bool = True) -> nn.Sequential:
+        norm, act = make_norm(self.norm, channels, dims) if with_norm else None, self.act()
         order = [("norm", norm), ("act", act)] if self.norm.position == "before" else [("act", act), ("norm", norm)]
         parts = [(type(layer).__name__.lower(), layer)] + [(n, m) for n, m in order if m is not None]
         if self.dropout:
@@ -48,9 +48,10 @@ class Layers:
         return nn.Sequential(OrderedDict(parts))
 
 
-def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, num_outputs: int) -> nn.Sequential:
+def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, num_outputs: int,
+                  with_norm: bool = True) -> nn.Sequential:
     for i, h in enumerate(hidden, 1):
-        modules.append((f"fc{i}", layers.block(nn.Linear(width, h), h, dims=0)))
+        modules.append((f"fc{i}", layers.block(nn.Linear(width, h), h, dims=0, with_norm=with_norm)))
         width = h
     modules.append(("head", nn.Linear(width, num_outputs)))
     return nn.Sequential(OrderedDict(modules))
@@ -84,7 +85,9 @@ def convnet(data: Data, layers: Layers, dims: int, channels=(32, 64), kernel_siz
         modules.append((f"conv{i}", block))
         width = c
     modules.append(("flatten", nn.Flatten()))
-    return _hidden_stack(modules, width * math.prod(size), list(hidden), layers, data.num_outputs)
+    # instance norm needs positions to average over: the conv blocks have them, the dense head does not
+    return _hidden_stack(modules, width * math.prod(size), list(hidden), layers, data.num_outputs,
+                         with_norm=layers.norm.kind != "instance")
 
 
 class BasicBlock(nn.Module):
