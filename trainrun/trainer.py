@@ -157,6 +157,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, hparams: dict | None = None) -> di
     """Build the run from `cfg`, train it, test the best weights; returns (and writes) metrics.json."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic)
     device = pick_device(tc.device)
