@@ -17,6 +17,7 @@ from .config import Config, ConfigError, DataError, register, validate
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 
 register()
 
@@ -25,23 +26,24 @@ register()
 def run(cfg: DictConfig) -> float | None:
     """One training run (one job of a sweep). Returns the monitored metric, for sweepers."""
     from hydra.core.hydra_config import HydraConfig
-
-    try:
-        validate(cfg)
-    except ConfigError:
-        remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
-        raise
-    from .console import RunConsole
-    from .trainer import train  # torch comes in here
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
     try:
+        validate(cfg)
+        from .console import RunConsole
+        from .trainer import train  # torch comes in here
+
+        overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
         metrics = train(cfg, run_dir, RunConsole(), hparams=overrides)
-    except (ConfigError, DataError):
+    except (ConfigError, DataError) as error:
         remove_if_unused(run_dir)
-        raise
+        if hydra_cfg.mode == RunMode.RUN and not SHOW_TRACEBACK:
+            # reported here: Hydra would print its own "Error executing job" line first
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        raise  # in a sweep Hydra finishes the other jobs first, then raises it
     if metrics["stop_reason"] == "interrupted":
         raise KeyboardInterrupt
     return metrics.get(cfg.trainer.early_stopping.monitor)
@@ -65,7 +67,8 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
-    show_traceback = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    global SHOW_TRACEBACK
+    SHOW_TRACEBACK = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's own multi-line report
     try:
         run()
@@ -73,7 +76,7 @@ def main() -> None:
         print("interrupted; the run directory keeps last.pt and metrics.json", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as error:
-        if show_traceback:
+        if SHOW_TRACEBACK:
             raise
         message = describe(error)
         if message is None:

@@ -1,0 +1,144 @@
+"""`trainrun` end to end through a subprocess, as a user meets it."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF, ROOT, cli, options, read_metrics
+
+GROUPS = ("activation", "augmentation", "data", "init", "loss", "model", "norm", "optimizer", "regularization", "scheduler")
+
+
+def only_run_dir(base: Path) -> Path:
+    runs = [p.parent for p in base.glob("outputs/*/*/metrics.json") if "multirun" not in p.parts]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_default_run_end_to_end(tmp_path):
+    result = cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    run_dir = only_run_dir(tmp_path)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", f"{run_dir.parent.name}/{run_dir.name}")
+    metrics = read_metrics(run_dir)
+    assert metrics["test/acc"] > 0.9 and metrics["stop_reason"] in ("early_stopping", "completed")
+    assert {"train/loss", "val/loss", "val/acc", "test/loss", "best_epoch", "epochs_run", "wall_time_s"} <= set(metrics)
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "last.pt", "best.pt", "trainrun.log"):
+        assert (run_dir / name).exists(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert "data=digits" in out and "model=mlp" in out and "device=cpu" in out  # the panel
+    assert "test/acc" in out and f"tensorboard --logdir {run_dir}" in out.replace("\n", "")
+    if metrics["stop_reason"] == "early_stopping":
+        assert "early stopping: val/loss has not improved" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_overrides_reach_the_run(tmp_path):
+    result = cli("model=cnn", "activation=leaky_relu", "init=kaiming_normal", "norm=batch", "optimizer=nesterov",
+                 "optimizer.lr=0.05", "scheduler=onecycle", "regularization=dropout", "augmentation=[crop,flip]",
+                 "trainer.epochs=2", "logger.enabled=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path)
+    composed = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "kind: nesterov" in composed and "lr: 0.05" in composed and "crop:" in composed and "flip:" in composed
+    assert read_metrics(run_dir)["epochs_run"] == 2
+
+
+def test_multirun_sweep_gives_one_directory_per_run(tmp_path):
+    result = cli("-m", "optimizer=sgd,adam", "init=xavier_uniform,kaiming_normal", "trainer.epochs=1",
+                 "data.subset=200", "logger.log_graph=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = sorted(tmp_path.glob("outputs/multirun/*/*/*/metrics.json"))
+    assert len(runs) == 4
+    assert sorted(p.parent.name for p in runs) == ["0", "1", "2", "3"]
+    seen = {(c["optimizer"]["kind"], c["init"]["kind"]) for c in
+            (_yaml(p.parent / ".hydra" / "config.yaml") for p in runs)}
+    assert seen == {("sgd", "xavier_uniform"), ("sgd", "kaiming_normal"), ("adam", "xavier_uniform"), ("adam", "kaiming_normal")}
+    assert all(list(p.parent.glob("events.out.tfevents.*")) for p in runs)
+
+
+def _yaml(path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def test_help_lists_every_group_and_option_without_torch(tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for group in GROUPS:
+        line = next(l for l in result.stdout.splitlines() if l.startswith(f"{group}:"))
+        assert [o.strip() for o in line.split(":", 1)[1].split(",")] == options(group)
+    probe = subprocess.run([sys.executable, "-c", "import sys, trainrun.cli; sys.argv=['trainrun','--help']\n"
+                            "try:\n    trainrun.cli.main()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert probe.stdout.strip().endswith("False")
+    assert not (tmp_path / "outputs").exists()
+
+
+BAD_INPUT = [
+    (["optimizer=adamm"], "unknown optimizer 'adamm' (did you mean adam?); choose one of: adadelta"),
+    (["model=transformer"], "unknown model 'transformer'"),
+    (["optimizer.lrr=0.1"], "unknown key 'optimizer.lrr' (did you mean lr?)"),
+    (["trainer.epoch=3"], "unknown key 'trainer.epoch' (did you mean epochs?)"),
+    (["optimizer.lr=abc"], "optimizer.lr: Value 'abc'"),
+    (["trainer.epochs=ten"], "trainer.epochs: Value 'ten'"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1.0 is invalid: expected > 0"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 is invalid: expected in [0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0 is invalid"),
+    (["data.batch_size=half"], "data.batch_size=half is invalid: expected a positive integer or 'full'"),
+    (["regularization.dropout=1.0"], "regularization.dropout=1.0 is invalid"),
+    (["trainer.precision=fp8"], "trainer.precision=fp8 is invalid"),
+    (["norm=batch", "data.batch_size=1"], "norm=batch cannot work with data.batch_size=1"),
+    (["augmentation=[color]"], "augmentation color needs RGB images"),
+    (["data=mnist", "data.download=false"], "data=mnist: no dataset under"),
+    (["activation=relu", "activation.negative_slope=0.1"], "activation.negative_slope does not apply"),
+    (["model=cnn", "data=spirals"], "model=cnn needs images"),
+    (["loss=cross_entropy", "data=polynomial", "model=polynomial"], "loss=cross_entropy needs class labels"),
+    (["trainer.early_stopping.monitor=val/f1"], "trainer.early_stopping.monitor=val/f1 is not a metric"),
+    (["trainer.device=cuda:3"], "trainer.device=cuda:3 but no CUDA device"),
+    (["optimizer.lr=="], "Error parsing override"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("error: "), result.stderr
+    assert message in result.stderr
+    assert not list(tmp_path.glob("outputs/*/*"))  # no half-made run directory left behind
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = cli("--debug", "optimizer.lr=-1", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_pip_install_ships_the_configs(tmp_path):
+    """A regular (non-editable) install carries conf/ and runs from any directory."""
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    assert (target / "trainrun" / "conf" / "optimizer" / "nesterov.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # -S: no .pth files, so the checkout's editable install cannot shadow the installed copy
+    env = {"PYTHONPATH": f"{target}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-S", "-m", "trainrun", "--cfg", "job", "optimizer=nesterov"],
+                            cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "kind: nesterov" in result.stdout
+    where = subprocess.run([sys.executable, "-S", "-c", "import trainrun; print(trainrun.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True).stdout
+    assert where.startswith(str(target))

@@ -1,0 +1,96 @@
+"""The event files, read back with TensorBoard's own reader: tags, values and steps."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import train_run
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tb")
+    metrics = train_run(run_dir, ["logger.enabled=true", "trainer.epochs=3", "trainer.log_every_n_steps=2",
+                                  "augmentation=[noise]", "model=cnn", "scheduler=step", "scheduler.step_size=1",
+                                  "scheduler.gamma=0.5", "trainer.early_stopping.enabled=false"])
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events, metrics
+
+
+def values(events, tag):
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_scalars_per_step_and_per_epoch(logged):
+    events, metrics = logged
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/batch_loss", "grad_norm/global",
+            "time/epoch_s", "time/samples_per_s", "epoch"} <= tags
+    steps_per_epoch = metrics["steps"] // 3
+    assert [s for s, _ in values(events, "val/loss")] == [steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
+    assert [s for s, _ in values(events, "train/batch_loss")] == list(range(2, metrics["steps"] + 1, 2))
+    assert all(math.isfinite(v) for _, v in values(events, "train/batch_loss"))
+
+
+def test_lr_is_logged_every_step_and_follows_the_schedule(logged):
+    events, metrics = logged
+    lr = values(events, "lr")
+    assert [s for s, _ in lr] == list(range(1, metrics["steps"] + 1))
+    per_epoch = metrics["steps"] // 3
+    # step schedule, step_size 1 epoch, gamma 0.5: the lr halves at each epoch boundary
+    assert [v for _, v in lr[::per_epoch]] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_metrics_json_matches_the_event_file(logged):
+    events, metrics = logged
+    by_step = dict(values(events, "val/loss"))
+    best_step = metrics["best_epoch"] * (metrics["steps"] // 3)
+    assert by_step[best_step] == pytest.approx(metrics["val/loss"], rel=1e-5)
+    assert dict(values(events, "hparam/test/acc"))[metrics["steps"]] == pytest.approx(metrics["test/acc"])
+
+
+def test_per_layer_gradient_norms(logged):
+    events, _ = logged
+    tags = set(events.Tags()["scalars"])
+    assert {"grad_norm/conv1/conv2d/weight", "grad_norm/fc1/linear/weight", "grad_norm/head/weight"} <= tags
+    layer = values(events, "grad_norm/head/weight")
+    total = values(events, "grad_norm/global")
+    assert all(0 < part <= whole + 1e-6 for (_, part), (_, whole) in zip(layer, total))
+
+
+def test_histograms_of_weights_gradients_and_activations(logged):
+    events, _ = logged
+    histograms = set(events.Tags()["histograms"])
+    assert {"weights/head/weight", "gradients/head/weight", "activations/conv1", "activations/head"} <= histograms
+    assert len(events.Histograms("weights/head/weight")) == 3  # once per epoch
+
+
+def test_config_text_augmented_images_graph_and_layout(logged):
+    events, _ = logged
+    assert "augmented_batch" in events.Tags()["images"]
+    image = events.Images("augmented_batch")[0]
+    assert image.width > 8 and image.height > 8  # a grid of samples
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "kind: cnn" in text and "noise" in text
+    assert events.Tags()["graph"]
+    assert "custom_scalars__config__" in events.Tags()["tensors"]
+
+
+def test_hparams_for_the_dashboard(logged):
+    events, _ = logged
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["model"].string_value == "cnn"
+    assert session.hparams["lr"].number_value == pytest.approx(1e-3)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {"hparam/test/acc", "hparam/val/loss"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_logger_off_writes_no_events(tmp_path):
+    train_run(tmp_path, ["logger.enabled=false"])
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
