@@ -3,8 +3,8 @@
 if [ ! -x .venv/bin/trainrun ] || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  .venv/bin/python -m pip install -q -e ".[test]"
   .venv/bin/trainrun --help > /dev/null  # fails loudly if the install did not work
   touch .venv/.installed
 fi
