@@ -34,6 +34,7 @@ class RunConsole:
         self.console.print(Panel(body, title="trainrun", title_align="left", border_style="cyan"))
 
     def start(self, epochs: int, steps_per_epoch: int) -> None:
+        self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold cyan]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -50,7 +51,7 @@ class RunConsole:
     def epoch(self, epoch: int, values: dict, improved: bool) -> None:
         shown = [f"{k} {v:.4f}" for k, v in values.items() if k.startswith(("val/", "train/"))]
         self.live_text = " ".join(s for s in shown if s.startswith("val/"))
-        self.progress.update(self.task, epoch=epoch + 1)
+        self.progress.update(self.task, epoch=min(epoch + 1, self.epochs))
         mark = "[green]*[/]" if improved else " "
         self.console.print(f"epoch {epoch:>3} {mark} " + "  ".join(shown) + f"  [dim]{values['time/epoch_s']:.2f}s[/]")
 

@@ -13,8 +13,9 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,22 +231,42 @@ def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
             "batch_size": str(cfg.data.batch_size), "seed": cfg.trainer.seed}
 
 
+@dataclass
 class Run:
-    """The mutable state of one training run and its loop."""
+    """One training run: what `train` built, the loop over it, and the state the loop updates."""
 
-    def __init__(self, cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment,
-                 criterion, regularizer, stopper, autocast, tb, ui, steps_per_epoch):
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
-        self.epoch = self.step = 0
-        self.stop_reason, self.stop_message = "completed", ""
-        self.best_state, self.best_metrics = None, {}
-        self.metric = metric_name(data)
-        self.closure_optimizer = needs_closure(cfg.optimizer)
-        self.images_logged = False
+    cfg: DictConfig
+    run_dir: Path
+    data: Data
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, or its torch.compile'd version
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    batches: Batches
+    augment: Any
+    criterion: Any
+    regularizer: Regularizer
+    stopper: EarlyStopping
+    autocast: Any
+    tb: TensorBoard | None
+    ui: Any
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0
+    stop_reason: str = "completed"
+    stop_message: str = ""
+    best_state: dict | None = None
+    best_metrics: dict = field(default_factory=dict)
+    images_logged: bool = False
+
+    @property
+    def metric(self) -> str:
+        return metric_name(self.data)
 
     def fit(self) -> None:
         tc, model, opt = self.cfg.trainer, self.model, self.optimizer
+        on_cpu = self.data.train.x.device.type == "cpu"
         self.ui.start(tc.epochs, self.steps_per_epoch)
         try:
             for self.epoch in range(1, tc.epochs + 1):
@@ -265,13 +286,13 @@ class Run:
                         self.scheduler.step()
                     if self.tb:
                         self.tb.scalars({"lr": opt.param_groups[0]["lr"]}, self.step)
-                    if self.step % tc.log_every_n_steps == 0 or self.data.train.x.device.type == "cpu":
-                        # a host sync: every step on CPU (free there), every log_every_n_steps on a GPU
-                        if not math.isfinite(float(loss)) and tc.early_stopping.stop_on_nonfinite:
-                            return self.diverged(float(loss))
-                    if self.step % tc.log_every_n_steps == 0:
+                    log_now = self.step % tc.log_every_n_steps == 0
+                    # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
+                    if (log_now or on_cpu) and tc.early_stopping.stop_on_nonfinite and not math.isfinite(float(loss)):
+                        return self.diverged(float(loss))
+                    if log_now:
                         self.log_step(float(loss), float(score) / n)
-                    self.ui.step(float(loss) if self.step % tc.log_every_n_steps == 0 else None)
+                    self.ui.step(float(loss) if log_now else None)
                     if tc.max_steps and self.step >= tc.max_steps:
                         break
                 seconds = time.perf_counter() - epoch_start
@@ -328,7 +349,7 @@ class Run:
             result.update(loss=total, score=score)
             return total
 
-        if self.closure_optimizer:
+        if needs_closure(self.cfg.optimizer):
             opt.step(closure)  # L-BFGS evaluates the closure several times per step
         else:
             closure()
