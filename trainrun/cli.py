@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import Config, ConfigError, DataError, register, validate
 
@@ -20,6 +20,20 @@ EXIT_INTERRUPTED = 130
 SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 
 register()
+
+
+def run_dir_for(resume: str | None, new_run_dir: str) -> str:
+    """hydra.run.dir: a new dated directory, or the run that trainer.resume names (it continues there)."""
+    if not resume:
+        return new_run_dir
+    from .checkpoint import find_run
+
+    return str(find_run(resume))
+
+
+OmegaConf.register_new_resolver("trainrun_run_dir", run_dir_for, replace=True)
+OmegaConf.register_new_resolver(
+    "trainrun_output_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 
 
 @hydra.main(config_path="pkg://trainrun.conf", config_name="config", version_base="1.3")
@@ -36,7 +50,7 @@ def run(cfg: DictConfig) -> float | None:
         from .trainer import train  # torch comes in here
 
         overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
-        metrics = train(cfg, run_dir, RunConsole(), hparams=overrides)
+        metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
     except (ConfigError, DataError) as error:
         remove_if_unused(run_dir)
         if hydra_cfg.mode == RunMode.RUN and not SHOW_TRACEBACK:
@@ -72,8 +86,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's own multi-line report
     try:
         run()
-    except KeyboardInterrupt:
-        print("interrupted; the run directory keeps last.pt and metrics.json", file=sys.stderr)
+    except KeyboardInterrupt:  # the run printed how to resume; a second Ctrl-C lands here directly
         sys.exit(EXIT_INTERRUPTED)
     except Exception as error:
         if SHOW_TRACEBACK:
@@ -90,8 +103,11 @@ def describe(error: BaseException) -> str | None:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    if isinstance(error, (ConfigError, DataError)):
-        return str(error)
+    for link in _chain(error):
+        if isinstance(link, (ConfigError, DataError)):  # also when raised inside an interpolation
+            return str(link)
+    if isinstance(error, OSError) and error.filename:  # e.g. a read-only or full output directory
+        return f"cannot write {error.filename}: {error.strerror}"
     if isinstance(error, MissingConfigException) and error.options:
         group, _, choice = (error.missing_cfg_file or "").rpartition("/")
         close = difflib.get_close_matches(choice, error.options, n=1)
@@ -109,6 +125,12 @@ def describe(error: BaseException) -> str | None:
     if isinstance(error, ConfigCompositionException):
         return " ".join(str(error).split())[:300]
     return None
+
+
+def _chain(error: BaseException):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def _suggest(key: str) -> str:

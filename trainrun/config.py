@@ -199,6 +199,7 @@ class CheckpointConfig:
     save_last: bool = True
     save_best: bool = True
     every_n_epochs: int = 1
+    every_n_steps: Optional[int] = None  # also checkpoint mid-epoch, so a crash redoes at most this many steps
 
 
 @dataclass
@@ -311,6 +312,7 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("trainer.early_stopping.min_delta", lambda v: v >= 0, ">= 0"),
     ("trainer.early_stopping.monitor", lambda v: v.split("/")[0] in ("val", "train"), "a metric such as val/loss or val/acc"),
     ("trainer.checkpoint.every_n_epochs", _positive, "a positive integer"),
+    ("trainer.checkpoint.every_n_steps", _optional(_positive), "a positive integer"),
     ("logger.histogram_every_n_epochs", lambda v: v >= 0, ">= 0"),
 ]
 

@@ -33,13 +33,14 @@ class RunConsole:
                 f"{params:,} parameters ({trainable:,} trainable)\n[dim]{run_dir}[/]")
         self.console.print(Panel(body, title="trainrun", title_align="left", border_style="cyan"))
 
-    def start(self, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, epochs: int, steps_per_epoch: int, done: int = 0) -> None:
         self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold cyan]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, transient=True)
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, epoch=1, stats="")
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, completed=done,
+                                           epoch=done // steps_per_epoch + 1, stats="")
         self.progress.start()
 
     def step(self, loss: float | None) -> None:

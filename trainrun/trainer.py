@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import checkpoint
 from .augmentation import make_augmentation
+from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import Batches, Data, Split, load
 from .logger import TensorBoard
@@ -98,26 +101,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def rng_states() -> dict:
-    """Every RNG, in types torch.load(weights_only=True) accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
-              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def save_atomic(state: dict, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autocast) -> dict[str, float]:
     """Mean loss and accuracy (classification) or mean absolute error (regression) over a split."""
@@ -154,11 +137,23 @@ def metric_name(data: Data) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: Path, ui, hparams: dict | None = None) -> dict:
-    """Build the run from `cfg`, train it, test the best weights; returns (and writes) metrics.json."""
+def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> dict:
+    """Build the run from `cfg`, train it, test the best weights; returns (and writes) metrics.json.
+
+    `overrides` are the command line's key=value pairs: shown in the HParams dashboard, and checked
+    against the saved run when resuming (trainer.resume: run_dir is then the run being resumed).
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = overrides or {}
+    saved = None
+    if cfg.trainer.resume:
+        saved = checkpoint.load(run_dir / "last.pt")
+        cfg = checkpoint.resumed_config(cfg, saved["config"], [k.lstrip("+~") for k in overrides])
+        if saved["stop_reason"] not in ("running", "interrupted") and (run_dir / "metrics.json").is_file():
+            ui.note(f"{run_dir} already finished ({saved['stop_reason']}); nothing to resume")
+            return json.loads((run_dir / "metrics.json").read_text())
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic)
     device = pick_device(tc.device)
@@ -188,9 +183,10 @@ def train(cfg: DictConfig, run_dir: Path, ui, hparams: dict | None = None) -> di
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
     forward = torch.compile(model) if tc.compile else model
 
-    tb = TensorBoard(cfg.logger, run_dir) if cfg.logger.enabled else None
+    # a resumed run appends to its event file; purge_step drops what the stopped process logged after its checkpoint
+    tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) if cfg.logger.enabled else None
     probe = data.normalize((data.val if len(data.val) else data.train).x[:256])
-    if tb:
+    if tb and not saved:
         tb.config(cfg)
         failure = tb.graph(model, probe[:8])
         if failure:
@@ -198,21 +194,26 @@ def train(cfg: DictConfig, run_dir: Path, ui, hparams: dict | None = None) -> di
     ui.header(cfg, device, data, model, run_dir)
 
     run = Run(cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment, criterion,
-              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch)
-    run.fit()
+              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch, started=started)
+    if saved:
+        run.restore(saved)
+        ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
+    if run.stop_reason == "running":
+        run.fit()
+        run.finish()
 
     # ---- test the best weights, write metrics.json
-    if es_cfg.restore_best and run.best_state is not None:
+    if tc.early_stopping.restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
     eval_bs = cfg.data.eval_batch_size
     test = evaluate(forward, data.test, data, criterion, eval_bs, autocast)
     metrics = {**run.best_metrics, **{f"test/{k}": v for k, v in test.items()}}
     if cfg.regularization.mc_dropout_samples and data.task == "classification":
         metrics["test/mc_acc"] = evaluate_mc_dropout(model, data.test, data, cfg.regularization.mc_dropout_samples, eval_bs)
-    metrics.update(best_epoch=stopper.best_epoch, epochs_run=run.epoch, steps=run.step, stop_reason=run.stop_reason,
-                   wall_time_s=round(time.perf_counter() - started, 3))
+    metrics.update(best_epoch=run.stopper.best_epoch, epochs_run=run.epoch, steps=run.step, stop_reason=run.stop_reason,
+                   wall_time_s=round(run.earlier_seconds + time.perf_counter() - run.started, 3))
     if tb:
-        tb.hparams({**default_hparams(cfg, loss_name), **(hparams or {})},
+        tb.hparams({**default_hparams(cfg, loss_name), **overrides},
                    {k: v for k, v in metrics.items() if "/" in k}, run.step)
         tb.close()
     tmp = run_dir / "metrics.json.tmp"
@@ -229,6 +230,18 @@ def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
     return {**groups, "loss": loss_name, "regularization": ",".join(reg) or "none",
             "augmentation": ",".join(cfg.augmentation) or "none", "lr": cfg.optimizer.lr,
             "batch_size": str(cfg.data.batch_size), "seed": cfg.trainer.seed}
+
+
+@dataclass
+class EpochProgress:
+    """Where the run is inside an epoch: enough to resume mid-epoch with identical epoch metrics."""
+
+    epoch: int = 1
+    steps_done: int = 0
+    loss_sum: float = 0.0
+    score_sum: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -252,60 +265,102 @@ class Run:
     tb: TensorBoard | None
     ui: Any
     steps_per_epoch: int
-    epoch: int = 0
     step: int = 0
-    stop_reason: str = "completed"
+    progress: EpochProgress = field(default_factory=EpochProgress)
+    stop_reason: str = "running"
     stop_message: str = ""
+    stop_signal: int | None = None
     best_state: dict | None = None
     best_metrics: dict = field(default_factory=dict)
+    earlier_seconds: float = 0.0  # wall time of the processes before a resume
+    started: float = field(default_factory=time.perf_counter)
     images_logged: bool = False
 
     @property
     def metric(self) -> str:
         return metric_name(self.data)
 
+    @property
+    def epoch(self) -> int:
+        """The last epoch that ran (fully or in part)."""
+        return self.progress.epoch - (self.progress.steps_done == 0)
+
     def fit(self) -> None:
-        tc, model, opt = self.cfg.trainer, self.model, self.optimizer
+        tc = self.cfg.trainer
         on_cpu = self.data.train.x.device.type == "cpu"
-        self.ui.start(tc.epochs, self.steps_per_epoch)
-        try:
-            for self.epoch in range(1, tc.epochs + 1):
-                epoch_start, seen = time.perf_counter(), 0
-                loss_sum = torch.zeros((), device=self.data.train.x.device)
-                score_sum = torch.zeros((), device=self.data.train.x.device)
-                model.train()
-                for micro in self.grouped(self.batches.epoch(self.epoch), tc.grad_accum_steps):
+        self.ui.start(tc.epochs, self.steps_per_epoch, done=self.step)
+        with self.signals_stop_gracefully():
+            for epoch in range(self.progress.epoch, tc.epochs + 1):
+                p = self.progress
+                epoch_start = time.perf_counter() - p.seconds
+                loss_sum = torch.tensor(p.loss_sum, device=self.data.train.x.device)
+                score_sum = torch.tensor(p.score_sum, device=self.data.train.x.device)
+                self.model.train()
+                for i, micro in enumerate(self.grouped(self.batches.epoch(epoch), tc.grad_accum_steps)):
+                    if i < p.steps_done:
+                        continue  # trained before a resume: the same batches, in the same order
                     batch = [self.prepare(idx) for idx in micro]
                     loss, score = self.optimizer_step(batch)
                     self.step += 1
                     n = sum(len(y) for _, y in batch)
                     loss_sum += loss * n
                     score_sum += score
-                    seen += n
+                    p.seen += n
+                    p.steps_done += 1
                     if self.scheduler is not None and self.cfg.scheduler.interval == "step":
                         self.scheduler.step()
-                    if self.tb:
-                        self.tb.scalars({"lr": opt.param_groups[0]["lr"]}, self.step)
                     log_now = self.step % tc.log_every_n_steps == 0
                     # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
                     if (log_now or on_cpu) and tc.early_stopping.stop_on_nonfinite and not math.isfinite(float(loss)):
                         return self.diverged(float(loss))
+                    if self.tb:
+                        self.tb.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, self.step)
                     if log_now:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
-                    if tc.max_steps and self.step >= tc.max_steps:
+                    last_step = p.steps_done == self.steps_per_epoch or (tc.max_steps and self.step >= tc.max_steps)
+                    if self.stop_signal is not None or (self.every_n_steps() and not last_step):
+                        p.loss_sum, p.score_sum = float(loss_sum), float(score_sum)
+                        p.seconds = time.perf_counter() - epoch_start
+                        self.save_checkpoint("last.pt")
+                    if self.stop_signal is not None:
+                        return self.interrupted()
+                    if last_step:
                         break
-                seconds = time.perf_counter() - epoch_start
-                train_metrics = {"train/loss": float(loss_sum) / seen, f"train/{self.metric}": float(score_sum) / seen}
+                train_metrics = {"train/loss": float(loss_sum) / p.seen, f"train/{self.metric}": float(score_sum) / p.seen}
                 if not math.isfinite(train_metrics["train/loss"]) and tc.early_stopping.stop_on_nonfinite:
                     return self.diverged(train_metrics["train/loss"])
-                if self.end_of_epoch(train_metrics, seconds, seen) or (tc.max_steps and self.step >= tc.max_steps):
+                self.progress = EpochProgress(epoch + 1)
+                if self.end_of_epoch(epoch, train_metrics, time.perf_counter() - epoch_start, p.seen):
                     return
-        except KeyboardInterrupt:
-            self.stop_reason = "interrupted"
-            self.stop_message = f"interrupted at epoch {self.epoch}, step {self.step}"
-            self.save_checkpoint("last.pt")
+                if tc.max_steps and self.step >= tc.max_steps:
+                    break
+            self.stop_reason = "completed"
+
+    def every_n_steps(self) -> bool:
+        n = self.cfg.trainer.checkpoint.every_n_steps
+        return bool(n) and self.step % n == 0
+
+    @contextlib.contextmanager
+    def signals_stop_gracefully(self):
+        """Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second Ctrl-C stops at once."""
+        def request_stop(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self.ui.note("stopping after this step (Ctrl-C again to stop at once)")
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread (some launchers): keep the default handlers
+            pass
+        try:
+            yield
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.ui.stop()
 
     @staticmethod
@@ -363,17 +418,17 @@ class Run:
             self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score}, self.step)
             self.tb.grad_norms(self.model, self.step)
 
-    def end_of_epoch(self, train_metrics: dict, seconds: float, seen: int) -> bool:
+    def end_of_epoch(self, epoch: int, train_metrics: dict, seconds: float, seen: int) -> bool:
         """Evaluate, log, step the epoch scheduler, checkpoint; True when early stopping says stop."""
         tc, ckpt = self.cfg.trainer, self.cfg.trainer.checkpoint
-        values = {**train_metrics, "epoch": self.epoch, "time/epoch_s": seconds, "time/samples_per_s": seen / seconds}
-        evaluated = self.epoch % tc.eval_every == 0 or self.epoch == tc.epochs
+        values = {**train_metrics, "epoch": epoch, "time/epoch_s": seconds, "time/samples_per_s": seen / seconds}
+        evaluated = epoch % tc.eval_every == 0 or epoch == tc.epochs
         if evaluated and len(self.data.val):
             val = evaluate(self.forward, self.data.val, self.data, self.criterion, self.cfg.data.eval_batch_size, self.autocast)
             values.update({f"val/{k}": v for k, v in val.items()})
         if self.tb:
             self.tb.scalars(values, self.step)
-            self.tb.histograms(self.model, self.probe(), self.step, self.epoch)
+            self.tb.histograms(self.model, self.probe(), self.step, epoch)
         if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
             if self.cfg.scheduler.kind == "plateau":
                 if self.stopper.monitor in values:
@@ -386,19 +441,19 @@ class Run:
             if not math.isfinite(monitored) and tc.early_stopping.stop_on_nonfinite:
                 self.diverged(monitored)
                 return True
-            improved = self.stopper.update(monitored, self.epoch)
+            improved = self.stopper.update(monitored, epoch)
         if improved:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
             if ckpt.save_best:
                 self.save_checkpoint("best.pt")
-        if ckpt.save_last and (self.epoch % ckpt.every_n_epochs == 0 or self.epoch == tc.epochs):
-            self.save_checkpoint("last.pt")
-        self.ui.epoch(self.epoch, values, improved)
+        self.ui.epoch(epoch, values, improved)
         if self.stopper.should_stop:
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
             self.ui.note(self.stop_message)
             return True
+        if ckpt.save_last and (epoch % ckpt.every_n_epochs == 0 or self.every_n_steps()):
+            self.save_checkpoint("last.pt")
         return False
 
     def probe(self) -> torch.Tensor:
@@ -407,17 +462,51 @@ class Run:
 
     def diverged(self, value: float) -> None:
         self.stop_reason = "diverged"
-        self.stop_message = (f"stopped at epoch {self.epoch}, step {self.step}: the loss is {value} (diverged). "
+        self.stop_message = (f"stopped at epoch {self.progress.epoch}, step {self.step}: the loss is {value} (diverged). "
                              f"Try a lower learning rate (optimizer.lr={self.cfg.optimizer.lr:g} now), "
                              "gradient clipping (regularization=clip) or a normalization layer")
         self.ui.note(self.stop_message, error=True)
 
+    def interrupted(self) -> None:
+        name = signal.Signals(self.stop_signal).name
+        self.stop_reason = "interrupted"
+        self.stop_message = (f"{name}: stopped at epoch {self.progress.epoch}, step {self.step}; checkpoint saved. "
+                             f"Resume with: trainrun trainer.resume={self.run_dir}")
+        self.ui.note(self.stop_message, error=True)
+
+    def finish(self) -> None:
+        """After the loop: the last checkpoint records how the run ended, so a resume knows it is done."""
+        if self.stop_reason != "interrupted" and self.cfg.trainer.checkpoint.save_last:
+            self.save_checkpoint("last.pt")
+
     def save_checkpoint(self, name: str) -> None:
+        if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
+            self.tb.writer.flush()
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
-            "early_stopping": asdict(self.stopper), "rng": rng_states(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "scaler": self.scaler.state_dict(), "step": self.step, "progress": asdict(self.progress),
+            "epoch": self.epoch, "early_stopping": asdict(self.stopper), "best_metrics": self.best_metrics,
+            "stop_reason": self.stop_reason, "stop_message": self.stop_message,
+            "seconds": self.earlier_seconds + time.perf_counter() - self.started,
+            "rng": checkpoint.rng_states(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        save_atomic(state, self.run_dir / name)
+        checkpoint.save_atomic(state, self.run_dir / name)
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a last.pt: weights, optimizer, schedule, early stopping, position, RNGs."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.step, self.progress = saved["step"], EpochProgress(**saved["progress"])
+        self.stopper = EarlyStopping(**saved["early_stopping"])
+        self.best_metrics, self.earlier_seconds = saved["best_metrics"], saved["seconds"]
+        self.stop_reason = saved["stop_reason"] if saved["stop_reason"] != "interrupted" else "running"
+        self.stop_message = saved["stop_message"] if self.stop_reason != "running" else ""
+        best = self.run_dir / "best.pt"
+        if best.is_file():
+            self.best_state = checkpoint.load(best)["model"]
+        self.images_logged = True  # logged once, by the first process
+        checkpoint.set_rng_states(saved["rng"])

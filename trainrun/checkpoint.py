@@ -1,0 +1,112 @@
+"""Checkpoints: atomic writes, safe reads, every RNG, and the config a resumed run must keep.
+
+A checkpoint is written to a temporary file, flushed, fsynced and renamed over the old one, so a
+crash at any moment leaves either the previous checkpoint or the new one, never half of one.
+Reading uses torch.load(weights_only=True): a checkpoint file cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError
+
+# what may differ between a run and its resumption: where and how long it runs, not what it trains
+RESUMABLE_KEYS = ("trainer.resume", "trainer.epochs", "trainer.max_steps", "trainer.device", "trainer.checkpoint",
+                  "logger")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: unreadable, or from another configuration."""
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}; the previous checkpoint is intact") from None
+
+
+def load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: "
+                              f"{str(e).splitlines()[0][:80]}); nothing was changed") from None
+
+
+def rng_states() -> dict:
+    """Every RNG, in types that torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def find_run(resume: str, outputs: Path = Path("outputs")) -> Path:
+    """The run directory `trainer.resume` names: a path, or `last` for the newest run with a last.pt."""
+    if resume == "last":
+        candidates = sorted(outputs.glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise CheckpointError(f"trainer.resume=last: no run with a last.pt under {outputs.resolve()}")
+        return candidates[-1].parent
+    run_dir = Path(resume).expanduser()
+    if not (run_dir / "last.pt").is_file():
+        raise CheckpointError(f"trainer.resume={resume}: no last.pt there (give a run directory)")
+    return run_dir
+
+
+def resumed_config(composed: DictConfig, saved: dict, overridden: list[str]) -> DictConfig:
+    """The saved run's config, with only the keys a resumption may change taken from this command.
+
+    An explicit override of anything else must agree with the saved run; otherwise it is another run.
+    """
+    saved_cfg = OmegaConf.create(saved)
+    for key in overridden:
+        if key.startswith(RESUMABLE_KEYS):
+            continue
+        ours, theirs = OmegaConf.select(composed, key), OmegaConf.select(saved_cfg, key)
+        if _plain(ours) != _plain(theirs):
+            raise CheckpointError(f"trainer.resume: this run was trained with {key}={_short(theirs)}, "
+                                  f"not {_short(ours)}; resume without that override, or start a new run")
+    for key in RESUMABLE_KEYS:
+        OmegaConf.update(saved_cfg, key, OmegaConf.select(composed, key), merge=False)
+    OmegaConf.set_struct(saved_cfg, True)
+    return saved_cfg
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) or OmegaConf.is_list(value) else value
+
+
+def _short(value) -> str:
+    value = _plain(value)
+    if isinstance(value, dict) and "kind" in value:
+        return str(value["kind"])
+    return str(value)
