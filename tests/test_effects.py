@@ -48,7 +48,7 @@ def test_uniform_init_and_zero_biases():
     model, _, _ = built(["init=uniform", "init.a=-0.2", "init.b=0.2", "init.bias=zeros"])
     w = model.fc1.linear.weight.detach()
     assert -0.2 <= float(w.min()) < -0.19 and 0.19 < float(w.max()) <= 0.2
-    assert float(model.fc1.linear.bias.abs().max()) == 0
+    assert float(model.fc1.linear.bias.detach().abs().max()) == 0
 
 
 def test_zeros_init_keeps_hidden_units_identical(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import Config, ConfigError, DataError, register, validate
+from .config import ConfigError, DataError, register, validate
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -108,11 +108,12 @@ def describe(error: BaseException) -> str | None:
             return str(link)
     if isinstance(error, OSError) and error.filename:  # e.g. a read-only or full output directory
         return f"cannot write {error.filename}: {error.strerror}"
-    if isinstance(error, MissingConfigException) and error.options:
-        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        close = difflib.get_close_matches(choice, error.options, n=1)
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, choice = error.missing_cfg_file.rpartition("/")
+        choices = error.options or group_options(group)  # Hydra lists them for a single choice, not for a list
+        close = difflib.get_close_matches(choice, choices, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        return f"unknown {group or 'option'} '{choice}'{hint}; choose one of: {', '.join(sorted(error.options))}"
+        return f"unknown {group or 'option'} '{choice}'{hint}; choose one of: {', '.join(sorted(choices))}"
     if isinstance(error, OverrideParseException):
         return str(error).splitlines()[0]
     cause = error.__cause__ if isinstance(error, ConfigCompositionException) and error.__cause__ else error
@@ -127,6 +128,13 @@ def describe(error: BaseException) -> str | None:
     return None
 
 
+def group_options(group: str) -> list[str]:
+    from importlib.resources import files
+
+    folder = files("trainrun.conf") / group
+    return [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")] if folder.is_dir() else []
+
+
 def _chain(error: BaseException):
     while error is not None:
         yield error
@@ -136,18 +144,14 @@ def _chain(error: BaseException):
 def _suggest(key: str) -> str:
     """The keys that the key's parent takes (from the schema), nearest first."""
     import dataclasses
-    import typing
+
+    from .config import schema_at
 
     *parents, leaf = key.split(".")
-    node, parts = Config, iter(parents)
-    for part in parts:
-        node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
-        if typing.get_origin(node) is dict:
-            next(parts, None)  # augmentation.<name>: the next part is a dict key
-        node = next((a for a in (node, *typing.get_args(node)) if dataclasses.is_dataclass(a)), None)
-    if node is None:
+    schema = schema_at(parents)
+    if schema is None:
         return ""
-    names = [f.name for f in dataclasses.fields(node)]
+    names = [f.name for f in dataclasses.fields(schema)]
     close = difflib.get_close_matches(leaf, names, n=1)
     return (f" (did you mean {close[0]}?)" if close else "") + f"; {'.'.join(parents)} takes: {', '.join(names)}"
 

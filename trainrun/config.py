@@ -8,6 +8,8 @@ an error (see registry.create). This module must not import torch: `--help` and 
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -329,6 +331,10 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value; types were already checked by the schema."""
     from omegaconf import OmegaConf
 
+    unknown = _unknown_key(OmegaConf.to_container(cfg))
+    if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
+        raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
+
     def check(key, value, ok, expected):
         if not ok(value):
             raise ConfigError(f"{key}={_show(value)} is invalid: expected {expected}")
@@ -348,6 +354,30 @@ def validate(cfg: DictConfig) -> None:
     if cfg.scheduler.kind == "plateau" and cfg.scheduler.interval == "step":
         raise ConfigError("scheduler=plateau steps on the validation metric, once per evaluation: "
                           "set scheduler.interval=epoch")
+
+
+def schema_at(path: list[str]):
+    """The dataclass that describes the config node at `path` (e.g. ["trainer", "early_stopping"]), or None."""
+    node, parts = Config, iter(path)
+    for part in parts:
+        field_type = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+        if typing.get_origin(field_type) is dict:
+            next(parts, None)  # augmentation.<name>: the next part is a dict key
+        node = next((t for t in (field_type, *typing.get_args(field_type)) if dataclasses.is_dataclass(t)), None)
+    return node
+
+
+def _unknown_key(values: dict, path: tuple[str, ...] = ()) -> str | None:
+    schema = schema_at(list(path))
+    names = {f.name for f in dataclasses.fields(schema)} if schema else set()
+    for key, value in values.items():
+        if schema and not (key in names or (path == ("augmentation",))):
+            return ".".join((*path, key))
+        if isinstance(value, dict) and schema_at([*path, key]) is not None:
+            found = _unknown_key(value, (*path, key))
+            if found:
+                return found
+    return None
 
 
 def _show(value):

@@ -11,7 +11,6 @@ import gzip
 import io
 import logging
 import math
-import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +70,14 @@ def digits(cfg, g):
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (MNIST's format), gzip-compressed or not. torchvision's own reader wants it unzipped."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+        ndim = raw[3]
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, IndexError, ValueError, struct.error) as e:
+        raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}); replace it with the original file") from None
 
 
 def find_idx(root: Path, folder: str, stem: str) -> Path | None:
@@ -119,19 +121,22 @@ def _torchvision_dataset(class_name: str, folder: str, expected: str):
 
 def mnist1d(cfg, g):
     root = Path(cfg.root).expanduser() / "mnist1d"
-    cache = root / "mnist1d_5000_seed42.pkl"
+    cache = root / "mnist1d_5000_seed42.npz"
+    d = None
     if cache.is_file():
-        with open(cache, "rb") as f:
-            d = pickle.load(f)
-    else:
+        try:
+            with np.load(cache, allow_pickle=False) as f:
+                d = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception:  # a cache is disposable: a broken one is generated again
+            log.warning("data=mnist1d: the cache %s is unreadable; generating it again", cache)
+    if d is None:
         from mnist1d.data import get_dataset_args, make_dataset
 
-        d = make_dataset(get_dataset_args())  # the package's own generator: 4,000 train / 1,000 test
-        d = {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+        made = make_dataset(get_dataset_args())  # the package's own generator: 4,000 train / 1,000 test
+        d = {k: made[k] for k in ("x", "y", "x_test", "y_test")}
         root.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(d, f)
+        tmp = root / "mnist1d.tmp.npz"
+        np.savez(tmp, **d)
         tmp.replace(cache)
     as_x = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # (N, 1, 40)
     as_y = lambda a: torch.tensor(a, dtype=torch.int64)

@@ -319,12 +319,15 @@ class Run:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
                     last_step = p.steps_done == self.steps_per_epoch or (tc.max_steps and self.step >= tc.max_steps)
-                    if self.stop_signal is not None or (self.every_n_steps() and not last_step):
+                    stopping = self.stop_signal is not None
+                    if stopping or (self.every_n_steps() and not last_step):
+                        if stopping:
+                            self.interrupted()
                         p.loss_sum, p.score_sum = float(loss_sum), float(score_sum)
                         p.seconds = time.perf_counter() - epoch_start
                         self.save_checkpoint("last.pt")
-                    if self.stop_signal is not None:
-                        return self.interrupted()
+                    if stopping:
+                        return
                     if last_step:
                         break
                 train_metrics = {"train/loss": float(loss_sum) / p.seen, f"train/{self.metric}": float(score_sum) / p.seen}

@@ -1,0 +1,127 @@
+"""Hostile and broken input: every bad override is one clear line, exit code 2, and leaves no run behind."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import cli
+
+BAD_INPUT = [
+    # unknown options and keys, with the valid choices or a suggestion
+    (["optimizer=adamm"], "unknown optimizer 'adamm' (did you mean adam?); choose one of: adadelta"),
+    (["model=transformer"], "unknown model 'transformer'"),
+    (["activation=leakyrelu"], "unknown activation 'leakyrelu' (did you mean leaky_relu?)"),
+    (["init=he"], "unknown init 'he'"),
+    (["data=imagenet"], "unknown data 'imagenet'"),
+    (["scheduler=cosine_warmup"], "unknown scheduler 'cosine_warmup'"),
+    (["loss=hinge"], "unknown loss 'hinge'"),
+    (["augmentation=[flip,crops]"], "unknown augmentation 'crops' (did you mean crop?)"),
+    (["optimizer.lrr=0.1"], "unknown key 'optimizer.lrr' (did you mean lr?)"),
+    (["trainer.epoch=3"], "unknown key 'trainer.epoch' (did you mean epochs?)"),
+    (["trainer.early_stopping.patient=3"], "unknown key 'trainer.early_stopping.patient' (did you mean patience?)"),
+    (["augmentation=[crop]", "augmentation.crop.pading=3"], "unknown key 'augmentation.crop.pading' (did you mean padding?)"),
+    (["+trainer.foo=1"], "trainer.foo"),
+    # wrong types
+    (["optimizer.lr=abc"], "optimizer.lr: Value 'abc'"),
+    (["trainer.epochs=ten"], "trainer.epochs: Value 'ten'"),
+    (["trainer.deterministic=maybe"], "trainer.deterministic: Value 'maybe'"),
+    (["logger.enabled=sometimes"], "logger.enabled: Value 'sometimes'"),
+    (["model.hidden=abc"], "model.hidden"),
+    (["model.hidden=[a,b]"], "model.hidden"),
+    (["optimizer.lr=="], "Error parsing override"),
+    # out of range
+    (["optimizer.lr=-1"], "optimizer.lr=-1.0 is invalid: expected > 0"),
+    (["optimizer.lr=0"], "optimizer.lr=0.0 is invalid: expected > 0"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 is invalid"),
+    (["optimizer=momentum", "optimizer.momentum=1.5"], "optimizer.momentum=1.5 is invalid: expected in [0, 1)"),
+    (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is invalid: expected two numbers in [0, 1)"),
+    (["optimizer.betas=[0.9,1.2]"], "optimizer.betas=[0.9, 1.2] is invalid"),
+    (["optimizer.eps=0"], "optimizer.eps=0.0 is invalid"),
+    (["optimizer.backbone_lr_scale=-1"], "optimizer.backbone_lr_scale=-1.0 is invalid"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 is invalid: expected in [0, 1)"),
+    (["data.test_fraction=0"], "data.test_fraction=0.0 is invalid: expected in (0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0 is invalid"),
+    (["data.batch_size=half"], "data.batch_size=half is invalid: expected a positive integer or 'full'"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0 is invalid"),
+    (["data.subset=0"], "data.subset=0 is invalid"),
+    (["data.sampler=random"], "data.sampler=random is invalid: expected one of shuffle, replacement, sequential"),
+    (["data.normalize=zscore"], "data.normalize=zscore is invalid"),
+    (["data=polynomial", "data.n_samples=0"], "data.n_samples=0 is invalid"),
+    (["data=spirals", "data.noise=-1"], "data.noise=-1.0 is invalid"),
+    (["norm=layer", "norm.position=middle"], "norm.position=middle is invalid: expected before or after"),
+    (["norm=group", "norm.num_groups=0"], "norm.num_groups=0 is invalid"),
+    (["init.bias=ones"], "init.bias=ones is invalid: expected default or zeros"),
+    (["init=normal", "init.std=0"], "init.std=0.0 is invalid"),
+    (["scheduler=step", "scheduler.interval=batch"], "scheduler.interval=batch is invalid: expected epoch or step"),
+    (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma=0.0 is invalid"),
+    (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0 is invalid"),
+    (["regularization.weight_decay=-1"], "regularization.weight_decay=-1.0 is invalid"),
+    (["regularization.l1=-1"], "regularization.l1=-1.0 is invalid"),
+    (["regularization.dropout=1.0"], "regularization.dropout=1.0 is invalid"),
+    (["regularization.label_smoothing=1.0"], "regularization.label_smoothing=1.0 is invalid"),
+    (["regularization.grad_clip_norm=0"], "regularization.grad_clip_norm=0.0 is invalid"),
+    (["regularization.grad_clip_value=-1"], "regularization.grad_clip_value=-1.0 is invalid"),
+    (["regularization.max_norm=0"], "regularization.max_norm=0.0 is invalid"),
+    (["regularization.mc_dropout_samples=-2"], "regularization.mc_dropout_samples=-2 is invalid"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 is invalid"),
+    (["trainer.device=tpu"], "trainer.device=tpu is invalid: expected auto, cpu, cuda, cuda:N or mps"),
+    (["trainer.precision=fp8"], "trainer.precision=fp8 is invalid"),
+    (["trainer.grad_accum_steps=0"], "trainer.grad_accum_steps=0 is invalid"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is invalid"),
+    (["trainer.eval_every=0"], "trainer.eval_every=0 is invalid"),
+    (["trainer.early_stopping.mode=up"], "trainer.early_stopping.mode=up is invalid: expected min, max or auto"),
+    (["trainer.early_stopping.patience=-1"], "trainer.early_stopping.patience=-1 is invalid"),
+    (["trainer.early_stopping.min_delta=-0.1"], "trainer.early_stopping.min_delta=-0.1 is invalid"),
+    (["trainer.early_stopping.monitor=loss"], "trainer.early_stopping.monitor=loss is invalid"),
+    (["trainer.checkpoint.every_n_epochs=0"], "trainer.checkpoint.every_n_epochs=0 is invalid"),
+    (["trainer.checkpoint.every_n_steps=0"], "trainer.checkpoint.every_n_steps=0 is invalid"),
+    (["logger.histogram_every_n_epochs=-1"], "logger.histogram_every_n_epochs=-1 is invalid"),
+    (["augmentation=[flip]", "augmentation.flip.p=1.5"], "augmentation.flip.p=1.5 is invalid: expected in [0, 1]"),
+    (["augmentation=[crop]", "augmentation.crop.padding=-2"], "augmentation.crop.padding=-2 is invalid"),
+    (["augmentation=[noise]", "augmentation.noise.std=-1"], "augmentation.noise.std=-1.0 is invalid"),
+    (["augmentation=[mixup]", "augmentation.mixup.alpha=0"], "augmentation.mixup.alpha=0.0 is invalid"),
+    # combinations that cannot work
+    (["norm=batch", "data.batch_size=1"], "norm=batch cannot work with data.batch_size=1"),
+    (["optimizer=lbfgs", "trainer.precision=16-mixed"], "optimizer=lbfgs cannot run with trainer.precision=16-mixed"),
+    (["scheduler=plateau", "scheduler.interval=step"], "scheduler=plateau steps on the validation metric"),
+    (["regularization.max_norm=1", "norm=weight"], "regularization.max_norm cannot bound weights that norm=weight"),
+    (["augmentation=[color]"], "augmentation color needs RGB images"),
+    (["augmentation=[crop]", "data=spirals"], "augmentation crop needs images"),
+    (["augmentation=[mixup]", "data=polynomial", "model=polynomial"], "augmentation mixup mixes class labels"),
+    (["norm=instance"], "norm=instance needs a conv model"),
+    (["norm=group", "norm.num_groups=7"], "norm.num_groups=7 must divide the layer width 256"),
+    (["activation=relu", "activation.negative_slope=0.1"], "activation.negative_slope does not apply"),
+    (["optimizer=adam", "optimizer.momentum=0.9"], "optimizer=adam: optimizer.momentum does not apply here"),
+    (["init=xavier_uniform", "init.std=0.1"], "init=xavier_uniform: init.std does not apply here; it takes: gain"),
+    (["model=cnn", "data=spirals"], "model=cnn needs images"),
+    (["model=resnet", "model.depth=10"], "model.depth=10 is invalid: a CIFAR ResNet has depth 6n+2"),
+    (["model=cnn", "model.pool=mean"], "model.pool=mean is invalid"),
+    (["model=cnn", "model.channels=[8,8,8,8]"], "shrink input (1, 8, 8) to nothing"),
+    (["model=torchvision", "model.name=vgg99"], "model.name=vgg99 is not a torchvision classification model"),
+    (["model.freeze=[nope]"], "model.freeze: no layer 'nope'; layers: fc1, fc2, head"),
+    (["model.checkpoint=/nonexistent/run"], "model checkpoint /nonexistent/run not found"),
+    (["loss=cross_entropy", "data=polynomial", "model=polynomial"], "loss=cross_entropy needs class labels"),
+    (["regularization=label_smoothing", "data=polynomial", "model=polynomial"], "label_smoothing needs class labels"),
+    (["model=polynomial"], "model=polynomial needs one scalar input"),
+    (["trainer.early_stopping.monitor=val/f1"], "trainer.early_stopping.monitor=val/f1 is not a metric"),
+    (["data.val_fraction=0"], "needs a validation split"),
+    (["trainer.device=cuda:3"], "trainer.device=cuda:3 but no CUDA device"),
+    # missing data offline
+    (["data=mnist", "data.download=false"], "data=mnist: no dataset under"),
+    (["data=cifar10", "data.download=false"], "data=cifar10: no dataset under"),
+]
+
+
+def test_the_table_is_long_enough():
+    assert len(BAD_INPUT) >= 50
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("error: "), result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "outputs").exists()  # no half-made run directory that looks like a run
