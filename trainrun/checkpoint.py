@@ -39,6 +39,46 @@ def save_atomic(state: dict, path: Path) -> None:
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}; the previous checkpoint is intact") from None
 
 
+class BackgroundWriter:
+    """Checkpoints written by one background thread, so the fsync does not stall training.
+
+    `save` snapshots the state (a copy of every tensor) before it returns, so the file holds exactly
+    the state at that step; writes happen one at a time, in order. An error in a write is raised by
+    the next `save` or by `wait`.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending = []
+
+    def save(self, state: dict, path: Path) -> None:
+        self.raise_errors(block=False)
+        snapshot = _copy_tensors(state)
+        self.pending.append(self.pool.submit(save_atomic, snapshot, path))
+
+    def raise_errors(self, block: bool) -> None:
+        done = [f for f in self.pending if block or f.done()]
+        self.pending = [f for f in self.pending if f not in done]
+        for future in done:
+            future.result()
+
+    def wait(self) -> None:
+        """Block until every checkpoint is on disk."""
+        self.raise_errors(block=True)
+
+
+def _copy_tensors(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copy_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_tensors(v) for v in value)
+    return value
+
+
 def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

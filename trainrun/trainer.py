@@ -274,6 +274,7 @@ class Run:
     best_metrics: dict = field(default_factory=dict)
     earlier_seconds: float = 0.0  # wall time of the processes before a resume
     started: float = field(default_factory=time.perf_counter)
+    writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
     images_logged: bool = False
 
     @property
@@ -481,6 +482,7 @@ class Run:
         """After the loop: the last checkpoint records how the run ended, so a resume knows it is done."""
         if self.stop_reason != "interrupted" and self.cfg.trainer.checkpoint.save_last:
             self.save_checkpoint("last.pt")
+        self.writer.wait()
 
     def save_checkpoint(self, name: str) -> None:
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
@@ -494,7 +496,7 @@ class Run:
             "seconds": self.earlier_seconds + time.perf_counter() - self.started,
             "rng": checkpoint.rng_states(), "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        checkpoint.save_atomic(state, self.run_dir / name)
+        self.writer.save(state, self.run_dir / name)
 
     def restore(self, saved: dict) -> None:
         """Continue from a last.pt: weights, optimizer, schedule, early stopping, position, RNGs."""
