@@ -53,10 +53,12 @@ class BackgroundWriter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = []
 
-    def save(self, state: dict, path: Path) -> None:
+    def save(self, state: dict, path: Path) -> dict:
+        """Copy the state now, write it later; returns the copy (read-only to the caller)."""
         self.raise_errors(block=False)
         snapshot = _copy_tensors(state)
         self.pending.append(self.pool.submit(save_atomic, snapshot, path))
+        return snapshot
 
     def raise_errors(self, block: bool) -> None:
         done = [f for f in self.pending if block or f.done()]

@@ -275,6 +275,10 @@ class Run:
     earlier_seconds: float = 0.0  # wall time of the processes before a resume
     started: float = field(default_factory=time.perf_counter)
     writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
+
+    def __post_init__(self):
+        self.closure_step = needs_closure(self.cfg.optimizer)
+        self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)  # saved with every checkpoint
     images_logged: bool = False
 
     @property
@@ -288,16 +292,21 @@ class Run:
 
     def fit(self) -> None:
         tc = self.cfg.trainer
+        # plain values for the step loop: reading an OmegaConf node costs microseconds each time
+        epochs, accum, log_every, max_steps = tc.epochs, tc.grad_accum_steps, tc.log_every_n_steps, tc.max_steps
+        stop_on_nonfinite = tc.early_stopping.stop_on_nonfinite
+        step_scheduler = self.scheduler if self.cfg.scheduler.interval == "step" else None
+        checkpoint_every = tc.checkpoint.every_n_steps or 0
         on_cpu = self.data.train.x.device.type == "cpu"
-        self.ui.start(tc.epochs, self.steps_per_epoch, done=self.step)
+        self.ui.start(epochs, self.steps_per_epoch, done=self.step)
         with self.signals_stop_gracefully():
-            for epoch in range(self.progress.epoch, tc.epochs + 1):
+            for epoch in range(self.progress.epoch, epochs + 1):
                 p = self.progress
                 epoch_start = time.perf_counter() - p.seconds
                 loss_sum = torch.tensor(p.loss_sum, device=self.data.train.x.device)
                 score_sum = torch.tensor(p.score_sum, device=self.data.train.x.device)
                 self.model.train()
-                for i, micro in enumerate(self.grouped(self.batches.epoch(epoch), tc.grad_accum_steps)):
+                for i, micro in enumerate(self.grouped(self.batches.epoch(epoch), accum)):
                     if i < p.steps_done:
                         continue  # trained before a resume: the same batches, in the same order
                     batch = [self.prepare(idx) for idx in micro]
@@ -308,20 +317,20 @@ class Run:
                     score_sum += score
                     p.seen += n
                     p.steps_done += 1
-                    if self.scheduler is not None and self.cfg.scheduler.interval == "step":
-                        self.scheduler.step()
-                    log_now = self.step % tc.log_every_n_steps == 0
+                    if step_scheduler is not None:
+                        step_scheduler.step()
+                    log_now = self.step % log_every == 0
                     # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
-                    if (log_now or on_cpu) and tc.early_stopping.stop_on_nonfinite and not math.isfinite(float(loss)):
+                    if (log_now or on_cpu) and stop_on_nonfinite and not math.isfinite(float(loss)):
                         return self.diverged(float(loss))
                     if self.tb:
                         self.tb.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, self.step)
                     if log_now:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
-                    last_step = p.steps_done == self.steps_per_epoch or (tc.max_steps and self.step >= tc.max_steps)
+                    last_step = p.steps_done == self.steps_per_epoch or (max_steps and self.step >= max_steps)
                     stopping = self.stop_signal is not None
-                    if stopping or (self.every_n_steps() and not last_step):
+                    if stopping or (checkpoint_every and self.step % checkpoint_every == 0 and not last_step):
                         if stopping:
                             self.interrupted()
                         p.loss_sum, p.score_sum = float(loss_sum), float(score_sum)
@@ -332,12 +341,12 @@ class Run:
                     if last_step:
                         break
                 train_metrics = {"train/loss": float(loss_sum) / p.seen, f"train/{self.metric}": float(score_sum) / p.seen}
-                if not math.isfinite(train_metrics["train/loss"]) and tc.early_stopping.stop_on_nonfinite:
+                if not math.isfinite(train_metrics["train/loss"]) and stop_on_nonfinite:
                     return self.diverged(train_metrics["train/loss"])
                 self.progress = EpochProgress(epoch + 1)
                 if self.end_of_epoch(epoch, train_metrics, time.perf_counter() - epoch_start, p.seen):
                     return
-                if tc.max_steps and self.step >= tc.max_steps:
+                if max_steps and self.step >= max_steps:
                     break
             self.stop_reason = "completed"
 
@@ -408,7 +417,7 @@ class Run:
             result.update(loss=total, score=score)
             return total
 
-        if needs_closure(self.cfg.optimizer):
+        if self.closure_step:
             opt.step(closure)  # L-BFGS evaluates the closure several times per step
         else:
             closure()
@@ -447,10 +456,11 @@ class Run:
                 return True
             improved = self.stopper.update(monitored, epoch)
         if improved:
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
-            if ckpt.save_best:
-                self.save_checkpoint("best.pt")
+            if ckpt.save_best:  # the snapshot written to best.pt doubles as the in-memory copy
+                self.best_state = self.save_checkpoint("best.pt")["model"]
+            else:
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ui.epoch(epoch, values, improved)
         if self.stopper.should_stop:
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
@@ -484,7 +494,8 @@ class Run:
             self.save_checkpoint("last.pt")
         self.writer.wait()
 
-    def save_checkpoint(self, name: str) -> None:
+    def save_checkpoint(self, name: str) -> dict:
+        """Snapshot the whole state now and write it in the background; returns the snapshot."""
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
             self.tb.writer.flush()
         state = {
@@ -494,9 +505,9 @@ class Run:
             "epoch": self.epoch, "early_stopping": asdict(self.stopper), "best_metrics": self.best_metrics,
             "stop_reason": self.stop_reason, "stop_message": self.stop_message,
             "seconds": self.earlier_seconds + time.perf_counter() - self.started,
-            "rng": checkpoint.rng_states(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "rng": checkpoint.rng_states(), "config": self.config_dict,
         }
-        self.writer.save(state, self.run_dir / name)
+        return self.writer.save(state, self.run_dir / name)
 
     def restore(self, saved: dict) -> None:
         """Continue from a last.pt: weights, optimizer, schedule, early stopping, position, RNGs."""
