@@ -118,18 +118,24 @@ def test_weight_norm_reparametrizes_every_layer():
 
 
 # ---------------------------------------------------------------------------- optimizer, scheduler
-def test_lr_sequence_of_step_schedule(tmp_path):
+def lr_sequence(overrides, lr: float, intervals: int) -> list[float]:
+    """The lr before each of `intervals` scheduler steps, for the scheduler a config builds."""
     from trainrun.scheduler import make_scheduler
 
-    cfg = make_config(["scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5", "optimizer=sgd", "optimizer.lr=0.8"])
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.8)
-    sched = make_scheduler(cfg.scheduler, opt, epochs=6, steps_per_epoch=10, max_steps=None, monitor_mode="min")
-    seen = []
-    for _ in range(6):
-        seen.append(opt.param_groups[0]["lr"])
+    cfg = make_config(["optimizer=sgd", f"optimizer.lr={lr}", *overrides])
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = make_scheduler(cfg.scheduler, opt, epochs=intervals, steps_per_epoch=1, max_steps=None, monitor_mode="min")
+    lrs = []
+    for _ in range(intervals):
+        lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([0.8, 0.8, 0.4, 0.4, 0.2, 0.2])
+    return lrs
+
+
+def test_lr_sequence_of_step_schedule():
+    lrs = lr_sequence(["scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.5"], lr=0.8, intervals=6)
+    assert lrs == pytest.approx([0.8, 0.8, 0.4, 0.4, 0.2, 0.2])
 
 
 @pytest.mark.parametrize("kind,check", [
@@ -142,18 +148,9 @@ def test_lr_sequence_of_step_schedule(tmp_path):
     ("cyclic", lambda lrs: min(lrs) == pytest.approx(0.1) and max(lrs) <= 1.0),
 ])
 def test_scheduler_shapes(kind, check):
-    from trainrun.scheduler import make_scheduler
-
-    cfg = make_config([f"scheduler={kind}", "optimizer=sgd", "optimizer.lr=1.0", "scheduler.interval=epoch",
+    lrs = lr_sequence([f"scheduler={kind}", "scheduler.interval=epoch",
                        *(["scheduler.warmup_epochs=10"] if kind == "warmup_cosine" else []),
-                       *(["scheduler.step_size_up=20"] if kind == "cyclic" else [])])
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = make_scheduler(cfg.scheduler, opt, epochs=100, steps_per_epoch=1, max_steps=None, monitor_mode="min")
-    lrs = []
-    for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+                       *(["scheduler.step_size_up=20"] if kind == "cyclic" else [])], lr=1.0, intervals=100)
     assert check(lrs), lrs[:20]
 
 

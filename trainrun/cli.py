@@ -58,9 +58,19 @@ def run(cfg: DictConfig) -> float | None:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         raise  # in a sweep Hydra finishes the other jobs first, then raises it
+    if not metrics:  # a rank other than 0 of a distributed run: rank 0 reports
+        return None
     if metrics["stop_reason"] == "interrupted":
         raise KeyboardInterrupt
     return metrics.get(cfg.trainer.early_stopping.monitor)
+
+
+def requested_devices(args: list[str]) -> int:
+    """trainer.devices from the command line, read before Hydra runs (the launch happens first)."""
+    for arg in args:
+        if arg.startswith("trainer.devices=") and arg.split("=", 1)[1].isdigit():
+            return int(arg.split("=", 1)[1])
+    return 1
 
 
 def remove_if_unused(run_dir: Path) -> None:
@@ -81,6 +91,15 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    devices = requested_devices(sys.argv[1:])
+    if devices > 1 and "WORLD_SIZE" not in os.environ:  # trainer.devices=N: the same command on N processes
+        from .distributed import launch
+
+        sys.exit(launch(devices, sys.argv[1:]))
+    if int(os.environ.get("RANK", "0")) > 0:
+        from .distributed import worker_arguments
+
+        sys.argv = [sys.argv[0], *worker_arguments(sys.argv[1:])]
     global SHOW_TRACEBACK
     SHOW_TRACEBACK = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's own multi-line report

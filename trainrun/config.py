@@ -209,6 +209,7 @@ class TrainerConfig:
     epochs: int = 20
     max_steps: Optional[int] = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    devices: int = 1  # > 1: DistributedDataParallel over this many local processes (torchrun)
     precision: str = "32"  # 32 | bf16 | 16-mixed
     seed: int = 0
     deterministic: bool = False
@@ -307,6 +308,7 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("trainer.precision", lambda v: v in ("32", "bf16", "16-mixed"), "one of 32, bf16, 16-mixed"),
     ("trainer.device", lambda v: v in ("auto", "cpu", "cuda", "mps") or str(v).startswith("cuda:"), "auto, cpu, cuda, cuda:N or mps"),
     ("trainer.grad_accum_steps", _positive, "a positive integer"),
+    ("trainer.devices", _positive, "a positive integer"),
     ("trainer.log_every_n_steps", _positive, "a positive integer"),
     ("trainer.eval_every", _positive, "a positive integer"),
     ("trainer.early_stopping.mode", lambda v: v in ("min", "max", "auto"), "min, max or auto"),

@@ -72,3 +72,10 @@ class RunConsole:
         self.console.print(table)
         self.console.print(f"run directory: {run_dir}")
         self.console.print(f"curves:        [bold]tensorboard --logdir {run_dir}[/]")
+
+
+class SilentConsole:
+    """What ranks other than 0 show: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None

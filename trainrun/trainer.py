@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .augmentation import make_augmentation
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .console import SilentConsole
 from .data import Batches, Data, Split, load
 from .logger import TensorBoard
 from .loss import make_loss, metric
@@ -148,15 +149,18 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     overrides = overrides or {}
     saved = None
+    world = distributed.environment()
+    if not world.is_main:
+        ui = SilentConsole()
     if cfg.trainer.resume:
-        saved = checkpoint.load(run_dir / "last.pt")
+        saved = checkpoint.load(checkpoint.find_run(cfg.trainer.resume) / "last.pt")
         cfg = checkpoint.resumed_config(cfg, saved["config"], [k.lstrip("+~") for k in overrides])
         if saved["stop_reason"] not in ("running", "interrupted") and (run_dir / "metrics.json").is_file():
             ui.note(f"{run_dir} already finished ({saved['stop_reason']}); nothing to resume")
             return json.loads((run_dir / "metrics.json").read_text())
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic)
-    device = pick_device(tc.device)
+    device = distributed.setup(world, pick_device(tc.device))
     data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
     model, reused = build_model(cfg, data)
     model.to(device)
@@ -181,10 +185,16 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(tc.precision)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
-    forward = torch.compile(model) if tc.compile else model
+    forward = model
+    if world.size > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(tc.seed + world.rank)  # dropout and augmentation draw differently on each rank
+    if tc.compile:
+        forward = torch.compile(forward)
 
     # a resumed run appends to its event file; purge_step drops what the stopped process logged after its checkpoint
-    tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) if cfg.logger.enabled else None
+    tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) \
+        if cfg.logger.enabled and world.is_main else None
     probe = data.normalize((data.val if len(data.val) else data.train).x[:256])
     if tb and not saved:
         tb.config(cfg)
@@ -194,19 +204,22 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     ui.header(cfg, device, data, model, run_dir)
 
     run = Run(cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment, criterion,
-              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch, started=started)
+              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch, world, started=started)
     if saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
     if run.stop_reason == "running":
         run.fit()
         run.finish()
+    distributed.teardown(world)
+    if not world.is_main:  # rank 0 tests and reports
+        return {}
 
     # ---- test the best weights, write metrics.json
     if tc.early_stopping.restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
     eval_bs = cfg.data.eval_batch_size
-    test = evaluate(forward, data.test, data, criterion, eval_bs, autocast)
+    test = evaluate(model, data.test, data, criterion, eval_bs, autocast)
     metrics = {**run.best_metrics, **{f"test/{k}": v for k, v in test.items()}}
     if cfg.regularization.mc_dropout_samples and data.task == "classification":
         metrics["test/mc_acc"] = evaluate_mc_dropout(model, data.test, data, cfg.regularization.mc_dropout_samples, eval_bs)
@@ -265,6 +278,7 @@ class Run:
     tb: TensorBoard | None
     ui: Any
     steps_per_epoch: int
+    world: distributed.World = distributed.World()
     step: int = 0
     progress: EpochProgress = field(default_factory=EpochProgress)
     stop_reason: str = "running"
@@ -312,7 +326,7 @@ class Run:
                     batch = [self.prepare(idx) for idx in micro]
                     loss, score = self.optimizer_step(batch)
                     self.step += 1
-                    n = sum(len(y) for _, y in batch)
+                    n = sum(len(y) for _, y, _ in batch)
                     loss_sum += loss * n
                     score_sum += score
                     p.seen += n
@@ -321,7 +335,12 @@ class Run:
                         step_scheduler.step()
                     log_now = self.step % log_every == 0
                     # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
-                    if (log_now or on_cpu) and stop_on_nonfinite and not math.isfinite(float(loss)):
+                    nonfinite = (log_now or on_cpu) and stop_on_nonfinite and not math.isfinite(float(loss))
+                    if self.world.size > 1:  # every rank stops at the same step
+                        nonfinite, stop_anywhere = self.world.any(nonfinite, self.stop_signal is not None)
+                        if stop_anywhere and self.stop_signal is None:
+                            self.stop_signal = signal.SIGTERM
+                    if nonfinite:
                         return self.diverged(float(loss))
                     if self.tb:
                         self.tb.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, self.step)
@@ -340,11 +359,13 @@ class Run:
                         return
                     if last_step:
                         break
-                train_metrics = {"train/loss": float(loss_sum) / p.seen, f"train/{self.metric}": float(score_sum) / p.seen}
+                loss_sum, score_sum, seen = self.world.sum(torch.stack([loss_sum, score_sum, torch.tensor(
+                    float(p.seen), device=loss_sum.device)])).tolist()  # over every rank's shard
+                train_metrics = {"train/loss": loss_sum / seen, f"train/{self.metric}": score_sum / seen}
                 if not math.isfinite(train_metrics["train/loss"]) and stop_on_nonfinite:
                     return self.diverged(train_metrics["train/loss"])
                 self.progress = EpochProgress(epoch + 1)
-                if self.end_of_epoch(epoch, train_metrics, time.perf_counter() - epoch_start, p.seen):
+                if self.end_of_epoch(epoch, train_metrics, time.perf_counter() - epoch_start, int(seen)):
                     return
                 if max_steps and self.step >= max_steps:
                     break
@@ -388,14 +409,20 @@ class Run:
             yield group
 
     def prepare(self, idx):
-        """One batch: an index slice of the train tensors, augmented and normalized as a whole."""
+        """One batch: an index slice of the train tensors, augmented and normalized as a whole.
+
+        With several processes each takes its shard, and its loss is weighted by the shard's share of
+        the global batch, so the averaged gradient is the one-process gradient of the whole batch."""
+        global_size = len(self.data.train.y[idx])
+        idx = self.world.shard(idx)
         x, y = self.data.train.x[idx], self.data.train.y[idx]
+        weight = len(y) * self.world.size / global_size
         if self.augment is not None:
             x, y = self.augment(x, y)
             if self.tb and not self.images_logged:
                 self.tb.images("augmented_batch", x)
                 self.images_logged = True
-        return self.data.normalize(x), y
+        return self.data.normalize(x), y, weight
 
     def optimizer_step(self, batch):
         """Zero grads, forward, backward over the micro-batches, clip, step; returns (mean loss, metric sum)."""
@@ -405,11 +432,12 @@ class Run:
         def closure():
             opt.zero_grad(set_to_none=True)
             total, score = 0.0, 0
-            for x, y in batch:
+            for x, y, weight in batch:
                 with self.autocast():
                     out = model(x).float()
                     loss = (self.criterion(out, y) + reg.penalty()) / len(batch)
-                scaler.scale(loss).backward()
+                # the gradient uses the shard-weighted loss; the reported loss is this shard's own
+                scaler.scale(loss * weight if weight != 1 else loss).backward()
                 total, score = total + loss.detach(), score + metric(out.detach(), y, self.data.task)
             if scaler.is_enabled():
                 scaler.unscale_(opt)
@@ -462,7 +490,7 @@ class Run:
             else:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ui.epoch(epoch, values, improved)
-        if self.stopper.should_stop:
+        if self.world.agree(self.stopper.should_stop):
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
             self.ui.note(self.stop_message)
             return True
@@ -495,7 +523,9 @@ class Run:
         self.writer.wait()
 
     def save_checkpoint(self, name: str) -> dict:
-        """Snapshot the whole state now and write it in the background; returns the snapshot."""
+        """Snapshot the whole state now and write it in the background (rank 0); returns the snapshot."""
+        if not self.world.is_main:
+            return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
             self.tb.writer.flush()
         state = {
