@@ -75,7 +75,7 @@ def test_leaky_relu_slope_reaches_the_layer_and_the_init_gain():
     model, _, _ = built(["activation=leaky_relu", "activation.negative_slope=0.2", "init=kaiming_normal",
                          "model.hidden=[512,512]"])
     assert model.fc1.act.negative_slope == 0.2
-    assert float(model.fc2.linear.weight.std()) == pytest.approx(math.sqrt(2 / (1 + 0.2 ** 2) / 512), rel=0.03)
+    assert float(model.fc2.linear.weight.detach().std()) == pytest.approx(math.sqrt(2 / (1 + 0.2 ** 2) / 512), rel=0.03)
 
 
 # ---------------------------------------------------------------------------- norm, dropout
