@@ -397,3 +397,21 @@ def test_checkpoint_holds_everything_to_resume(tmp_path):
     assert {"model", "optimizer", "scheduler", "epoch", "step", "early_stopping", "rng", "config"} <= set(state)
     assert state["epoch"] == 2 and {"python", "numpy", "torch"} <= set(state["rng"])
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+
+
+# ---------------------------------------------------------------------------- device placement
+def test_data_stay_on_the_accelerator_only_within_the_budget():
+    from trainrun.data import storage_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert storage_device(3 * 2**30, cuda, budget_gb=4.0) == cuda
+    assert storage_device(5 * 2**30, cuda, budget_gb=4.0) == cpu  # gathered on the host, copied per batch
+    assert storage_device(5 * 2**30, cpu, budget_gb=0.0) == cpu
+
+
+def test_channels_last_trains_a_cnn_in_nhwc(tmp_path):
+    nhwc = train_run(tmp_path / "nhwc", ["model=cnn", "trainer.channels_last=true", "trainer.epochs=3"])
+    nchw = train_run(tmp_path / "nchw", ["model=cnn", "trainer.epochs=3"])
+    weight = torch.load(tmp_path / "nhwc" / "last.pt", weights_only=True)["model"]["conv2.conv2d.weight"]
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert nhwc["test/loss"] == pytest.approx(nchw["test/loss"], rel=1e-4)  # a layout, not another computation

@@ -38,6 +38,7 @@ class DataConfig:
     subset: Optional[int] = None
     sampler: str = "shuffle"  # shuffle | replacement | sequential
     normalize: str = "standardize"  # none | standardize | pca | whiten
+    device_memory_gb: Optional[float] = None  # data kept on an accelerator up to this; null: half its memory
     # synthetic datasets
     n_samples: Optional[int] = None
     n_features: Optional[int] = None
@@ -215,6 +216,7 @@ class TrainerConfig:
     deterministic: bool = False
     grad_accum_steps: int = 1
     compile: bool = False
+    channels_last: bool = False  # conv nets: NHWC weights and batches (faster convolutions on GPUs)
     log_every_n_steps: int = 10
     eval_every: int = 1
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -279,6 +281,7 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("data.sampler", lambda v: v in ("shuffle", "replacement", "sequential"), "one of shuffle, replacement, sequential"),
     ("data.normalize", lambda v: v in ("none", "standardize", "pca", "whiten"), "one of none, standardize, pca, whiten"),
     ("data.n_samples", _optional(_positive), "a positive integer"),
+    ("data.device_memory_gb", _optional(lambda v: v >= 0), ">= 0"),
     ("data.n_features", _optional(_positive), "a positive integer"),
     ("data.noise", _optional(lambda v: v >= 0), ">= 0"),
     ("norm.position", lambda v: v in ("before", "after"), "before or after"),

@@ -46,6 +46,17 @@ class Data:
     task: str  # classification | regression
     num_outputs: int
     normalize: "Normalizer"
+    device: torch.device  # the training device; the splits may live in host memory instead
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def fetch(self, split: Split, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows `idx` (a slice or an index tensor) of a split, on the training device."""
+        x, y = split.x[idx], split.y[idx]
+        if x.device != self.device:  # from (pinned) host memory, without waiting for the copy
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.memory_format is not torch.contiguous_format:
+            x = x.contiguous(memory_format=self.memory_format)
+        return x, y
 
     @property
     def is_image(self) -> bool:
@@ -239,8 +250,25 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     if prenormalize:
         splits = [Split(normalizer(s.x), s.y) for s in splits]
         normalizer = Normalizer("none", x[:1])
-    train, val, test = (s.to(device) for s in splits)
-    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device))
+    home = storage_device(sum(t.numel() * t.element_size() for s in splits for t in (s.x, s.y)), device,
+                          cfg.device_memory_gb)
+    if home != device:
+        log.info("data: %s does not fit data.device_memory_gb; batches are copied from pinned host memory", cfg.kind)
+        splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
+    train, val, test = (s.to(home) for s in splits)
+    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device)
+
+
+def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -> torch.device:
+    """Where the data live: on the training device when they fit its budget (by default half of an
+    accelerator's memory), otherwise in host memory."""
+    if device.type == "cpu":
+        return device
+    if budget_gb is None:
+        budget = torch.cuda.get_device_properties(device).total_memory / 2 if device.type == "cuda" else math.inf
+    else:
+        budget = budget_gb * 2**30
+    return device if nbytes <= budget else torch.device("cpu")
 
 
 def _carve(x, y, fraction, g):

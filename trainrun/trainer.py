@@ -106,9 +106,10 @@ def pick_device(name: str) -> torch.device:
 def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autocast) -> dict[str, float]:
     """Mean loss and accuracy (classification) or mean absolute error (regression) over a split."""
     model.eval()
-    loss, score = torch.zeros((), device=split.x.device), torch.zeros((), device=split.x.device)
+    loss, score = torch.zeros((), device=data.device), torch.zeros((), device=data.device)
     for start in range(0, len(split), batch_size):
-        x, y = data.normalize(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+        x, y = data.fetch(split, slice(start, start + batch_size))
+        x = data.normalize(x)
         with autocast():
             out = model(x).float()
         loss += criterion(out, y) * len(y)
@@ -126,7 +127,8 @@ def evaluate_mc_dropout(model, split: Split, data: Data, samples: int, batch_siz
             m.train()
     correct = 0
     for start in range(0, len(split), batch_size):
-        x, y = data.normalize(split.x[start:start + batch_size]), split.y[start:start + batch_size]
+        x, y = data.fetch(split, slice(start, start + batch_size))
+        x = data.normalize(x)
         probs = torch.stack([model(x).float().softmax(1) for _ in range(samples)]).mean(0)
         correct += int((probs.argmax(1) == y).sum())
     model.eval()
@@ -164,11 +166,14 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
     model, reused = build_model(cfg, data)
     model.to(device)
+    if tc.channels_last and data.is_image:
+        model.to(memory_format=torch.channels_last)
+        data.memory_format = torch.channels_last
     augment = make_augmentation(cfg.augmentation, data)
     criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
     optimizer = make_optimizer(cfg.optimizer, model, reused)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
-    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, device)
+    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.x.device)
     steps_per_epoch = math.ceil(len(batches) / tc.grad_accum_steps)
     es_cfg = tc.early_stopping
     stopper = EarlyStopping(es_cfg.monitor, monitor_mode(es_cfg), es_cfg.patience, es_cfg.min_delta, es_cfg.enabled)
@@ -195,7 +200,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     # a resumed run appends to its event file; purge_step drops what the stopped process logged after its checkpoint
     tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) \
         if cfg.logger.enabled and world.is_main else None
-    probe = data.normalize((data.val if len(data.val) else data.train).x[:256])
+    probe = data.normalize(data.fetch(data.val if len(data.val) else data.train, slice(0, 256))[0])
     if tb and not saved:
         tb.config(cfg)
         failure = tb.graph(model, probe[:8])
@@ -311,14 +316,14 @@ class Run:
         stop_on_nonfinite = tc.early_stopping.stop_on_nonfinite
         step_scheduler = self.scheduler if self.cfg.scheduler.interval == "step" else None
         checkpoint_every = tc.checkpoint.every_n_steps or 0
-        on_cpu = self.data.train.x.device.type == "cpu"
+        on_cpu = self.data.device.type == "cpu"
         self.ui.start(epochs, self.steps_per_epoch, done=self.step)
         with self.signals_stop_gracefully():
             for epoch in range(self.progress.epoch, epochs + 1):
                 p = self.progress
                 epoch_start = time.perf_counter() - p.seconds
-                loss_sum = torch.tensor(p.loss_sum, device=self.data.train.x.device)
-                score_sum = torch.tensor(p.score_sum, device=self.data.train.x.device)
+                loss_sum = torch.tensor(p.loss_sum, device=self.data.device)
+                score_sum = torch.tensor(p.score_sum, device=self.data.device)
                 self.model.train()
                 for i, micro in enumerate(self.grouped(self.batches.epoch(epoch), accum)):
                     if i < p.steps_done:
@@ -414,8 +419,7 @@ class Run:
         With several processes each takes its shard, and its loss is weighted by the shard's share of
         the global batch, so the averaged gradient is the one-process gradient of the whole batch."""
         global_size = len(self.data.train.y[idx])
-        idx = self.world.shard(idx)
-        x, y = self.data.train.x[idx], self.data.train.y[idx]
+        x, y = self.data.fetch(self.data.train, self.world.shard(idx))
         weight = len(y) * self.world.size / global_size
         if self.augment is not None:
             x, y = self.augment(x, y)
@@ -500,7 +504,7 @@ class Run:
 
     def probe(self) -> torch.Tensor:
         split = self.data.val if len(self.data.val) else self.data.train
-        return self.data.normalize(split.x[:256])
+        return self.data.normalize(self.data.fetch(split, slice(0, 256))[0])
 
     def diverged(self, value: float) -> None:
         self.stop_reason = "diverged"
