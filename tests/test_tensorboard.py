@@ -94,3 +94,17 @@ def test_hparams_for_the_dashboard(logged):
 def test_logger_off_writes_no_events(tmp_path):
     train_run(tmp_path, ["logger.enabled=false"])
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_c_checksums_match_tensorboards_own():
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_crc
+    from tensorboard.summary.writer import record_writer
+
+    from trainrun.logger import use_c_checksums
+
+    use_c_checksums()
+    for size in (0, 1, 12, 1500, 70_000):
+        data = os.urandom(size)
+        assert record_writer.masked_crc32c(data) == python_crc(data)

@@ -53,10 +53,11 @@ class BackgroundWriter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = []
 
-    def save(self, state: dict, path: Path) -> dict:
-        """Copy the state now, write it later; returns the copy (read-only to the caller)."""
+    def save(self, state: dict, path: Path, copy: bool = True) -> dict:
+        """Copy the state now (unless the caller hands over tensors it will not change), write it later;
+        returns the copy."""
         self.raise_errors(block=False)
-        snapshot = _copy_tensors(state)
+        snapshot = _copy_tensors(state) if copy else state
         self.pending.append(self.pool.submit(save_atomic, snapshot, path))
         return snapshot
 

@@ -18,10 +18,26 @@ def layer_name(param_name: str) -> str:
     return param_name.replace(".", "/")
 
 
+def use_c_checksums() -> None:
+    """TensorBoard (without TensorFlow) checksums every record with a pure-Python CRC32C, byte by byte, on
+    a writer thread that holds the GIL the training loop needs: ~150 us for a 1.5 KB histogram record.
+    google-crc32c computes the same value in C in under a microsecond."""
+    import google_crc32c
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import u32
+    from tensorboard.summary.writer import record_writer
+
+    def masked_crc32c(data) -> int:
+        x = google_crc32c.value(bytes(data))
+        return u32(((x >> 15) | u32(x << 17)) + 0xA282EAD8)  # TFRecord's masking, as in TensorBoard's own
+
+    record_writer.masked_crc32c = masked_crc32c
+
+
 class TensorBoard:
     def __init__(self, cfg: DictConfig, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
+        use_c_checksums()
         self.cfg = cfg
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self.writer.add_custom_scalars({

@@ -489,10 +489,10 @@ class Run:
             improved = self.stopper.update(monitored, epoch)
         if improved:
             self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
-            if ckpt.save_best:  # the snapshot written to best.pt doubles as the in-memory copy
-                self.best_state = self.save_checkpoint("best.pt")["model"]
-            else:
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if ckpt.save_best and self.world.is_main:  # the weights and what they scored; last.pt has the rest
+                self.writer.save({"model": self.best_state, "epoch": epoch, "metrics": self.best_metrics,
+                                  "config": self.config_dict}, self.run_dir / "best.pt", copy=False)
         self.ui.epoch(epoch, values, improved)
         if self.world.agree(self.stopper.should_stop):
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
@@ -529,7 +529,7 @@ class Run:
     def save_checkpoint(self, name: str) -> dict:
         """Snapshot the whole state now and write it in the background (rank 0); returns the snapshot."""
         if not self.world.is_main:
-            return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+            return {}
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
             self.tb.writer.flush()
         state = {
