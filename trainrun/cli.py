@@ -6,6 +6,8 @@ errors answer at once.
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -46,23 +48,45 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate(cfg)
+        if cfg.trainer.threads is None:
+            cfg.trainer.threads = launcher_threads(hydra_cfg.launcher)
         from .console import RunConsole
         from .trainer import train  # torch comes in here
 
         overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
         metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
-    except (ConfigError, DataError) as error:
+    except Exception as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN and not SHOW_TRACEBACK:
+            # one failed run of a sweep must not hide the others: record it, the summary shows it
+            message = describe(error) or f"{type(error).__name__}: {error}"
+            (run_dir / "error.json").write_text(json.dumps({"error": message}) + "\n")
+            logging.getLogger("trainrun").exception("run failed: %s", message)
+            print(f"error: run {run_dir.name} failed: {message}", file=sys.stderr)
+            return None
+        if not isinstance(error, (ConfigError, DataError)):
+            raise  # a bug: its traceback
         remove_if_unused(run_dir)
-        if hydra_cfg.mode == RunMode.RUN and not SHOW_TRACEBACK:
-            # reported here: Hydra would print its own "Error executing job" line first
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        raise  # in a sweep Hydra finishes the other jobs first, then raises it
+        if SHOW_TRACEBACK:
+            raise
+        # reported here: Hydra would print its own "Error executing job" line first
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     if not metrics:  # a rank other than 0 of a distributed run: rank 0 reports
         return None
     if metrics["stop_reason"] == "interrupted":
         raise KeyboardInterrupt
     return metrics.get(cfg.trainer.early_stopping.monitor)
+
+
+def launcher_threads(launcher: DictConfig) -> int | None:
+    """Each parallel worker's share of the cores, so N runs at once do not fight over them."""
+    cores = os.cpu_count() or 1
+    if "n_jobs" in launcher:  # joblib: n_jobs processes at once (-1: one per core)
+        workers = launcher.n_jobs if launcher.n_jobs > 0 else cores
+        return max(1, cores // workers)
+    if "cpus_per_task" in launcher:  # submitit: what each task was given
+        return launcher.cpus_per_task or 1
+    return None
 
 
 def requested_devices(args: list[str]) -> int:

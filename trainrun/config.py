@@ -211,6 +211,7 @@ class TrainerConfig:
     max_steps: Optional[int] = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     devices: int = 1  # > 1: DistributedDataParallel over this many local processes (torchrun)
+    threads: Optional[int] = None  # torch's CPU threads; null: all cores, or a parallel launcher's share
     precision: str = "32"  # 32 | bf16 | 16-mixed
     seed: int = 0
     deterministic: bool = False
@@ -312,6 +313,7 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("trainer.device", lambda v: v in ("auto", "cpu", "cuda", "mps") or str(v).startswith("cuda:"), "auto, cpu, cuda, cuda:N or mps"),
     ("trainer.grad_accum_steps", _positive, "a positive integer"),
     ("trainer.devices", _positive, "a positive integer"),
+    ("trainer.threads", _optional(_positive), "a positive integer"),
     ("trainer.log_every_n_steps", _positive, "a positive integer"),
     ("trainer.eval_every", _positive, "a positive integer"),
     ("trainer.early_stopping.mode", lambda v: v in ("min", "max", "auto"), "min, max or auto"),

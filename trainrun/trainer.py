@@ -161,6 +161,9 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
             ui.note(f"{run_dir} already finished ({saved['stop_reason']}); nothing to resume")
             return json.loads((run_dir / "metrics.json").read_text())
     tc = cfg.trainer
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+        log.info("torch threads: %d", tc.threads)
     seed_everything(tc.seed, tc.deterministic)
     device = distributed.setup(world, pick_device(tc.device))
     data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)

@@ -1,0 +1,70 @@
+"""Sweeps: the summary of every multirun, failed runs kept in it, parallel launchers, seeds, trainrun-report."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from conftest import cli
+
+TINY = ["trainer.epochs=2", "data.subset=200", "logger.enabled=false"]
+
+
+def sweep_dir(base):
+    dirs = list(base.glob("outputs/multirun/*/*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def summary(base) -> list[dict]:
+    with open(sweep_dir(base) / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_sweep_summary_is_sorted_marks_the_best_and_keeps_a_failed_run(tmp_path):
+    result = cli("-m", "optimizer=sgd,adam", "optimizer.lr=0.01,-1", *TINY, cwd=tmp_path)
+    assert result.returncode == 1  # one sweep, two failed runs: reported, not hidden
+    assert "error: 2 of 4 runs failed" in result.stderr and "Traceback" not in result.stderr
+    rows = summary(tmp_path)
+    assert [r["state"] for r in rows] == ["complete", "complete", "failed", "failed"]
+    losses = [float(r["val/loss"]) for r in rows[:2]]
+    assert losses == sorted(losses) and rows[0]["best"] == "True" and rows[1]["best"] == "False"
+    assert all("optimizer.lr=-1.0 is invalid" in r["error"] for r in rows[2:])
+    assert "★ 1" in result.stdout and "run 1 failed: optimizer.lr=-1.0 is invalid" in result.stdout.replace("\n", "")
+    assert (sweep_dir(tmp_path) / "summary.md").read_text().count("\n") >= 6
+
+
+def test_seeds_give_mean_and_spread_per_configuration(tmp_path):
+    result = cli("-m", "trainer.seed=0,1,2", "optimizer=sgd,adam", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (sweep_dir(tmp_path) / "summary.md").read_text()
+    assert "| configuration | runs | complete | val/loss mean | val/loss std | test/acc mean | test/acc std |" in md
+    assert "| optimizer=sgd | 3 | 3 |" in md and "| optimizer=adam | 3 | 3 |" in md
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_share_the_cores(tmp_path, launcher):
+    result = cli("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", *TINY, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = summary(tmp_path)
+    assert sorted(r["state"] for r in rows) == ["complete", "complete"]
+    if launcher == "joblib":  # n_jobs workers split the cores: no oversubscription
+        import os
+        threads = max(1, (os.cpu_count() or 1) // 2)
+        logs = [p.read_text() for p in sweep_dir(tmp_path).glob("*/trainrun.log")]
+        assert len(logs) == 2 and all(f"torch threads: {threads}" in log for log in logs)
+
+
+def test_report_shows_the_summary_again(tmp_path):
+    assert cli("-m", "optimizer=sgd,adam", *TINY, cwd=tmp_path).returncode == 0
+    directory = sweep_dir(tmp_path)
+    (directory / "summary.csv").unlink()
+    report = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(directory)],
+                            capture_output=True, text=True)
+    assert report.returncode == 0 and "sorted by val/loss (min)" in report.stdout
+    assert len(summary(tmp_path)) == 2
+    missing = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr

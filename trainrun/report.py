@@ -1,0 +1,192 @@
+"""The summary of a sweep: every run's overrides, state and metrics, sorted by the objective.
+
+Printed at the end of every `trainrun -m ...` (a Hydra callback) and written beside the runs as
+summary.csv and summary.md; `trainrun-report <sweep dir>` shows it again later. Reads only what the
+runs wrote (.hydra/overrides.yaml, metrics.json, error.json), so it needs no torch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    overrides: list[str]
+    state: str  # complete | diverged | interrupted | failed
+    metrics: dict = field(default_factory=dict)
+    error: str = ""
+
+    def value(self, key: str) -> float:
+        v = self.metrics.get(key)
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.overrides) or "(defaults)"
+
+
+def collect(sweep_dir: Path) -> list[RunResult]:
+    results = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: _job_number(p.parents[1])):
+        run_dir = overrides_file.parents[1]
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        metrics_file, error_file = run_dir / "metrics.json", run_dir / "error.json"
+        if error_file.is_file():
+            results.append(RunResult(run_dir, overrides, "failed", error=json.loads(error_file.read_text())["error"]))
+        elif metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            state = {"diverged": "diverged", "interrupted": "interrupted"}.get(metrics["stop_reason"], "complete")
+            results.append(RunResult(run_dir, overrides, state, metrics))
+        else:
+            results.append(RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)"))
+    return results
+
+
+def _job_number(run_dir: Path) -> tuple[int, str]:
+    return (int(run_dir.name), "") if run_dir.name.isdigit() else (1 << 30, run_dir.name)
+
+
+def objective(sweep_dir: Path) -> tuple[str, str]:
+    """The monitored metric and its direction, from the sweep's config."""
+    cfg = OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").is_file() else OmegaConf.create()
+    monitor = OmegaConf.select(cfg, "trainer.early_stopping.monitor", default="val/loss")
+    mode = OmegaConf.select(cfg, "trainer.early_stopping.mode", default="auto")
+    return monitor, mode if mode != "auto" else ("max" if monitor.endswith("acc") else "min")
+
+
+def ranked(results: list[RunResult], monitor: str, mode: str) -> list[RunResult]:
+    """Complete runs best first, then the diverged, interrupted and failed ones."""
+    def key(r: RunResult):
+        v = r.value(monitor)
+        return (r.state != "complete", math.isnan(v), -v if mode == "max" else v)
+    return sorted(results, key=key)
+
+
+def test_metric(results: list[RunResult]) -> str:
+    return "test/acc" if any("test/acc" in r.metrics for r in results) else "test/mae"
+
+
+def rows(results: list[RunResult], monitor: str, mode: str) -> list[dict]:
+    test = test_metric(results)
+    out = []
+    for i, r in enumerate(ranked(results, monitor, mode)):
+        out.append({"rank": i + 1, "best": i == 0 and r.state == "complete", "run": r.run_dir.name,
+                    "overrides": r.label, "state": r.state, "best_epoch": r.metrics.get("best_epoch", ""),
+                    monitor: r.value(monitor), test: r.value(test),
+                    "wall_time_s": r.metrics.get("wall_time_s", ""), "error": r.error})
+    return out
+
+
+def seed_groups(results: list[RunResult], monitor: str) -> list[dict]:
+    """Mean and spread per configuration, where a configuration ran with several seeds."""
+    shared = set.intersection(*(set(r.overrides) for r in results)) if results else set()
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        label = " ".join(o for o in r.overrides if o not in shared and not o.startswith("trainer.seed="))
+        groups.setdefault(label or "(defaults)", []).append(r)
+    test = test_metric(results)
+    out = []
+    for label, runs in groups.items():
+        done = [r for r in runs if r.state == "complete"]
+        if len(runs) < 2:
+            continue
+        row = {"configuration": label, "runs": len(runs), "complete": len(done)}
+        for key in (monitor, test):
+            values = [r.value(key) for r in done if not math.isnan(r.value(key))]
+            row[f"{key} mean"] = statistics.fmean(values) if values else math.nan
+            row[f"{key} std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        out.append(row)
+    return out
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def write(sweep_dir: Path, table: list[dict], seeds: list[dict]) -> None:
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + " --- |" * len(table[0])]
+    lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row.values()) + " |" for row in table]
+    if seeds:
+        lines += ["", "| " + " | ".join(seeds[0]) + " |", "|" + " --- |" * len(seeds[0])]
+        lines += ["| " + " | ".join(_fmt(v) for v in row.values()) + " |" for row in seeds]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
+    """Print the sweep's table (and seed statistics), write summary.csv and summary.md; returns the runs."""
+    console = console or Console()
+    results = collect(sweep_dir)
+    if not results:
+        console.print(f"[yellow]no runs under {sweep_dir}[/]")
+        return results
+    monitor, mode = objective(sweep_dir)
+    table, seeds = rows(results, monitor, mode), seed_groups(results, monitor)
+    write(sweep_dir, table, seeds)
+    shared = set.intersection(*(set(r.overrides) for r in results))
+    test = test_metric(results)
+    view = Table(title=f"sweep {sweep_dir}: {len(results)} runs, sorted by {monitor} ({mode})"
+                       + (f"\nall with: {' '.join(sorted(shared))}" if shared else ""),
+                 title_justify="left", header_style="bold")
+    for column in ("rank", "run", "overrides", "state", "best epoch", monitor, test, "time s"):
+        view.add_column(column, justify="left" if column in ("overrides", "state") else "right",
+                        overflow="fold" if column == "overrides" else "ellipsis")
+    styles = {"complete": "", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
+    for row, result in zip(table, ranked(results, monitor, mode)):
+        varying = " ".join(o for o in result.overrides if o not in shared) or "(defaults)"
+        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), row["run"], varying, row["state"],
+                     _fmt(row["best_epoch"]), _fmt(row[monitor]), _fmt(row[test]), _fmt(row["wall_time_s"]),
+                     style="bold green" if row["best"] else styles[row["state"]])
+    console.print(view)
+    for row in table:
+        if row["error"]:
+            console.print(f"[red]run {row['run']} failed:[/] {row['error']}")
+    if seeds:
+        spread = Table(title="per configuration, over seeds", title_justify="left", header_style="bold")
+        for column in seeds[0]:
+            spread.add_column(column, overflow="fold")
+        for row in seeds:
+            spread.add_row(*[_fmt(v) for v in row.values()])
+        console.print(spread)
+    console.print(f"summary: {sweep_dir / 'summary.csv'} and summary.md")
+    return results
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the summary at the end of every multirun; a sweep with a failed run exits 1."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        results = show(Path(config.hydra.sweep.dir))
+        failed = [r for r in results if r.state == "failed"]
+        if failed:
+            print(f"error: {len(failed)} of {len(results)} runs failed (see the table above)", file=sys.stderr)
+            sys.exit(1)
+
+
+def main() -> None:
+    """`trainrun-report <sweep dir>`: the summary of a finished (or running) sweep, again."""
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        print("usage: trainrun-report outputs/multirun/<date>/<time>", file=sys.stderr)
+        sys.exit(2)
+    sweep_dir = Path(sys.argv[1])
+    if not sweep_dir.is_dir():
+        print(f"error: {sweep_dir} is not a directory", file=sys.stderr)
+        sys.exit(2)
+    show(sweep_dir)
