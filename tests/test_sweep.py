@@ -68,3 +68,42 @@ def test_report_shows_the_summary_again(tmp_path):
     missing = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def optuna_states(sweep: "Path") -> dict:
+    import optuna
+
+    from trainrun.search import make_storage
+
+    study = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}"))
+    return {t.number: (t.state.name, t.params) for t in study.trials}
+
+
+SEARCH = ["hparams_search=optuna", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=8",
+          "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.pruner.n_warmup_steps=1",
+          "optimizer.lr=choice(1e-7,1e-2)", "regularization.dropout=0", "model.hidden=[256,256]",
+          "trainer.epochs=4", "data.subset=300", "logger.enabled=false"]  # lr alone decides: 1e-7 cannot learn
+
+
+def test_optuna_search_prunes_the_clearly_worse_trials(tmp_path):
+    result = cli("-m", *SEARCH, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = sweep_dir(tmp_path)
+    states = optuna_states(sweep)
+    assert len(states) == 8
+    pruned = [params for state, params in states.values() if state == "PRUNED"]
+    complete = [params for state, params in states.values() if state == "COMPLETE"]
+    assert pruned and len(complete) >= 2
+    assert all(p["optimizer.lr"] == 1e-7 for p in pruned)  # only the hopeless learning rate is cut short
+    rows = summary(tmp_path)
+    assert sorted(r["state"] for r in rows).count("pruned") == len(pruned)
+    assert rows[0]["state"] == "complete" and "optimizer.lr=0.01" in rows[0]["overrides"]
+    assert "trainer.pruning" not in rows[0]["overrides"]
+
+
+def test_optuna_trials_in_parallel_processes_share_one_study(tmp_path):
+    result = cli("-m", *SEARCH, "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    states = optuna_states(sweep_dir(tmp_path))
+    assert len(states) == 8 and {s for s, _ in states.values()} <= {"COMPLETE", "PRUNED"}
+    assert "COMPLETE" in {s for s, _ in states.values()}

@@ -23,6 +23,18 @@ SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 
 register()
 
+def register_sweeper() -> None:
+    """hydra/sweeper=trainrun_optuna. Hydra finds plugins by scanning the hydra_plugins namespace, which
+    cannot see into an editable install; registering it here works either way (Plugins.register is idempotent)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
+
+    Plugins.instance().register(TrainrunOptunaSweeper)
+
+
+register_sweeper()
+
 
 def run_dir_for(resume: str | None, new_run_dir: str) -> str:
     """hydra.run.dir: a new dated directory, or the run that trainer.resume names (it continues there)."""
@@ -40,7 +52,7 @@ OmegaConf.register_new_resolver(
 
 @hydra.main(config_path="pkg://trainrun.conf", config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> float | None:
-    """One training run (one job of a sweep). Returns the monitored metric, for sweepers."""
+    """One training run (one job of a sweep). Returns its metrics and, as `objective`, the monitored one."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -75,7 +87,7 @@ def run(cfg: DictConfig) -> float | None:
         return None
     if metrics["stop_reason"] == "interrupted":
         raise KeyboardInterrupt
-    return metrics.get(cfg.trainer.early_stopping.monitor)
+    return {**metrics, "objective": metrics.get(cfg.trainer.early_stopping.monitor)}
 
 
 def launcher_threads(launcher: DictConfig) -> int | None:

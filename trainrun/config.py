@@ -206,6 +206,19 @@ class CheckpointConfig:
 
 
 @dataclass
+class PruningConfig:
+    """Filled in by the Optuna sweeper (hparams_search): the trial this run reports its metric to."""
+
+    trial: Optional[int] = None  # null: not part of a search
+    storage: Optional[str] = None
+    study: str = "trainrun"
+    kind: str = "median"
+    n_startup_trials: int = 2
+    n_warmup_steps: int = 1
+    min_resource: int = 1
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 20
     max_steps: Optional[int] = None
@@ -223,6 +236,7 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: Optional[str] = None
+    pruning: PruningConfig = field(default_factory=PruningConfig)
 
 
 @dataclass

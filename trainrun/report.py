@@ -24,7 +24,7 @@ from rich.table import Table
 class RunResult:
     run_dir: Path
     overrides: list[str]
-    state: str  # complete | diverged | interrupted | failed
+    state: str  # complete | pruned | diverged | interrupted | failed
     metrics: dict = field(default_factory=dict)
     error: str = ""
 
@@ -41,13 +41,15 @@ def collect(sweep_dir: Path) -> list[RunResult]:
     results = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: _job_number(p.parents[1])):
         run_dir = overrides_file.parents[1]
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        # trainer.pruning.* is the search's bookkeeping (storage, trial number), not a choice
+        overrides = [str(o) for o in OmegaConf.load(overrides_file) if not str(o).startswith("trainer.pruning.")]
         metrics_file, error_file = run_dir / "metrics.json", run_dir / "error.json"
         if error_file.is_file():
             results.append(RunResult(run_dir, overrides, "failed", error=json.loads(error_file.read_text())["error"]))
         elif metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
-            state = {"diverged": "diverged", "interrupted": "interrupted"}.get(metrics["stop_reason"], "complete")
+            state = {"diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}.get(
+                metrics["stop_reason"], "complete")
             results.append(RunResult(run_dir, overrides, state, metrics))
         else:
             results.append(RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)"))
@@ -148,7 +150,7 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     for column in ("rank", "run", "overrides", "state", "best epoch", monitor, test, "time s"):
         view.add_column(column, justify="left" if column in ("overrides", "state") else "right",
                         overflow="fold" if column == "overrides" else "ellipsis")
-    styles = {"complete": "", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
+    styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
     for row, result in zip(table, ranked(results, monitor, mode)):
         varying = " ".join(o for o in result.overrides if o not in shared) or "(defaults)"
         view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), row["run"], varying, row["state"],

@@ -34,6 +34,7 @@ from .model import build_model
 from .optimizer import make_optimizer, needs_closure
 from .regularization import Regularizer
 from .scheduler import make_scheduler
+from .search import open_trial
 
 log = logging.getLogger("trainrun")
 
@@ -212,7 +213,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     ui.header(cfg, device, data, model, run_dir)
 
     run = Run(cfg, run_dir, data, model, forward, optimizer, scheduler, scaler, batches, augment, criterion,
-              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch, world, started=started)
+              Regularizer(cfg.regularization, model), stopper, autocast, tb, ui, steps_per_epoch, world, started=started,
+              trial=open_trial(tc.pruning) if world.is_main else None)
     if saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
@@ -297,11 +299,12 @@ class Run:
     earlier_seconds: float = 0.0  # wall time of the processes before a resume
     started: float = field(default_factory=time.perf_counter)
     writer: checkpoint.BackgroundWriter = field(default_factory=checkpoint.BackgroundWriter)
+    images_logged: bool = False
+    trial: Any = None  # the Optuna trial of a search, to report to and be pruned by
 
     def __post_init__(self):
         self.closure_step = needs_closure(self.cfg.optimizer)
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)  # saved with every checkpoint
-    images_logged: bool = False
 
     @property
     def metric(self) -> str:
@@ -497,6 +500,13 @@ class Run:
                 self.writer.save({"model": self.best_state, "epoch": epoch, "metrics": self.best_metrics,
                                   "config": self.config_dict}, self.run_dir / "best.pt", copy=False)
         self.ui.epoch(epoch, values, improved)
+        if self.trial is not None and self.stopper.monitor in values:
+            self.trial.report(values[self.stopper.monitor], epoch)
+            if self.trial.should_prune():
+                self.stop_reason = "pruned"
+                self.stop_message = f"pruned by the search at epoch {epoch}: {self.stopper.monitor} is not promising"
+                self.ui.note(self.stop_message)
+                return True
         if self.world.agree(self.stopper.should_stop):
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
             self.ui.note(self.stop_message)
