@@ -8,12 +8,12 @@ the same study: each run reports its monitored metric every epoch and stops when
 The search space is Hydra's sweep grammar, in `hydra.sweeper.params` or on the command line:
 choice(a, b), range(1, 5), interval(0.1, 1.0), tag(log, interval(1e-4, 1e-1)); a plain value is fixed.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Hydra's plugin scan executes this module before it is in
+# sys.modules, and dataclasses with string annotations look the module up there.
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -45,7 +45,7 @@ class TrainrunOptunaSweeperConf:
     study_name: str = "trainrun"
     storage: Optional[str] = None  # null: a journal file in the sweep directory; or an RDB URL (sqlite:///..., postgresql://...)
     pruner: PrunerConf = field(default_factory=PrunerConf)
-    params: dict[str, str] = field(default_factory=dict)
+    params: Dict[str, str] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="trainrun_optuna", node=TrainrunOptunaSweeperConf,
@@ -85,7 +85,7 @@ class TrainrunOptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: list[str]) -> Any:
+    def sweep(self, arguments: List[str]) -> Any:
         import optuna
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
