@@ -44,13 +44,13 @@ def test_seeds_give_mean_and_spread_per_configuration(tmp_path):
     assert "| optimizer=sgd | 3 | 3 |" in md and "| optimizer=adam | 3 | 3 |" in md
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["joblib", "parallel", "submitit_local"])
 def test_parallel_launchers_share_the_cores(tmp_path, launcher):
     result = cli("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", *TINY, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = summary(tmp_path)
     assert sorted(r["state"] for r in rows) == ["complete", "complete"]
-    if launcher == "joblib":  # n_jobs workers split the cores: no oversubscription
+    if launcher in ("joblib", "parallel"):  # n_jobs workers split the cores: no oversubscription
         import os
         threads = max(1, (os.cpu_count() or 1) // 2)
         logs = [p.read_text() for p in sweep_dir(tmp_path).glob("*/trainrun.log")]
