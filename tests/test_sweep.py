@@ -101,9 +101,21 @@ def test_optuna_search_prunes_the_clearly_worse_trials(tmp_path):
     assert "trainer.pruning" not in rows[0]["overrides"]
 
 
-def test_optuna_trials_in_parallel_processes_share_one_study(tmp_path):
-    result = cli("-m", *SEARCH, "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", cwd=tmp_path, timeout=600)
+@pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
+def test_optuna_trials_in_parallel_processes_share_one_study(tmp_path, launcher):
+    result = cli("-m", *SEARCH, "hydra.sweeper.n_jobs=2", f"hydra/launcher={launcher}", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted({r["state"] for r in summary(tmp_path)}) in (["complete"], ["complete", "pruned"])
     states = optuna_states(sweep_dir(tmp_path))
     assert len(states) == 8 and {s for s, _ in states.values()} <= {"COMPLETE", "PRUNED"}
     assert "COMPLETE" in {s for s, _ in states.values()}
+
+
+def test_optuna_study_in_an_rdb_url(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = cli("-m", *SEARCH, "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={url}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = optuna.load_study(study_name="trainrun", storage=url)
+    assert len(study.trials) == 4 and study.best_trial.params["optimizer.lr"] == 0.01
