@@ -415,3 +415,15 @@ def test_channels_last_trains_a_cnn_in_nhwc(tmp_path):
     weight = torch.load(tmp_path / "nhwc" / "last.pt", weights_only=True)["model"]["conv2.conv2d.weight"]
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert nhwc["test/loss"] == pytest.approx(nchw["test/loss"], rel=1e-4)  # a layout, not another computation
+
+
+@pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
+def test_mixed_precision_trains_on_cpu(tmp_path, precision):
+    full = train_run(tmp_path / "32", ["trainer.epochs=3"])
+    mixed = train_run(tmp_path / precision, [f"trainer.precision={precision}", "trainer.epochs=3"])
+    assert mixed["stop_reason"] == "completed" and mixed["test/acc"] > full["test/acc"] - 0.1
+
+
+def test_max_steps_and_eval_every(tmp_path):
+    metrics = train_run(tmp_path, ["trainer.max_steps=7", "trainer.epochs=10", "trainer.eval_every=2"])
+    assert metrics["steps"] == 7 and metrics["epochs_run"] == 2  # 5 steps an epoch: stopped inside the second
