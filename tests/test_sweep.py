@@ -119,3 +119,15 @@ def test_optuna_study_in_an_rdb_url(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     study = optuna.load_study(study_name="trainrun", storage=url)
     assert len(study.trials) == 4 and study.best_trial.params["optimizer.lr"] == 0.01
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("hydra.sweeper.sampler=bogus", "hydra.sweeper.sampler=bogus is invalid: expected one of tpe, random"),
+    ("hydra.sweeper.pruner.kind=bogus", "hydra.sweeper.pruner.kind=bogus is invalid"),
+    ("hydra.sweeper.n_trials=0", "must be positive"),
+])
+def test_bad_search_settings_are_one_clear_line(tmp_path, bad, message):
+    result = cli("-m", "hparams_search=optuna", bad, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[0].startswith("error: ") and message in result.stderr

@@ -73,8 +73,20 @@ def distribution(override: Override):
     raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
 
 
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+
+
 class TrainrunOptunaSweeper(Sweeper):
     def __init__(self, sampler, seed, n_trials, n_jobs, study_name, storage, pruner, params):
+        from trainrun.config import ConfigError
+
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"hydra.sweeper.sampler={sampler} is invalid: expected one of {', '.join(SAMPLERS)}")
+        if pruner.kind not in PRUNERS:
+            raise ConfigError(f"hydra.sweeper.pruner.kind={pruner.kind} is invalid: expected one of {', '.join(PRUNERS)}")
+        if n_trials < 1 or n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials={n_trials} and n_jobs={n_jobs} must be positive")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
         self.study_name, self.storage_url = study_name, storage
         self.pruner_cfg = dict(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else vars(pruner))
