@@ -424,7 +424,7 @@ class Run:
 
         With several processes each takes its shard, and its loss is weighted by the shard's share of
         the global batch, so the averaged gradient is the one-process gradient of the whole batch."""
-        global_size = len(self.data.train.y[idx])
+        global_size = len(idx) if isinstance(idx, torch.Tensor) else len(range(*idx.indices(len(self.data.train))))
         x, y = self.data.fetch(self.data.train, self.world.shard(idx))
         weight = len(y) * self.world.size / global_size
         if self.augment is not None:
