@@ -62,6 +62,7 @@ def test_sigterm_checkpoints_says_how_to_resume_and_resumes_exactly(reference, t
 
 def test_sigint_message_names_the_resume_command(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "trainrun", "trainer.epochs=50", "data.subset=null",
+                             "trainer.checkpoint.every_n_epochs=1",
                              "trainer.early_stopping.enabled=false", f"hydra.run.dir={tmp_path}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     chaos.wait_for_new_checkpoint(proc, tmp_path / "last.pt", 0)
@@ -115,6 +116,35 @@ def test_checkpoints_load_weights_only(tmp_path):
     result = cli(f"trainer.resume={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2 and "unreadable" in result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ([], [("best.pt", 4), ("last.pt", 16)]),  # every 60 s: a short run writes once, at the end
+    (["trainer.checkpoint.every_n_epochs=2"], [("best.pt", 2), ("last.pt", 8), ("best.pt", 4), ("last.pt", 16)]),
+    (["trainer.checkpoint.every_n_steps=3"], [("last.pt", 3), ("best.pt", 1), ("last.pt", 6), ("best.pt", 2),
+                                              ("last.pt", 9), ("best.pt", 3), ("last.pt", 12), ("last.pt", 15),
+                                              ("best.pt", 4), ("last.pt", 16)]),
+    (["trainer.checkpoint.every_n_seconds=1e-9"], [("last.pt", s) for s in range(1, 4)] + [("best.pt", 1)]
+     + [("last.pt", s) for s in range(4, 8)] + [("best.pt", 2)] + [("last.pt", s) for s in range(8, 12)]
+     + [("best.pt", 3)] + [("last.pt", s) for s in range(12, 16)] + [("best.pt", 4), ("last.pt", 16)]),
+])
+def test_checkpoints_follow_their_schedule_and_best_pt_travels_with_them(tmp_path, monkeypatch, schedule, expected):
+    """4 epochs of 4 steps, each epoch better than the last: which file is written after which step (last.pt)
+    or for which epoch (best.pt, written only when it changed)."""
+    from trainrun import checkpoint
+
+    written = []
+    real_save = checkpoint.BackgroundWriter.save
+
+    def recording_save(self, state, path, copy=True):
+        written.append((path.name, state["step"] if path.name == "last.pt" else state["epoch"]))
+        return real_save(self, state, path, copy)
+
+    monkeypatch.setattr(checkpoint.BackgroundWriter, "save", recording_save)
+    train_run(tmp_path, ["data.subset=256", "data.batch_size=64", "trainer.epochs=4", "optimizer.lr=0.01",
+                         "trainer.early_stopping.monitor=train/loss", *schedule])
+    assert written == expected
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 4
 
 
 def test_resume_refuses_another_configuration(tmp_path):

@@ -31,17 +31,19 @@ def test_scalars_per_step_and_per_epoch(logged):
             "time/epoch_s", "time/samples_per_s", "epoch"} <= tags
     steps_per_epoch = metrics["steps"] // 3
     assert [s for s, _ in values(events, "val/loss")] == [steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
-    assert [s for s, _ in values(events, "train/batch_loss")] == list(range(2, metrics["steps"] + 1, 2))
+    # every log_every_n_steps (2) steps, and the first step, so the curves start at the initialization
+    assert [s for s, _ in values(events, "train/batch_loss")] == [1, *range(2, metrics["steps"] + 1, 2)]
     assert all(math.isfinite(v) for _, v in values(events, "train/batch_loss"))
 
 
-def test_lr_is_logged_every_step_and_follows_the_schedule(logged):
+def test_lr_is_logged_with_the_step_scalars_and_follows_the_schedule(logged):
     events, metrics = logged
     lr = values(events, "lr")
-    assert [s for s, _ in lr] == list(range(1, metrics["steps"] + 1))
+    assert [s for s, _ in lr] == [s for s, _ in values(events, "train/batch_loss")]
     per_epoch = metrics["steps"] // 3
-    # step schedule, step_size 1 epoch, gamma 0.5: the lr halves at each epoch boundary
-    assert [v for _, v in lr[::per_epoch]] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    # step schedule, step_size 1 epoch, gamma 0.5: the lr halves at each epoch boundary (logged after the step)
+    assert [v for _, v in lr] == pytest.approx([1e-3 * 0.5 ** ((s - 1) // per_epoch) for s, _ in lr])
+    assert sorted({round(v, 9) for _, v in lr}) == pytest.approx([2.5e-4, 5e-4, 1e-3])  # every epoch seen
 
 
 def test_metrics_json_matches_the_event_file(logged):
@@ -89,6 +91,28 @@ def test_hparams_for_the_dashboard(logged):
     assert session.hparams["lr"].number_value == pytest.approx(1e-3)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert {"hparam/test/acc", "hparam/val/loss"} <= {m.name.tag for m in experiment.metric_infos}
+
+
+def test_a_large_tensor_histogram_is_exact_in_its_statistics_and_close_in_its_counts(tmp_path):
+    """Above HISTOGRAM_SAMPLE values the bins come from a fixed random sample, scaled to the full count."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from trainrun.logger import HISTOGRAM_SAMPLE, TensorBoard
+
+    tb = TensorBoard(OmegaConf.create({}), tmp_path)
+    values = torch.cat([torch.randn(300_000), torch.rand(100_000) * 3 + 5])  # two modes, 6x the sample
+    histogram = tb.histogram("w", values).histo
+    assert values.numel() > 4 * HISTOGRAM_SAMPLE
+    assert (histogram.min, histogram.max, histogram.num) == (values.min().item(), values.max().item(), values.numel())
+    assert histogram.sum == pytest.approx(values.sum().item(), rel=1e-4)
+    assert histogram.sum_squares == pytest.approx(values.pow(2).sum().item(), rel=1e-4)
+    exact = torch.histc(values, 64, values.min().item(), values.max().item())
+    assert sum(histogram.bucket) == pytest.approx(values.numel())
+    # each bin within 1% of all values of the exact count (a 65,536-value sample: ~0.2% standard error)
+    assert max(abs(a - b) for a, b in zip(histogram.bucket, exact.tolist())) < 0.01 * values.numel()
+    assert tb.histogram("w", values).histo.bucket == histogram.bucket  # the same sample every time
+    tb.close()
 
 
 def test_logger_off_writes_no_events(tmp_path):

@@ -21,14 +21,13 @@ class Regularizer:
         self.layers = [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS) and m.weight.requires_grad]
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def penalty(self) -> torch.Tensor | float:
-        """0.5 * weight_decay * sum ||W||^2 + l1 * sum |W|: added to the loss."""
-        total = 0.0
+    def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss + 0.5 * weight_decay * sum ||W||^2 + l1 * sum |W| (the loss itself, no op, when neither is set)."""
         if self.weight_decay:
-            total = total + 0.5 * self.weight_decay * sum(m.weight.pow(2).sum() for m in self.layers)
+            loss = loss + 0.5 * self.weight_decay * sum(m.weight.pow(2).sum() for m in self.layers)
         if self.l1:
-            total = total + self.l1 * sum(m.weight.abs().sum() for m in self.layers)
-        return total
+            loss = loss + self.l1 * sum(m.weight.abs().sum() for m in self.layers)
+        return loss
 
     def clip_gradients(self) -> None:
         if self.clip_value is not None:

@@ -136,6 +136,12 @@ def evaluate_mc_dropout(model, split: Split, data: Data, samples: int, batch_siz
     return correct / max(len(split), 1)
 
 
+def probe_batch(data: Data, size: int) -> torch.Tensor:
+    """The first `size` validation (else train) inputs, normalized: the fixed batch for graphs and activations."""
+    split = data.val if len(data.val) else data.train
+    return data.normalize(data.fetch(split, slice(0, size))[0])
+
+
 def metric_name(data: Data) -> str:
     return "acc" if data.task == "classification" else "mae"
 
@@ -204,10 +210,9 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     # a resumed run appends to its event file; purge_step drops what the stopped process logged after its checkpoint
     tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) \
         if cfg.logger.enabled and world.is_main else None
-    probe = data.normalize(data.fetch(data.val if len(data.val) else data.train, slice(0, 256))[0])
     if tb and not saved:
         tb.config(cfg)
-        failure = tb.graph(model, probe[:8])
+        failure = tb.graph(model, probe_batch(data, 8))
         if failure:
             log.info("model graph not logged: %s", failure)
     ui.header(cfg, device, data, model, run_dir)
@@ -295,6 +300,8 @@ class Run:
     stop_message: str = ""
     stop_signal: int | None = None
     best_state: dict | None = None
+    best_written: int = 0  # the epoch whose weights best.pt holds
+    last_checkpoint: float = field(default_factory=time.perf_counter)
     best_metrics: dict = field(default_factory=dict)
     earlier_seconds: float = 0.0  # wall time of the processes before a resume
     started: float = field(default_factory=time.perf_counter)
@@ -305,6 +312,8 @@ class Run:
     def __post_init__(self):
         self.closure_step = needs_closure(self.cfg.optimizer)
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)  # saved with every checkpoint
+        ckpt = self.cfg.trainer.checkpoint  # plain values: checkpoint_due runs every step
+        self.checkpoint_every = (ckpt.every_n_epochs or 0, ckpt.every_n_steps or 0, ckpt.every_n_seconds or 0)
 
     @property
     def metric(self) -> str:
@@ -321,7 +330,6 @@ class Run:
         epochs, accum, log_every, max_steps = tc.epochs, tc.grad_accum_steps, tc.log_every_n_steps, tc.max_steps
         stop_on_nonfinite = tc.early_stopping.stop_on_nonfinite
         step_scheduler = self.scheduler if self.cfg.scheduler.interval == "step" else None
-        checkpoint_every = tc.checkpoint.every_n_steps or 0
         on_cpu = self.data.device.type == "cpu"
         self.ui.start(epochs, self.steps_per_epoch, done=self.step)
         with self.signals_stop_gracefully():
@@ -338,13 +346,13 @@ class Run:
                     loss, score = self.optimizer_step(batch)
                     self.step += 1
                     n = sum(len(y) for _, y, _ in batch)
-                    loss_sum += loss * n
+                    loss_sum.add_(loss, alpha=n)
                     score_sum += score
                     p.seen += n
                     p.steps_done += 1
                     if step_scheduler is not None:
                         step_scheduler.step()
-                    log_now = self.step % log_every == 0
+                    log_now = self.step % log_every == 0 or self.step == 1  # step 1: the curves start at init
                     # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
                     nonfinite = (log_now or on_cpu) and stop_on_nonfinite and not math.isfinite(float(loss))
                     if self.world.size > 1:  # every rank stops at the same step
@@ -353,19 +361,17 @@ class Run:
                             self.stop_signal = signal.SIGTERM
                     if nonfinite:
                         return self.diverged(float(loss))
-                    if self.tb:
-                        self.tb.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, self.step)
                     if log_now:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
                     last_step = p.steps_done == self.steps_per_epoch or (max_steps and self.step >= max_steps)
                     stopping = self.stop_signal is not None
-                    if stopping or (checkpoint_every and self.step % checkpoint_every == 0 and not last_step):
+                    if stopping or (not last_step and self.checkpoint_due()):
                         if stopping:
                             self.interrupted()
                         p.loss_sum, p.score_sum = float(loss_sum), float(score_sum)
                         p.seconds = time.perf_counter() - epoch_start
-                        self.save_checkpoint("last.pt")
+                        self.save_checkpoint()
                     if stopping:
                         return
                     if last_step:
@@ -382,9 +388,11 @@ class Run:
                     break
             self.stop_reason = "completed"
 
-    def every_n_steps(self) -> bool:
-        n = self.cfg.trainer.checkpoint.every_n_steps
-        return bool(n) and self.step % n == 0
+    def checkpoint_due(self, epoch_ended: int = 0) -> bool:
+        """A periodic checkpoint: at the end of every n-th epoch, every n-th step, or n seconds after the last."""
+        epochs, steps, seconds = self.checkpoint_every
+        return bool((epoch_ended and epochs and epoch_ended % epochs == 0) or (steps and self.step % steps == 0)
+                    or (seconds and time.perf_counter() - self.last_checkpoint >= seconds))
 
     @contextlib.contextmanager
     def signals_stop_gracefully(self):
@@ -441,19 +449,23 @@ class Run:
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            total, score = 0.0, 0
+            losses, scores = [], []
             for x, y, weight in batch:
                 with self.autocast():
                     out = model(x).float()
-                    loss = (self.criterion(out, y) + reg.penalty()) / len(batch)
+                    loss = reg.add_penalty(self.criterion(out, y))
+                    if len(batch) > 1:  # accumulated gradients: the mean over the micro-batches
+                        loss = loss / len(batch)
                 # the gradient uses the shard-weighted loss; the reported loss is this shard's own
                 scaler.scale(loss * weight if weight != 1 else loss).backward()
-                total, score = total + loss.detach(), score + metric(out.detach(), y, self.data.task)
+                losses.append(loss.detach())
+                scores.append(metric(out.detach(), y, self.data.task))
             if scaler.is_enabled():
                 scaler.unscale_(opt)
             reg.clip_gradients()
-            result.update(loss=total, score=score)
-            return total
+            # sums that start from the first term: no extra tensor op for the usual single micro-batch
+            result.update(loss=sum(losses[1:], losses[0]), score=sum(scores[1:], scores[0]))
+            return result["loss"]
 
         if self.closure_step:
             opt.step(closure)  # L-BFGS evaluates the closure several times per step
@@ -466,12 +478,13 @@ class Run:
 
     def log_step(self, loss: float, score: float) -> None:
         if self.tb:
-            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score}, self.step)
+            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score,
+                             "lr": self.optimizer.param_groups[0]["lr"]}, self.step)
             self.tb.grad_norms(self.model, self.step)
 
     def end_of_epoch(self, epoch: int, train_metrics: dict, seconds: float, seen: int) -> bool:
         """Evaluate, log, step the epoch scheduler, checkpoint; True when early stopping says stop."""
-        tc, ckpt = self.cfg.trainer, self.cfg.trainer.checkpoint
+        tc = self.cfg.trainer
         values = {**train_metrics, "epoch": epoch, "time/epoch_s": seconds, "time/samples_per_s": seen / seconds}
         evaluated = epoch % tc.eval_every == 0 or epoch == tc.epochs
         if evaluated and len(self.data.val):
@@ -479,7 +492,7 @@ class Run:
             values.update({f"val/{k}": v for k, v in val.items()})
         if self.tb:
             self.tb.scalars(values, self.step)
-            self.tb.histograms(self.model, self.probe(), self.step, epoch)
+            self.tb.histograms(self.model, probe_batch(self.data, 128), self.step, epoch)
         if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
             if self.cfg.scheduler.kind == "plateau":
                 if self.stopper.monitor in values:
@@ -493,12 +506,9 @@ class Run:
                 self.diverged(monitored)
                 return True
             improved = self.stopper.update(monitored, epoch)
-        if improved:
+        if improved:  # kept in memory; best.pt is written with the next checkpoint
             self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if ckpt.save_best and self.world.is_main:  # the weights and what they scored; last.pt has the rest
-                self.writer.save({"model": self.best_state, "epoch": epoch, "metrics": self.best_metrics,
-                                  "config": self.config_dict}, self.run_dir / "best.pt", copy=False)
         self.ui.epoch(epoch, values, improved)
         if self.trial is not None and self.stopper.monitor in values:
             self.trial.report(values[self.stopper.monitor], epoch)
@@ -511,13 +521,11 @@ class Run:
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
             self.ui.note(self.stop_message)
             return True
-        if ckpt.save_last and (epoch % ckpt.every_n_epochs == 0 or self.every_n_steps()):
-            self.save_checkpoint("last.pt")
+        final = epoch == tc.epochs or (tc.max_steps and self.step >= tc.max_steps)  # finish() checkpoints it
+        if self.checkpoint_due(epoch) and not final:
+            self.save_checkpoint()
         return False
 
-    def probe(self) -> torch.Tensor:
-        split = self.data.val if len(self.data.val) else self.data.train
-        return self.data.normalize(self.data.fetch(split, slice(0, 256))[0])
 
     def diverged(self, value: float) -> None:
         self.stop_reason = "diverged"
@@ -535,14 +543,26 @@ class Run:
 
     def finish(self) -> None:
         """After the loop: the last checkpoint records how the run ended, so a resume knows it is done."""
-        if self.stop_reason != "interrupted" and self.cfg.trainer.checkpoint.save_last:
-            self.save_checkpoint("last.pt")
+        if self.stop_reason != "interrupted":
+            self.save_checkpoint()
         self.writer.wait()
 
-    def save_checkpoint(self, name: str) -> dict:
-        """Snapshot the whole state now and write it in the background (rank 0); returns the snapshot."""
+    def save_checkpoint(self) -> None:
+        """Snapshot the state now; best.pt (when it changed) and last.pt are written in the background (rank 0).
+
+        best.pt goes first: a crash between the two then never leaves a last.pt whose early stopping
+        knows a better epoch than the weights in best.pt."""
+        self.last_checkpoint = time.perf_counter()
+        ckpt = self.cfg.trainer.checkpoint
         if not self.world.is_main:
-            return {}
+            return
+        if ckpt.save_best and self.best_state is not None and self.best_written != self.stopper.best_epoch:
+            # the weights and what they scored; last.pt has the rest. best_state is never changed in place.
+            self.writer.save({"model": self.best_state, "epoch": self.stopper.best_epoch, "metrics": self.best_metrics,
+                              "config": self.config_dict}, self.run_dir / "best.pt", copy=False)
+            self.best_written = self.stopper.best_epoch
+        if not ckpt.save_last:
+            return
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
             self.tb.writer.flush()
         state = {
@@ -554,7 +574,7 @@ class Run:
             "seconds": self.earlier_seconds + time.perf_counter() - self.started,
             "rng": checkpoint.rng_states(), "config": self.config_dict,
         }
-        return self.writer.save(state, self.run_dir / name)
+        self.writer.save(state, self.run_dir / "last.pt")
 
     def restore(self, saved: dict) -> None:
         """Continue from a last.pt: weights, optimizer, schedule, early stopping, position, RNGs."""
@@ -570,6 +590,7 @@ class Run:
         self.stop_message = saved["stop_message"] if self.stop_reason != "running" else ""
         best = self.run_dir / "best.pt"
         if best.is_file():
-            self.best_state = checkpoint.load(best)["model"]
+            saved_best = checkpoint.load(best)
+            self.best_state, self.best_written = saved_best["model"], saved_best["epoch"]
         self.images_logged = True  # logged once, by the first process
         checkpoint.set_rng_states(saved["rng"])
