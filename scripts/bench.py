@@ -7,7 +7,7 @@
 1. trainrun through its CLI, default logging on (TensorBoard, histograms, checkpoints, early-stopping logic);
 2. a bare loop over the same tensors, written plainly below (no trainrun code), with Adam as a user writes it
    and again with the fused Adam trainrun uses (so the pure framework overhead shows);
-3. the tutorial pipeline: a torchvision dataset, per-sample ToTensor/Normalize (and augmentation), DataLoader.
+3. the tutorial pipeline: torchvision.datasets.MNIST, per-sample ToTensor/Normalize (and augmentation), DataLoader.
 
 Each pipeline runs in its own process, rounds interleave them, and the table gives min/median/max seconds per
 epoch (the first epoch of each run is warm-up and left out), final test accuracy, peak RSS and ratios to the
@@ -111,32 +111,38 @@ def bare(workload: str, epochs: int, fused: bool) -> dict:
     return {"epoch_s": times, "acc": acc}
 
 
-def tutorial(workload: str, epochs: int) -> dict:
-    """What the tutorials teach: a torchvision dataset of PIL images, per-sample transforms, a DataLoader."""
+def write_idx(path: Path, array) -> None:
+    """An uncompressed IDX file, the format MNIST is published in: magic (ubyte, ndim), big-endian dims, data."""
     import numpy as np
+
+    path.write_bytes(bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">i4").tobytes() + array.tobytes())
+
+
+def tutorial(workload: str, epochs: int) -> dict:
+    """What the tutorials teach: torchvision.datasets.MNIST (PIL images), per-sample transforms, a DataLoader.
+
+    The same train/test tensors are written as the four IDX files MNIST(root, download=False) reads."""
     import torch
     import torch.nn.functional as F
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
 
     torch.manual_seed(0)
     x, y, xt, yt = load_tensors(workload)
-
-    class Images(Dataset):  # torchvision.datasets.MNIST does exactly this per sample: uint8 -> PIL -> transform
-        def __init__(self, images, labels, transform):
-            self.images, self.labels, self.transform = (images * 255).byte().squeeze(1).numpy(), labels, transform
-
-        def __len__(self):
-            return len(self.labels)
-
-        def __getitem__(self, i):
-            return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
-
     mean, std = float(x.mean()), float(x.std())
-    augment = [transforms.RandomCrop(28, padding=2), transforms.RandomHorizontalFlip()] if workload == "cnn_aug" else []
-    train = Images(x, y, transforms.Compose([*augment, transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
-    test = Images(xt, yt, transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+    augment = [transforms.RandomCrop(x.shape[-1], padding=2), transforms.RandomHorizontalFlip()] \
+        if workload == "cnn_aug" else []
+    with tempfile.TemporaryDirectory() as root:  # MNIST reads the files into memory when it is made
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for prefix, images, labels in (("train", x, y), ("t10k", xt, yt)):
+            write_idx(raw / f"{prefix}-images-idx3-ubyte", (images * 255).round().byte().squeeze(1).numpy())
+            write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels.byte().numpy())
+        train = datasets.MNIST(root, train=True, transform=transforms.Compose(
+            [*augment, transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+        test = datasets.MNIST(root, train=False, transform=transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+    assert len(train) == len(y) and len(test) == len(yt)
     model = make_model(workload, x.shape)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(train, batch_size=128 if workload != "digits" else 64, shuffle=True)

@@ -36,14 +36,13 @@ def test_scalars_per_step_and_per_epoch(logged):
     assert all(math.isfinite(v) for _, v in values(events, "train/batch_loss"))
 
 
-def test_lr_is_logged_with_the_step_scalars_and_follows_the_schedule(logged):
+def test_lr_is_logged_every_step_and_follows_the_schedule(logged):
     events, metrics = logged
     lr = values(events, "lr")
-    assert [s for s, _ in lr] == [s for s, _ in values(events, "train/batch_loss")]
+    assert [s for s, _ in lr] == list(range(1, metrics["steps"] + 1))
     per_epoch = metrics["steps"] // 3
     # step schedule, step_size 1 epoch, gamma 0.5: the lr halves at each epoch boundary (logged after the step)
     assert [v for _, v in lr] == pytest.approx([1e-3 * 0.5 ** ((s - 1) // per_epoch) for s, _ in lr])
-    assert sorted({round(v, 9) for _, v in lr}) == pytest.approx([2.5e-4, 5e-4, 1e-3])  # every epoch seen
 
 
 def test_metrics_json_matches_the_event_file(logged):

@@ -1,6 +1,7 @@
 """What a run shows on the terminal (rich): the composed choices, live progress, a final table."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -9,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
+REFRESH_S = 0.1
 
 
 class RunConsole:
@@ -41,18 +43,23 @@ class RunConsole:
             console=self.console, transient=True)
         self.task = self.progress.add_task("train", total=epochs * steps_per_epoch, completed=done,
                                            epoch=done // steps_per_epoch + 1, stats="")
+        self.steps, self.stats, self.shown_at = done, "", time.monotonic()
         self.progress.start()
 
     def step(self, loss: float | None) -> None:
+        """One optimizer step; the bar takes it at most every REFRESH_S (steps can be far faster than a screen)."""
+        self.steps += 1
         if loss is not None:
-            self.progress.update(self.task, advance=1, stats=f"loss {loss:.4f} {self.live_text}")
-        else:
-            self.progress.advance(self.task)
+            self.stats = f"loss {loss:.4f} {self.live_text}"
+        now = time.monotonic()
+        if now - self.shown_at >= REFRESH_S:
+            self.progress.update(self.task, completed=self.steps, stats=self.stats)
+            self.shown_at = now
 
     def epoch(self, epoch: int, values: dict, improved: bool) -> None:
         shown = [f"{k} {v:.4f}" for k, v in values.items() if k.startswith(("val/", "train/"))]
         self.live_text = " ".join(s for s in shown if s.startswith("val/"))
-        self.progress.update(self.task, epoch=min(epoch + 1, self.epochs))
+        self.progress.update(self.task, completed=self.steps, epoch=min(epoch + 1, self.epochs))
         mark = "[green]*[/]" if improved else " "
         self.console.print(f"epoch {epoch:>3} {mark} " + "  ".join(shown) + f"  [dim]{values['time/epoch_s']:.2f}s[/]")
 

@@ -8,14 +8,18 @@ add_histogram_raw make an event, a queue hand-off and a checksum for each value.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
 
 HISTOGRAM_SAMPLE = 1 << 16
+PENDING_EVENTS = 64
 
 
 def layer_name(param_name: str) -> str:
@@ -44,6 +48,7 @@ class TensorBoard:
         use_c_checksums()
         self.cfg = cfg
         self.samples: dict[tuple, torch.Tensor] = {}  # histogram sample indices by tensor size
+        self.pending: list = []  # events not yet handed to the writer thread
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self.writer.add_custom_scalars({
             "curves": {
@@ -81,14 +86,23 @@ class TensorBoard:
 
     # -- during training ------------------------------------------------------------------------
     def write(self, values: list, step: int) -> None:
-        """Summary values (scalars, histograms) as one event at `step`."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
+        """Summary values (scalars, histograms) as one event at `step`, handed to the writer thread in batches:
+        one hand-off per event would wake that thread, and take the GIL from the training loop, every step."""
+        self.pending.append(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
+        if len(self.pending) >= PENDING_EVENTS:
+            self.hand_over()
 
-        self.writer.file_writer.add_summary(Summary(value=values), step)
+    def hand_over(self) -> None:
+        for event in self.pending:
+            self.writer.file_writer.add_event(event, event.step, event.wall_time)
+        self.pending = []
+
+    def flush(self) -> None:
+        """Everything logged so far, on disk."""
+        self.hand_over()
+        self.writer.flush()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
         self.write([Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()], step)
 
     def grad_norms(self, model: nn.Module, step: int) -> float:
@@ -111,8 +125,6 @@ class TensorBoard:
         A tensor of more than HISTOGRAM_SAMPLE values is binned from a fixed random sample of that many,
         counts scaled to the full size (binning is the cost, ~2 ns a value); min, max, sum and sum of
         squares stay exact."""
-        from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
-
         values = values.detach().float().flatten()
         low, high, total, squares = torch.stack([*values.aminmax(), values.sum(), values.dot(values)]).tolist()
         if not all(map(math.isfinite, (low, high, squares))):
@@ -166,9 +178,10 @@ class TensorBoard:
 
         finite = {f"hparam/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         self.scalars(finite, step)
+        self.hand_over()
         for summary in hparams_summary(hparams, finite):
             self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
-        self.writer.flush()
+        self.flush()
         self.writer.close()

@@ -361,6 +361,8 @@ class Run:
                             self.stop_signal = signal.SIGTERM
                     if nonfinite:
                         return self.diverged(float(loss))
+                    if self.tb:  # the lr every step (a schedule's steps show as steps)
+                        self.tb.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, self.step)
                     if log_now:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
@@ -478,8 +480,7 @@ class Run:
 
     def log_step(self, loss: float, score: float) -> None:
         if self.tb:
-            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score,
-                             "lr": self.optimizer.param_groups[0]["lr"]}, self.step)
+            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.metric}": score}, self.step)
             self.tb.grad_norms(self.model, self.step)
 
     def end_of_epoch(self, epoch: int, train_metrics: dict, seconds: float, seen: int) -> bool:
@@ -564,7 +565,7 @@ class Run:
         if not ckpt.save_last:
             return
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them
-            self.tb.writer.flush()
+            self.tb.flush()
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
