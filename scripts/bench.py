@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The same workload three ways, side by side in one sitting: trainrun, a bare PyTorch loop, the tutorial pipeline.
 
-    python scripts/bench.py                       # all workloads, 3 interleaved rounds
+    python scripts/bench.py                       # the CPU workloads (and resnet where CUDA is), 3 interleaved rounds
     python scripts/bench.py --workloads mlp --rounds 5 --epochs 6
+    python scripts/bench.py --workloads resnet --images 50000     # GPU throughput: ResNet-18, synthetic 32x32 RGB
 
 1. trainrun through its CLI, default logging on (TensorBoard, histograms, checkpoints, early-stopping logic);
 2. a bare loop over the same tensors, written plainly below (no trainrun code), with Adam as a user writes it
@@ -10,8 +11,10 @@
 3. the tutorial pipeline: torchvision.datasets.MNIST, per-sample ToTensor/Normalize (and augmentation), DataLoader.
 
 Each pipeline runs in its own process, rounds interleave them, and the table gives min/median/max seconds per
-epoch (the first epoch of each run is warm-up and left out), final test accuracy, peak RSS and ratios to the
-bare loop. trainrun's epoch time is the wall time between its successive end-of-epoch events, so it includes
+epoch (the first epoch of each run is warm-up and left out), images per second, final test accuracy, peak RSS
+(and peak CUDA memory on a GPU) and ratios to the bare loop. On CUDA every pipeline runs there: the bare loop
+keeps the data on the GPU, the tutorial copies pinned batches; the resnet workload uses bf16 autocast and
+channels_last in trainrun and in the bare loop alike, and has no tutorial pipeline (its data are synthetic). trainrun's epoch time is the wall time between its successive end-of-epoch events, so it includes
 everything it does per epoch (logging, histograms, checkpoints). Start-up is measured separately.
 """
 from __future__ import annotations
@@ -31,24 +34,37 @@ MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 # trainrun overrides per workload: 8,000 train / 2,000 test MNIST images, no validation split, fixed epochs
 COMMON = ["data.val_fraction=0", "trainer.early_stopping.monitor=train/loss", "trainer.early_stopping.patience=1000"]
+GPU_RESNET = ["trainer.precision=bf16", "trainer.channels_last=true"]  # the resnet workload on CUDA, both pipelines
 WORKLOADS = {
     "mlp": ["data=mnist", f"data.root={MNIST}", "data.test_set_only=true", "model.hidden=[512,512]",
             "data.batch_size=128", *COMMON],
     "cnn_aug": ["data=mnist", f"data.root={MNIST}", "data.test_set_only=true", "model=cnn", "data.batch_size=128",
                 "augmentation=[crop,flip]", *COMMON],
     "digits": [*COMMON],
+    "resnet": ["data=synthetic_images", "data.test_fraction=0.2", "model=torchvision", "model.name=resnet18",
+               "data.batch_size=256", *COMMON],
 }
+BATCH = {"mlp": 128, "cnn_aug": 128, "digits": 64, "resnet": 256}
+
+
+def device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ------------------------------------------------------------------------------------------- workers
-def load_tensors(workload: str):
+def load_tensors(workload: str, images: int):
     """(x_train, y_train, x_test, y_test) as float images in [0, 1] and int64 labels; same split idea as trainrun."""
     import gzip
 
     import numpy as np
     import torch
 
-    if workload == "digits":
+    if workload == "resnet":  # what data=synthetic_images draws: random images, random labels
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(images, 3, 32, 32, generator=g), torch.randint(10, (images,), generator=g)
+    elif workload == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
@@ -67,6 +83,10 @@ def load_tensors(workload: str):
 def make_model(workload: str, shape):
     import torch.nn as nn
 
+    if workload == "resnet":
+        from torchvision.models import resnet18
+
+        return resnet18(num_classes=10)
     if workload == "cnn_aug":
         return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -77,22 +97,28 @@ def make_model(workload: str, shape):
                          nn.Linear(width, 10))
 
 
-def bare(workload: str, epochs: int, fused: bool) -> dict:
-    """A plain loop: tensors, index slices, per-sample flip and crop done with tensor ops."""
+def bare(workload: str, epochs: int, fused: bool, images: int) -> dict:
+    """A plain loop: tensors on the device, index slices, per-sample flip and crop done with tensor ops."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    x, y, xt, yt = load_tensors(workload)
+    dev = device()
+    x, y, xt, yt = (t.to(dev) for t in load_tensors(workload, images))
     mean, std = x.mean(), x.std()
-    model = make_model(workload, x.shape)
+    model = make_model(workload, x.shape).to(dev)
+    gpu_resnet = workload == "resnet" and dev.type == "cuda"
+    if gpu_resnet:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast("cuda", torch.bfloat16)) if gpu_resnet else contextlib.nullcontext
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
-    batch = 128 if workload != "digits" else 64
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
         model.train()
-        for idx in torch.randperm(len(y)).split(batch):
+        for idx in torch.randperm(len(y), device=dev).split(BATCH[workload]):
             xb, yb = x[idx], y[idx]
             if workload == "cnn_aug":
                 flip = torch.rand(len(xb)) < 0.5
@@ -100,15 +126,28 @@ def bare(workload: str, epochs: int, fused: bool) -> dict:
                 padded = F.pad(xb, (2, 2, 2, 2))
                 dx, dy = torch.randint(0, 5, (2,)).tolist()  # one shift per batch: the cheapest hand-written crop
                 xb = padded[:, :, dy:dy + 28, dx:dx + 28]
-            loss = F.cross_entropy(model((xb - mean) / std), yb)
+            xb = (xb - mean) / std
+            if gpu_resnet:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     model.eval()
-    with torch.no_grad():
-        acc = (model((xt - mean) / std).argmax(1) == yt).float().mean().item()
-    return {"epoch_s": times, "acc": acc}
+    with torch.no_grad(), autocast():
+        correct = sum(int((model((xt[i:i + 1000] - mean) / std).argmax(1) == yt[i:i + 1000]).sum())
+                      for i in range(0, len(yt), 1000))
+    return {"epoch_s": times, "acc": correct / len(yt), "n": len(y), **cuda_memory()}
+
+
+def cuda_memory() -> dict:
+    import torch
+
+    return {"cuda_mib": torch.cuda.max_memory_allocated() / 2**20} if torch.cuda.is_available() else {}
 
 
 def write_idx(path: Path, array) -> None:
@@ -118,7 +157,7 @@ def write_idx(path: Path, array) -> None:
     path.write_bytes(bytes([0, 0, 8, array.ndim]) + np.array(array.shape, ">i4").tobytes() + array.tobytes())
 
 
-def tutorial(workload: str, epochs: int) -> dict:
+def tutorial(workload: str, epochs: int, images: int) -> dict:
     """What the tutorials teach: torchvision.datasets.MNIST (PIL images), per-sample transforms, a DataLoader.
 
     The same train/test tensors are written as the four IDX files MNIST(root, download=False) reads."""
@@ -128,7 +167,8 @@ def tutorial(workload: str, epochs: int) -> dict:
     from torchvision import datasets, transforms
 
     torch.manual_seed(0)
-    x, y, xt, yt = load_tensors(workload)
+    dev = device()
+    x, y, xt, yt = load_tensors(workload, images)
     mean, std = float(x.mean()), float(x.std())
     augment = [transforms.RandomCrop(x.shape[-1], padding=2), transforms.RandomHorizontalFlip()] \
         if workload == "cnn_aug" else []
@@ -143,25 +183,28 @@ def tutorial(workload: str, epochs: int) -> dict:
         test = datasets.MNIST(root, train=False, transform=transforms.Compose(
             [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
     assert len(train) == len(y) and len(test) == len(yt)
-    model = make_model(workload, x.shape)
+    model = make_model(workload, x.shape).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(train, batch_size=128 if workload != "digits" else 64, shuffle=True)
+    loader = DataLoader(train, batch_size=BATCH[workload], shuffle=True, pin_memory=dev.type == "cuda")
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
         model.train()
         for xb, yb in loader:
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     model.eval()
     correct = 0
     with torch.no_grad():
         for xb, yb in DataLoader(test, batch_size=1000):
-            correct += (model(xb).argmax(1) == yb).sum().item()
-    return {"epoch_s": times, "acc": correct / len(test)}
+            correct += (model(xb.to(dev)).argmax(1).cpu() == yb).sum().item()
+    return {"epoch_s": times, "acc": correct / len(test), "n": len(y), **cuda_memory()}
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -177,23 +220,29 @@ def run_child(cmd: list[str]) -> tuple[str, float]:
         return out.read(), usage.ru_maxrss / 1024
 
 
-def run_trainrun(workload: str, epochs: int, tmp: Path) -> dict:
+def run_trainrun(workload: str, epochs: int, images: int, tmp: Path) -> dict:
+    import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = tmp / f"trainrun-{workload}-{time.time_ns()}"
-    _, rss = run_child([sys.executable, "-m", "trainrun", *WORKLOADS[workload], f"trainer.epochs={epochs}",
+    extra = [f"data.n_samples={images}"] if workload == "resnet" else []
+    if workload == "resnet" and torch.cuda.is_available():
+        extra += GPU_RESNET
+    _, rss = run_child([sys.executable, "-m", "trainrun", *WORKLOADS[workload], *extra, f"trainer.epochs={epochs}",
                         f"hydra.run.dir={run_dir}"])
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     ends = [e.wall_time for e in events.Scalars("epoch")]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # epoch k's time: from the end of epoch k-1 to the end of epoch k (all per-epoch work included)
+    memory = {"cuda_mib": metrics["peak_cuda_memory_mib"]} if "peak_cuda_memory_mib" in metrics else {}
     return {"epoch_s": [b - a for a, b in zip(ends, ends[1:])], "acc": metrics["test/acc"], "rss_mib": rss,
-            "warm": True}
+            "warm": True, **memory}
 
 
-def run_worker(kind: str, workload: str, epochs: int) -> dict:
-    out, rss = run_child([sys.executable, __file__, "--worker", kind, "--workloads", workload, "--epochs", str(epochs)])
+def run_worker(kind: str, workload: str, epochs: int, images: int) -> dict:
+    out, rss = run_child([sys.executable, __file__, "--worker", kind, "--workloads", workload, "--epochs", str(epochs),
+                          "--images", str(images)])
     result = json.loads(out.strip().splitlines()[-1])
     return {**result, "rss_mib": rss}
 
@@ -233,40 +282,49 @@ def summarize(name: str, runs: dict[str, list[dict]]) -> None:
     for kind, results in runs.items():
         epochs = [t for r in results for t in r["epoch_s"][(0 if r.get("warm") else 1):]]
         rows[kind] = (min(epochs), statistics.median(epochs), max(epochs),
-                      statistics.median(r["acc"] for r in results), max(r["rss_mib"] for r in results))
-    base = rows["bare"][1]
-    print(f"\n{name}: seconds per epoch (warm-up epoch left out), test accuracy, peak RSS")
-    print(f"  {'pipeline':<16}{'min':>8}{'median':>8}{'max':>8}{'acc':>8}{'RSS MiB':>9}{'vs bare':>9}{'vs tutorial':>12}")
-    for kind, (lo, med, hi, acc, rss) in rows.items():
-        print(f"  {kind:<16}{lo:8.3f}{med:8.3f}{hi:8.3f}{acc:8.3f}{rss:9.0f}{med / base:9.2f}"
-              f"{med / rows['tutorial'][1]:12.2f}")
+                      statistics.median(r["acc"] for r in results), max(r["rss_mib"] for r in results),
+                      max((r["cuda_mib"] for r in results if "cuda_mib" in r), default=None))
+    base, images = rows["bare"][1], runs["bare"][0]["n"]
+    tutorial = rows["tutorial"][1] if "tutorial" in rows else None
+    print(f"\n{name}: seconds per epoch (warm-up epoch left out), {images} training images, test accuracy, peak memory")
+    print(f"  {'pipeline':<16}{'min':>8}{'median':>8}{'max':>8}{'images/s':>10}{'acc':>8}{'RSS MiB':>9}{'CUDA MiB':>10}"
+          f"{'vs bare':>9}{'vs tutorial':>12}")
+    for kind, (lo, med, hi, acc, rss, cuda) in rows.items():
+        print(f"  {kind:<16}{lo:8.3f}{med:8.3f}{hi:8.3f}{images / med:10.0f}{acc:8.3f}{rss:9.0f}"
+              f"{'-' if cuda is None else f'{cuda:.0f}':>10}{med / base:9.2f}"
+              f"{'-' if tutorial is None else f'{med / tutorial:.2f}':>12}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="mlp,cnn_aug,digits")
+    parser.add_argument("--workloads", help="comma-separated, of: " + ", ".join(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--images", type=int, default=10000, help="synthetic images of the resnet workload")
     parser.add_argument("--worker", choices=["bare", "bare_fused", "tutorial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one pipeline in this process: print its result as the last line
-        result = tutorial(args.workloads, args.epochs) if args.worker == "tutorial" else \
-            bare(args.workloads, args.epochs, fused=args.worker == "bare_fused")
+        result = tutorial(args.workloads, args.epochs, args.images) if args.worker == "tutorial" else \
+            bare(args.workloads, args.epochs, args.worker == "bare_fused", args.images)
         print(json.dumps(result))
         return
     if not MNIST.is_dir():
         raise SystemExit(f"the MNIST test set is expected at {MNIST}")
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, {gpu}; "
           f"{args.rounds} interleaved rounds of {args.epochs} epochs")
+    workloads = args.workloads.split(",") if args.workloads else \
+        ["mlp", "cnn_aug", "digits", *(["resnet"] if torch.cuda.is_available() else [])]
     with tempfile.TemporaryDirectory() as tmp:
-        for workload in args.workloads.split(","):
-            runs = {"trainrun": [], "bare": [], "bare_fused": [], "tutorial": []}
+        for workload in workloads:
+            kinds = ["bare", "bare_fused"] + (["tutorial"] if workload != "resnet" else [])
+            runs = {"trainrun": [], **{kind: [] for kind in kinds}}
             for _ in range(args.rounds):
-                runs["trainrun"].append(run_trainrun(workload, args.epochs + 1, Path(tmp)))
-                for kind in ("bare", "bare_fused", "tutorial"):
-                    runs[kind].append(run_worker(kind, workload, args.epochs))
+                runs["trainrun"].append(run_trainrun(workload, args.epochs + 1, args.images, Path(tmp)))
+                for kind in kinds:
+                    runs[kind].append(run_worker(kind, workload, args.epochs, args.images))
             summarize(workload, runs)
         startup(Path(tmp))
 

@@ -102,10 +102,18 @@ def launcher_threads(launcher: DictConfig) -> int | None:
 
 
 def requested_devices(args: list[str]) -> int:
-    """trainer.devices from the command line, read before Hydra runs (the launch happens first)."""
-    for arg in args:
-        if arg.startswith("trainer.devices=") and arg.split("=", 1)[1].isdigit():
-            return int(arg.split("=", 1)[1])
+    """trainer.devices from the command line, read before Hydra runs (the launch happens first); a resumed
+    run takes the number it was checkpointed with."""
+    values = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    if values.get("trainer.devices", "").isdigit():
+        return int(values["trainer.devices"])
+    if values.get("trainer.resume"):
+        from .checkpoint import CheckpointError, find_run, load
+
+        try:
+            return int(load(find_run(values["trainer.resume"]) / "last.pt")["config"]["trainer"]["devices"])
+        except (CheckpointError, KeyError):
+            return 1  # the run itself reports what is wrong with the checkpoint, in one line
     return 1
 
 

@@ -44,6 +44,8 @@ class DataConfig:
     n_features: Optional[int] = None
     noise: Optional[float] = None
     turns: Optional[float] = None
+    image_shape: Optional[list[int]] = None  # [channels, height, width]
+    num_classes: Optional[int] = None
 
 
 @dataclass
@@ -302,6 +304,9 @@ CHECKS: list[tuple[str, Any, str]] = [
     ("data.n_samples", _optional(_positive), "a positive integer"),
     ("data.device_memory_gb", _optional(lambda v: v >= 0), ">= 0"),
     ("data.n_features", _optional(_positive), "a positive integer"),
+    ("data.image_shape", _optional(lambda v: len(v) == 3 and all(isinstance(d, int) and d > 0 for d in v)),
+     "[channels, height, width] of positive integers"),
+    ("data.num_classes", _optional(lambda v: v >= 2), "at least 2"),
     ("data.noise", _optional(lambda v: v >= 0), ">= 0"),
     ("norm.position", lambda v: v in ("before", "after"), "before or after"),
     ("norm.num_groups", _optional(_positive), "a positive integer"),

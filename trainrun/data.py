@@ -173,6 +173,12 @@ def spirals(cfg, g):
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
 
 
+def synthetic_images(cfg, g):
+    """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
+    x = torch.rand(cfg.n_samples, *cfg.image_shape, generator=g)
+    return x, torch.randint(cfg.num_classes, (cfg.n_samples,), generator=g), None, None
+
+
 LOADERS: dict[str, Callable] = {
     "digits": digits,
     "mnist": _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)"),
@@ -182,6 +188,7 @@ LOADERS: dict[str, Callable] = {
     "polynomial": polynomial,
     "least_squares": least_squares,
     "spirals": spirals,
+    "synthetic_images": synthetic_images,
 }
 
 

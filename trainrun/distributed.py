@@ -7,6 +7,7 @@ steps as one process with the same global batch. Only rank 0 logs, checkpoints a
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .checkpoint import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,21 @@ class World:
         values = torch.tensor([int(f) for f in flags], device=_collective_device())
         dist.all_reduce(values, op=dist.ReduceOp.MAX)
         return [bool(v) for v in values.tolist()]
+
+    def gather(self, value) -> list | None:
+        """`value` from every rank, in rank order, on rank 0 (None on the others)."""
+        if self.size == 1:
+            return [value]
+        values = [None] * self.size if self.is_main else None
+        dist.gather_object(value, values, dst=0)
+        return values
+
+    def own(self, per_rank: list):
+        """This rank's entry of a per-rank list saved by `gather`."""
+        if len(per_rank) != self.size:
+            raise CheckpointError(f"trainer.resume: this run was checkpointed by {len(per_rank)} process(es), "
+                                  f"not {self.size}; resume it with trainer.devices={len(per_rank)}")
+        return per_rank[self.rank]
 
     def agree(self, decision: bool) -> bool:
         """Rank 0's decision, on every rank (early stopping is decided once)."""
@@ -95,17 +113,21 @@ def worker_arguments(argv: list[str]) -> list[str]:
 
 def launch(devices: int, argv: list[str]) -> int:
     """`trainrun trainer.devices=N`: run the same command on N local processes through torch.distributed.run."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import main as torchrun
 
-    # one directory for the run, decided here, so rank 0 writes where the user expects
-    if not any(a.startswith("hydra.run.dir=") for a in argv):
+    # one directory for the run, decided here, so rank 0 writes where the user expects (a resumed run's own)
+    if not any(a.startswith(("hydra.run.dir=", "trainer.resume=")) for a in argv):
         import time
 
         argv = [*argv, f"hydra.run.dir=outputs/{time.strftime('%Y-%m-%d')}/{time.strftime('%H-%M-%S')}"]
     threads = max(1, (os.cpu_count() or 1) // devices)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N processes share the cores, not N x all of them
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # not its notes on shutting down
     try:
         torchrun(["--standalone", f"--nproc_per_node={devices}", "-m", "trainrun", *argv])
+    except SignalException as e:  # Ctrl-C or SIGTERM reached every process: the ranks checkpointed and said so
+        return 128 + e.sigval
     except Exception as e:  # torchrun raises ChildFailedError when a rank fails; its message is enough
         print(f"error: a training process failed: {str(e).splitlines()[0][:200]}", file=sys.stderr)
         return 1

@@ -162,9 +162,10 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if not world.is_main:
         ui = SilentConsole()
     if cfg.trainer.resume:
-        saved = checkpoint.load(checkpoint.find_run(cfg.trainer.resume) / "last.pt")
+        resumed_dir = checkpoint.find_run(cfg.trainer.resume)  # run_dir too, except on ranks other than 0
+        saved = checkpoint.load(resumed_dir / "last.pt")
         cfg = checkpoint.resumed_config(cfg, saved["config"], [k.lstrip("+~") for k in overrides])
-        if saved["stop_reason"] not in ("running", "interrupted") and (run_dir / "metrics.json").is_file():
+        if saved["stop_reason"] not in ("running", "interrupted") and (resumed_dir / "metrics.json").is_file():
             ui.note(f"{run_dir} already finished ({saved['stop_reason']}); nothing to resume")
             return json.loads((run_dir / "metrics.json").read_text())
     tc = cfg.trainer
@@ -240,6 +241,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
         metrics["test/mc_acc"] = evaluate_mc_dropout(model, data.test, data, cfg.regularization.mc_dropout_samples, eval_bs)
     metrics.update(best_epoch=run.stopper.best_epoch, epochs_run=run.epoch, steps=run.step, stop_reason=run.stop_reason,
                    wall_time_s=round(run.earlier_seconds + time.perf_counter() - run.started, 3))
+    if device.type == "cuda":  # of this process (since it started, so a resumed run counts its own part)
+        metrics["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if tb:
         tb.hparams({**default_hparams(cfg, loss_name), **overrides},
                    {k: v for k, v in metrics.items() if "/" in k}, run.step)
@@ -355,8 +358,11 @@ class Run:
                     log_now = self.step % log_every == 0 or self.step == 1  # step 1: the curves start at init
                     # reading the loss is a host sync: every step on CPU (free there), on log steps on a GPU
                     nonfinite = (log_now or on_cpu) and stop_on_nonfinite and not math.isfinite(float(loss))
-                    if self.world.size > 1:  # every rank stops at the same step
-                        nonfinite, stop_anywhere = self.world.any(nonfinite, self.stop_signal is not None)
+                    last_step = p.steps_done == self.steps_per_epoch or (max_steps and self.step >= max_steps)
+                    checkpoint_due = not last_step and self.checkpoint_due()  # the epoch's end has its own
+                    if self.world.size > 1:  # every rank stops, and checkpoints, at the same step
+                        nonfinite, stop_anywhere, checkpoint_due = self.world.any(
+                            nonfinite, self.stop_signal is not None, checkpoint_due)
                         if stop_anywhere and self.stop_signal is None:
                             self.stop_signal = signal.SIGTERM
                     if nonfinite:
@@ -366,9 +372,8 @@ class Run:
                     if log_now:
                         self.log_step(float(loss), float(score) / n)
                     self.ui.step(float(loss) if log_now else None)
-                    last_step = p.steps_done == self.steps_per_epoch or (max_steps and self.step >= max_steps)
                     stopping = self.stop_signal is not None
-                    if stopping or (not last_step and self.checkpoint_due()):
+                    if stopping or checkpoint_due:
                         if stopping:
                             self.interrupted()
                         p.loss_sum, p.score_sum = float(loss_sum), float(score_sum)
@@ -511,19 +516,21 @@ class Run:
             self.best_metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ui.epoch(epoch, values, improved)
-        if self.trial is not None and self.stopper.monitor in values:
+        prune = False
+        if self.trial is not None and self.stopper.monitor in values:  # rank 0 reports; every rank stops
             self.trial.report(values[self.stopper.monitor], epoch)
-            if self.trial.should_prune():
-                self.stop_reason = "pruned"
-                self.stop_message = f"pruned by the search at epoch {epoch}: {self.stopper.monitor} is not promising"
-                self.ui.note(self.stop_message)
-                return True
+            prune = self.trial.should_prune()
+        if self.world.agree(prune):
+            self.stop_reason = "pruned"
+            self.stop_message = f"pruned by the search at epoch {epoch}: {self.stopper.monitor} is not promising"
+            self.ui.note(self.stop_message)
+            return True
         if self.world.agree(self.stopper.should_stop):
             self.stop_reason, self.stop_message = "early_stopping", "early stopping: " + self.stopper.reason()
             self.ui.note(self.stop_message)
             return True
         final = epoch == tc.epochs or (tc.max_steps and self.step >= tc.max_steps)  # finish() checkpoints it
-        if self.checkpoint_due(epoch) and not final:
+        if self.world.agree(self.checkpoint_due(epoch) and not final):
             self.save_checkpoint()
         return False
 
@@ -555,6 +562,9 @@ class Run:
         knows a better epoch than the weights in best.pt."""
         self.last_checkpoint = time.perf_counter()
         ckpt = self.cfg.trainer.checkpoint
+        # each rank's own random state and partial epoch sums, so that every rank resumes exactly (a collective:
+        # every rank checkpoints at the same step)
+        ranks = self.world.gather({"rng": checkpoint.rng_states(), "progress": asdict(self.progress)})
         if not self.world.is_main:
             return
         if ckpt.save_best and self.best_state is not None and self.best_written != self.stopper.best_epoch:
@@ -569,11 +579,11 @@ class Run:
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(), "step": self.step, "progress": asdict(self.progress),
+            "scaler": self.scaler.state_dict(), "step": self.step, "progress": [r["progress"] for r in ranks],
             "epoch": self.epoch, "early_stopping": asdict(self.stopper), "best_metrics": self.best_metrics,
             "stop_reason": self.stop_reason, "stop_message": self.stop_message,
             "seconds": self.earlier_seconds + time.perf_counter() - self.started,
-            "rng": checkpoint.rng_states(), "config": self.config_dict,
+            "rng": [r["rng"] for r in ranks], "config": self.config_dict,
         }
         self.writer.save(state, self.run_dir / "last.pt")
 
@@ -584,7 +594,7 @@ class Run:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
-        self.step, self.progress = saved["step"], EpochProgress(**saved["progress"])
+        self.step, self.progress = saved["step"], EpochProgress(**self.world.own(saved["progress"]))
         self.stopper = EarlyStopping(**saved["early_stopping"])
         self.best_metrics, self.earlier_seconds = saved["best_metrics"], saved["seconds"]
         self.stop_reason = saved["stop_reason"] if saved["stop_reason"] != "interrupted" else "running"
@@ -594,4 +604,4 @@ class Run:
             saved_best = checkpoint.load(best)
             self.best_state, self.best_written = saved_best["model"], saved_best["epoch"]
         self.images_logged = True  # logged once, by the first process
-        checkpoint.set_rng_states(saved["rng"])
+        checkpoint.set_rng_states(self.world.own(saved["rng"]))
