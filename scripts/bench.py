@@ -301,6 +301,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--images", type=int, default=10000, help="synthetic images of the resnet workload")
+    parser.add_argument("--no-startup", action="store_true", help="leave out the start-up measurements")
     parser.add_argument("--worker", choices=["bare", "bare_fused", "tutorial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one pipeline in this process: print its result as the last line
@@ -326,7 +327,8 @@ def main() -> None:
                 for kind in kinds:
                     runs[kind].append(run_worker(kind, workload, args.epochs, args.images))
             summarize(workload, runs)
-        startup(Path(tmp))
+        if not args.no_startup:
+            startup(Path(tmp))
 
 
 if __name__ == "__main__":

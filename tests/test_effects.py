@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -423,6 +424,16 @@ def test_mixed_precision_trains_on_cpu(tmp_path, precision):
     full = train_run(tmp_path / "32", ["trainer.epochs=3"])
     mixed = train_run(tmp_path / precision, [f"trainer.precision={precision}", "trainer.epochs=3"])
     assert mixed["stop_reason"] == "completed" and mixed["test/acc"] > full["test/acc"] - 0.1
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile's CPU backend compiles C++")
+def test_compile_trains_the_same_model(tmp_path):
+    compiled = train_run(tmp_path / "compiled", ["trainer.compile=true", "trainer.epochs=2"])
+    eager = train_run(tmp_path / "eager", ["trainer.epochs=2"])
+    assert compiled["steps"] == eager["steps"]
+    assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-3)  # fused kernels, same math
+    weights = torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["model"]
+    assert not any(k.startswith("_orig_mod") for k in weights)  # the plain model's names: loadable anywhere
 
 
 def test_max_steps_and_eval_every(tmp_path):

@@ -1,0 +1,25 @@
+"""scripts/bench.py runs end to end: the three pipelines on one workload, and a table of what it measured."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import MNIST_DIR, ROOT
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="the benchmark expects ../shared/data/mnist")
+def test_bench_measures_trainrun_the_bare_loop_and_the_tutorial_side_by_side():
+    result = subprocess.run([sys.executable, "scripts/bench.py", "--workloads", "digits", "--rounds", "1",
+                             "--epochs", "2", "--no-startup"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()
+            if re.match(r"\s+(trainrun|bare|bare_fused|tutorial)\s", line)}
+    assert set(rows) == {"trainrun", "bare", "bare_fused", "tutorial"}
+    for name, (low, median, high, images_per_s, acc, rss, cuda, vs_bare, vs_tutorial) in rows.items():
+        assert 0 < float(low) <= float(median) <= float(high), name
+        assert float(images_per_s) == pytest.approx(1438 / float(median), rel=0.05)  # median printed to 1 ms
+        assert float(acc) > 0.8 and float(rss) > 100, name  # every pipeline learned the digits
+    assert float(rows["bare"][7]) == 1.0 and float(rows["tutorial"][8]) == 1.0
