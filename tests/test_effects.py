@@ -439,3 +439,10 @@ def test_compile_trains_the_same_model(tmp_path):
 def test_max_steps_and_eval_every(tmp_path):
     metrics = train_run(tmp_path, ["trainer.max_steps=7", "trainer.epochs=10", "trainer.eval_every=2"])
     assert metrics["steps"] == 7 and metrics["epochs_run"] == 2  # 5 steps an epoch: stopped inside the second
+
+
+def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_path):
+    train_run(tmp_path / "a", ["trainer.deterministic=true"])
+    assert torch.are_deterministic_algorithms_enabled()
+    train_run(tmp_path / "b", [])
+    assert not torch.are_deterministic_algorithms_enabled()  # a sweep's runs share one process

@@ -85,8 +85,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)  # every device
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    # both ways: the runs of a sweep share one process, and one run's choice must not leak into the next
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def pick_device(name: str) -> torch.device:
