@@ -446,3 +446,14 @@ def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_p
     assert torch.are_deterministic_algorithms_enabled()
     train_run(tmp_path / "b", [])
     assert not torch.are_deterministic_algorithms_enabled()  # a sweep's runs share one process
+
+
+def test_digits_read_from_sklearns_file_equal_sklearns_loader():
+    from sklearn.datasets import load_digits
+
+    from trainrun.data import digits
+
+    x, y, _, _ = digits(None, None)
+    bunch = load_digits()
+    assert torch.equal(x, torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0)
+    assert torch.equal(y, torch.tensor(bunch.target))
