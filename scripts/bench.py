@@ -4,6 +4,7 @@
     python scripts/bench.py                       # the CPU workloads (and resnet where CUDA is), 3 interleaved rounds
     python scripts/bench.py --workloads mlp --rounds 5 --epochs 6
     python scripts/bench.py --workloads resnet --images 50000     # GPU throughput: ResNet-18, synthetic 32x32 RGB
+    python scripts/bench.py --workloads mlp --trainrun-args logger.histogram_every_n_epochs=0   # what a default costs
 
 1. trainrun through its CLI, default logging on (TensorBoard, histograms, checkpoints, early-stopping logic);
 2. a bare loop over the same tensors, written plainly below (no trainrun code), with Adam as a user writes it
@@ -220,12 +221,13 @@ def run_child(cmd: list[str]) -> tuple[str, float]:
         return out.read(), usage.ru_maxrss / 1024
 
 
-def run_trainrun(workload: str, epochs: int, images: int, tmp: Path) -> dict:
+def run_trainrun(workload: str, epochs: int, images: int, tmp: Path, extra_args: list[str]) -> dict:
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = tmp / f"trainrun-{workload}-{time.time_ns()}"
     extra = [f"data.n_samples={images}"] if workload == "resnet" else []
+    extra += extra_args
     if workload == "resnet" and torch.cuda.is_available():
         extra += GPU_RESNET
     _, rss = run_child([sys.executable, "-m", "trainrun", *WORKLOADS[workload], *extra, f"trainer.epochs={epochs}",
@@ -302,6 +304,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--images", type=int, default=10000, help="synthetic images of the resnet workload")
     parser.add_argument("--no-startup", action="store_true", help="leave out the start-up measurements")
+    parser.add_argument("--trainrun-args", nargs="*", default=[], help="overrides for the trainrun pipeline "
+                        "(its epochs are timed from TensorBoard events, so keep the logger on)")
     parser.add_argument("--worker", choices=["bare", "bare_fused", "tutorial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one pipeline in this process: print its result as the last line
@@ -323,7 +327,8 @@ def main() -> None:
             kinds = ["bare", "bare_fused"] + (["tutorial"] if workload != "resnet" else [])
             runs = {"trainrun": [], **{kind: [] for kind in kinds}}
             for _ in range(args.rounds):
-                runs["trainrun"].append(run_trainrun(workload, args.epochs + 1, args.images, Path(tmp)))
+                runs["trainrun"].append(run_trainrun(workload, args.epochs + 1, args.images, Path(tmp),
+                                                     args.trainrun_args))
                 for kind in kinds:
                     runs[kind].append(run_worker(kind, workload, args.epochs, args.images))
             summarize(workload, runs)
