@@ -404,12 +404,15 @@ class Run:
 
     @contextlib.contextmanager
     def signals_stop_gracefully(self):
-        """Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second Ctrl-C stops at once."""
+        """Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second Ctrl-C stops at once, except
+        under torchrun: its agent forwards the Ctrl-C it got too, and stops the processes itself if they hang."""
         def request_stop(signum, frame):
-            if self.stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+            if self.stop_signal is not None:
+                if signum == signal.SIGINT and self.world.size == 1:
+                    raise KeyboardInterrupt
+                return
             self.stop_signal = signum
-            self.ui.note("stopping after this step (Ctrl-C again to stop at once)")
+            self.ui.note("stopping after this step" + (" (Ctrl-C again to stop at once)" if self.world.size == 1 else ""))
 
         previous = {}
         try:
