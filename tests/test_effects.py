@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from conftest import make_config, train_run
-from trainrun.data import Batches, Normalizer, load
+from trainrun.data import Batches, load
+from trainrun.registry import AUGMENTATIONS, NORMALIZERS
 from trainrun.model import build_model
 from trainrun.trainer import EarlyStopping
 
@@ -121,11 +122,11 @@ def test_weight_norm_reparametrizes_every_layer():
 # ---------------------------------------------------------------------------- optimizer, scheduler
 def lr_sequence(overrides, lr: float, intervals: int) -> list[float]:
     """The lr before each of `intervals` scheduler steps, for the scheduler a config builds."""
-    from trainrun.scheduler import make_scheduler
+    from trainrun.scheduler import Plan, make_scheduler
 
     cfg = make_config(["optimizer=sgd", f"optimizer.lr={lr}", *overrides])
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = make_scheduler(cfg.scheduler, opt, epochs=intervals, steps_per_epoch=1, max_steps=None, monitor_mode="min")
+    sched = make_scheduler(cfg.scheduler, opt, Plan(total=intervals, per_epoch=1, monitor_mode="min"))
     lrs = []
     for _ in range(intervals):
         lrs.append(opt.param_groups[0]["lr"])
@@ -156,11 +157,11 @@ def test_scheduler_shapes(kind, check):
 
 
 def test_plateau_scheduler_cuts_lr_when_validation_stalls(tmp_path):
-    from trainrun.scheduler import make_scheduler
+    from trainrun.scheduler import Plan, make_scheduler
 
     cfg = make_config(["scheduler=plateau", "scheduler.patience=1", "scheduler.factor=0.5"])
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = make_scheduler(cfg.scheduler, opt, epochs=10, steps_per_epoch=1, max_steps=None, monitor_mode="min")
+    sched = make_scheduler(cfg.scheduler, opt, Plan(total=10, per_epoch=1, monitor_mode="min"))
     for value in [1.0, 0.9, 0.9, 0.9]:
         sched.step(value)
     assert opt.param_groups[0]["lr"] == 0.5
@@ -286,11 +287,12 @@ def test_color_needs_rgb_and_jitters_rgb():
     from trainrun.config import ConfigError
 
     _, gray, _ = built([], ["data=digits"])
+    knobs = AUGMENTATIONS.knobs(make_config(["augmentation=[color]"]).augmentation.color, "color")  # its YAML's values
     with pytest.raises(ConfigError, match="RGB"):
-        color(gray)
+        color(gray, **knobs)
     gray.input_shape = (3, 8, 8)  # the same factory on an RGB batch
     x = torch.rand(64, 3, 8, 8)
-    out, _ = color(gray, p=1.0)(x, None)
+    out, _ = color(gray, **{**knobs, "p": 1.0})(x, None)
     assert out.shape == x.shape and not torch.equal(out, x) and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
@@ -313,7 +315,7 @@ def test_augmented_images_change_during_training_only(tmp_path):
 # ---------------------------------------------------------------------------- data
 def test_standardize_uses_train_statistics_per_feature():
     x = torch.randn(500, 6) * torch.tensor([1.0, 2, 3, 4, 5, 0]) + 7
-    z = Normalizer("standardize", x)(x)
+    z = NORMALIZERS.create(None, x, kind="standardize")(x)
     assert torch.allclose(z[:, :5].mean(0), torch.zeros(5), atol=1e-5)
     assert torch.allclose(z[:, :5].std(0), torch.ones(5), atol=1e-4)
     assert torch.allclose(z[:, 5], torch.zeros(500))  # a constant feature stays finite
@@ -322,7 +324,7 @@ def test_standardize_uses_train_statistics_per_feature():
 @pytest.mark.parametrize("method", ["pca", "whiten"])
 def test_pca_decorrelates_and_whiten_also_scales(method):
     x = torch.randn(2000, 4) @ torch.tensor([[2.0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 3, 1], [0, 0, 0, 0.5]])
-    z = Normalizer(method, x)(x)
+    z = NORMALIZERS.create(None, x, kind=method)(x)
     cov = torch.cov(z.T)
     assert torch.allclose(cov - torch.diag(cov.diag()), torch.zeros(4, 4), atol=1e-3)
     if method == "whiten":

@@ -122,8 +122,8 @@ def test_optuna_study_in_an_rdb_url(tmp_path):
 
 
 @pytest.mark.parametrize("bad,message", [
-    ("hydra.sweeper.sampler=bogus", "hydra.sweeper.sampler=bogus is invalid: expected one of tpe, random"),
-    ("hydra.sweeper.pruner.kind=bogus", "hydra.sweeper.pruner.kind=bogus is invalid"),
+    ("hydra.sweeper.sampler=bogus", "unknown hydra.sweeper.sampler 'bogus'; choose one of: random, tpe"),
+    ("hydra.sweeper.pruner.kind=bogus", "hydra.sweeper.pruner.kind=bogus is invalid: expected one of median, successive_halving, hyperband, none"),
     ("hydra.sweeper.n_trials=0", "must be positive"),
 ])
 def test_bad_search_settings_are_one_clear_line(tmp_path, bad, message):

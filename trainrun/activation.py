@@ -1,4 +1,4 @@
-"""Hidden-layer activations: registry name -> torch module class (knobs are the class's own)."""
+"""Hidden-layer activations: torch modules (knobs are the class's own), built from registry.ACTIVATIONS."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from .registry import create
+from .registry import ACTIVATIONS
 
 
 class Abs(nn.Module):
@@ -22,16 +22,13 @@ class Sign(nn.Module):
         return torch.sign(x)
 
 
-ACTIVATIONS = {
-    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "prelu": nn.PReLU, "rrelu": nn.RReLU,
-    "elu": nn.ELU, "selu": nn.SELU, "celu": nn.CELU, "gelu": nn.GELU, "silu": nn.SiLU,
-    "mish": nn.Mish, "softplus": nn.Softplus, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-    "hardtanh": nn.Hardtanh, "abs": Abs, "identity": nn.Identity, "sign": Sign,
-}
+def hardtanh(min_val, max_val):
+    # nn.Hardtanh only asserts min_val < max_val; registry.check_combinations says it in words first
+    return nn.Hardtanh(min_val, max_val)
 
 
 def make_activation(cfg: DictConfig) -> nn.Module:
-    return create(ACTIVATIONS, cfg, "activation")
+    return ACTIVATIONS.create(cfg)
 
 
 class Nonlinearity(NamedTuple):
@@ -42,13 +39,11 @@ class Nonlinearity(NamedTuple):
 
 
 def nonlinearity(cfg: DictConfig) -> Nonlinearity:
-    """The gain family closest to the activation; rectifier-like ones use ReLU's gain."""
-    if cfg.kind == "leaky_relu":
-        return Nonlinearity("leaky_relu", cfg.negative_slope)
-    if cfg.kind == "prelu":
-        return Nonlinearity("leaky_relu", cfg.init)
-    if cfg.kind == "rrelu":
-        return Nonlinearity("leaky_relu", (cfg.lower + cfg.upper) / 2)
-    exact = {"relu": "relu", "tanh": "tanh", "hardtanh": "tanh", "sigmoid": "sigmoid", "selu": "selu",
-             "identity": "linear", "abs": "linear", "sign": "linear"}
-    return Nonlinearity(exact.get(cfg.kind, "relu"))
+    """The activation's gain family (its record's `gain` trait) and, for leaky rectifiers, their slope."""
+    traits = ACTIVATIONS[cfg.kind].traits
+    slope = traits.get("slope")
+    if isinstance(slope, tuple):  # rrelu: the mean of its random slopes
+        slope = sum(cfg[k] for k in slope) / len(slope)
+    elif slope is not None:
+        slope = cfg[slope]
+    return Nonlinearity(traits["gain"], slope or 0.0)

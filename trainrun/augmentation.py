@@ -1,6 +1,6 @@
 """Training-time augmentation of whole batches on the training device.
 
-Registry name -> factory(data, knobs) -> function(x, y) -> (x, y). Each sample draws its own random
+Factories(data, knobs) -> function(x, y) -> (x, y), one record each in registry.AUGMENTATIONS. Each sample draws its own random
 parameters (a torchvision v2 transform called on a batch tensor draws one set for the whole batch,
 so the per-sample versions here use masks and per-sample affine grids). The policy augmentations
 (RandAugment, AutoAugment, TrivialAugment) are torchvision's own, drawn once per group of samples.
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from .config import ConfigError
 from .data import Data
-from .registry import check_knobs, knobs
+from .registry import AUGMENTATIONS
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,31 +49,31 @@ def _image_only(data: Data, name: str) -> None:
         raise ConfigError(f"augmentation {name} needs images; this data has shape {data.input_shape}")
 
 
-def flip(data, p=0.5):
+def flip(data, p):
     _image_only(data, "flip")
     return lambda x, y: (torch.where(_chosen(x, p), x.flip(-1), x), y)
 
 
-def crop(data, p=1.0, padding=4):
+def crop(data, p, padding):
     _image_only(data, "crop")
     return lambda x, y: (_random_affine(x, p, integer_shift=padding), y)
 
 
-def rotate(data, p=1.0, degrees=15.0):
+def rotate(data, p, degrees):
     _image_only(data, "rotate")
     return lambda x, y: (_random_affine(x, p, degrees=degrees), y)
 
 
-def affine(data, p=1.0, degrees=10.0, translate=0.1, scale=(0.9, 1.1)):
+def affine(data, p, degrees, translate, scale):
     _image_only(data, "affine")
     return lambda x, y: (_random_affine(x, p, degrees, translate, tuple(scale)), y)
 
 
-def noise(data, p=1.0, std=0.1):
+def noise(data, p, std):
     return lambda x, y: (x + std * torch.randn_like(x) * _chosen(x, p), y)
 
 
-def erase(data, p=0.5, scale=(0.02, 0.2)):
+def erase(data, p, scale):
     """Random erasing: each chosen sample loses a random square covering scale[0]..scale[1] of its area."""
     _image_only(data, "erase")
 
@@ -90,7 +90,7 @@ def erase(data, p=0.5, scale=(0.02, 0.2)):
     return apply
 
 
-def blur(data, p=0.5, kernel_size=3, sigma=(0.1, 1.0)):
+def blur(data, p, kernel_size, sigma):
     from torchvision.transforms.v2 import functional as TF
 
     _image_only(data, "blur")
@@ -101,7 +101,7 @@ def blur(data, p=0.5, kernel_size=3, sigma=(0.1, 1.0)):
     return apply
 
 
-def color(data, p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, groups=16):
+def color(data, p, brightness, contrast, saturation, hue, groups):
     """Colour jitter with per-sample brightness, contrast and saturation; hue per group of samples."""
     from torchvision.transforms.v2 import functional as TF
 
@@ -125,38 +125,38 @@ def color(data, p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, gr
 
 def _policy(make: Callable) -> Callable:
     """A torchvision auto-augmentation policy, drawn once per group of samples."""
-    def factory(data, groups=16, **knobs):
+    def factory(data, groups, **knobs):
         _image_only(data, "policies")
         policy = make(**knobs)
         return lambda x, y: (torch.cat([policy(c) for c in x.tensor_split(groups)]), y)
     return factory
 
 
-def randaugment(data, num_ops=2, magnitude=9, groups=16):
+def randaugment(data, num_ops, magnitude, groups):
     from torchvision.transforms import v2
     return _policy(v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
 
 
-def autoaugment(data, policy="imagenet", groups=16):
+def autoaugment(data, policy, groups):
     from torchvision.transforms import v2
     return _policy(lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
 
 
-def trivialaugment(data, groups=16):
+def trivialaugment(data, groups):
     from torchvision.transforms import v2
     return _policy(v2.TrivialAugmentWide)(data, groups)
 
 
-def _mixing(name: str):
+def _mixing(name: str, transform: str, images_only: bool):
     """MixUp / CutMix from torchvision v2: they mix whole batches and return soft labels."""
-    def factory(data, alpha=1.0):
+    def factory(data, alpha):
         from torchvision.transforms import v2
 
         if data.task != "classification":
             raise ConfigError(f"augmentation {name} mixes class labels; this data is regression")
-        if name == "cutmix":
+        if images_only:
             _image_only(data, name)
-        mix = (v2.MixUp if name == "mixup" else v2.CutMix)(alpha=alpha, num_classes=data.num_classes)
+        mix = getattr(v2, transform)(alpha=alpha, num_classes=data.num_classes)
 
         def apply(x, y):
             if x.dim() == 3:  # sequences: v2 wants (N, C, H, W)
@@ -167,23 +167,16 @@ def _mixing(name: str):
     return factory
 
 
-AUGMENTATIONS = {
-    "flip": flip, "crop": crop, "rotate": rotate, "affine": affine, "noise": noise, "erase": erase,
-    "blur": blur, "color": color, "randaugment": randaugment, "autoaugment": autoaugment,
-    "trivialaugment": trivialaugment, "mixup": _mixing("mixup"), "cutmix": _mixing("cutmix"),
-}
-MIXING = ("mixup", "cutmix")
+mixup = _mixing("mixup", "MixUp", images_only=False)
+cutmix = _mixing("cutmix", "CutMix", images_only=True)
 
 
 def make_augmentation(cfg: DictConfig, data: Data) -> Augment | None:
     """The chosen augmentations in list order. With both mixup and cutmix, each batch gets one of them."""
     steps, mixers = [], []
     for name, aug_cfg in cfg.items():
-        if name not in AUGMENTATIONS:
-            raise ConfigError(f"unknown augmentation '{name}'; choose from: {', '.join(AUGMENTATIONS)}")
-        given = knobs(aug_cfg)
-        check_knobs(AUGMENTATIONS[name], given, f"augmentation.{name}", supplied=1)
-        (mixers if name in MIXING else steps).append(AUGMENTATIONS[name](data, **given))
+        mixes = AUGMENTATIONS.trait(name, "mixes_labels")
+        (mixers if mixes else steps).append(AUGMENTATIONS.create(aug_cfg, data, kind=name))
     if not steps and not mixers:
         return None
 

@@ -1,20 +1,23 @@
 """The schema of every config group: one dataclass per group, registered in Hydra's ConfigStore.
 
 YAML files under conf/<group>/ hold the values; OmegaConf checks every key and type against these
-dataclasses while composing, so a typo or a wrong type fails before anything runs. `kind` names the
-option (the YAML file) and selects the builder in that group's registry. Option-specific knobs
-default to None here: the option's YAML sets the ones it takes, and setting one it does not take is
-an error (see registry.create). This module must not import torch: `--help` and config errors stay fast.
+dataclasses while composing, so a typo or a wrong type fails before anything runs. Each numeric or
+choice field declares its range here, once, with `setting` (a key every option of the group has) or
+`knob` (a key only some options take: it defaults to None, the option's YAML sets it, and the group's
+registry in registry.py lists which options take it). `validate` enforces every declaration with one
+generic check. This module must not import torch: `--help` and config errors stay fast.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -25,41 +28,133 @@ class DataError(RuntimeError):
     """A dataset that cannot be loaded (missing files offline, corrupt files): one line, exit code 2."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a field accepts. Lists are checked element by element (and by `length`).
+
+    `choices` is a tuple of values, or the name of a registry (registry.REGISTRIES) whose options are
+    the choices; with bounds as well, a value passes when it is either (data.batch_size: 'full' or >= 1).
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | str | None = None
+    pattern: str | None = None
+    length: int | None = None
+    expected: str | None = None  # wording where the generated one would be clumsy
+
+    def allowed(self) -> tuple:
+        if isinstance(self.choices, str):
+            from .registry import REGISTRIES
+
+            return tuple(REGISTRIES[self.choices])
+        return self.choices or ()
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, (list, tuple, ListConfig)):
+            return (self.length is None or len(value) == self.length) and all(self._accepts_one(v) for v in value)
+        return self._accepts_one(value)
+
+    def _accepts_one(self, value) -> bool:
+        if value in self.allowed():
+            return True
+        if self.pattern is not None:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        bounded = any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
+        if not bounded:
+            return not self.allowed()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self, integer: bool) -> str:
+        if self.expected:
+            return self.expected
+        parts = []
+        if self.ge is not None or self.gt is not None or self.le is not None or self.lt is not None:
+            parts.append(_bounds(self, integer))
+        choices = ", ".join(map(str, self.allowed()))
+        text = " or ".join(filter(None, [*parts, choices and f"one of {choices}"]))
+        if self.length is not None:
+            return f"{self.length} values, each {text}"
+        return text
+
+
+def _bounds(r: Range, integer: bool) -> str:
+    low = (r.ge, "[") if r.ge is not None else (r.gt, "(") if r.gt is not None else None
+    high = (r.le, "]") if r.le is not None else (r.lt, ")") if r.lt is not None else None
+    if integer and high is None and low is not None:
+        first = low[0] if low[1] == "[" else math.floor(low[0]) + 1
+        return "a positive integer" if first == 1 else f"an integer >= {first:g}"
+    if low and high:
+        return f"in {low[1]}{low[0]:g}, {high[0]:g}{high[1]}"
+    if low:
+        return f"{'>=' if low[1] == '[' else '>'} {low[0]:g}"
+    return f"{'<=' if high[1] == ']' else '<'} {high[0]:g}"
+
+
+def setting(default: Any = None, **bounds) -> Any:
+    """A key every option of its group has, with its range."""
+    return _declared(default, per_option=False, **bounds)
+
+
+def knob(**bounds) -> Any:
+    """A key only some options take: None unless the option's YAML (or the user) sets it."""
+    return _declared(None, per_option=True, **bounds)
+
+
+def _declared(default, per_option: bool, **bounds):
+    meta = {"range": Range(**bounds) if bounds else None, "per_option": per_option}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+POSITIVE = {"gt": 0}
+POSITIVE_INT = {"ge": 1}
+NON_NEGATIVE = {"ge": 0}
+FRACTION = {"ge": 0, "lt": 1}
+PROBABILITY = {"ge": 0, "le": 1}
+
+
 @dataclass
 class DataConfig:
-    kind: str = MISSING
+    kind: str = setting(MISSING, choices="data")
     root: str = "${oc.env:TRAINRUN_DATA,'~/.cache/trainrun/data'}"
     download: bool = True
     test_set_only: bool = False  # carve train/val/test from the official test files alone
-    batch_size: Any = 64  # a number, or "full" for full-batch gradient descent
-    eval_batch_size: int = 1024
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # for datasets without an official test split
-    subset: Optional[int] = None
-    sampler: str = "shuffle"  # shuffle | replacement | sequential
-    normalize: str = "standardize"  # none | standardize | pca | whiten
-    device_memory_gb: Optional[float] = None  # data kept on an accelerator up to this; null: half its memory
-    # synthetic datasets
-    n_samples: Optional[int] = None
-    n_features: Optional[int] = None
-    noise: Optional[float] = None
-    turns: Optional[float] = None
-    image_shape: Optional[list[int]] = None  # [channels, height, width]
-    num_classes: Optional[int] = None
+    batch_size: Any = setting(64, ge=1, choices=("full",), expected="a positive integer or 'full'")  # "full": full-batch GD
+    eval_batch_size: int = setting(1024, **POSITIVE_INT)
+    val_fraction: float = setting(0.1, **FRACTION)
+    test_fraction: float = setting(0.2, gt=0, lt=1)  # for datasets without an official test split
+    subset: Optional[int] = setting(None, **POSITIVE_INT)
+    sampler: str = setting("shuffle", choices="sampler")
+    normalize: str = setting("standardize", choices="normalize")
+    device_memory_gb: Optional[float] = setting(None, **NON_NEGATIVE)  # data kept on an accelerator up to this; null: half
+    # generated datasets
+    n_samples: Optional[int] = knob(ge=2)
+    n_features: Optional[int] = knob(**POSITIVE_INT)
+    noise: Optional[float] = knob(**NON_NEGATIVE)
+    turns: Optional[float] = knob(**POSITIVE)
+    image_shape: Optional[list[int]] = knob(ge=1, length=3, expected="[channels, height, width] of positive integers")
+    num_classes: Optional[int] = knob(ge=2, expected="at least 2")
 
 
 @dataclass
 class ModelConfig:
-    kind: str = MISSING
-    hidden: Optional[list[int]] = None
-    channels: Optional[list[int]] = None
-    kernel_size: Optional[int] = None
-    pool: Optional[str] = None
-    depth: Optional[int] = None
-    width: Optional[int] = None
-    degree: Optional[int] = None
-    name: Optional[str] = None  # torchvision architecture
-    weights: Optional[str] = None  # torchvision weights: a local file only
+    kind: str = setting(MISSING, choices="model")
+    hidden: Optional[list[int]] = knob(**POSITIVE_INT)
+    channels: Optional[list[int]] = knob(**POSITIVE_INT)
+    kernel_size: Optional[int] = knob(**POSITIVE_INT)
+    pool: Optional[str] = knob(choices=("max", "avg", "none"))
+    depth: Optional[int] = knob(ge=8)
+    width: Optional[int] = knob(**POSITIVE_INT)
+    degree: Optional[int] = knob(**POSITIVE_INT)
+    name: Optional[str] = knob()  # torchvision architecture
+    weights: Optional[str] = knob()  # torchvision weights: a local file only
     # transfer learning, any model
     checkpoint: Optional[str] = None
     freeze: Any = None  # a list of layer names, or the first N layers
@@ -68,133 +163,132 @@ class ModelConfig:
 
 @dataclass
 class ActivationConfig:
-    kind: str = MISSING
-    negative_slope: Optional[float] = None
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    threshold: Optional[float] = None
-    approximate: Optional[str] = None
-    lower: Optional[float] = None
-    upper: Optional[float] = None
-    min_val: Optional[float] = None
-    max_val: Optional[float] = None
-    num_parameters: Optional[int] = None
-    init: Optional[float] = None
+    kind: str = setting(MISSING, choices="activation")
+    negative_slope: Optional[float] = knob(**NON_NEGATIVE)
+    alpha: Optional[float] = knob(**POSITIVE)
+    beta: Optional[float] = knob(**POSITIVE)
+    threshold: Optional[float] = knob(**POSITIVE)
+    approximate: Optional[str] = knob(choices=("none", "tanh"))
+    lower: Optional[float] = knob(ge=0, le=1)
+    upper: Optional[float] = knob(ge=0, le=1)
+    min_val: Optional[float] = knob()
+    max_val: Optional[float] = knob()
+    num_parameters: Optional[int] = knob(**POSITIVE_INT)
+    init: Optional[float] = knob(**NON_NEGATIVE)
 
 
 @dataclass
 class InitConfig:
-    kind: str = MISSING
-    bias: str = "default"  # default | zeros
-    mode: Optional[str] = None
-    gain: Optional[float] = None
-    mean: Optional[float] = None
-    std: Optional[float] = None
-    a: Optional[float] = None
-    b: Optional[float] = None
+    kind: str = setting(MISSING, choices="init")
+    bias: str = setting("default", choices=("default", "zeros"))
+    mode: Optional[str] = knob(choices=("fan_in", "fan_out"))
+    gain: Optional[float] = knob(**POSITIVE)
+    mean: Optional[float] = knob(ge=-1e6, le=1e6)
+    std: Optional[float] = knob(**POSITIVE)
+    a: Optional[float] = knob(ge=-1e6, le=1e6)
+    b: Optional[float] = knob(ge=-1e6, le=1e6)
 
 
 @dataclass
 class NormConfig:
-    kind: str = MISSING
-    position: str = "before"  # before | after the activation
-    num_groups: Optional[int] = None
-    eps: Optional[float] = None
-    momentum: Optional[float] = None
-    affine: Optional[bool] = None
+    kind: str = setting(MISSING, choices="norm")
+    position: str = setting("before", choices=("before", "after"))
+    num_groups: Optional[int] = knob(**POSITIVE_INT)
+    eps: Optional[float] = knob(gt=0, lt=1)
+    momentum: Optional[float] = knob(ge=0, le=1)
+    affine: Optional[bool] = knob()
 
 
 @dataclass
 class OptimizerConfig:
-    kind: str = MISSING
-    lr: float = 1e-3
-    weight_decay: Optional[float] = None  # every optimizer but L-BFGS takes it
-    backbone_lr_scale: float = 1.0  # lr factor for layers reused from a checkpoint
-    momentum: Optional[float] = None
-    dampening: Optional[float] = None
-    nesterov: Optional[bool] = None
-    betas: Optional[list[float]] = None
-    eps: Optional[float] = None
-    alpha: Optional[float] = None
-    rho: Optional[float] = None
-    lr_decay: Optional[float] = None
-    initial_accumulator_value: Optional[float] = None
-    amsgrad: Optional[bool] = None
-    centered: Optional[bool] = None
-    momentum_decay: Optional[float] = None
-    decoupled_weight_decay: Optional[bool] = None
-    max_iter: Optional[int] = None
-    history_size: Optional[int] = None
-    line_search_fn: Optional[str] = None
+    kind: str = setting(MISSING, choices="optimizer")
+    lr: float = setting(1e-3, **POSITIVE)
+    backbone_lr_scale: float = setting(1.0, **NON_NEGATIVE)  # lr factor for layers reused from a checkpoint
+    weight_decay: Optional[float] = knob(**NON_NEGATIVE)  # every optimizer but L-BFGS takes it
+    momentum: Optional[float] = knob(**FRACTION)
+    dampening: Optional[float] = knob(**FRACTION)
+    betas: Optional[list[float]] = knob(**FRACTION, length=2, expected="two numbers in [0, 1)")
+    eps: Optional[float] = knob(**POSITIVE)
+    alpha: Optional[float] = knob(**FRACTION)
+    rho: Optional[float] = knob(**FRACTION)
+    lr_decay: Optional[float] = knob(**NON_NEGATIVE)
+    initial_accumulator_value: Optional[float] = knob(**NON_NEGATIVE)
+    amsgrad: Optional[bool] = knob()
+    centered: Optional[bool] = knob()
+    momentum_decay: Optional[float] = knob(**NON_NEGATIVE)
+    decoupled_weight_decay: Optional[bool] = knob()
+    max_iter: Optional[int] = knob(**POSITIVE_INT)
+    history_size: Optional[int] = knob(**POSITIVE_INT)
+    line_search_fn: Optional[str] = knob(choices=("strong_wolfe",))
 
 
 @dataclass
 class SchedulerConfig:
-    kind: str = MISSING
-    interval: str = "epoch"  # epoch | step
-    step_size: Optional[int] = None
-    gamma: Optional[float] = None
-    milestones: Optional[list[int]] = None
-    k: Optional[float] = None
-    eta_min: Optional[float] = None
-    warmup_epochs: Optional[int] = None
-    max_lr: Optional[float] = None
-    pct_start: Optional[float] = None
-    base_lr: Optional[float] = None
-    step_size_up: Optional[int] = None
-    mode: Optional[str] = None
-    factor: Optional[float] = None
-    patience: Optional[int] = None
+    kind: str = setting(MISSING, choices="scheduler")
+    interval: str = setting("epoch", choices=("epoch", "step"))
+    step_size: Optional[int] = knob(**POSITIVE_INT)
+    gamma: Optional[float] = knob(**POSITIVE)
+    milestones: Optional[list[int]] = knob(**POSITIVE_INT)
+    k: Optional[float] = knob(**NON_NEGATIVE)
+    eta_min: Optional[float] = knob(**NON_NEGATIVE)
+    warmup_epochs: Optional[int] = knob(**NON_NEGATIVE)
+    max_lr: Optional[float] = knob(**POSITIVE)
+    pct_start: Optional[float] = knob(gt=0, lt=1)
+    base_lr: Optional[float] = knob(**POSITIVE)
+    step_size_up: Optional[int] = knob(**POSITIVE_INT)
+    mode: Optional[str] = knob(choices=("triangular", "triangular2", "exp_range"))
+    factor: Optional[float] = knob(gt=0, lt=1)
+    patience: Optional[int] = knob(**NON_NEGATIVE)
 
 
 @dataclass
 class RegularizationConfig:
-    weight_decay: float = 0.0  # L2 penalty added to the loss (weights only, not biases or norms)
-    l1: float = 0.0
-    dropout: float = 0.0  # alpha dropout when the activation is SELU
-    label_smoothing: float = 0.0
-    grad_clip_norm: Optional[float] = None
-    grad_clip_value: Optional[float] = None
-    max_norm: Optional[float] = None  # per-neuron bound on incoming weight norm
-    mc_dropout_samples: int = 0
+    weight_decay: float = setting(0.0, **NON_NEGATIVE)  # L2 penalty added to the loss (weights only)
+    l1: float = setting(0.0, **NON_NEGATIVE)
+    dropout: float = setting(0.0, **FRACTION)  # alpha dropout when the activation is self-normalizing
+    label_smoothing: float = setting(0.0, **FRACTION)
+    grad_clip_norm: Optional[float] = setting(None, **POSITIVE)
+    grad_clip_value: Optional[float] = setting(None, **POSITIVE)
+    max_norm: Optional[float] = setting(None, **POSITIVE)  # per-neuron bound on incoming weight norm
+    mc_dropout_samples: int = setting(0, **NON_NEGATIVE)
 
 
 @dataclass
 class AugmentConfig:
     """One augmentation; the group is a dict of these, keyed by option, applied in list order."""
 
-    p: Optional[float] = None
-    padding: Optional[int] = None
-    degrees: Optional[float] = None
-    translate: Optional[float] = None
-    scale: Optional[list[float]] = None
-    std: Optional[float] = None
-    kernel_size: Optional[int] = None
-    sigma: Optional[list[float]] = None
-    brightness: Optional[float] = None
-    contrast: Optional[float] = None
-    saturation: Optional[float] = None
-    hue: Optional[float] = None
-    num_ops: Optional[int] = None
-    magnitude: Optional[int] = None
-    policy: Optional[str] = None
-    alpha: Optional[float] = None
-    groups: Optional[int] = None  # policies draw one op sequence per group of samples
+    p: Optional[float] = knob(**PROBABILITY)
+    padding: Optional[int] = knob(**NON_NEGATIVE)
+    degrees: Optional[float] = knob(ge=0, le=180)
+    translate: Optional[float] = knob(ge=0, le=1)
+    scale: Optional[list[float]] = knob(gt=0, le=10, length=2)
+    std: Optional[float] = knob(**NON_NEGATIVE)
+    kernel_size: Optional[int] = knob(**POSITIVE_INT)
+    sigma: Optional[list[float]] = knob(gt=0, le=100, length=2)
+    brightness: Optional[float] = knob(**FRACTION)
+    contrast: Optional[float] = knob(**FRACTION)
+    saturation: Optional[float] = knob(**FRACTION)
+    hue: Optional[float] = knob(ge=0, le=0.5)
+    num_ops: Optional[int] = knob(**NON_NEGATIVE)
+    magnitude: Optional[int] = knob(ge=0, le=30)
+    policy: Optional[str] = knob(choices=("imagenet", "cifar10", "svhn"))
+    alpha: Optional[float] = knob(**POSITIVE)
+    groups: Optional[int] = knob(**POSITIVE_INT)  # policies draw one op sequence per group of samples
 
 
 @dataclass
 class LossConfig:
-    kind: str = MISSING
-    delta: Optional[float] = None  # huber
+    kind: str = setting(MISSING, choices="loss")
+    delta: Optional[float] = knob(**POSITIVE)  # huber
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
-    monitor: str = "val/loss"
-    mode: str = "auto"  # min | max | auto (max for accuracy-like metrics)
-    patience: int = 5
-    min_delta: float = 0.0
+    monitor: str = setting("val/loss", pattern=r"(train|val)/\w+", expected="a metric such as val/loss or val/acc")
+    mode: str = setting("auto", choices=("min", "max", "auto"))  # auto: max for accuracy-like metrics
+    patience: int = setting(5, **NON_NEGATIVE)
+    min_delta: float = setting(0.0, **NON_NEGATIVE)
     restore_best: bool = True
     stop_on_nonfinite: bool = True
 
@@ -203,12 +297,12 @@ class EarlyStoppingConfig:
 class CheckpointConfig:
     save_last: bool = True
     save_best: bool = True
-    # last.pt is written at the end, on Ctrl-C/SIGTERM, and periodically when any of these is due, so a
-    # crash (SIGKILL, power loss) redoes at most that much. Time by default: a write costs the same whether
-    # an epoch takes 0.1 s or an hour, so per-epoch writes would dominate short epochs.
-    every_n_seconds: Optional[float] = 60.0
-    every_n_epochs: Optional[int] = None
-    every_n_steps: Optional[int] = None  # also mid-epoch
+    # last.pt is written at the end of the first epoch, at the end, on Ctrl-C/SIGTERM, and periodically when
+    # any of these is due, so a crash (SIGKILL, power loss) redoes at most that much. Time by default: a write
+    # costs the same whether an epoch takes 0.1 s or an hour, so per-epoch writes would dominate short epochs.
+    every_n_seconds: Optional[float] = setting(60.0, **POSITIVE)
+    every_n_epochs: Optional[int] = setting(None, **POSITIVE_INT)
+    every_n_steps: Optional[int] = setting(None, **POSITIVE_INT)  # also mid-epoch
 
 
 @dataclass
@@ -218,27 +312,27 @@ class PruningConfig:
     trial: Optional[int] = None  # null: not part of a search
     storage: Optional[str] = None
     study: str = "trainrun"
-    kind: str = "median"
-    n_startup_trials: int = 2
-    n_warmup_steps: int = 1
-    min_resource: int = 1
+    kind: str = setting("median", choices="pruner")
+    n_startup_trials: int = setting(2, **NON_NEGATIVE)
+    n_warmup_steps: int = setting(1, **NON_NEGATIVE)
+    min_resource: int = setting(1, **POSITIVE_INT)
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
-    max_steps: Optional[int] = None
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    devices: int = 1  # > 1: DistributedDataParallel over this many local processes (torchrun)
-    threads: Optional[int] = None  # torch's CPU threads; null: all cores, or a parallel launcher's share
-    precision: str = "32"  # 32 | bf16 | 16-mixed
-    seed: int = 0
+    epochs: int = setting(20, ge=1, le=10**6)
+    max_steps: Optional[int] = setting(None, **POSITIVE_INT)
+    device: str = setting("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", expected="auto, cpu, cuda, cuda:N or mps")
+    devices: int = setting(1, ge=1, le=1024)  # > 1: DistributedDataParallel over this many local processes
+    threads: Optional[int] = setting(None, ge=1, le=4096)  # null: all cores, or a parallel launcher's share
+    precision: str = setting("32", choices="precision")
+    seed: int = setting(0, ge=0, le=2**32 - 1, expected="an integer in [0, 2^32)")
     deterministic: bool = False
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = setting(1, **POSITIVE_INT)
     compile: bool = False
     channels_last: bool = False  # conv nets: NHWC weights and batches (faster convolutions on GPUs)
-    log_every_n_steps: int = 10
-    eval_every: int = 1
+    log_every_n_steps: int = setting(10, **POSITIVE_INT)
+    eval_every: int = setting(1, **POSITIVE_INT)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: Optional[str] = None
@@ -248,7 +342,7 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     enabled: bool = True
-    histogram_every_n_epochs: int = 1  # 0 turns weight/gradient/activation histograms off
+    histogram_every_n_epochs: int = setting(1, **NON_NEGATIVE)  # 0 turns histograms off
     log_images: bool = True
     log_graph: bool = True
     per_layer_grad_norm: bool = True
@@ -275,116 +369,54 @@ def register() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Range and combination checks that the types alone cannot express; run before torch is imported.
+# One generic check of every declaration, then the per-option knobs and the traits that combine groups.
 
-def _positive(v):
-    return v is not None and v > 0
-
-
-def _fraction(v):
-    return 0 <= v < 1
-
-
-def _batch_size(v):
-    return v == "full" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-
-
-def _optional(check):
-    return lambda v: v is None or check(v)
+def declared_fields(schema=Config, path: tuple[str, ...] = ()):
+    """(dotted key path, field, is_integer) for every field of the schema, nested dataclasses included."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        inner = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
+        if inner and typing.get_origin(hint) is not dict:
+            yield from declared_fields(inner[0], (*path, f.name))
+        else:
+            yield (*path, f.name), f, int in _leaf_types(hint)
 
 
-CHECKS: list[tuple[str, Any, str]] = [
-    ("data.batch_size", _batch_size, "a positive integer or 'full'"),
-    ("data.eval_batch_size", _positive, "a positive integer"),
-    ("data.val_fraction", _fraction, "in [0, 1)"),
-    ("data.test_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("data.subset", _optional(_positive), "a positive integer"),
-    ("data.sampler", lambda v: v in ("shuffle", "replacement", "sequential"), "one of shuffle, replacement, sequential"),
-    ("data.normalize", lambda v: v in ("none", "standardize", "pca", "whiten"), "one of none, standardize, pca, whiten"),
-    ("data.n_samples", _optional(_positive), "a positive integer"),
-    ("data.device_memory_gb", _optional(lambda v: v >= 0), ">= 0"),
-    ("data.n_features", _optional(_positive), "a positive integer"),
-    ("data.image_shape", _optional(lambda v: len(v) == 3 and all(isinstance(d, int) and d > 0 for d in v)),
-     "[channels, height, width] of positive integers"),
-    ("data.num_classes", _optional(lambda v: v >= 2), "at least 2"),
-    ("data.noise", _optional(lambda v: v >= 0), ">= 0"),
-    ("norm.position", lambda v: v in ("before", "after"), "before or after"),
-    ("norm.num_groups", _optional(_positive), "a positive integer"),
-    ("init.bias", lambda v: v in ("default", "zeros"), "default or zeros"),
-    ("init.std", _optional(_positive), "> 0"),
-    ("optimizer.lr", _positive, "> 0"),
-    ("optimizer.weight_decay", _optional(lambda v: v >= 0), ">= 0"),
-    ("optimizer.backbone_lr_scale", lambda v: v >= 0, ">= 0"),
-    ("optimizer.momentum", _optional(lambda v: 0 <= v < 1), "in [0, 1)"),
-    ("optimizer.betas", _optional(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)), "two numbers in [0, 1)"),
-    ("optimizer.eps", _optional(_positive), "> 0"),
-    ("scheduler.interval", lambda v: v in ("epoch", "step"), "epoch or step"),
-    ("scheduler.gamma", _optional(_positive), "> 0"),
-    ("scheduler.step_size", _optional(_positive), "a positive integer"),
-    ("scheduler.warmup_epochs", _optional(lambda v: v >= 0), ">= 0"),
-    ("regularization.weight_decay", lambda v: v >= 0, ">= 0"),
-    ("regularization.l1", lambda v: v >= 0, ">= 0"),
-    ("regularization.dropout", _fraction, "in [0, 1)"),
-    ("regularization.label_smoothing", _fraction, "in [0, 1)"),
-    ("regularization.grad_clip_norm", _optional(_positive), "> 0"),
-    ("regularization.grad_clip_value", _optional(_positive), "> 0"),
-    ("regularization.max_norm", _optional(_positive), "> 0"),
-    ("regularization.mc_dropout_samples", lambda v: v >= 0, ">= 0"),
-    ("trainer.epochs", _positive, "a positive integer"),
-    ("trainer.max_steps", _optional(_positive), "a positive integer"),
-    ("trainer.precision", lambda v: v in ("32", "bf16", "16-mixed"), "one of 32, bf16, 16-mixed"),
-    ("trainer.device", lambda v: v in ("auto", "cpu", "cuda", "mps") or str(v).startswith("cuda:"), "auto, cpu, cuda, cuda:N or mps"),
-    ("trainer.grad_accum_steps", _positive, "a positive integer"),
-    ("trainer.devices", _positive, "a positive integer"),
-    ("trainer.threads", _optional(_positive), "a positive integer"),
-    ("trainer.log_every_n_steps", _positive, "a positive integer"),
-    ("trainer.eval_every", _positive, "a positive integer"),
-    ("trainer.early_stopping.mode", lambda v: v in ("min", "max", "auto"), "min, max or auto"),
-    ("trainer.early_stopping.patience", lambda v: v >= 0, ">= 0"),
-    ("trainer.early_stopping.min_delta", lambda v: v >= 0, ">= 0"),
-    ("trainer.early_stopping.monitor", lambda v: v.split("/")[0] in ("val", "train"), "a metric such as val/loss or val/acc"),
-    ("trainer.checkpoint.every_n_epochs", _optional(_positive), "a positive integer"),
-    ("trainer.checkpoint.every_n_seconds", _optional(_positive), "a positive number of seconds"),
-    ("trainer.checkpoint.every_n_steps", _optional(_positive), "a positive integer"),
-    ("logger.histogram_every_n_epochs", lambda v: v >= 0, ">= 0"),
-]
+def _leaf_types(hint) -> set:
+    args = typing.get_args(hint)
+    return set().union(*map(_leaf_types, args)) if args else {hint}
 
-AUGMENT_CHECKS: list[tuple[str, Any, str]] = [
-    ("p", _optional(lambda v: 0 <= v <= 1), "in [0, 1]"),
-    ("padding", _optional(lambda v: v >= 0), ">= 0"),
-    ("std", _optional(lambda v: v >= 0), ">= 0"),
-    ("alpha", _optional(_positive), "> 0"),
-    ("groups", _optional(_positive), "a positive integer"),
-]
+
+def check_node(node: DictConfig, schema, where: str) -> None:
+    """Every declared range of `schema`'s fields on `node` (a group's config); None passes."""
+    for (name,), f, integer in declared_fields(schema):
+        rng = f.metadata.get("range")
+        value = node[name] if name in node else None
+        if rng is not None and value is not None and value != MISSING and not rng.accepts(value):
+            raise ConfigError(f"{where}.{name}={_show(value)} is invalid: expected {rng.describe(integer)}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value; types were already checked by the schema."""
-    from omegaconf import OmegaConf
+    from .registry import REGISTRIES, check_combinations
 
     unknown = _unknown_key(OmegaConf.to_container(cfg))
     if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
         raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
-
-    def check(key, value, ok, expected):
-        if not ok(value):
-            raise ConfigError(f"{key}={_show(value)} is invalid: expected {expected}")
-
-    for key, ok, expected in CHECKS:
-        check(key, OmegaConf.select(cfg, key), ok, expected)
+    for path, f, integer in declared_fields():
+        rng = f.metadata.get("range")
+        key = ".".join(path)
+        value = OmegaConf.select(cfg, key)
+        if rng is not None and value is not None and not rng.accepts(value):
+            raise ConfigError(f"{key}={_show(value)} is invalid: expected {rng.describe(integer)}")
+    for group in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss"):
+        if cfg[group] is not None:
+            REGISTRIES[group].check_knobs(cfg[group], cfg[group].kind)
     for name, aug in cfg.augmentation.items():
-        for knob, ok, expected in AUGMENT_CHECKS:
-            check(f"augmentation.{name}.{knob}", aug[knob], ok, expected)
-    if cfg.norm.kind == "batch" and cfg.data.batch_size == 1:
-        raise ConfigError("norm=batch cannot work with data.batch_size=1 (batch statistics of one sample); "
-                          "use norm=layer or norm=group, or a larger batch")
-    if cfg.regularization.max_norm is not None and cfg.norm.kind == "weight":
-        raise ConfigError("regularization.max_norm cannot bound weights that norm=weight reparametrizes; use one of them")
-    if cfg.optimizer.kind == "lbfgs" and cfg.trainer.precision == "16-mixed":
-        raise ConfigError("optimizer=lbfgs cannot run with trainer.precision=16-mixed (GradScaler has no closures)")
-    if cfg.scheduler.kind == "plateau" and cfg.scheduler.interval == "step":
-        raise ConfigError("scheduler=plateau steps on the validation metric, once per evaluation: "
-                          "set scheduler.interval=epoch")
+        REGISTRIES["augmentation"].check_knobs(aug, name)
+        check_node(aug, AugmentConfig, f"augmentation.{name}")
+    check_combinations(cfg)
 
 
 def schema_at(path: list[str]):

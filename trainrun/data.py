@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from .config import ConfigError, DataError
+from .registry import DATASETS, NORMALIZERS, SAMPLERS
 
 log = logging.getLogger("trainrun")
 
@@ -46,7 +47,7 @@ class Data:
     input_shape: tuple[int, ...]
     task: str  # classification | regression
     num_outputs: int
-    normalize: "Normalizer"
+    normalize: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device  # the training device; the splits may live in host memory instead
     memory_format: torch.memory_format = torch.contiguous_format
 
@@ -69,7 +70,7 @@ class Data:
 
 
 # --------------------------------------------------------------------------------------------
-# Loaders: name -> function(cfg, generator) -> (x_train, y_train, x_test | None, y_test | None).
+# Loaders (records in registry.DATASETS): function(cfg, generator, knobs) -> (x_train, y_train, x_test | None, y_test | None).
 # A loader without an official test split returns None for it; one is carved with data.test_fraction.
 
 def digits(cfg, g):
@@ -164,84 +165,87 @@ def mnist1d(cfg, g):
     return as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"])
 
 
-def polynomial(cfg, g):
-    x = (torch.rand(cfg.n_samples, 1, generator=g) * 2 - 1) * math.pi
-    return x, torch.sin(x) + cfg.noise * torch.randn(x.shape, generator=g), None, None
+mnist = _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)")
+fashion_mnist = _torchvision_dataset("FashionMNIST", "FashionMNIST", "the four Fashion-MNIST IDX files (raw/)")
+cifar10 = _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches")
 
 
-def least_squares(cfg, g):
-    x = torch.randn(cfg.n_samples, cfg.n_features, generator=g)
-    w = torch.randn(cfg.n_features, 1, generator=g) / math.sqrt(cfg.n_features)
-    return x, x @ w + cfg.noise * torch.randn(cfg.n_samples, 1, generator=g), None, None
+def polynomial(cfg, g, n_samples, noise):
+    x = (torch.rand(n_samples, 1, generator=g) * 2 - 1) * math.pi
+    return x, torch.sin(x) + noise * torch.randn(x.shape, generator=g), None, None
 
 
-def spirals(cfg, g):
-    n = cfg.n_samples // 2
-    t = torch.sqrt(torch.rand(n, generator=g)) * cfg.turns * 2 * math.pi
-    arm = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / (cfg.turns * 2 * math.pi)
-    x = torch.cat([arm, -arm]) + cfg.noise * torch.randn(2 * n, 2, generator=g)
+def least_squares(cfg, g, n_samples, n_features, noise):
+    x = torch.randn(n_samples, n_features, generator=g)
+    w = torch.randn(n_features, 1, generator=g) / math.sqrt(n_features)
+    return x, x @ w + noise * torch.randn(n_samples, 1, generator=g), None, None
+
+
+def spirals(cfg, g, n_samples, noise, turns):
+    n = n_samples // 2
+    t = torch.sqrt(torch.rand(n, generator=g)) * turns * 2 * math.pi
+    arm = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / (turns * 2 * math.pi)
+    x = torch.cat([arm, -arm]) + noise * torch.randn(2 * n, 2, generator=g)
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
 
 
-def synthetic_images(cfg, g):
+def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
     """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
-    x = torch.rand(cfg.n_samples, *cfg.image_shape, generator=g)
-    return x, torch.randint(cfg.num_classes, (cfg.n_samples,), generator=g), None, None
-
-
-LOADERS: dict[str, Callable] = {
-    "digits": digits,
-    "mnist": _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)"),
-    "fashion_mnist": _torchvision_dataset("FashionMNIST", "FashionMNIST", "the four Fashion-MNIST IDX files (raw/)"),
-    "cifar10": _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches"),
-    "mnist1d": mnist1d,
-    "polynomial": polynomial,
-    "least_squares": least_squares,
-    "spirals": spirals,
-    "synthetic_images": synthetic_images,
-}
+    x = torch.rand(n_samples, *image_shape, generator=g)
+    return x, torch.randint(num_classes, (n_samples,), generator=g), None, None
 
 
 # --------------------------------------------------------------------------------------------
 
-class Normalizer:
-    """Normalization with statistics from the train split only.
+# Input normalization (records in registry.NORMALIZERS), with statistics from the train split only.
 
-    standardize: zero mean, unit variance per feature; for images per channel (a per-pixel std is
-    near zero at the borders, and would blow up any augmentation that moves ink there).
-    pca / whiten: x -> ((x - mean) @ principal axes) [/ sqrt(variance)] on flattened features.
-    """
+class Identity:
+    def __init__(self, x: torch.Tensor):
+        pass
 
-    def __init__(self, method: str, x: torch.Tensor):
-        self.method, self.rotation = method, None
-        if method == "standardize":
-            dims = (0, 2, 3) if x.dim() == 4 else (0,)
-            self.mean = x.double().mean(dims, keepdim=True)
-            std = x.double().std(dims, keepdim=True)
-            self.scale = 1 / torch.where(std > 1e-8, std, torch.ones_like(std))  # constant features stay put
-        elif method in ("pca", "whiten"):
-            flat = x.flatten(1).double()
-            self.mean = flat.mean(0)
-            centred = flat - self.mean
-            variances, vectors = torch.linalg.eigh(centred.T @ centred / max(len(flat) - 1, 1))
-            self.rotation = vectors.flip(1).float()  # principal axes, largest variance first
-            variances = variances.flip(0).clamp_min(0)
-            # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
-            self.scale = (variances + 1e-3 * variances.max()).rsqrt() if method == "whiten" else torch.ones_like(variances)
-        else:
-            self.mean = self.scale = torch.zeros(())
-        self.mean, self.scale = self.mean.float(), self.scale.float()
-
-    def to(self, device) -> "Normalizer":
-        self.mean, self.scale = self.mean.to(device), self.scale.to(device)
-        self.rotation = None if self.rotation is None else self.rotation.to(device)
+    def to(self, device) -> "Identity":
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method == "none":
-            return x
-        if self.rotation is None:
-            return (x - self.mean) * self.scale
+        return x
+
+
+class Standardize:
+    """Zero mean, unit variance per feature; for images per channel (a per-pixel std is near zero at the
+    borders, and would blow up any augmentation that moves ink there)."""
+
+    def __init__(self, x: torch.Tensor):
+        dims = (0, 2, 3) if x.dim() == 4 else (0,)
+        mean, std = x.double().mean(dims, keepdim=True), x.double().std(dims, keepdim=True)
+        self.mean = mean.float()
+        self.scale = (1 / torch.where(std > 1e-8, std, torch.ones_like(std))).float()  # constant features stay put
+
+    def to(self, device) -> "Standardize":
+        self.mean, self.scale = self.mean.to(device), self.scale.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.scale
+
+
+class PCA:
+    """x -> ((x - mean) @ principal axes), divided by sqrt(variance) when whitening, on flattened features."""
+
+    def __init__(self, x: torch.Tensor, whiten: bool):
+        flat = x.flatten(1).double()
+        mean = flat.mean(0)
+        centred = flat - mean
+        variances, vectors = torch.linalg.eigh(centred.T @ centred / max(len(flat) - 1, 1))
+        self.mean, self.rotation = mean.float(), vectors.flip(1).float()  # principal axes, largest variance first
+        variances = variances.flip(0).clamp_min(0)
+        # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
+        self.scale = ((variances + 1e-3 * variances.max()).rsqrt() if whiten else torch.ones_like(variances)).float()
+
+    def to(self, device) -> "PCA":
+        self.mean, self.scale, self.rotation = self.mean.to(device), self.scale.to(device), self.rotation.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (((x.flatten(1) - self.mean) @ self.rotation) * self.scale).view_as(x)
 
 
@@ -252,7 +256,7 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
     """
     g = torch.Generator().manual_seed(seed)
-    x, y, x_test, y_test = LOADERS[cfg.kind](cfg, g)
+    x, y, x_test, y_test = DATASETS.create(cfg, cfg, g)
     if x_test is None:
         x, y, x_test, y_test = _carve(x, y, cfg.test_fraction, g)
     x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
@@ -262,11 +266,11 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
         raise ConfigError(f"data: no training samples left (data.subset={cfg.subset}, data.val_fraction={cfg.val_fraction})")
     task = "classification" if y.dtype == torch.int64 else "regression"
     num_outputs = int(torch.cat([y, y_test]).max()) + 1 if task == "classification" else y.shape[1]
-    normalizer = Normalizer(cfg.normalize, x)
+    normalizer = NORMALIZERS.create(None, x, kind=cfg.normalize)
     splits = [Split(x, y), Split(x_val, y_val), Split(x_test, y_test)]
     if prenormalize:
         splits = [Split(normalizer(s.x), s.y) for s in splits]
-        normalizer = Normalizer("none", x[:1])
+        normalizer = Identity(x)
     home = storage_device(sum(t.numel() * t.element_size() for s in splits for t in (s.x, s.y)), device,
                           cfg.device_memory_gb)
     if home != device:
@@ -296,10 +300,27 @@ def _carve(x, y, fraction, g):
     return x[rest], y[rest], x[part], y[part]
 
 
+def shuffled(n: int, batch_size: int, g: torch.Generator, device) -> Iterator[torch.Tensor | slice]:
+    if batch_size == n:  # full-batch GD reads the tensors as they are
+        yield from sequential(n, batch_size, g, device)
+        return
+    yield from torch.randperm(n, generator=g).to(device).split(batch_size)
+
+
+def with_replacement(n: int, batch_size: int, g: torch.Generator, device) -> Iterator[torch.Tensor | slice]:
+    for _ in range(math.ceil(n / batch_size)):
+        yield torch.randint(n, (batch_size,), generator=g).to(device)
+
+
+def sequential(n: int, batch_size: int, g: torch.Generator, device) -> Iterator[torch.Tensor | slice]:
+    # contiguous slices are views: no gather at all
+    for start in range(0, n, batch_size):
+        yield slice(start, start + batch_size)
+
+
 class Batches:
-    """Index batches over the train split: `shuffle` permutes every epoch (practical SGD), `replacement`
-    draws every batch at random (canonical SGD), `sequential` keeps the order. The order of each epoch
-    is a function of (seed, epoch) alone, so a resumed run sees the same batches."""
+    """Index batches over the train split, drawn by the sampler (registry.SAMPLERS). The order of each
+    epoch is a function of (seed, epoch) alone, so a resumed run sees the same batches."""
 
     def __init__(self, n: int, batch_size: int, sampler: str, seed: int, device: torch.device):
         self.n, self.batch_size, self.sampler, self.seed, self.device = n, min(batch_size, n), sampler, seed, device
@@ -309,14 +330,4 @@ class Batches:
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor | slice]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        if self.sampler == "sequential" or (self.sampler == "shuffle" and self.batch_size == self.n):
-            # contiguous slices are views: no gather at all (full-batch GD reads the tensors as they are)
-            for start in range(0, self.n, self.batch_size):
-                yield slice(start, start + self.batch_size)
-            return
-        if self.sampler == "shuffle":
-            order = torch.randperm(self.n, generator=g).to(self.device)
-            yield from order.split(self.batch_size)
-        else:
-            for _ in range(len(self)):
-                yield torch.randint(self.n, (self.batch_size,), generator=g).to(self.device)
+        return SAMPLERS.create(None, self.n, self.batch_size, g, self.device, kind=self.sampler)

@@ -1,4 +1,4 @@
-"""Losses: registry name -> function(task, num_classes, smoothing, knobs) giving loss(output, target).
+"""Losses: functions(task, num_classes, smoothing, knobs) giving loss(output, target); records in registry.LOSSES.
 
 The model always outputs raw scores; the loss applies the output activation it implies
 (softmax for cross_entropy, log-softmax for nll and kl_div, sigmoid for bce, identity for regression).
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from .config import ConfigError
-from .registry import create
+from .registry import LOSSES
 
 
 def probabilities(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -49,15 +49,12 @@ def _regression(fn):
     return make
 
 
-def huber(task, num_classes, smoothing, delta=1.0):
+mse = _regression(F.mse_loss)
+l1 = _regression(F.l1_loss)
+
+
+def huber(task, num_classes, smoothing, delta):
     return _regression(F.huber_loss)(task, num_classes, smoothing, delta=delta)
-
-
-LOSSES = {
-    "cross_entropy": cross_entropy, "nll": nll, "bce": bce, "kl_div": kl_div,
-    "mse": _regression(F.mse_loss), "l1": _regression(F.l1_loss), "huber": huber,
-}
-CLASSIFICATION_ONLY = ("cross_entropy", "nll", "bce", "kl_div")
 
 
 def make_loss(cfg: DictConfig | None, task: str, num_classes: int, smoothing: float):
@@ -65,11 +62,11 @@ def make_loss(cfg: DictConfig | None, task: str, num_classes: int, smoothing: fl
 
     if cfg is None:
         cfg = OmegaConf.create({"kind": "cross_entropy" if task == "classification" else "mse"})
-    if task == "regression" and cfg.kind in CLASSIFICATION_ONLY:
+    if task == "regression" and LOSSES[cfg.kind].traits.get("classification_only"):
         raise ConfigError(f"loss={cfg.kind} needs class labels; this data is regression: use loss=mse, l1 or huber")
     if task == "regression" and smoothing:
         raise ConfigError("regularization.label_smoothing needs class labels; this data is regression")
-    return create(LOSSES, cfg, "loss", task, num_classes, smoothing), cfg.kind
+    return LOSSES.create(cfg, task, num_classes, smoothing), cfg.kind
 
 
 def metric(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:

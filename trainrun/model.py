@@ -1,4 +1,4 @@
-"""Model architectures: registry name -> builder(spec, layers, knobs) -> nn.Module, and transfer learning.
+"""Model architectures: builders(data, layers, knobs) -> nn.Module (records in registry.MODELS), and transfer learning.
 
 Every model's output layer is named `head`; hidden blocks are built by `Layers.block`, the one place
 where the chosen activation, norm (and its position) and dropout are put together. Input shape and
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from .config import ConfigError
 from .data import Data
 from .init import LAYERS_WITH_WEIGHTS, initialize
 from .norm import make_norm
-from .registry import create
+from .registry import ACTIVATIONS, INITS, MODELS, NORMS
 
 log = logging.getLogger("trainrun")
 
@@ -44,7 +43,8 @@ class Layers:
         order = [("norm", norm), ("act", act)] if self.norm.position == "before" else [("act", act), ("norm", norm)]
         parts = [(type(layer).__name__.lower(), layer)] + [(n, m) for n, m in order if m is not None]
         if self.dropout:
-            parts.append(("dropout", (nn.AlphaDropout if self.activation.kind == "selu" else nn.Dropout)(self.dropout)))
+            self_normalizing = ACTIVATIONS.trait(self.activation.kind, "self_normalizing")
+            parts.append(("dropout", (nn.AlphaDropout if self_normalizing else nn.Dropout)(self.dropout)))
         return nn.Sequential(OrderedDict(parts))
 
 
@@ -57,7 +57,7 @@ def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, 
     return nn.Sequential(OrderedDict(modules))
 
 
-def mlp(data: Data, layers: Layers, hidden=(256, 256)):
+def mlp(data: Data, layers: Layers, hidden):
     return _hidden_stack([("flatten", nn.Flatten())], math.prod(data.input_shape), list(hidden), layers, data.num_outputs)
 
 
@@ -65,12 +65,10 @@ def linear(data: Data, layers: Layers):
     return mlp(data, layers, hidden=())
 
 
-def convnet(data: Data, layers: Layers, dims: int, channels=(32, 64), kernel_size=3, pool="max", hidden=(128,)):
+def convnet(data: Data, layers: Layers, dims: int, channels, kernel_size, pool, hidden):
     if len(data.input_shape) != dims + 1:
         want = "images (C, H, W)" if dims == 2 else "sequences (C, L)"
         raise ConfigError(f"model={'cnn' if dims == 2 else 'cnn1d'} needs {want}; this data has shape {data.input_shape}")
-    if pool not in ("max", "avg", "none"):
-        raise ConfigError(f"model.pool={pool} is invalid: expected max, avg or none")
     conv = nn.Conv2d if dims == 2 else nn.Conv1d
     pooling = {"max": nn.MaxPool2d if dims == 2 else nn.MaxPool1d, "avg": nn.AvgPool2d if dims == 2 else nn.AvgPool1d}
     modules, width, size = [], data.input_shape[0], list(data.input_shape[1:])
@@ -87,7 +85,7 @@ def convnet(data: Data, layers: Layers, dims: int, channels=(32, 64), kernel_siz
     modules.append(("flatten", nn.Flatten()))
     # instance norm needs positions to average over: the conv blocks have them, the dense head does not
     return _hidden_stack(modules, width * math.prod(size), list(hidden), layers, data.num_outputs,
-                         with_norm=layers.norm.kind != "instance")
+                         with_norm=not NORMS.trait(layers.norm.kind, "needs_positions"))
 
 
 class BasicBlock(nn.Module):
@@ -106,7 +104,7 @@ class BasicBlock(nn.Module):
         return self.act(self.norm2(self.conv2(self.conv1(x))) + self.shortcut(x))
 
 
-def resnet(data: Data, layers: Layers, depth=20, width=16):
+def resnet(data: Data, layers: Layers, depth, width):
     if not data.is_image:
         raise ConfigError(f"model=resnet needs images (C, H, W); this data has shape {data.input_shape}")
     if depth < 8 or (depth - 2) % 6:
@@ -131,7 +129,7 @@ class PolynomialFeatures(nn.Module):
         return x.pow(self.powers)  # (N, 1) -> (N, degree): [x, x^2, ..., x^degree]
 
 
-def polynomial(data: Data, layers: Layers, degree=3):
+def polynomial(data: Data, layers: Layers, degree):
     if data.input_shape != (1,):
         raise ConfigError(f"model=polynomial needs one scalar input (data=polynomial); this data has shape {data.input_shape}")
     return nn.Sequential(OrderedDict([("features", PolynomialFeatures(degree)), ("head", nn.Linear(degree, data.num_outputs))]))
@@ -144,7 +142,7 @@ class RepeatChannels(nn.Module):
         return x.expand(-1, 3, -1, -1)
 
 
-def torchvision_model(data: Data, layers: Layers, name="resnet18", weights=None):
+def torchvision_model(data: Data, layers: Layers, name, weights=None):
     from torchvision import models
 
     if not data.is_image:
@@ -161,24 +159,17 @@ def torchvision_model(data: Data, layers: Layers, name="resnet18", weights=None)
     return net
 
 
-MODELS = {
-    "mlp": mlp, "linear": linear, "cnn": partial(convnet, dims=2), "cnn1d": partial(convnet, dims=1),
-    "resnet": resnet, "polynomial": polynomial, "torchvision": torchvision_model,
-}
-
-
 def build_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, set[str]]:
     """The initialized model and the names of parameters reused from model.checkpoint."""
-    if cfg.activation.kind == "sign":
-        log.warning("activation=sign has zero gradient almost everywhere: the layers below it will not learn")
-    if cfg.init.kind == "zeros":
-        log.warning("init=zeros: every hidden unit gets the same gradient, so they stay identical (symmetry)")
+    for registry, group in ((ACTIVATIONS, cfg.activation), (INITS, cfg.init)):
+        if registry.trait(group.kind, "warning"):
+            log.warning(registry.trait(group.kind, "warning"))
     layers = Layers(cfg.activation, cfg.norm, cfg.regularization.dropout)
-    model = create(MODELS, cfg.model, "model", data, layers, skip=("checkpoint", "freeze", "head_only"))
-    if cfg.model.kind == "torchvision" and (cfg.activation.kind != "relu" or cfg.norm.kind != "none"):
-        log.warning("model=torchvision keeps its own activations and norms: activation and norm are ignored")
+    model = MODELS.create(cfg.model, data, layers)
+    if MODELS.trait(cfg.model.kind, "own_layers") and (cfg.activation.kind != "relu" or cfg.norm.kind != "none"):
+        log.warning(f"model={cfg.model.kind} keeps its own activations and norms: activation and norm are ignored")
     initialize(model, cfg.init, nonlinearity(cfg.activation))
-    if cfg.norm.kind == "weight":
+    if NORMS.trait(cfg.norm.kind, "reparametrizes"):
         for layer in [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS)]:
             nn.utils.parametrizations.weight_norm(layer)
     reused = set()

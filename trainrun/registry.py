@@ -1,52 +1,299 @@
-"""One helper behind every group's registry: pick the builder for `cfg.kind`, pass it the knobs it takes.
+"""Every option of every group, one frozen record each: its builder, the knobs it takes, its traits.
 
-A registry is a plain dict from option name to a callable (a torch class or a small function).
-The knobs set in the config (not None) are passed as keyword arguments; a knob that the chosen
-option does not take is a ConfigError naming it and listing the ones it does take.
+This is the catalog. Adding an option is one YAML file under conf/<group>/ and one record here (and a
+builder, where torch has none). Builders are named by import path and imported on first use, so
+`--help` and config errors never import torch. Code elsewhere asks a record for a trait
+(`OPTIMIZERS["lbfgs"].traits["needs_closure"]`), never compares option names.
+
+`Registry.create` is the one way an option is built: it passes the option's knobs (as set in the
+config) to its builder, and turns any exception raised while building into one line that names the
+group, the option and its knobs.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Mapping
+import contextlib
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from .config import ConfigError, DataError
 
 
-def knobs(cfg: DictConfig, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The config's set values as plain Python, without `kind` and the keys in `skip`."""
-    values = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in values.items() if v is not None and k != "kind" and k not in skip}
+@dataclass(frozen=True)
+class Option:
+    build: str | None  # "module:attribute"; None for an option that is only its traits (precision)
+    knobs: tuple[str, ...] = ()  # the schema keys it takes; its YAML sets each
+    preset: Mapping[str, Any] = field(default_factory=dict)  # arguments always passed (nesterov=True)
+    traits: Mapping[str, Any] = field(default_factory=dict)
+
+    def builder(self) -> Callable:
+        module, _, name = self.build.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def accepted(fn: Callable) -> set[str] | None:
-    """Keyword names `fn` takes, or None when it takes any (**kwargs)."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+def option(build: str | None, knobs: str = "", preset: Mapping | None = None, **traits) -> Option:
+    return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), MappingProxyType(traits))
 
 
-def check_knobs(fn: Callable, given: Mapping[str, Any], where: str, supplied: int = 0, internal=()) -> None:
-    """Raise on a knob `fn` does not take; `supplied` leading arguments and `internal` names are ours."""
-    names = accepted(fn)
-    if names is None:
-        return
-    leading = [p.name for p in inspect.signature(fn).parameters.values()][:supplied]
-    user_knobs = sorted(names - set(leading) - set(internal) - {"inplace", "foreach", "maximize", "capturable",
-                                                                 "differentiable", "fused", "verbose"})
-    for key in given:
-        if key not in names:
-            raise ConfigError(f"{where}.{key} does not apply here; it takes: {', '.join(user_knobs) or 'no knobs'}")
+class Registry(Mapping[str, Option]):
+    def __init__(self, group: str, options: dict[str, Option]):
+        self.group, self.options = group, options
+
+    def __getitem__(self, kind: str) -> Option:
+        if kind not in self.options:
+            close = difflib.get_close_matches(str(kind), self.options, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown {self.group} '{kind}'{hint}; choose one of: {', '.join(sorted(self.options))}")
+        return self.options[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.options)
+
+    def __len__(self) -> int:
+        return len(self.options)
+
+    def trait(self, kind: str, name: str, default: Any = False) -> Any:
+        return self[kind].traits.get(name, default)
+
+    def check_knobs(self, cfg: DictConfig, kind: str) -> None:
+        """A knob set in `cfg` that option `kind` does not take is an error naming the ones it does."""
+        from .config import schema_at
+
+        takes = self[kind].knobs
+        per_option = [f.name for f in _fields(schema_at([self.group])) if f.metadata.get("per_option")]
+        for key in per_option:
+            if key in cfg and cfg[key] is not None and key not in takes:
+                where = f"augmentation.{kind}" if self.group == "augmentation" else f"{self.group}={kind}: {self.group}"
+                raise ConfigError(f"{where}.{key} does not apply here; it takes: {', '.join(takes) or 'no knobs'}")
+
+    def knobs(self, cfg: DictConfig, kind: str) -> dict[str, Any]:
+        """The knobs option `kind` takes that `cfg` sets, as plain Python values."""
+        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        return {k: values[k] for k in self[kind].knobs if values.get(k) is not None}
+
+    def create(self, cfg: DictConfig | None, *args: Any, kind: str | None = None, **context: Any) -> Any:
+        """The option's builder called with (*args, **context, **preset, **knobs)."""
+        kind = kind or cfg.kind
+        record = self[kind]
+        given = self.knobs(cfg, kind) if cfg is not None else {}
+        with building(self.group, kind, given):
+            return record.builder()(*args, **context, **record.preset, **given)
 
 
-def create(registry: Mapping[str, Callable], cfg: DictConfig, group: str, *args: Any,
-           skip: tuple[str, ...] = (), **context: Any) -> Any:
-    """registry[cfg.kind](*args, **context, **knobs), with every set knob checked against its signature."""
-    if cfg.kind not in registry:
-        raise ConfigError(f"unknown {group} '{cfg.kind}'; choose one of: {', '.join(sorted(registry))}")
-    fn = registry[cfg.kind]
-    given = knobs(cfg, skip)
-    check_knobs(fn, given, f"{group}={cfg.kind}: {group}", len(args), context)
-    return fn(*args, **context, **given)
+def _fields(schema):
+    import dataclasses
+
+    return dataclasses.fields(schema) if schema else ()
+
+
+@contextlib.contextmanager
+def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
+    """Any exception raised while building an option becomes one ConfigError naming it and its knobs.
+
+    Our own ConfigError and DataError pass through: they already say what is wrong."""
+    try:
+        yield
+    except (ConfigError, DataError):
+        raise
+    except Exception as error:
+        knobs = ", ".join(f"{group}.{k}={v}" for k, v in (given or {}).items())
+        message = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ConfigError(f"{group}={kind}: {message}" + (f" ({knobs})" if knobs else "")) from error
+
+
+# ----------------------------------------------------------------------------------------------------
+# The catalog. Traits, by group:
+#   optimizer: needs_closure (step takes a closure that re-evaluates the loss), one_param_group,
+#              weight_decay_knob (it takes optimizer.weight_decay)
+#   scheduler: steps_on_metric (stepped with the monitored metric), spans_run (shaped by the run's length)
+#   activation: gain (torch.nn.init.calculate_gain's name), slope (the knob giving leaky_relu's slope),
+#              self_normalizing (dropout becomes alpha dropout), warning
+#   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
+#   model: own_layers (ignores activation and norm);  augmentation: mixes_labels
+#   data: images (pixels in [0, 1], so pixel augmentations apply)
+#   precision: autocast (dtype name), grad_scaler
+
+_SGD_KNOBS = "lr momentum dampening weight_decay"
+OPTIMIZERS = Registry("optimizer", {
+    "sgd": option("torch.optim:SGD", "lr weight_decay"),
+    "momentum": option("torch.optim:SGD", _SGD_KNOBS),
+    "nesterov": option("torch.optim:SGD", "lr momentum weight_decay", preset={"nesterov": True}),
+    "adagrad": option("torch.optim:Adagrad", "lr lr_decay initial_accumulator_value eps weight_decay"),
+    "adadelta": option("torch.optim:Adadelta", "lr rho eps weight_decay"),
+    "rmsprop": option("torch.optim:RMSprop", "lr alpha eps momentum centered weight_decay"),
+    "adam": option("torch.optim:Adam", "lr betas eps amsgrad weight_decay"),
+    "adamw": option("torch.optim:AdamW", "lr betas eps amsgrad weight_decay"),
+    "adamax": option("torch.optim:Adamax", "lr betas eps weight_decay"),
+    "nadam": option("torch.optim:NAdam", "lr betas eps momentum_decay decoupled_weight_decay weight_decay"),
+    "radam": option("torch.optim:RAdam", "lr betas eps decoupled_weight_decay weight_decay"),
+    "lbfgs": option("torch.optim:LBFGS", "lr max_iter history_size line_search_fn",
+                    needs_closure=True, one_param_group=True),
+})
+
+SCHEDULERS = Registry("scheduler", {
+    "none": option("trainrun.scheduler:constant"),
+    "step": option("trainrun.scheduler:step", "step_size gamma"),
+    "multistep": option("trainrun.scheduler:multistep", "milestones gamma"),
+    "exponential": option("trainrun.scheduler:exponential", "gamma"),
+    "inverse_time": option("trainrun.scheduler:inverse_time", "k"),
+    "cosine": option("trainrun.scheduler:cosine", "eta_min", spans_run=True),
+    "warmup_cosine": option("trainrun.scheduler:warmup_cosine", "warmup_epochs eta_min", spans_run=True),
+    "onecycle": option("trainrun.scheduler:onecycle", "max_lr pct_start", spans_run=True),
+    "cyclic": option("trainrun.scheduler:cyclic", "base_lr max_lr step_size_up mode"),
+    "plateau": option("trainrun.scheduler:plateau", "factor patience", steps_on_metric=True),
+})
+
+ACTIVATIONS = Registry("activation", {
+    "relu": option("torch.nn:ReLU", gain="relu"),
+    "leaky_relu": option("torch.nn:LeakyReLU", "negative_slope", gain="leaky_relu", slope="negative_slope"),
+    "prelu": option("torch.nn:PReLU", "num_parameters init", gain="leaky_relu", slope="init"),
+    "rrelu": option("torch.nn:RReLU", "lower upper", gain="leaky_relu", slope=("lower", "upper")),
+    "elu": option("torch.nn:ELU", "alpha", gain="relu"),
+    "selu": option("torch.nn:SELU", gain="selu", self_normalizing=True),
+    "celu": option("torch.nn:CELU", "alpha", gain="relu"),
+    "gelu": option("torch.nn:GELU", "approximate", gain="relu"),
+    "silu": option("torch.nn:SiLU", gain="relu"),
+    "mish": option("torch.nn:Mish", gain="relu"),
+    "softplus": option("torch.nn:Softplus", "beta threshold", gain="relu"),
+    "tanh": option("torch.nn:Tanh", gain="tanh"),
+    "sigmoid": option("torch.nn:Sigmoid", gain="sigmoid"),
+    "hardtanh": option("trainrun.activation:hardtanh", "min_val max_val", gain="tanh"),
+    "abs": option("trainrun.activation:Abs", gain="linear"),
+    "identity": option("torch.nn:Identity", gain="linear"),
+    "sign": option("trainrun.activation:Sign", gain="linear",
+                   warning="activation=sign has zero gradient almost everywhere: the layers below it will not learn"),
+})
+
+INITS = Registry("init", {
+    "default": option("trainrun.init:default"),
+    "xavier_uniform": option("trainrun.init:xavier_uniform", "gain"),
+    "xavier_normal": option("trainrun.init:xavier_normal", "gain"),
+    "kaiming_uniform": option("trainrun.init:kaiming_uniform", "mode"),
+    "kaiming_normal": option("trainrun.init:kaiming_normal", "mode"),
+    "lecun_uniform": option("trainrun.init:lecun_uniform"),
+    "lecun_normal": option("trainrun.init:lecun_normal"),
+    "orthogonal": option("trainrun.init:orthogonal", "gain"),
+    "normal": option("trainrun.init:normal", "mean std"),
+    "uniform": option("trainrun.init:uniform", "a b"),
+    "zeros": option("trainrun.init:zeros",
+                    warning="init=zeros: every hidden unit gets the same gradient, so they stay identical (symmetry)"),
+})
+
+NORMS = Registry("norm", {
+    "none": option("trainrun.norm:no_layer"),
+    "batch": option("trainrun.norm:batch", "eps momentum", batch_statistics=True),
+    "layer": option("trainrun.norm:layer", "eps"),
+    "group": option("trainrun.norm:group", "num_groups eps"),
+    "instance": option("trainrun.norm:instance", "eps affine", needs_positions=True),
+    "weight": option("trainrun.norm:no_layer", reparametrizes=True),
+})
+
+LOSSES = Registry("loss", {
+    "cross_entropy": option("trainrun.loss:cross_entropy", classification_only=True),
+    "nll": option("trainrun.loss:nll", classification_only=True),
+    "bce": option("trainrun.loss:bce", classification_only=True),
+    "kl_div": option("trainrun.loss:kl_div", classification_only=True),
+    "mse": option("trainrun.loss:mse"),
+    "l1": option("trainrun.loss:l1"),
+    "huber": option("trainrun.loss:huber", "delta"),
+})
+
+MODELS = Registry("model", {
+    "mlp": option("trainrun.model:mlp", "hidden"),
+    "linear": option("trainrun.model:linear"),
+    "cnn": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}),
+    "cnn1d": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1}),
+    "resnet": option("trainrun.model:resnet", "depth width"),
+    "polynomial": option("trainrun.model:polynomial", "degree"),
+    "torchvision": option("trainrun.model:torchvision_model", "name weights", own_layers=True),
+})
+
+AUGMENTATIONS = Registry("augmentation", {
+    "flip": option("trainrun.augmentation:flip", "p"),
+    "crop": option("trainrun.augmentation:crop", "p padding"),
+    "rotate": option("trainrun.augmentation:rotate", "p degrees"),
+    "affine": option("trainrun.augmentation:affine", "p degrees translate scale"),
+    "noise": option("trainrun.augmentation:noise", "p std"),
+    "erase": option("trainrun.augmentation:erase", "p scale"),
+    "blur": option("trainrun.augmentation:blur", "p kernel_size sigma"),
+    "color": option("trainrun.augmentation:color", "p brightness contrast saturation hue groups"),
+    "randaugment": option("trainrun.augmentation:randaugment", "num_ops magnitude groups"),
+    "autoaugment": option("trainrun.augmentation:autoaugment", "policy groups"),
+    "trivialaugment": option("trainrun.augmentation:trivialaugment", "groups"),
+    "mixup": option("trainrun.augmentation:mixup", "alpha", mixes_labels=True),
+    "cutmix": option("trainrun.augmentation:cutmix", "alpha", mixes_labels=True),
+})
+
+DATASETS = Registry("data", {
+    "digits": option("trainrun.data:digits", images=True),
+    "mnist": option("trainrun.data:mnist", images=True),
+    "fashion_mnist": option("trainrun.data:fashion_mnist", images=True),
+    "cifar10": option("trainrun.data:cifar10", images=True),
+    "mnist1d": option("trainrun.data:mnist1d"),
+    "polynomial": option("trainrun.data:polynomial", "n_samples noise"),
+    "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise"),
+    "spirals": option("trainrun.data:spirals", "n_samples noise turns"),
+    "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", images=True),
+})
+
+NORMALIZERS = Registry("normalize", {
+    "none": option("trainrun.data:Identity"),
+    "standardize": option("trainrun.data:Standardize"),
+    "pca": option("trainrun.data:PCA", preset={"whiten": False}),
+    "whiten": option("trainrun.data:PCA", preset={"whiten": True}),
+})
+
+SAMPLERS = Registry("sampler", {
+    "shuffle": option("trainrun.data:shuffled"),  # a new permutation every epoch (practical SGD)
+    "replacement": option("trainrun.data:with_replacement"),  # every batch drawn at random (canonical SGD)
+    "sequential": option("trainrun.data:sequential"),
+})
+
+PRECISIONS = Registry("precision", {
+    "32": option(None),
+    "bf16": option(None, autocast="bfloat16"),
+    "16-mixed": option(None, autocast="float16", grad_scaler=True),
+})
+
+PRUNERS = Registry("pruner", {
+    "median": option("optuna.pruners:MedianPruner", "n_startup_trials n_warmup_steps"),
+    "successive_halving": option("optuna.pruners:SuccessiveHalvingPruner", "min_resource"),
+    "hyperband": option("optuna.pruners:HyperbandPruner", "min_resource"),
+    "none": option("optuna.pruners:NopPruner"),
+})
+
+SEARCH_SAMPLERS = Registry("hydra.sweeper.sampler", {
+    "tpe": option("optuna.samplers:TPESampler"),
+    "random": option("optuna.samplers:RandomSampler"),  # Bergstra and Bengio 2012
+})
+
+REGISTRIES = {r.group: r for r in (OPTIMIZERS, SCHEDULERS, ACTIVATIONS, INITS, NORMS, LOSSES, MODELS, AUGMENTATIONS,
+                                   DATASETS, NORMALIZERS, SAMPLERS, PRECISIONS, PRUNERS, SEARCH_SAMPLERS)}
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """What two groups' traits rule out together, before anything is built."""
+    norm, opt, sched = NORMS[cfg.norm.kind], OPTIMIZERS[cfg.optimizer.kind], SCHEDULERS[cfg.scheduler.kind]
+    if norm.traits.get("batch_statistics") and cfg.data.batch_size == 1:
+        raise ConfigError(f"norm={cfg.norm.kind} cannot work with data.batch_size=1 (batch statistics of one sample); "
+                          "use norm=layer or norm=group, or a larger batch")
+    if cfg.regularization.max_norm is not None and norm.traits.get("reparametrizes"):
+        raise ConfigError(f"regularization.max_norm cannot bound weights that norm={cfg.norm.kind} reparametrizes; "
+                          "use one of them")
+    if opt.traits.get("needs_closure") and PRECISIONS[cfg.trainer.precision].traits.get("grad_scaler"):
+        raise ConfigError(f"optimizer={cfg.optimizer.kind} cannot run with trainer.precision={cfg.trainer.precision} "
+                          "(GradScaler has no closures)")
+    if sched.traits.get("steps_on_metric") and cfg.scheduler.interval == "step":
+        raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
+                          "set scheduler.interval=epoch")
+    act = cfg.activation
+    if act.lower is not None and act.upper is not None and act.lower > act.upper:
+        raise ConfigError(f"activation={act.kind}: activation.lower={act.lower} must not exceed activation.upper={act.upper}")
+    if act.min_val is not None and act.max_val is not None and act.min_val >= act.max_val:
+        raise ConfigError(f"activation={act.kind}: activation.min_val={act.min_val} must be below activation.max_val={act.max_val}")
+    if cfg.init.a is not None and cfg.init.b is not None and cfg.init.a >= cfg.init.b:
+        raise ConfigError(f"init={cfg.init.kind}: init.a={cfg.init.a} must be below init.b={cfg.init.b}")

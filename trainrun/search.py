@@ -1,16 +1,14 @@
 """Optuna pieces shared by the sweeper plugin (hydra_plugins/trainrun_optuna) and a run being searched."""
 from __future__ import annotations
 
+from typing import Mapping
 
-def make_pruner(kind: str, n_startup_trials: int = 2, n_warmup_steps: int = 1, min_resource: int = 1):
-    import optuna.pruners as p
 
-    return {
-        "median": lambda: p.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps),
-        "successive_halving": lambda: p.SuccessiveHalvingPruner(min_resource=min_resource),
-        "hyperband": lambda: p.HyperbandPruner(min_resource=min_resource),
-        "none": p.NopPruner,
-    }[kind]()
+def make_pruner(cfg: Mapping):
+    """The pruner that trainer.pruning (or hydra.sweeper.pruner) names, with the knobs its record lists."""
+    from .registry import PRUNERS
+
+    return PRUNERS.create(cfg, kind=cfg["kind"])
 
 
 def make_storage(url: str):
@@ -31,6 +29,6 @@ def open_trial(cfg):
     import optuna
 
     study = optuna.load_study(study_name=cfg.study, storage=make_storage(cfg.storage),
-                              pruner=make_pruner(cfg.kind, cfg.n_startup_trials, cfg.n_warmup_steps, cfg.min_resource))
+                              pruner=make_pruner(cfg))
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, cfg.trial)
     return optuna.Trial(study, trial_id)

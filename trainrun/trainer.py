@@ -31,9 +31,10 @@ from .data import Batches, Data, Split, load
 from .logger import TensorBoard
 from .loss import make_loss, metric
 from .model import build_model
-from .optimizer import make_optimizer, needs_closure
+from .optimizer import make_optimizer
 from .regularization import Regularizer
-from .scheduler import make_scheduler
+from .registry import OPTIMIZERS, PRECISIONS, SCHEDULERS
+from .scheduler import make_scheduler, plan_for
 from .search import open_trial
 
 log = logging.getLogger("trainrun")
@@ -196,12 +197,13 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if stopper.monitor.startswith("val/") and len(data.val) == 0:
         raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} needs a validation split: "
                           "set data.val_fraction > 0, or monitor train/loss")
-    scheduler = make_scheduler(cfg.scheduler, optimizer, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
-    if tc.precision == "16-mixed" and device.type == "cpu":
-        log.warning("trainer.precision=16-mixed on CPU is slow and rarely helps; bf16 is the CPU choice")
-    dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(tc.precision)
+    scheduler = make_scheduler(cfg.scheduler, optimizer, plan_for(cfg.scheduler, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode))
+    precision = PRECISIONS[tc.precision].traits
+    if precision.get("grad_scaler") and device.type == "cpu":
+        log.warning(f"trainer.precision={tc.precision} on CPU is slow and rarely helps; bf16 is the CPU choice")
+    dtype = getattr(torch, precision["autocast"]) if "autocast" in precision else None
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.get("grad_scaler", False))
     forward = model
     if world.size > 1:
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -314,7 +316,7 @@ class Run:
     trial: Any = None  # the Optuna trial of a search, to report to and be pruned by
 
     def __post_init__(self):
-        self.closure_step = needs_closure(self.cfg.optimizer)
+        self.closure_step = OPTIMIZERS.trait(self.cfg.optimizer.kind, "needs_closure")
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)  # saved with every checkpoint
         ckpt = self.cfg.trainer.checkpoint  # plain values: checkpoint_due runs every step
         self.checkpoint_every = (ckpt.every_n_epochs or 0, ckpt.every_n_steps or 0, ckpt.every_n_seconds or 0)
@@ -504,7 +506,7 @@ class Run:
             self.tb.scalars(values, self.step)
             self.tb.histograms(self.model, probe_batch(self.data, 128), self.step, epoch)
         if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
-            if self.cfg.scheduler.kind == "plateau":
+            if SCHEDULERS.trait(self.cfg.scheduler.kind, "steps_on_metric"):
                 if self.stopper.monitor in values:
                     self.scheduler.step(values[self.stopper.monitor])
             else:

@@ -22,6 +22,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.search import make_pruner, make_storage
 
 log = logging.getLogger("trainrun")
@@ -73,18 +74,12 @@ def distribution(override: Override):
     raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
 
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "successive_halving", "hyperband", "none")
-
-
 class TrainrunOptunaSweeper(Sweeper):
     def __init__(self, sampler, seed, n_trials, n_jobs, study_name, storage, pruner, params):
-        from trainrun.config import ConfigError
+        from trainrun.config import ConfigError, PruningConfig, check_node
 
-        if sampler not in SAMPLERS:
-            raise ConfigError(f"hydra.sweeper.sampler={sampler} is invalid: expected one of {', '.join(SAMPLERS)}")
-        if pruner.kind not in PRUNERS:
-            raise ConfigError(f"hydra.sweeper.pruner.kind={pruner.kind} is invalid: expected one of {', '.join(PRUNERS)}")
+        SEARCH_SAMPLERS[sampler]  # an unknown one is a ConfigError listing the choices
+        check_node(pruner, PruningConfig, "hydra.sweeper.pruner")
         if n_trials < 1 or n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={n_trials} and n_jobs={n_jobs} must be positive")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
@@ -118,9 +113,9 @@ class TrainrunOptunaSweeper(Sweeper):
         mode = OmegaConf.select(self.config, "trainer.early_stopping.mode")
         maximize = mode == "max" or (mode == "auto" and monitor.endswith("acc"))
         url = self.storage_url or f"journal:{(sweep_dir / 'optuna.journal').resolve()}"
-        sampler = (optuna.samplers.RandomSampler if self.sampler_kind == "random" else optuna.samplers.TPESampler)(seed=self.seed)
+        sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
         study = optuna.create_study(study_name=self.study_name, storage=make_storage(url), sampler=sampler,
-                                    pruner=make_pruner(**self.pruner_cfg), load_if_exists=True,
+                                    pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                     direction="maximize" if maximize else "minimize")
         log.info("optuna study %s (%s %s) in %s, %d trials", self.study_name, "maximize" if maximize else "minimize",
                  monitor, url, self.n_trials)
