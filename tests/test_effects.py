@@ -12,7 +12,7 @@ from conftest import make_config, train_run
 from trainrun.data import Batches, load
 from trainrun.registry import AUGMENTATIONS, NORMALIZERS
 from trainrun.model import build_model
-from trainrun.trainer import EarlyStopping
+from trainrun.stopping import EarlyStopping
 
 
 def built(overrides=(), data_overrides=("data=mnist1d",)):
@@ -397,9 +397,9 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
 def test_checkpoint_holds_everything_to_resume(tmp_path):
     train_run(tmp_path, [])
     state = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "step", "early_stopping", "rng", "config"} <= set(state)
-    assert state["epoch"] == 2 and len(state["rng"]) == len(state["progress"]) == 1  # one entry per process
-    assert {"python", "numpy", "torch"} <= set(state["rng"][0])
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "early_stopping", "per_rank", "config"} <= set(state)
+    assert state["epoch"] == 2 and len(state["per_rank"]) == 1  # one entry per process: its RNG and epoch sums
+    assert {"python", "numpy", "torch"} <= set(state["per_rank"][0]["rng"]) and "progress" in state["per_rank"][0]
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
 
 

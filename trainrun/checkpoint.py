@@ -72,6 +72,77 @@ class BackgroundWriter:
         self.raise_errors(block=True)
 
 
+class Checkpointer:
+    """last.pt and best.pt of one run, written by rank 0 in the background.
+
+    `parts` are the objects whose state a resume needs (model, optimizer, scheduler, scaler, early stopping),
+    each with state_dict/load_state_dict, saved under its name; the loop's own counters come with each save.
+    last.pt is due at the end of the first epoch at the latest (a short run never loses everything), then on
+    the configured schedule. best.pt holds only the best weights, their epoch and metrics, and is written
+    with the next last.pt after it changed, before it: a crash between the two never leaves a last.pt whose
+    early stopping knows a better epoch than the weights in best.pt.
+    """
+
+    def __init__(self, run_dir: Path, parts: dict, config: dict, world, cfg: DictConfig):
+        import time
+
+        self.run_dir, self.parts, self.config, self.world = run_dir, parts, config, world
+        self.save_last, self.save_best = cfg.save_last, cfg.save_best
+        self.every = (cfg.every_n_epochs or 0, cfg.every_n_steps or 0, cfg.every_n_seconds or 0)  # plain: read per step
+        self.clock, self.last_time, self.saved_once = time.perf_counter, time.perf_counter(), False
+        self.writer = BackgroundWriter()
+        self.best_state: dict | None = None
+        self.best_epoch, self.best_metrics, self.best_written = 0, {}, 0
+
+    def due(self, step: int, epoch_ended: int = 0) -> bool:
+        """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,
+        or n seconds after the last."""
+        epochs, steps, seconds = self.every
+        return bool((epoch_ended and (not self.saved_once or (epochs and epoch_ended % epochs == 0)))
+                    or (steps and step % steps == 0) or (seconds and self.clock() - self.last_time >= seconds))
+
+    def keep_best(self, model, epoch: int, metrics: dict) -> None:
+        """The best weights so far, in memory (a copy: best_state is never changed in place)."""
+        self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.best_epoch, self.best_metrics = epoch, metrics
+
+    def save(self, counters: dict, per_rank: dict) -> None:
+        """Snapshot now, write in the background. `per_rank` (each rank's RNG and partial epoch sums) is
+        gathered from every rank: a collective, so every rank checkpoints at the same step."""
+        self.last_time, self.saved_once = self.clock(), True
+        ranks = self.world.gather({**per_rank, "rng": rng_states()})
+        if not self.world.is_main:
+            return
+        if self.save_best and self.best_state is not None and self.best_written != self.best_epoch:
+            self.writer.save({"model": self.best_state, "epoch": self.best_epoch, "metrics": self.best_metrics,
+                              "config": self.config}, self.run_dir / "best.pt", copy=False)
+            self.best_written = self.best_epoch
+        if not self.save_last:
+            return
+        state = {name: part.state_dict() if part is not None else None for name, part in self.parts.items()}
+        state.update(counters, best_metrics=self.best_metrics, config=self.config,
+                     per_rank=[{k: v for k, v in r.items()} for r in ranks])
+        self.writer.save(state, self.run_dir / "last.pt")
+
+    def restore(self, saved: dict) -> dict:
+        """Load every part and this rank's RNG; returns the saved counters and this rank's own entries."""
+        for name, part in self.parts.items():
+            if part is not None:
+                part.load_state_dict(saved[name])
+        self.best_metrics, self.saved_once = saved["best_metrics"], True
+        best = self.run_dir / "best.pt"
+        if best.is_file():
+            saved_best = load(best)
+            self.best_state, self.best_epoch = saved_best["model"], saved_best["epoch"]
+            self.best_written = self.best_epoch
+        own = self.world.own(saved["per_rank"])
+        set_rng_states(own["rng"])
+        return {**saved, **own}
+
+    def wait(self) -> None:
+        self.writer.wait()
+
+
 def _copy_tensors(value):
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
@@ -113,15 +184,16 @@ def set_rng_states(states: dict) -> None:
 
 
 def find_run(resume: str, outputs: Path = Path("outputs")) -> Path:
-    """The run directory `trainer.resume` names: a path, or `last` for the newest run with a last.pt."""
+    """The run directory `trainer.resume` names: a path, or `last` for the newest run (by when it started).
+    A run is a directory with a last.pt or, killed before its first checkpoint, Hydra's record of its config."""
     if resume == "last":
-        candidates = sorted(outputs.glob("**/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise CheckpointError(f"trainer.resume=last: no run with a last.pt under {outputs.resolve()}")
-        return candidates[-1].parent
+        started = sorted(outputs.glob("**/.hydra/config.yaml"), key=lambda p: p.stat().st_mtime)
+        if not started:
+            raise CheckpointError(f"trainer.resume=last: no run under {outputs.resolve()}")
+        return started[-1].parent.parent
     run_dir = Path(resume).expanduser()
-    if not (run_dir / "last.pt").is_file():
-        raise CheckpointError(f"trainer.resume={resume}: no last.pt there (give a run directory)")
+    if not (run_dir / "last.pt").is_file() and not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise CheckpointError(f"trainer.resume={resume}: no run there (no last.pt, no .hydra/config.yaml)")
     return run_dir
 
 
@@ -138,7 +210,8 @@ def resumed_config(composed: DictConfig, saved: dict, overridden: list[str]) -> 
         if _plain(ours) != _plain(theirs):
             raise CheckpointError(f"trainer.resume: this run was trained with {key}={_short(theirs)}, "
                                   f"not {_short(ours)}; resume without that override, or start a new run")
-    for key in RESUMABLE_KEYS:
+    # only what this command sets: `trainrun trainer.resume=D` alone continues with the run's own epochs
+    for key in ["trainer.resume", *(k for k in overridden if k.startswith(RESUMABLE_KEYS))]:
         OmegaConf.update(saved_cfg, key, OmegaConf.select(composed, key), merge=False)
     OmegaConf.set_struct(saved_cfg, True)
     return saved_cfg

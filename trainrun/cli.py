@@ -65,23 +65,26 @@ def run(cfg: DictConfig) -> float | None:
         from .console import RunConsole
         from .trainer import train  # torch comes in here
 
-        overrides = dict(o.split("=", 1) for o in hydra_cfg.overrides.task if "=" in o and not o.startswith("hydra"))
+        task = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: "${...}" in an override stays text
+        overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
         metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
     except Exception as error:
+        user_error = describe(error)
         if hydra_cfg.mode == RunMode.MULTIRUN and not SHOW_TRACEBACK:
             # one failed run of a sweep must not hide the others: record it, the summary shows it
-            message = describe(error) or f"{type(error).__name__}: {error}"
+            message = user_error or f"{type(error).__name__}: {error}"
             (run_dir / "error.json").write_text(json.dumps({"error": message}) + "\n")
-            logging.getLogger("trainrun").exception("run failed: %s", message)
+            log = logging.getLogger("trainrun")
+            (log.error if user_error else log.exception)("run failed: %s", message)  # a traceback for bugs only
             print(f"error: run {run_dir.name} failed: {message}", file=sys.stderr)
             return None
-        if not isinstance(error, (ConfigError, DataError)):
+        if user_error is None:
             raise  # a bug: its traceback
         remove_if_unused(run_dir)
         if SHOW_TRACEBACK:
             raise
         # reported here: Hydra would print its own "Error executing job" line first
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     if not metrics:  # a rank other than 0 of a distributed run: rank 0 reports
         return None
@@ -146,6 +149,10 @@ def main() -> None:
         sys.argv = [sys.argv[0], *worker_arguments(sys.argv[1:])]
     global SHOW_TRACEBACK
     SHOW_TRACEBACK = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    refusal = check_command_line(sys.argv[1:])
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's own multi-line report
     try:
         run()
@@ -159,6 +166,33 @@ def main() -> None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def check_command_line(args: list[str]) -> str | None:
+    """What Hydra would answer with a page of usage or a traceback, in one line: an unknown flag, a group
+    set to null or deleted (a run needs one of each), an override that does not parse."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parsed, unknown = get_args_parser().parse_known_args(args)
+    if unknown:
+        return f"unknown flag {unknown[0]} (see trainrun --help)"
+    parser = OverridesParser.create()
+    for arg in parsed.overrides or []:
+        try:
+            override = parser.parse_override(arg)
+        except HydraException as error:
+            return f"cannot parse the override {arg}: {str(error).splitlines()[0]}"
+        key = override.get_key_element().lstrip("~+")
+        if key in REQUIRED_GROUPS and (override.is_delete() or override.value() is None):
+            return (f"{arg}: a run needs one {key} option; choose one of: "
+                    f"{', '.join(sorted(group_options(key)))}")
+    return None
+
+
+# the groups every run has one option of (loss may be null: it follows the data's task)
+REQUIRED_GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "regularization")
 
 
 def describe(error: BaseException) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -306,16 +307,22 @@ class CheckpointConfig:
 
 
 @dataclass
-class PruningConfig:
+class PrunerConfig:
+    """The search's pruner (hydra.sweeper.pruner): which, and its knobs (registry.PRUNERS lists who takes which)."""
+
+    kind: str = setting("median", choices="pruner")
+    n_startup_trials: int = setting(2, **NON_NEGATIVE)  # median: trials that finish before any is pruned
+    n_warmup_steps: int = setting(1, **NON_NEGATIVE)  # median: epochs a trial runs before it can be pruned
+    min_resource: int = setting(1, **POSITIVE_INT)  # successive_halving, hyperband
+
+
+@dataclass
+class PruningConfig(PrunerConfig):
     """Filled in by the Optuna sweeper (hparams_search): the trial this run reports its metric to."""
 
     trial: Optional[int] = None  # null: not part of a search
     storage: Optional[str] = None
     study: str = "trainrun"
-    kind: str = setting("median", choices="pruner")
-    n_startup_trials: int = setting(2, **NON_NEGATIVE)
-    n_warmup_steps: int = setting(1, **NON_NEGATIVE)
-    min_resource: int = setting(1, **POSITIVE_INT)
 
 
 @dataclass
@@ -407,7 +414,10 @@ def validate(cfg: DictConfig) -> None:
     for path, f, integer in declared_fields():
         rng = f.metadata.get("range")
         key = ".".join(path)
-        value = OmegaConf.select(cfg, key)
+        try:
+            value = OmegaConf.select(cfg, key)
+        except OmegaConfBaseException as error:  # an interpolation that does not resolve
+            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
         if rng is not None and value is not None and not rng.accepts(value):
             raise ConfigError(f"{key}={_show(value)} is invalid: expected {rng.describe(integer)}")
     for group in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss"):

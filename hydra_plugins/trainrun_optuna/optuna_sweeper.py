@@ -22,18 +22,11 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.config import ConfigError, PrunerConfig, check_node
 from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.search import make_pruner, make_storage
 
 log = logging.getLogger("trainrun")
-
-
-@dataclass
-class PrunerConf:
-    kind: str = "median"  # median | successive_halving | hyperband | none
-    n_startup_trials: int = 2  # median: trials that finish before any is pruned
-    n_warmup_steps: int = 1  # median: epochs a trial runs before it can be pruned
-    min_resource: int = 1  # successive_halving, hyperband
 
 
 @dataclass
@@ -45,7 +38,7 @@ class TrainrunOptunaSweeperConf:
     n_jobs: int = 1  # trials launched at once (give the launcher as many workers)
     study_name: str = "trainrun"
     storage: Optional[str] = None  # null: a journal file in the sweep directory; or an RDB URL (sqlite:///..., postgresql://...)
-    pruner: PrunerConf = field(default_factory=PrunerConf)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
     params: Dict[str, str] = field(default_factory=dict)
 
 
@@ -76,10 +69,8 @@ def distribution(override: Override):
 
 class TrainrunOptunaSweeper(Sweeper):
     def __init__(self, sampler, seed, n_trials, n_jobs, study_name, storage, pruner, params):
-        from trainrun.config import ConfigError, PruningConfig, check_node
-
         SEARCH_SAMPLERS[sampler]  # an unknown one is a ConfigError listing the choices
-        check_node(pruner, PruningConfig, "hydra.sweeper.pruner")
+        check_node(pruner, PrunerConfig, "hydra.sweeper.pruner")
         if n_trials < 1 or n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={n_trials} and n_jobs={n_jobs} must be positive")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
@@ -104,7 +95,10 @@ class TrainrunOptunaSweeper(Sweeper):
                   + parser.parse_overrides(arguments)}
         space, fixed = {}, []
         for override in by_key.values():
-            dist = distribution(override)
+            try:
+                dist = distribution(override)
+            except ValueError as error:  # e.g. a log scale over negative values
+                raise ConfigError(f"cannot search {override.input_line}: {' '.join(str(error).split())}") from None
             if dist is None:
                 fixed.append(override.input_line)
             else:

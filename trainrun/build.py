@@ -1,0 +1,181 @@
+"""Build every part of a run from its config, and check that they work together before training.
+
+`build` turns the validated config into objects (data, model, optimizer, schedule, loss, augmentation);
+`preflight` then runs one forward and backward pass on a batch of two and steps a copy of the learning-
+rate schedule over the whole run. Anything torch or a builder raises on the way is a ConfigError that
+names the group, the option and its knobs, so a bad value is refused in one line before any training,
+and the run it would have made leaves no directory behind. The check changes nothing: random streams
+are forked and restored, no optimizer step is taken, batch-norm statistics are put back.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from . import distributed
+from .augmentation import make_augmentation
+from .config import ConfigError
+from .data import Batches, Data, load
+from .loss import make_loss
+from .model import build_model
+from .optimizer import make_optimizer
+from .regularization import Regularizer
+from .registry import MODELS, NORMS, PRECISIONS, SCHEDULERS, building
+from .scheduler import Plan, check_schedule, make_scheduler, plan_for
+from .stopping import EarlyStopping, monitor_mode
+
+log = logging.getLogger("trainrun")
+
+
+@dataclass
+class Parts:
+    """What a run is made of; the training loop reads these and changes only their state."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Data
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, or its DistributedDataParallel / torch.compile'd wrapper
+    optimizer: torch.optim.Optimizer
+    plan: Plan
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast: Callable
+    batches: Batches
+    steps_per_epoch: int
+    augment: Callable | None
+    criterion: Callable
+    loss_name: str
+    regularizer: Regularizer
+    stopper: EarlyStopping
+
+    @property
+    def metric(self) -> str:
+        return metric_name(self.data)
+
+
+def metric_name(data: Data) -> str:
+    return "acc" if data.task == "classification" else "mae"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # every device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    # both ways: the runs of a sweep share one process, and one run's choice must not leak into the next
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def build(cfg: DictConfig, world: distributed.World) -> Parts:
+    tc = cfg.trainer
+    seed_everything(tc.seed, tc.deterministic)
+    device = distributed.setup(world, pick_device(tc.device))
+    data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
+    model, reused = build_model(cfg, data)
+    model.to(device)
+    if tc.channels_last and data.is_image:
+        model.to(memory_format=torch.channels_last)
+        data.memory_format = torch.channels_last
+    augment = make_augmentation(cfg.augmentation, data)
+    criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
+    optimizer = make_optimizer(cfg.optimizer, model, reused)
+    batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
+    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.x.device)
+    if NORMS.trait(cfg.norm.kind, "batch_statistics") and len(data.train) % batches.batch_size == 1:
+        raise ConfigError(f"norm={cfg.norm.kind}: the last training batch of each epoch would hold one sample "
+                          f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "
+                          "choose another data.batch_size or data.subset")
+    steps_per_epoch = math.ceil(len(batches) / tc.grad_accum_steps)
+    es = tc.early_stopping
+    stopper = EarlyStopping(es.monitor, monitor_mode(es), es.patience, es.min_delta, es.enabled)
+    known = {f"{split}/{name}" for split in ("train", "val") for name in ("loss", metric_name(data))}
+    if stopper.monitor not in known:
+        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} is not a metric of this run; "
+                          f"choose one of: {', '.join(sorted(known))}")
+    if stopper.monitor.startswith("val/") and len(data.val) == 0:
+        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} needs a validation split: "
+                          "set data.val_fraction > 0, or monitor train/loss")
+    plan = plan_for(cfg.scheduler, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
+    scheduler = make_scheduler(cfg.scheduler, optimizer, plan)
+    precision = PRECISIONS[tc.precision].traits
+    if precision.get("grad_scaler") and device.type == "cpu":
+        log.warning(f"trainer.precision={tc.precision} on CPU is slow and rarely helps; bf16 is the CPU choice")
+    dtype = getattr(torch, precision["autocast"]) if "autocast" in precision else None
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.get("grad_scaler", False))
+    forward = model
+    if world.size > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(tc.seed + world.rank)  # dropout and augmentation draw differently on each rank
+    if tc.compile:
+        forward = torch.compile(forward)
+    return Parts(cfg, device, data, model, forward, optimizer, plan, scheduler, scaler, autocast, batches,
+                 steps_per_epoch, augment, criterion, loss_name, Regularizer(cfg.regularization, model), stopper)
+
+
+def preflight(parts: Parts) -> None:
+    """One forward and backward pass on two training samples, and the schedule over the whole run."""
+    cfg, data, model = parts.cfg, parts.data, parts.model
+    if len(data.train) < 2:
+        raise ConfigError(f"data: {len(data.train)} training sample(s) left; a run needs at least 2 "
+                          f"(data.subset={cfg.data.subset}, data.val_fraction={cfg.data.val_fraction})")
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    cuda = [parts.device] if parts.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        x, y = data.fetch(data.train, slice(0, 2))
+        if parts.augment is not None:
+            with building("augmentation", ",".join(cfg.augmentation)):
+                x, y = parts.augment(x, y)
+        model.train()
+        with building("model", cfg.model.kind, MODELS.knobs(cfg.model, cfg.model.kind)), parts.autocast():
+            out = model(data.normalize(x)).float()
+        expected = (data.num_outputs,)
+        if tuple(out.shape[1:]) != expected:
+            raise ConfigError(f"model={cfg.model.kind}: expected {data.num_outputs} outputs per sample, "
+                              f"got shape {tuple(out.shape[1:])}")
+        loss_kind = cfg.loss.kind if cfg.loss is not None else parts.loss_name
+        with building("loss", loss_kind):
+            loss = parts.regularizer.add_penalty(parts.criterion(out, y))
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    check_schedule(cfg.scheduler, parts.optimizer, parts.plan)
+
+
+def spans_run_guard(cfg: DictConfig, saved_cfg: dict) -> None:
+    """A schedule shaped by the run's length cannot be stretched when a resume changes that length."""
+    saved = saved_cfg["trainer"]
+    changed = [k for k in ("epochs", "max_steps") if saved.get(k) != cfg.trainer[k]]
+    if changed and SCHEDULERS.trait(cfg.scheduler.kind, "spans_run"):
+        key = changed[0]
+        raise ConfigError(f"scheduler={cfg.scheduler.kind} is shaped by the run's length (trainer.{key}="
+                          f"{saved.get(key)} when it started); a resume cannot change trainer.{key}: start a new run")
+
