@@ -27,7 +27,7 @@ BAD_INPUT = [
     (["logger.enabled=sometimes"], "logger.enabled: Value 'sometimes'"),
     (["model.hidden=abc"], "model.hidden"),
     (["model.hidden=[a,b]"], "model.hidden"),
-    (["optimizer.lr=="], "Error parsing override"),
+    (["optimizer.lr=="], "cannot parse the override optimizer.lr==: extraneous input"),
     # out of range
     (["optimizer.lr=-1"], "optimizer.lr=-1.0 is invalid: expected > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0.0 is invalid: expected > 0"),

@@ -123,10 +123,10 @@ def color(data, p, brightness, contrast, saturation, hue, groups):
     return apply
 
 
-def _policy(make: Callable) -> Callable:
+def _policy(name: str, make: Callable) -> Callable:
     """A torchvision auto-augmentation policy, drawn once per group of samples."""
     def factory(data, groups, **knobs):
-        _image_only(data, "policies")
+        _image_only(data, name)
         policy = make(**knobs)
         return lambda x, y: (torch.cat([policy(c) for c in x.tensor_split(groups)]), y)
     return factory
@@ -134,17 +134,17 @@ def _policy(make: Callable) -> Callable:
 
 def randaugment(data, num_ops, magnitude, groups):
     from torchvision.transforms import v2
-    return _policy(v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
+    return _policy("randaugment", v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
 
 
 def autoaugment(data, policy, groups):
     from torchvision.transforms import v2
-    return _policy(lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
+    return _policy("autoaugment", lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
 
 
 def trivialaugment(data, groups):
     from torchvision.transforms import v2
-    return _policy(v2.TrivialAugmentWide)(data, groups)
+    return _policy("trivialaugment", v2.TrivialAugmentWide)(data, groups)
 
 
 def _mixing(name: str, transform: str, images_only: bool):
@@ -159,9 +159,9 @@ def _mixing(name: str, transform: str, images_only: bool):
         mix = getattr(v2, transform)(alpha=alpha, num_classes=data.num_classes)
 
         def apply(x, y):
-            if x.dim() == 3:  # sequences: v2 wants (N, C, H, W)
-                mixed, soft = mix(x.unsqueeze(2), y)
-                return mixed.squeeze(2), soft
+            if x.dim() < 4:  # features and sequences: v2 wants (N, C, H, W); mixup treats them as one row
+                mixed, soft = mix(x.reshape(len(x), 1, 1, -1), y)
+                return mixed.reshape(x.shape), soft
             return mix(x, y)
         return apply
     return factory

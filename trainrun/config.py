@@ -379,7 +379,7 @@ def register() -> None:
 # One generic check of every declaration, then the per-option knobs and the traits that combine groups.
 
 def declared_fields(schema=Config, path: tuple[str, ...] = ()):
-    """(dotted key path, field, is_integer) for every field of the schema, nested dataclasses included."""
+    """(key path, field, type hint) for every field of the schema, nested dataclasses included."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         hint = hints[f.name]
@@ -387,18 +387,19 @@ def declared_fields(schema=Config, path: tuple[str, ...] = ()):
         if inner and typing.get_origin(hint) is not dict:
             yield from declared_fields(inner[0], (*path, f.name))
         else:
-            yield (*path, f.name), f, int in _leaf_types(hint)
+            yield (*path, f.name), f, hint
 
 
-def _leaf_types(hint) -> set:
+def leaf_types(hint) -> set:
+    """The plain types a hint allows: Optional[list[int]] -> {int, NoneType}."""
     args = typing.get_args(hint)
-    return set().union(*map(_leaf_types, args)) if args else {hint}
+    return set().union(*map(leaf_types, args)) if args else {hint}
 
 
 def check_node(node: DictConfig, schema, where: str) -> None:
     """Every declared range of `schema`'s fields on `node` (a group's config); None passes."""
-    for (name,), f, integer in declared_fields(schema):
-        rng = f.metadata.get("range")
+    for (name,), f, hint in declared_fields(schema):
+        rng, integer = f.metadata.get("range"), int in leaf_types(hint)
         value = node[name] if name in node else None
         if rng is not None and value is not None and value != MISSING and not rng.accepts(value):
             raise ConfigError(f"{where}.{name}={_show(value)} is invalid: expected {rng.describe(integer)}")
@@ -411,8 +412,8 @@ def validate(cfg: DictConfig) -> None:
     unknown = _unknown_key(OmegaConf.to_container(cfg))
     if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
         raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
-    for path, f, integer in declared_fields():
-        rng = f.metadata.get("range")
+    for path, f, hint in declared_fields():
+        rng, integer = f.metadata.get("range"), int in leaf_types(hint)
         key = ".".join(path)
         try:
             value = OmegaConf.select(cfg, key)

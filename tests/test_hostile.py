@@ -1,0 +1,183 @@
+"""Hostile input drawn from the schema itself (Hypothesis): every option of every group, its own knobs in
+range, at their edges, out of range, of the wrong type, NaN and infinite, other options' knobs, and random
+combinations across groups. The promise: a run is built and checked (validate, build, preflight), or it is
+refused with a short message that names what is wrong; never a traceback. Most examples run in-process on
+the build step; a few go through the real command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import typing
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import cli, make_config
+from trainrun.config import ConfigError, DataError, declared_fields, schema_at
+from trainrun.registry import REGISTRIES
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# in-memory datasets that need no files (mnist/cifar10 need files; mnist1d's first generation takes seconds)
+FAST_DATA = ["digits", "spirals", "polynomial", "least_squares", "synthetic_images"]
+OPTION_GROUPS = ["model", "activation", "init", "norm", "optimizer", "scheduler", "loss"]
+# group-wide settings worth drawing (the rest of trainer.* changes how long or where a run goes, not what is built)
+SETTINGS = ["data.batch_size", "data.val_fraction", "data.sampler", "data.normalize", "optimizer.lr",
+            "optimizer.backbone_lr_scale", "scheduler.interval", "norm.position", "init.bias",
+            "regularization.weight_decay", "regularization.l1", "regularization.dropout",
+            "regularization.label_smoothing", "regularization.grad_clip_norm", "regularization.max_norm",
+            "trainer.precision", "trainer.grad_accum_steps", "trainer.seed", "trainer.early_stopping.monitor"]
+FIELDS = {".".join(path): (f, hint) for path, f, hint in declared_fields()}
+AUGMENT_FIELDS = {path[0]: (f, hint) for path, f, hint in declared_fields(schema_at(["augmentation", "any"]))}
+STOP_REASONS = {"completed", "early_stopping", "diverged", "pruned"}
+
+
+def base_type(hint):
+    """(type, element type) of a field: Optional[list[int]] -> (list, int); Optional[float] -> (float, None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if typing.get_origin(args[0]) is list:
+        return list, typing.get_args(args[0])[0]
+    return args[0], None
+
+
+def show(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(show(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@st.composite
+def scalar(draw, f, kind, integer: bool, how: str):
+    """One value of `kind` for field `f`, by `how`: in its range, at an edge, out of it, of a wrong type, not finite."""
+    rng = f.metadata.get("range")
+    low = None if rng is None else rng.ge if rng.ge is not None else rng.gt
+    high = None if rng is None else rng.le if rng.le is not None else rng.lt
+    if kind is bool:
+        return draw(st.booleans()) if how != "wrong_type" else "maybe"
+    if kind is str or (rng is not None and rng.allowed() and low is None):
+        choices = list(rng.allowed()) if rng is not None and rng.allowed() else ["abc"]
+        return draw(st.sampled_from(choices)) if how in ("in", "edge", "open_edge") else "bogus_" + draw(st.sampled_from("xyz"))
+    if how == "wrong_type":
+        return draw(st.sampled_from(["abc", "[1,x]", "true"]))
+    if how == "nonfinite" and not integer:
+        return draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    lo = low if low is not None else -3
+    hi = high if high is not None else lo + (64 if integer else 10)
+    if how == "out":
+        return (lo - draw(st.integers(1, 3))) if (low is not None or high is None) else hi + draw(st.integers(1, 3))
+    if how in ("edge", "open_edge"):  # inclusive edges are valid; open ones (gt, lt) are not
+        edges = [rng.ge, rng.le] + ([rng.gt, rng.lt] if how == "open_edge" else []) if rng is not None else []
+        edges = [e for e in edges if e is not None]
+        if edges:
+            return draw(st.sampled_from(edges))
+    if integer:
+        first = math.floor(lo) + 1 if rng is not None and rng.gt is not None else math.ceil(lo)
+        return draw(st.integers(first, int(min(hi, first + 64)) - (rng is not None and rng.lt is not None)))
+    return draw(st.floats(lo, min(hi, lo + 10), allow_nan=False, exclude_min=rng is not None and rng.gt is not None,
+                          exclude_max=rng is not None and rng.lt is not None and hi <= lo + 10))
+
+
+@st.composite
+def value_for(draw, field_and_hint, valid: bool):
+    """A value for a field: with `valid`, in its range or at an inclusive edge; else anything hostile."""
+    f, hint = field_and_hint
+    how = draw(st.sampled_from(["in", "in", "edge"] if valid else ["open_edge", "out", "wrong_type", "nonfinite"]))
+    kind, element = base_type(hint)
+    integer = kind is int
+    if kind is list:
+        rng = f.metadata.get("range")
+        length = rng.length if rng is not None and rng.length else draw(st.integers(1, 3))
+        if how == "out" and draw(st.booleans()):
+            length += 1  # the wrong number of values
+        return [draw(scalar(f, element, element is int, how)) for _ in range(length)]
+    if kind is typing.Any:  # data.batch_size: a number or "full"; model.freeze
+        return draw(st.sampled_from(["full", 1, 2, 16, 0, -1, "half"]))
+    return draw(scalar(f, kind, integer, how))
+
+
+@st.composite
+def hostile_overrides(draw) -> list[str]:
+    valid = draw(st.booleans())  # half the examples stay in range: they explore combinations of groups
+    overrides = [f"data={draw(st.sampled_from(FAST_DATA))}"]
+    for group in OPTION_GROUPS:
+        if draw(st.booleans()):
+            continue  # the default option
+        kind = draw(st.sampled_from(sorted(REGISTRIES[group])))
+        overrides.append(f"{group}={kind}")
+        knobs = list(REGISTRIES[group][kind].knobs)
+        others = [f.name for f in dataclasses.fields(schema_at([group]))
+                  if f.metadata.get("per_option") and f.name not in knobs]
+        for knob in draw(st.lists(st.sampled_from(knobs), max_size=2, unique=True)) if knobs else []:
+            overrides.append(f"{group}.{knob}={show(draw(value_for(FIELDS[f'{group}.{knob}'], valid)))}")
+        if others and not valid and draw(st.integers(0, 4)) == 0:  # a knob this option does not take
+            knob = draw(st.sampled_from(others))
+            overrides.append(f"{group}.{knob}={show(draw(value_for(FIELDS[f'{group}.{knob}'], valid)))}")
+    augmentations = draw(st.lists(st.sampled_from(sorted(REGISTRIES["augmentation"])), max_size=2, unique=True))
+    if augmentations:
+        overrides.append(f"augmentation=[{','.join(augmentations)}]")
+        for name in augmentations:
+            for knob in draw(st.lists(st.sampled_from(REGISTRIES["augmentation"][name].knobs or ("p",)), max_size=1)):
+                overrides.append(f"augmentation.{name}.{knob}={show(draw(value_for(AUGMENT_FIELDS[knob], valid)))}")
+    for key in draw(st.lists(st.sampled_from(SETTINGS), max_size=2, unique=True)):
+        overrides.append(f"{key}={show(draw(value_for(FIELDS[key], valid)))}")
+    return overrides
+
+
+NAMES = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss", "augmentation",
+         "regularization", "trainer")
+
+
+def is_short_and_named(message: str) -> bool:
+    """One or two lines that name the group (and so the key or option) at fault."""
+    lines = message.strip().splitlines()
+    return 1 <= len(lines) <= 2 and len(message) < 600 and any(name in message for name in NAMES)
+
+
+@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "150")))
+@given(hostile_overrides())
+def test_every_drawn_config_is_built_or_refused_in_one_line(overrides):
+    """In-process: compose, validate, build every part and preflight it (no training)."""
+    from trainrun.build import build, preflight
+    from trainrun.cli import describe
+    from trainrun.distributed import World
+
+    try:
+        cfg = make_config([*overrides, "data.subset=96", "logger.enabled=false", "trainer.epochs=2"])
+        preflight(build(cfg, World()))
+    except (ConfigError, DataError) as error:
+        assert is_short_and_named(str(error)), (overrides, str(error))
+    except Exception as error:  # composition errors (a wrong type) are Hydra's and OmegaConf's
+        message = describe(error)
+        assert message is not None, (overrides, repr(error))  # None: a bug, shown with a traceback
+        assert is_short_and_named(message), (overrides, message)
+
+
+def strict_json(text: str) -> dict:
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=int(os.environ.get("HOSTILE_CLI_EXAMPLES", "10")))
+@given(hostile_overrides())
+def test_the_real_command_line_trains_or_refuses_cleanly(tmp_path_factory, overrides):
+    cwd = tmp_path_factory.mktemp("cli")
+    result = cli(*overrides, "data.subset=96", "trainer.max_steps=2", "logger.enabled=false", cwd=cwd)
+    assert "Traceback" not in result.stderr, (overrides, result.stderr[-3000:])
+    if result.returncode == 0:
+        metrics = strict_json(next(cwd.glob("outputs/*/*/metrics.json")).read_text())
+        assert metrics["stop_reason"] in STOP_REASONS
+    else:
+        assert result.returncode == 2, (overrides, result.stderr[-2000:])
+        assert result.stderr.startswith("error: ") and is_short_and_named(result.stderr), result.stderr
+        assert not (cwd / "outputs").exists()
