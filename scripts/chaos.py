@@ -3,6 +3,7 @@
 
     python scripts/chaos.py --cycles 10            # 10 cycles of kill-and-resume on the same run config
     python scripts/chaos.py --cycles 5 --kills 3   # each cycle killed 3 times before it may finish
+    python scripts/chaos.py --early                # also: killed in its first second, before any checkpoint
 
 Each cycle trains the same deterministic run in a fresh directory, sends SIGKILL at random moments
 (checkpoints are written every step, so many kills land inside a checkpoint write), resumes with
@@ -32,13 +33,42 @@ def trainrun(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+DEADLINE_S = 300  # no wait here is open-ended: a hung run fails the check instead of hanging it
+
+
+def wait_for(proc: subprocess.Popen, ready) -> bool:
+    """Poll `ready()` until it is true (True) or the process exits (False); a TimeoutError past the deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    while proc.poll() is None:
+        if ready():
+            return True
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError(f"trainrun did not get there within {DEADLINE_S} s")
+        time.sleep(0.01)
+    return False
+
+
 def wait_for_new_checkpoint(proc: subprocess.Popen, last_pt: Path, seen: int) -> int:
     """Block until the process writes a checkpoint newer than `seen` (or exits); returns its mtime."""
-    while proc.poll() is None:
-        if last_pt.exists() and last_pt.stat().st_mtime_ns != seen:
-            return last_pt.stat().st_mtime_ns
-        time.sleep(0.01)
+    if wait_for(proc, lambda: last_pt.exists() and last_pt.stat().st_mtime_ns != seen):
+        return last_pt.stat().st_mtime_ns
     return seen
+
+
+def killed_before_first_checkpoint(workdir: Path) -> tuple[bool, bool, bool]:
+    """SIGKILL once Hydra has made the run directory and before any last.pt; resume; compare.
+    Returns (killed in time, weights equal, metrics equal)."""
+    run_dir = workdir / "victim"
+    proc = trainrun(f"hydra.run.dir={run_dir}")
+    wait_for(proc, lambda: (run_dir / ".hydra" / "overrides.yaml").exists())  # Hydra's record, written last
+    in_time = not (run_dir / "last.pt").exists() and proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = trainrun(f"trainer.resume={run_dir}")
+    if resumed.wait(timeout=DEADLINE_S) != 0:
+        raise SystemExit(f"the resumed run failed: {resumed.stderr.read()[-500:]}")
+    return in_time, *compare(workdir.parent / "reference", run_dir)
 
 
 def cycle(workdir: Path, kills: int, rng: random.Random) -> tuple[int, bool, bool]:
@@ -75,6 +105,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--kills", type=int, default=2, help="SIGKILLs per cycle")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--early", action="store_true", help="also a cycle killed before its first checkpoint")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,8 +120,15 @@ def main() -> None:
             identical += weights and metrics
             print(f"cycle {i}: {sent} SIGKILLs, weights {'bit-identical' if weights else 'DIFFER'}, "
                   f"metrics {'identical' if metrics else 'DIFFER'}", flush=True)
-    print(f"{identical}/{args.cycles} cycles ended bit-identical to the uninterrupted run")
-    sys.exit(0 if identical == args.cycles else 1)
+        if args.early:
+            (base / "early").mkdir()
+            in_time, weights, metrics = killed_before_first_checkpoint(base / "early")
+            identical += weights and metrics
+            print(f"killed before its first checkpoint ({'in time' if in_time else 'TOO LATE'}): weights "
+                  f"{'bit-identical' if weights else 'DIFFER'}, metrics {'identical' if metrics else 'DIFFER'}")
+    cycles = args.cycles + args.early
+    print(f"{identical}/{cycles} cycles ended bit-identical to the uninterrupted run")
+    sys.exit(0 if identical == cycles else 1)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,18 @@ def test_pip_install_ships_the_configs(tmp_path):
     where = subprocess.run([sys.executable, "-S", "-c", "import trainrun; print(trainrun.__file__)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True).stdout
     assert where.startswith(str(target))
+
+
+@pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_without_a_terminal_each_epoch_is_one_clean_line(tmp_path, env):
+    """SLURM logs, CI, `| tee`: 80 columns, no terminal. One line per epoch, no control codes."""
+    result = cli("trainer.epochs=3", "data.subset=300", "logger.enabled=false", cwd=tmp_path,
+                 env={"COLUMNS": "80", **env})
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 3 and all(line.endswith("s") and "val/acc" in line for line in epochs)
+    after = [result.stdout.splitlines()[result.stdout.splitlines().index(e) + 1] for e in epochs[:-1]]
+    assert all(line.startswith("epoch ") for line in after)  # no stray "0.02s" fragment after an epoch
+    run_dir = next(tmp_path.glob("outputs/*/*"))
+    assert f"run directory: {run_dir}" in result.stdout.splitlines()  # the whole path on one line

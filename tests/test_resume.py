@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import ROOT, cli, read_metrics, train_run
 
+pytestmark = pytest.mark.timeout(600)  # every wait here has a deadline
+
 spec = importlib.util.spec_from_file_location("chaos", ROOT / "scripts" / "chaos.py")
 chaos = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(chaos)  # the same kill-and-resume cycle as scripts/chaos.py
@@ -43,6 +45,56 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(reference):
     victim = reference / "cycle" / "victim"
     for tag in ("lr", "train/batch_loss", "val/loss", "val/acc"):  # no step missing, none twice, same values
         assert scalars(victim, tag) == scalars(reference / "reference", tag), tag
+
+
+def test_sigkill_before_the_first_checkpoint_resumes_by_starting_over_bit_identically(reference):
+    (reference / "early").mkdir()
+    in_time, same_weights, same_metrics = chaos.killed_before_first_checkpoint(reference / "early")
+    assert in_time, "the process wrote a checkpoint before it could be killed"
+    assert same_weights and same_metrics
+
+
+def test_a_completed_run_resumed_with_more_epochs_continues_where_it_ended(tmp_path):
+    args = ["trainer.deterministic=true", "data.subset=300", "logger.enabled=false", "trainer.early_stopping.patience=100"]
+    straight = cli(*args, "trainer.epochs=4", f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    short = cli(*args, "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert straight.returncode == 0 and short.returncode == 0, short.stderr
+    longer = cli(f"trainer.resume={tmp_path / 'run'}", "trainer.epochs=4", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert "completed 2 epochs; continuing to trainer.epochs=4" in longer.stdout.replace("\n", "")
+    ours, theirs = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "straight")
+    assert ours["epochs_run"] == 4 and ours["steps"] == theirs["steps"]
+    assert {k: v for k, v in ours.items() if k != "wall_time_s"} == {k: v for k, v in theirs.items() if k != "wall_time_s"}
+    again = cli(f"trainer.resume={tmp_path / 'run'}", cwd=tmp_path)  # the run's own epochs now: nothing left
+    assert again.returncode == 0 and "already finished (completed)" in again.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_resuming_a_run_length_schedule_with_more_epochs_is_refused(tmp_path, scheduler):
+    run = cli(f"scheduler={scheduler}", "trainer.epochs=2", "data.subset=200", "logger.enabled=false",
+              f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    result = cli(f"trainer.resume={tmp_path / 'run'}", "trainer.epochs=4", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"scheduler={scheduler} is shaped by the run's length (trainer.epochs=2 when it started)" in result.stderr
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_resume_into_another_run_directory_is_refused(tmp_path):
+    assert cli("trainer.epochs=1", "data.subset=200", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path).returncode == 0
+    result = cli(f"trainer.resume={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'elsewhere'}", cwd=tmp_path)
+    assert result.returncode == 2 and "trainer.resume continues in the run's own directory" in result.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_nonfinite_metrics_are_null_in_strict_json(tmp_path):
+    train_run(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "trainer.early_stopping.stop_on_nonfinite=false",
+                         "trainer.epochs=2"])
+    text = (tmp_path / "metrics.json").read_text()
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+    assert metrics["stop_reason"] == "diverged" and "train/loss" in metrics["nonfinite"]
+    assert metrics["train/loss"] is None
 
 
 def test_sigterm_checkpoints_says_how_to_resume_and_resumes_exactly(reference, tmp_path):

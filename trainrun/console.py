@@ -61,10 +61,12 @@ class RunConsole:
         self.live_text = " ".join(s for s in shown if s.startswith("val/"))
         self.progress.update(self.task, completed=self.steps, epoch=min(epoch + 1, self.epochs))
         mark = "[green]*[/]" if improved else " "
-        self.console.print(f"epoch {epoch:>3} {mark} " + "  ".join(shown) + f"  [dim]{values['time/epoch_s']:.2f}s[/]")
+        # soft_wrap: one line per epoch however narrow the terminal or log (a SLURM log, `| tee`) is
+        self.console.print(f"epoch {epoch:>3} {mark} " + "  ".join(shown) + f"  [dim]{values['time/epoch_s']:.2f}s[/]",
+                           soft_wrap=True)
 
     def note(self, message: str, error: bool = False) -> None:
-        self.console.print(f"[bold {'red' if error else 'yellow'}]{message}[/]")
+        self.console.print(f"[bold {'red' if error else 'yellow'}]{message}[/]", soft_wrap=True)  # paths stay copyable
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -77,8 +79,8 @@ class RunConsole:
         for key, value in metrics.items():
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         self.console.print(table)
-        self.console.print(f"run directory: {run_dir}")
-        self.console.print(f"curves:        [bold]tensorboard --logdir {run_dir}[/]")
+        self.console.print(f"run directory: {run_dir}", soft_wrap=True)
+        self.console.print(f"curves:        [bold]tensorboard --logdir {run_dir}[/]", soft_wrap=True)
 
 
 class SilentConsole:

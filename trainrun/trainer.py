@@ -89,6 +89,9 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple
                           f"leave hydra.run.dir out (it was {run_dir})")
     last = resumed_dir / "last.pt"
     if not last.is_file():  # killed before its first checkpoint: nothing to lose by starting over
+        if not (resumed_dir / ".hydra" / "overrides.yaml").is_file():  # Hydra's record, written after config.yaml
+            raise ConfigError(f"trainer.resume={cfg.trainer.resume}: the run was killed while it was being created; "
+                              "nothing was trained: start it again")
         saved_cfg = OmegaConf.to_container(OmegaConf.load(resumed_dir / ".hydra" / "config.yaml"))
         cfg = checkpoint.resumed_config(cfg, saved_cfg, [k.lstrip("+~") for k in overrides])
         ui.note(f"{run_dir} was stopped before its first checkpoint; starting it over in its own directory")
