@@ -52,7 +52,11 @@ def test_parallel_launchers_share_the_cores(tmp_path, launcher):
     assert sorted(r["state"] for r in rows) == ["complete", "complete"]
     if launcher in ("joblib", "parallel"):  # n_jobs workers split the cores: no oversubscription
         import os
-        threads = max(1, (os.cpu_count() or 1) // 2)
+
+        from omegaconf import OmegaConf
+        n_jobs = OmegaConf.load(sweep_dir(tmp_path) / "multirun.yaml").hydra.launcher.n_jobs
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // (n_jobs if n_jobs > 0 else cores))
         logs = [p.read_text() for p in sweep_dir(tmp_path).glob("*/trainrun.log")]
         assert len(logs) == 2 and all(f"torch threads: {threads}" in log for log in logs)
 

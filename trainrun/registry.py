@@ -158,6 +158,7 @@ ACTIVATIONS = Registry("activation", {
     "gelu": option("torch.nn:GELU", "approximate", gain="relu"),
     "silu": option("torch.nn:SiLU", gain="relu"),
     "mish": option("torch.nn:Mish", gain="relu"),
+    "hardswish": option("torch.nn:Hardswish", gain="relu"),
     "softplus": option("torch.nn:Softplus", "beta threshold", gain="relu"),
     "tanh": option("torch.nn:Tanh", gain="tanh"),
     "sigmoid": option("torch.nn:Sigmoid", gain="sigmoid"),
