@@ -147,7 +147,8 @@ def test_lr_sequence_of_step_schedule():
     ("cosine", lambda lrs: lrs[0] == 1.0 and lrs[50] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.01),
     ("warmup_cosine", lambda lrs: lrs[0] < lrs[5] < lrs[9] and max(lrs) == pytest.approx(1.0, abs=0.01) and lrs[-1] < 0.01),
     ("onecycle", lambda lrs: lrs[0] < 1.0 and max(lrs) == pytest.approx(10.0, rel=0.01) and lrs[-1] < 0.01),
-    ("cyclic", lambda lrs: min(lrs) == pytest.approx(0.1) and max(lrs) <= 1.0),
+    ("cyclic", lambda lrs: lrs[0] == pytest.approx(0.1) and lrs[20] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1)
+     and lrs[10] == pytest.approx(0.55)),  # a triangle: up over step_size_up=20 intervals, then down
 ])
 def test_scheduler_shapes(kind, check):
     lrs = lr_sequence([f"scheduler={kind}", "scheduler.interval=epoch",
@@ -247,6 +248,19 @@ def test_l2_and_l1_penalties_shrink_the_weights(tmp_path):
 def test_mc_dropout_reports_its_accuracy_beside_the_plain_one(tmp_path):
     metrics = train_run(tmp_path, ["regularization=dropout", "regularization.mc_dropout_samples=8", "trainer.epochs=3"])
     assert 0.5 < metrics["test/mc_acc"] <= 1.0 and abs(metrics["test/mc_acc"] - metrics["test/acc"]) < 0.15
+
+
+def test_mc_dropout_passes_keep_dropout_on_and_average_the_samples():
+    from trainrun.trainer import evaluate_mc_dropout
+
+    model, data, _ = built(["regularization.dropout=0.5"])
+    modes = []
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.register_forward_hook(lambda module, i, o: modes.append(module.training))
+    evaluate_mc_dropout(model, data.test, data, samples=4, batch_size=len(data.test))
+    assert modes and all(modes) and len(modes) == 4 * sum(isinstance(m, nn.Dropout) for m in model.modules())
+    assert not model.training and not any(m.training for m in model.modules())  # eval mode again afterwards
 
 
 def test_label_smoothing_raises_the_floor_of_the_loss(tmp_path):
@@ -383,8 +397,18 @@ def test_early_stopping_stops_a_real_run_and_restores_the_best_weights(tmp_path)
 
 
 def test_divergence_stops_with_a_message(tmp_path):
-    metrics = train_run(tmp_path, ["optimizer=sgd", "optimizer.lr=1e6", "trainer.epochs=5"])
+    import io
+
+    from rich.console import Console
+
+    from trainrun.console import RunConsole
+    from trainrun.trainer import train
+
+    screen = io.StringIO()
+    metrics = train(make_config(["optimizer=sgd", "optimizer.lr=1e6", "trainer.epochs=5", "data.subset=300",
+                                 "logger.enabled=false"]), tmp_path, RunConsole(Console(file=screen, width=400)))
     assert metrics["stop_reason"] == "diverged" and metrics["epochs_run"] == 1
+    assert "(diverged). Try a lower learning rate (optimizer.lr=1e+06 now)" in screen.getvalue()
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
@@ -426,6 +450,14 @@ def test_mixed_precision_trains_on_cpu(tmp_path, precision):
     full = train_run(tmp_path / "32", ["trainer.epochs=3"])
     mixed = train_run(tmp_path / precision, [f"trainer.precision={precision}", "trainer.epochs=3"])
     assert mixed["stop_reason"] == "completed" and mixed["test/acc"] > full["test/acc"] - 0.1
+    from trainrun.build import build
+    from trainrun.distributed import World
+
+    parts = build(make_config([f"trainer.precision={precision}", "data.subset=64"]), World())
+    with parts.autocast():  # the built run computes in the lower precision, and scales the loss for float16
+        out = parts.model.fc1(parts.data.train.x[:4].flatten(1))
+    assert out.dtype == {"bf16": torch.bfloat16, "16-mixed": torch.float16}[precision]
+    assert parts.scaler.is_enabled() == (precision == "16-mixed")
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile's CPU backend compiles C++")
@@ -434,6 +466,11 @@ def test_compile_trains_the_same_model(tmp_path):
     eager = train_run(tmp_path / "eager", ["trainer.epochs=2"])
     assert compiled["steps"] == eager["steps"]
     assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-3)  # fused kernels, same math
+    from trainrun.build import build
+    from trainrun.distributed import World
+
+    assert isinstance(build(make_config(["trainer.compile=true", "data.subset=64"]), World()).forward,
+                      torch._dynamo.eval_frame.OptimizedModule)  # the loop steps the compiled module
     weights = torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith("_orig_mod") for k in weights)  # the plain model's names: loadable anywhere
 
@@ -441,6 +478,17 @@ def test_compile_trains_the_same_model(tmp_path):
 def test_max_steps_and_eval_every(tmp_path):
     metrics = train_run(tmp_path, ["trainer.max_steps=7", "trainer.epochs=10", "trainer.eval_every=2"])
     assert metrics["steps"] == 7 and metrics["epochs_run"] == 2  # 5 steps an epoch: stopped inside the second
+
+
+def test_eval_every_evaluates_on_its_epochs_and_the_last(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_run(tmp_path, ["trainer.epochs=5", "trainer.eval_every=2", "logger.enabled=true",
+                         "trainer.early_stopping.monitor=train/loss"])
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    epoch_at_step = {e.step: e.value for e in events.Scalars("epoch")}
+    assert [epoch_at_step[e.step] for e in events.Scalars("val/loss")] == [2, 4, 5]
 
 
 def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_path):

@@ -102,9 +102,10 @@ def setting(default: Any = None, **bounds) -> Any:
     return _declared(default, per_option=False, **bounds)
 
 
-def knob(**bounds) -> Any:
-    """A key only some options take: None unless the option's YAML (or the user) sets it."""
-    return _declared(None, per_option=True, **bounds)
+def knob(default: Any = None, **bounds) -> Any:
+    """A key only some options take: None (or empty) unless the option's YAML or the user sets it."""
+    return _declared(default, per_option=True, **bounds)
+
 
 
 def _declared(default, per_option: bool, **bounds):
@@ -142,6 +143,10 @@ class DataConfig:
     turns: Optional[float] = knob(**POSITIVE)
     image_shape: Optional[list[int]] = knob(ge=1, length=3, expected="[channels, height, width] of positive integers")
     num_classes: Optional[int] = knob(ge=2, expected="at least 2")
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+
 
 
 @dataclass
@@ -160,6 +165,10 @@ class ModelConfig:
     checkpoint: Optional[str] = None
     freeze: Any = None  # a list of layer names, or the first N layers
     head_only: bool = False
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+
 
 
 @dataclass
@@ -176,6 +185,10 @@ class ActivationConfig:
     max_val: Optional[float] = knob()
     num_parameters: Optional[int] = knob(**POSITIVE_INT)
     init: Optional[float] = knob(**NON_NEGATIVE)
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+
 
 
 @dataclass
@@ -221,6 +234,11 @@ class OptimizerConfig:
     max_iter: Optional[int] = knob(**POSITIVE_INT)
     history_size: Optional[int] = knob(**POSITIVE_INT)
     line_search_fn: Optional[str] = knob(choices=("strong_wolfe",))
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+    closure: Optional[bool] = knob()  # custom: its step takes a closure (like L-BFGS)
+
 
 
 @dataclass
@@ -240,6 +258,11 @@ class SchedulerConfig:
     mode: Optional[str] = knob(choices=("triangular", "triangular2", "exp_range"))
     factor: Optional[float] = knob(gt=0, lt=1)
     patience: Optional[int] = knob(**NON_NEGATIVE)
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+    on_metric: Optional[bool] = knob()  # custom: stepped with the monitored metric (like plateau)
+
 
 
 @dataclass
@@ -281,6 +304,10 @@ class AugmentConfig:
 class LossConfig:
     kind: str = setting(MISSING, choices="loss")
     delta: Optional[float] = knob(**POSITIVE)  # huber
+    # custom: a user's own class or function (custom.py)
+    _target_: Optional[str] = knob()
+    params: dict[str, Any] = knob({})
+
 
 
 @dataclass

@@ -189,6 +189,31 @@ def spirals(cfg, g, n_samples, noise, turns):
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
 
 
+def custom(cfg, g, params, _target_=None):
+    """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays.
+    Integer targets are class indices; float targets are regression values."""
+    from .custom import call, resolve
+
+    made = call(resolve(_target_, "data"), dict(params), {"seed": int(torch.randint(2**31, (1,), generator=g))})
+    if isinstance(made, torch.utils.data.Dataset):
+        raise ConfigError(f"data._target_={_target_} returned a torch Dataset: trainrun takes tensors or arrays "
+                          "(x, y[, x_test, y_test]); streaming a Dataset is not supported yet")
+    if not isinstance(made, (tuple, list)) or len(made) not in (2, 4):
+        raise ConfigError(f"data._target_={_target_} must return (x, y) or (x, y, x_test, y_test), "
+                          f"not {type(made).__name__}")
+    tensors = [torch.as_tensor(np.asarray(a)) for a in made]
+    pairs = [tensors[i:i + 2] for i in range(0, len(tensors), 2)]
+    for i, (x, y) in enumerate(pairs):
+        if len(x) != len(y):
+            raise ConfigError(f"data._target_={_target_}: {('x', 'x_test')[i]} has {len(x)} rows, "
+                              f"{('y', 'y_test')[i]} has {len(y)}")
+    out = []
+    for x, y in pairs:
+        y = y.long() if not y.is_floating_point() else y.float().reshape(len(y), -1)
+        out += [x.float(), y]
+    return tuple(out) if len(out) == 4 else (*out, None, None)
+
+
 def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
     """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
     x = torch.rand(n_samples, *image_shape, generator=g)

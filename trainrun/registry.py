@@ -35,6 +35,13 @@ class Option:
         return getattr(importlib.import_module(module), name)
 
 
+@dataclass(frozen=True)
+class FromKnob:
+    """A trait a custom option declares through one of its knobs (optimizer.closure=true)."""
+
+    knob: str
+
+
 def option(build: str | None, knobs: str = "", preset: Mapping | None = None, **traits) -> Option:
     return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), MappingProxyType(traits))
 
@@ -56,8 +63,13 @@ class Registry(Mapping[str, Option]):
     def __len__(self) -> int:
         return len(self.options)
 
-    def trait(self, kind: str, name: str, default: Any = False) -> Any:
-        return self[kind].traits.get(name, default)
+    def trait(self, chosen: str | DictConfig, name: str, default: Any = False) -> Any:
+        """A trait of the option `chosen` (its name, or its config node when the trait may come from a knob)."""
+        kind = chosen if isinstance(chosen, str) else chosen.kind
+        value = self[kind].traits.get(name, default)
+        if isinstance(value, FromKnob):
+            return default if isinstance(chosen, str) or chosen[value.knob] is None else chosen[value.knob]
+        return value
 
     def check_knobs(self, cfg: DictConfig, kind: str) -> None:
         """A knob set in `cfg` that option `kind` does not take is an error naming the ones it does."""
@@ -66,7 +78,7 @@ class Registry(Mapping[str, Option]):
         takes = self[kind].knobs
         per_option = [f.name for f in _fields(schema_at([self.group])) if f.metadata.get("per_option")]
         for key in per_option:
-            if key in cfg and cfg[key] is not None and key not in takes:
+            if key in cfg and not unset(cfg[key]) and key not in takes:
                 where = f"augmentation.{kind}" if self.group == "augmentation" else f"{self.group}={kind}: {self.group}"
                 raise ConfigError(f"{where}.{key} does not apply here; it takes: {', '.join(takes) or 'no knobs'}")
 
@@ -82,6 +94,10 @@ class Registry(Mapping[str, Option]):
         given = self.knobs(cfg, kind) if cfg is not None else {}
         with building(self.group, kind, given):
             return record.builder()(*args, **context, **record.preset, **given)
+
+
+def unset(value) -> bool:
+    return value is None or (isinstance(value, (dict, DictConfig)) and len(value) == 0)
 
 
 def _fields(schema):
@@ -132,6 +148,8 @@ OPTIMIZERS = Registry("optimizer", {
     "radam": option("torch.optim:RAdam", "lr betas eps decoupled_weight_decay weight_decay"),
     "lbfgs": option("torch.optim:LBFGS", "lr max_iter history_size line_search_fn",
                     needs_closure=True, one_param_group=True),
+    "custom": option("trainrun.custom:optimizer", "_target_ params lr weight_decay closure",
+                     needs_closure=FromKnob("closure")),
 })
 
 SCHEDULERS = Registry("scheduler", {
@@ -145,6 +163,7 @@ SCHEDULERS = Registry("scheduler", {
     "onecycle": option("trainrun.scheduler:onecycle", "max_lr pct_start", spans_run=True),
     "cyclic": option("trainrun.scheduler:cyclic", "base_lr max_lr step_size_up mode"),
     "plateau": option("trainrun.scheduler:plateau", "factor patience", steps_on_metric=True),
+    "custom": option("trainrun.custom:scheduler", "_target_ params on_metric", steps_on_metric=FromKnob("on_metric")),
 })
 
 ACTIVATIONS = Registry("activation", {
@@ -167,6 +186,7 @@ ACTIVATIONS = Registry("activation", {
     "identity": option("torch.nn:Identity", gain="linear"),
     "sign": option("trainrun.activation:Sign", gain="linear",
                    warning="activation=sign has zero gradient almost everywhere: the layers below it will not learn"),
+    "custom": option("trainrun.custom:activation", "_target_ params", gain="linear"),  # init gain 1: unknown shape
 })
 
 INITS = Registry("init", {
@@ -201,6 +221,7 @@ LOSSES = Registry("loss", {
     "mse": option("trainrun.loss:mse"),
     "l1": option("trainrun.loss:l1"),
     "huber": option("trainrun.loss:huber", "delta"),
+    "custom": option("trainrun.custom:loss", "_target_ params"),
 })
 
 MODELS = Registry("model", {
@@ -211,6 +232,7 @@ MODELS = Registry("model", {
     "resnet": option("trainrun.model:resnet", "depth width"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
     "torchvision": option("trainrun.model:torchvision_model", "name weights", own_layers=True),
+    "custom": option("trainrun.custom:model", "_target_ params"),
 })
 
 AUGMENTATIONS = Registry("augmentation", {
@@ -239,6 +261,7 @@ DATASETS = Registry("data", {
     "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise"),
     "spirals": option("trainrun.data:spirals", "n_samples noise turns"),
     "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", images=True),
+    "custom": option("trainrun.data:custom", "_target_ params"),
 })
 
 NORMALIZERS = Registry("normalize", {
@@ -278,17 +301,17 @@ REGISTRIES = {r.group: r for r in (OPTIMIZERS, SCHEDULERS, ACTIVATIONS, INITS, N
 
 def check_combinations(cfg: DictConfig) -> None:
     """What two groups' traits rule out together, before anything is built."""
-    norm, opt, sched = NORMS[cfg.norm.kind], OPTIMIZERS[cfg.optimizer.kind], SCHEDULERS[cfg.scheduler.kind]
+    norm = NORMS[cfg.norm.kind]
     if norm.traits.get("batch_statistics") and cfg.data.batch_size == 1:
         raise ConfigError(f"norm={cfg.norm.kind} cannot work with data.batch_size=1 (batch statistics of one sample); "
                           "use norm=layer or norm=group, or a larger batch")
     if cfg.regularization.max_norm is not None and norm.traits.get("reparametrizes"):
         raise ConfigError(f"regularization.max_norm cannot bound weights that norm={cfg.norm.kind} reparametrizes; "
                           "use one of them")
-    if opt.traits.get("needs_closure") and PRECISIONS[cfg.trainer.precision].traits.get("grad_scaler"):
+    if OPTIMIZERS.trait(cfg.optimizer, "needs_closure") and PRECISIONS.trait(cfg.trainer.precision, "grad_scaler"):
         raise ConfigError(f"optimizer={cfg.optimizer.kind} cannot run with trainer.precision={cfg.trainer.precision} "
                           "(GradScaler has no closures)")
-    if sched.traits.get("steps_on_metric") and cfg.scheduler.interval == "step":
+    if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric") and cfg.scheduler.interval == "step":
         raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
                           "set scheduler.interval=epoch")
     act = cfg.activation

@@ -93,7 +93,7 @@ def check_schedule(cfg: DictConfig, optimizer, plan: Plan) -> None:
 
     from .registry import building
 
-    if SCHEDULERS[cfg.kind].traits.get("steps_on_metric"):
+    if SCHEDULERS.trait(cfg, "steps_on_metric"):
         return  # driven by the metric; scheduler.factor in (0, 1) keeps it positive
     dummy = torch.nn.Parameter(torch.zeros(1))
     groups = [{"params": [dummy], "lr": g["lr"]} for g in optimizer.param_groups[:1]]

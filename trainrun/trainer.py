@@ -143,7 +143,7 @@ class Run:
 
     def __post_init__(self):
         p, cfg = self.parts, self.parts.cfg
-        self.closure_step = OPTIMIZERS.trait(cfg.optimizer.kind, "needs_closure")
+        self.closure_step = OPTIMIZERS.trait(cfg.optimizer, "needs_closure")
         self.checkpointer = checkpoint.Checkpointer(
             self.run_dir, {"model": p.model, "optimizer": p.optimizer, "scheduler": p.scheduler, "scaler": p.scaler,
                            "early_stopping": p.stopper},
@@ -300,7 +300,7 @@ class Run:
             self.tb.scalars(values, self.step)
             self.tb.histograms(p.model, probe_batch(p.data, 128), self.step, epoch)
         if p.scheduler is not None and p.cfg.scheduler.interval == "epoch":
-            if not SCHEDULERS.trait(p.cfg.scheduler.kind, "steps_on_metric"):
+            if not SCHEDULERS.trait(p.cfg.scheduler, "steps_on_metric"):
                 p.scheduler.step()
             elif p.stopper.monitor in values:
                 p.scheduler.step(values[p.stopper.monitor])
