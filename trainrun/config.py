@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -143,6 +143,14 @@ class DataConfig:
     turns: Optional[float] = knob(**POSITIVE)
     image_shape: Optional[list[int]] = knob(ge=1, length=3, expected="[channels, height, width] of positive integers")
     num_classes: Optional[int] = knob(ge=2, expected="at least 2")
+    # your own files: table (CSV, Parquet), arrays (.npz, .npy, .pt)
+    path: Optional[str] = knob()
+    targets: Optional[str] = knob()  # arrays: the targets' .npy when data.path is the inputs' .npy
+    target: Optional[str] = knob()  # table: the target column
+    features: Optional[list[str]] = knob()  # table: the feature columns (null: every other column)
+    task: Optional[str] = knob(choices=("auto", "classification", "regression"))
+    max_classes: Optional[int] = knob(ge=2)  # table, task=auto: an integer target with at most this many values is classes
+    missing: Optional[str] = knob(choices=("error", "drop", "mean"))
     # custom: a user's own class or function (custom.py)
     _target_: Optional[str] = knob()
     params: dict[str, Any] = knob({})
@@ -443,7 +451,9 @@ def validate(cfg: DictConfig) -> None:
         rng, integer = f.metadata.get("range"), int in leaf_types(hint)
         key = ".".join(path)
         try:
-            value = OmegaConf.select(cfg, key)
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise ConfigError(f"{key} is required here: set {key}=...") from None
         except OmegaConfBaseException as error:  # an interpolation that does not resolve
             raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
         if rng is not None and value is not None and not rng.accepts(value):

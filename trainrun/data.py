@@ -50,6 +50,7 @@ class Data:
     normalize: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device  # the training device; the splits may live in host memory instead
     memory_format: torch.memory_format = torch.contiguous_format
+    class_names: list[str] | None = None  # what class index i stands for, where the data name their classes
 
     def fetch(self, split: Split, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows `idx` (a slice or an index tensor) of a split, on the training device."""
@@ -190,8 +191,7 @@ def spirals(cfg, g, n_samples, noise, turns):
 
 
 def custom(cfg, g, params, _target_=None):
-    """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays.
-    Integer targets are class indices; float targets are regression values."""
+    """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays."""
     from .custom import call, resolve
 
     made = call(resolve(_target_, "data"), dict(params), {"seed": int(torch.randint(2**31, (1,), generator=g))})
@@ -201,17 +201,138 @@ def custom(cfg, g, params, _target_=None):
     if not isinstance(made, (tuple, list)) or len(made) not in (2, 4):
         raise ConfigError(f"data._target_={_target_} must return (x, y) or (x, y, x_test, y_test), "
                           f"not {type(made).__name__}")
-    tensors = [torch.as_tensor(np.asarray(a)) for a in made]
-    pairs = [tensors[i:i + 2] for i in range(0, len(tensors), 2)]
-    for i, (x, y) in enumerate(pairs):
-        if len(x) != len(y):
-            raise ConfigError(f"data._target_={_target_}: {('x', 'x_test')[i]} has {len(x)} rows, "
-                              f"{('y', 'y_test')[i]} has {len(y)}")
-    out = []
-    for x, y in pairs:
-        y = y.long() if not y.is_floating_point() else y.float().reshape(len(y), -1)
-        out += [x.float(), y]
+    return as_splits(f"data._target_={_target_}", made)
+
+
+def as_splits(source: str, arrays) -> tuple:
+    """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float inputs; integer targets are classes
+    (any integer labels, mapped to 0..k-1 in sorted order), float targets regression values (N, outputs)."""
+    tensors = [torch.as_tensor(np.asarray(a)) for a in arrays]
+    names = ("x", "y", "x_test", "y_test")
+    for i in range(0, len(tensors), 2):
+        if len(tensors[i]) != len(tensors[i + 1]):
+            raise DataError(f"{source}: {names[i]} has {len(tensors[i])} rows, {names[i + 1]} has {len(tensors[i + 1])}")
+    ys = tensors[1::2]
+    if any(y.is_floating_point() for y in ys):
+        ys = [y.float().reshape(len(y), -1) for y in ys]
+    else:
+        labels = torch.unique(torch.cat([y.long().flatten() for y in ys]))
+        ys = [torch.searchsorted(labels, y.long().flatten()) for y in ys]
+    out = [t for pair in zip((x.float() for x in tensors[0::2]), ys) for t in pair]
     return tuple(out) if len(out) == 4 else (*out, None, None)
+
+
+def arrays(cfg, g, path, targets=None):
+    """NumPy arrays: an .npz with x, y (and x_test, y_test), an .npy of inputs with data.targets naming the .npy of
+    targets (both memory-mapped), or a .pt file holding such a dict (read with weights_only=True)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"data.path={path}: no such file")
+    if file.suffix == ".npy" and not targets:
+        raise ConfigError(f"data.path={path} is one .npy file: name its targets' .npy with data.targets")
+    if file.suffix not in (".npz", ".npy", ".pt"):
+        raise ConfigError(f"data.path={path}: expected an .npz, .npy or .pt file")
+    try:
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as f:
+                found = {k: f[k] for k in f.files}
+        elif file.suffix == ".npy":
+            found = {"x": np.load(file, mmap_mode="r"), "y": np.load(Path(targets).expanduser(), mmap_mode="r")}
+        else:
+            found = dict(torch.load(file, map_location="cpu", weights_only=True))
+    except (OSError, ValueError, EOFError, RuntimeError) as e:
+        raise DataError(f"data.path={path}: unreadable ({' '.join(str(e).split())[:120]})") from None
+    missing = [k for k in ("x", "y") if k not in found]
+    if missing:
+        raise DataError(f"{file.name} has no {' or '.join(missing)}; it holds: {', '.join(found) or 'nothing'} "
+                        "(expected x, y and optionally x_test, y_test)")
+    keys = ("x", "y", "x_test", "y_test") if "x_test" in found and "y_test" in found else ("x", "y")
+    return as_splits(f"data.path={path}", [found[k] for k in keys])
+
+
+def table(cfg, g, path, target, max_classes, missing, task, features=None):
+    """A CSV or Parquet file (pyarrow parses it): one row per sample. Numeric and boolean columns are features as
+    they are (data.normalize standardizes them with train statistics), text and categorical ones one-hot."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv
+        import pyarrow.parquet
+    except ImportError:
+        raise ConfigError("data=table reads files with pyarrow: pip install 'trainrun[table]'") from None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"data.path={path}: no such file")
+    parquet = file.suffix in (".parquet", ".pq")
+    try:
+        frame = pyarrow.parquet.read_table(file) if parquet else pyarrow.csv.read_csv(file)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"data.path={path}: not a readable {'Parquet' if parquet else 'CSV'} file "
+                        f"({' '.join(str(e).split())[:120]})") from None
+    columns = frame.column_names
+    if target not in columns:
+        raise DataError(f"data.target={target} is not a column of {file.name}; its columns: {', '.join(columns)}")
+    features = list(features) if features else [c for c in columns if c != target]
+    unknown = [c for c in features if c not in columns]
+    if unknown:
+        raise DataError(f"data.features: {file.name} has no column {unknown[0]}; its columns: {', '.join(columns)}")
+    frame = frame.select([*features, target])
+    nulls = {c: pc.sum(pc.is_null(frame[c], nan_is_null=True)).as_py() for c in frame.column_names}
+    if nulls[target] or (missing == "drop" and any(nulls.values())):
+        keep = pc.invert(pc.is_null(frame[target], nan_is_null=True))
+        for c in features if missing == "drop" else ():
+            keep = pc.and_(keep, pc.invert(pc.is_null(frame[c], nan_is_null=True)))
+        if missing == "error" and nulls[target]:
+            rows = np.flatnonzero(~np.asarray(keep))[:5].tolist()
+            raise DataError(f"column {target} (the target) has {nulls[target]} missing values (rows {rows}); "
+                            "set data.missing=drop")
+        frame = frame.filter(keep)
+    if missing == "error":
+        for c in features:
+            if nulls[c]:
+                rows = np.flatnonzero(np.asarray(pc.is_null(frame[c], nan_is_null=True)))[:5].tolist()
+                raise DataError(f"column {c} has {nulls[c]} missing values (rows {rows}); "
+                                "set data.missing=drop or data.missing=mean")
+    y, class_names = _table_target(frame[target], target, task, max_classes)
+    blocks = [_table_feature(frame[c], c) for c in features]
+    return torch.from_numpy(np.concatenate(blocks, axis=1)), y, None, None, class_names
+
+
+def _table_target(column, name: str, task: str, max_classes: int):
+    import pyarrow as pa
+
+    kind = column.type
+    textual = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind) \
+        or pa.types.is_boolean(kind)
+    values = np.asarray(column.to_pylist(), dtype=object if textual else None)
+    distinct = np.unique(values)
+    if len(distinct) < 2:
+        raise DataError(f"data.target={name} has one value ({distinct[0] if len(distinct) else 'none'}): nothing to learn")
+    if task == "auto":
+        task = "classification" if textual or (pa.types.is_integer(kind) and len(distinct) <= max_classes) \
+            else "regression"
+    if task == "classification":
+        return torch.from_numpy(np.searchsorted(distinct, values).astype(np.int64)), [str(v) for v in distinct]
+    if textual:
+        raise DataError(f"data.task=regression: data.target={name} holds text, not numbers")
+    return torch.from_numpy(values.astype(np.float32).reshape(-1, 1)), None
+
+
+def _table_feature(column, name: str) -> np.ndarray:
+    """A column as float32 features: numbers as they are (missing ones: the column's mean), text one-hot."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
+            or pa.types.is_decimal(kind):
+        values = np.asarray(column.to_pylist(), dtype=np.float64)
+        values = np.where(np.isnan(values), np.nanmean(values), values)
+        return values.astype(np.float32).reshape(-1, 1)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+        values = np.asarray([str(v) for v in column.to_pylist()])
+        categories = np.unique(values[values != "None"])
+        return (values[:, None] == categories[None, :]).astype(np.float32)
+    raise DataError(f"column {name} is of type {kind}: neither numbers nor text; leave it out with data.features")
 
 
 def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
@@ -281,7 +402,7 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
     """
     g = torch.Generator().manual_seed(seed)
-    x, y, x_test, y_test = DATASETS.create(cfg, cfg, g)
+    x, y, x_test, y_test, *named = DATASETS.create(cfg, cfg, g)  # a table's loader adds its class names
     if x_test is None:
         x, y, x_test, y_test = _carve(x, y, cfg.test_fraction, g)
     x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
@@ -302,7 +423,8 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
         log.info("data: %s does not fit data.device_memory_gb; batches are copied from pinned host memory", cfg.kind)
         splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
     train, val, test = (s.to(home) for s in splits)
-    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device)
+    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device,
+                class_names=named[0] if named else None)
 
 
 def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -> torch.device:

@@ -92,8 +92,23 @@ class Registry(Mapping[str, Option]):
         kind = kind or cfg.kind
         record = self[kind]
         given = self.knobs(cfg, kind) if cfg is not None else {}
+        builder = record.builder()
+        needed = [k for k in record.knobs if k not in given and _required(builder, k)]
+        if needed:  # a knob its YAML leaves null for the user to give (data=table's path)
+            where = f"augmentation.{kind}" if self.group == "augmentation" else self.group
+            raise ConfigError(f"{self.group}={kind} needs {' and '.join(f'{where}.{k}=...' for k in needed)}")
         with building(self.group, kind, given):
-            return record.builder()(*args, **context, **record.preset, **given)
+            return builder(*args, **context, **record.preset, **given)
+
+
+def _required(builder: Callable, name: str) -> bool:
+    import inspect
+
+    try:
+        parameter = inspect.signature(builder).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is parameter.empty
 
 
 def unset(value) -> bool:
@@ -261,6 +276,8 @@ DATASETS = Registry("data", {
     "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise"),
     "spirals": option("trainrun.data:spirals", "n_samples noise turns"),
     "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", images=True),
+    "table": option("trainrun.data:table", "path target features task max_classes missing"),
+    "arrays": option("trainrun.data:arrays", "path targets"),
     "custom": option("trainrun.data:custom", "_target_ params"),
 })
 

@@ -410,6 +410,8 @@ def report(run: Run, overrides: dict) -> dict:
         run.tb.hparams({**default_hparams(cfg, p.loss_name), **overrides},
                        {k: v for k, v in metrics.items() if "/" in k and v is not None}, run.step)
         run.tb.close()
+    if p.data.class_names:  # so that predictions (class indices) can be read back as the data's own labels
+        (run.run_dir / "classes.json").write_text(json.dumps(p.data.class_names) + "\n")
     tmp = run.run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     tmp.replace(run.run_dir / "metrics.json")
