@@ -143,7 +143,11 @@ class DataConfig:
     turns: Optional[float] = knob(**POSITIVE)
     image_shape: Optional[list[int]] = knob(ge=1, length=3, expected="[channels, height, width] of positive integers")
     num_classes: Optional[int] = knob(ge=2, expected="at least 2")
-    # your own files: table (CSV, Parquet), arrays (.npz, .npy, .pt)
+    # your own files: folder (images), table (CSV, Parquet), arrays (.npz, .npy, .pt)
+    image_size: Optional[list[int]] = knob(ge=1, length=2, expected="[height, width] of positive integers")
+    channels: Optional[int] = knob(choices=(1, 3))  # folder: null: the majority's
+    cache_dir: Optional[str] = knob()  # folder: where the decoded images are kept (null: beside data.root's default)
+    on_bad_file: Optional[str] = knob(choices=("error", "skip"))
     path: Optional[str] = knob()
     targets: Optional[str] = knob()  # arrays: the targets' .npy when data.path is the inputs' .npy
     target: Optional[str] = knob()  # table: the target column

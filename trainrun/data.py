@@ -40,6 +40,19 @@ class Split:
 
 
 @dataclass
+class Loaded:
+    """What a loader returns where a plain (x, y, x_test, y_test) tuple does not say enough."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    x_val: torch.Tensor | None = None  # a validation split of the data's own (else carved from train)
+    y_val: torch.Tensor | None = None
+    class_names: list[str] | None = None
+
+
+@dataclass
 class Data:
     train: Split
     val: Split
@@ -295,7 +308,7 @@ def table(cfg, g, path, target, max_classes, missing, task, features=None):
                                 "set data.missing=drop or data.missing=mean")
     y, class_names = _table_target(frame[target], target, task, max_classes)
     blocks = [_table_feature(frame[c], c) for c in features]
-    return torch.from_numpy(np.concatenate(blocks, axis=1)), y, None, None, class_names
+    return Loaded(torch.from_numpy(np.concatenate(blocks, axis=1)), y, class_names=class_names)
 
 
 def _table_target(column, name: str, task: str, max_classes: int):
@@ -402,10 +415,13 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
     """
     g = torch.Generator().manual_seed(seed)
-    x, y, x_test, y_test, *named = DATASETS.create(cfg, cfg, g)  # a table's loader adds its class names
+    loaded = DATASETS.create(cfg, cfg, g)
+    loaded = loaded if isinstance(loaded, Loaded) else Loaded(*loaded)
+    x, y, x_test, y_test, x_val, y_val = (loaded.x, loaded.y, loaded.x_test, loaded.y_test, loaded.x_val, loaded.y_val)
     if x_test is None:
         x, y, x_test, y_test = _carve(x, y, cfg.test_fraction, g)
-    x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
+    if x_val is None:
+        x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
     if cfg.subset is not None:
         x, y = x[: cfg.subset], y[: cfg.subset]
     if len(y) == 0:
@@ -424,7 +440,7 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
         splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
     train, val, test = (s.to(home) for s in splits)
     return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                class_names=named[0] if named else None)
+                class_names=loaded.class_names)
 
 
 def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -> torch.device:

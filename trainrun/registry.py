@@ -276,6 +276,7 @@ DATASETS = Registry("data", {
     "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise"),
     "spirals": option("trainrun.data:spirals", "n_samples noise turns"),
     "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", images=True),
+    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", images=True),
     "table": option("trainrun.data:table", "path target features task max_classes missing"),
     "arrays": option("trainrun.data:arrays", "path targets"),
     "custom": option("trainrun.data:custom", "_target_ params"),

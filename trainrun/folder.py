@@ -1,0 +1,157 @@
+"""data=folder: a folder of your own images, in torchvision's ImageFolder layout.
+
+`data.root` holds one sub-folder per class (class names = folder names, sorted), or `train/`, `val/`
+and `test/` each holding them (those splits are taken as given). Images are decoded once, by
+torchvision.io on every core (no PIL), converted to the majority's channels (or `data.channels`),
+resized to `data.image_size` where given, and cached on disk as one uint8 tensor keyed by a fingerprint
+of the file list, sizes, modification times and the decode settings: the next run reads the cache, and
+a changed folder is decoded again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, DataError
+
+log = logging.getLogger("trainrun")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+SPLITS = ("train", "val", "test")
+CACHE_VERSION = 1  # bump when the cached layout changes
+
+
+def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
+    from .data import Loaded
+
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root={cfg.root}: no such folder")
+    given = [s for s in SPLITS if (root / s).is_dir()]
+    split_dirs = {s: root / s for s in given} if given else {"train": root}
+    if given and "train" not in given:
+        raise DataError(f"data.root={cfg.root} has {', '.join(given)}/ but no train/")
+    classes = class_folders(split_dirs["train"])
+    files = {s: list_images(d, classes) for s, d in split_dirs.items()}
+    settings = {"image_size": list(image_size) if image_size else None, "channels": channels,
+                "on_bad_file": on_bad_file, "version": CACHE_VERSION}
+    cache = cache_path(root, files, settings, cache_dir)
+    decoded = read_cache(cache)
+    if decoded is None:
+        decoded = decode_all(files, classes, image_size, channels, on_bad_file)
+        write_cache(cache, decoded)
+        log.info("data=folder: decoded %d images into %s", sum(len(v["y"]) for v in decoded["splits"].values()), cache)
+    else:
+        log.info("data=folder: read the decoded images from %s", cache)
+    parts = {s: (d["x"].float() / 255, d["y"]) for s, d in decoded["splits"].items()}
+    x, y = parts["train"]
+    test, val = parts.get("test", (None, None)), parts.get("val", (None, None))
+    return Loaded(x, y, *test, *val, class_names=decoded["classes"])
+
+
+def class_folders(directory: Path) -> list[str]:
+    classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{directory} has no class sub-folders (expected {directory}/<class>/<image files>)")
+    if len(classes) == 1:
+        raise DataError(f"{directory} has one class sub-folder ({classes[0]}): nothing to tell apart")
+    return classes
+
+
+def list_images(directory: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    found = []
+    for index, name in enumerate(classes):
+        images = sorted(p for p in (directory / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise DataError(f"class folder {directory / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        found += [(p, index) for p in images]
+    return found
+
+
+def cache_path(root: Path, files: dict, settings: dict, cache_dir: str | None) -> Path:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for split, entries in files.items():
+        for path, label in entries:
+            stat = path.stat()
+            digest.update(f"{split}\0{path.relative_to(root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    # beside trainrun's other data (data.root's default), never inside the user's folder
+    base = Path(cache_dir).expanduser() if cache_dir else \
+        Path(os.environ.get("TRAINRUN_DATA", "~/.cache/trainrun/data")).expanduser() / "folder-cache"
+    return base / f"{root.name}-{digest.hexdigest()[:20]}.pt"
+
+
+def read_cache(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a cache is disposable: a broken one is decoded again
+        log.warning("data=folder: the cache %s is unreadable; decoding the images again", path)
+        return None
+
+
+def write_cache(path: Path, decoded: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save(decoded, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # the run goes on; the next one decodes again
+        log.warning("data=folder: cannot write the cache %s (%s)", path, e.strerror or e)
+
+
+def decode_one(path: Path) -> torch.Tensor | str:
+    """The image as uint8 (C, H, W), 1 or 3 channels (an alpha channel dropped); the error text if unreadable."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+    except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
+        return " ".join(str(e).split())[:100] or type(e).__name__
+    if image.dim() == 4:  # an animated GIF: its first frame
+        image = image[0]
+    return image[:1] if image.shape[0] == 2 else image[:3]
+
+
+def decode_all(files: dict, classes: list[str], image_size, channels, on_bad_file: str) -> dict:
+    from torchvision.transforms.v2 import functional as F
+
+    order = [(split, path, label) for split, entries in files.items() for path, label in entries]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # torchvision's decoders release the GIL
+        images = list(pool.map(decode_one, [path for _, path, _ in order]))
+    bad = [(path, image) for (_, path, _), image in zip(order, images) if isinstance(image, str)]
+    if bad and on_bad_file == "error":
+        path, why = bad[0]
+        raise DataError(f"{path} is not a readable image ({why}); fix or remove it, or set data.on_bad_file=skip"
+                        + (f" ({len(bad)} such files)" if len(bad) > 1 else ""))
+    if bad:
+        log.warning("data=folder: skipped %d unreadable files (the first: %s)", len(bad), bad[0][0])
+    kept = [(s, label, image) for (s, _, label), image in zip(order, images) if not isinstance(image, str)]
+    if channels is None:  # the majority's
+        colour = sum(image.shape[0] == 3 for _, _, image in kept)
+        channels = 3 if colour * 2 >= len(kept) else 1
+    sizes = sorted({tuple(image.shape[1:]) for _, _, image in kept})
+    if image_size is None and len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4]) + (f" and {len(sizes) - 4} more" if len(sizes) > 4 else "")
+        raise ConfigError(f"data=folder: the images have different sizes ({shown}); set data.image_size=[H,W]")
+    splits = {}
+    for split in files:
+        xs, ys = [], []
+        for s, label, image in kept:
+            if s != split:
+                continue
+            if image.shape[0] != channels:
+                image = F.rgb_to_grayscale(image) if channels == 1 else image.expand(3, -1, -1)
+            if image_size is not None and tuple(image.shape[1:]) != tuple(image_size):
+                image = F.resize(image, list(image_size), antialias=True)
+            xs.append(image)
+            ys.append(label)
+        if not xs:
+            raise DataError(f"data=folder: no readable image left in the {split} split")
+        splits[split] = {"x": torch.stack(xs).contiguous(), "y": torch.tensor(ys, dtype=torch.int64)}
+    return {"splits": splits, "classes": classes}
