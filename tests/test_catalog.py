@@ -20,7 +20,10 @@ SETUP = {
     "model": {"cnn1d": ["data=mnist1d", "data.subset=200"], "polynomial": ["data=polynomial"]},
     "data": {"mnist1d": ["model=cnn1d"], "polynomial": ["model=polynomial"]},
 }
-SKIP = {("augmentation", "color"), ("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")}
+SKIP = {("augmentation", "color"), ("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10"),
+        # the user's own: they need the user's files or code, and train in test_folder, test_your_data, test_custom
+        ("data", "folder"), ("data", "table"), ("data", "arrays"),
+        *((group, "custom") for group in ("data", "model", "activation", "optimizer", "scheduler", "loss"))}
 CASES = [(group, option) for group in ("activation", "init", "norm", "optimizer", "scheduler", "regularization",
                                        "augmentation", "loss", "model", "data")
          for option in options(group) if (group, option) not in SKIP]
