@@ -10,6 +10,7 @@ import pytest
 from conftest import MNIST_DIR, ROOT
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="the benchmark expects ../shared/data/mnist")
 def test_bench_measures_trainrun_the_bare_loop_and_the_tutorial_side_by_side():
     result = subprocess.run([sys.executable, "scripts/bench.py", "--workloads", "digits", "--rounds", "1",

@@ -39,6 +39,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, optimizer):
     assert not (tmp_path / "outputs").exists()  # and only rank 0 writes, where it was told to
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_two_processes_stopped_by_ctrl_c_resume_exactly(tmp_path):
     """Ctrl-C reaches every process of the terminal's group: each rank finishes its step, rank 0 checkpoints
     every rank's random state and partial sums, and the resumed 2-process run ends bit-identical."""

@@ -142,9 +142,7 @@ def is_short_and_named(message: str) -> bool:
     return 1 <= len(lines) <= 2 and len(message) < 600 and any(name in message for name in NAMES)
 
 
-@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "150")))
-@given(hostile_overrides())
-def test_every_drawn_config_is_built_or_refused_in_one_line(overrides):
+def built_or_refused(overrides: list[str]) -> None:
     """In-process: compose, validate, build every part and preflight it (no training)."""
     from trainrun.build import build, preflight
     from trainrun.cli import describe
@@ -161,6 +159,19 @@ def test_every_drawn_config_is_built_or_refused_in_one_line(overrides):
         assert is_short_and_named(message), (overrides, message)
 
 
+@settings(max_examples=150)
+@given(hostile_overrides())
+def test_every_drawn_config_is_built_or_refused_in_one_line(overrides):
+    built_or_refused(overrides)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500)
+@given(hostile_overrides())
+def test_many_more_drawn_configs_are_built_or_refused_in_one_line(overrides):
+    built_or_refused(overrides)
+
+
 def strict_json(text: str) -> dict:
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
@@ -168,7 +179,7 @@ def strict_json(text: str) -> dict:
 
 
 @pytest.mark.timeout(600)
-@settings(max_examples=int(os.environ.get("HOSTILE_CLI_EXAMPLES", "10")))
+@settings(max_examples=10)
 @given(hostile_overrides())
 def test_the_real_command_line_trains_or_refuses_cleanly(tmp_path_factory, overrides):
     cwd = tmp_path_factory.mktemp("cli")

@@ -38,6 +38,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_sigkill_at_random_points_then_resume_is_bit_identical(reference):
     (reference / "cycle").mkdir()
     sent, same_weights, same_metrics = chaos.cycle(reference / "cycle", kills=3, rng=random.Random(7))

@@ -105,6 +105,7 @@ def test_optuna_search_prunes_the_clearly_worse_trials(tmp_path):
     assert "trainer.pruning" not in rows[0]["overrides"]
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 @pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
 def test_optuna_trials_in_parallel_processes_share_one_study(tmp_path, launcher):
     result = cli("-m", *SEARCH, "hydra.sweeper.n_jobs=2", f"hydra/launcher={launcher}", cwd=tmp_path, timeout=600)
@@ -135,3 +136,36 @@ def test_bad_search_settings_are_one_clear_line(tmp_path, bad, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) <= 2 and lines[0].startswith("error: ") and message in result.stderr
+
+
+@pytest.mark.parametrize("kind,pruner,knob,value", [
+    ("median", "MedianPruner", "_n_startup_trials", 3), ("successive_halving", "SuccessiveHalvingPruner", "_min_resource", 2),
+    ("hyperband", "HyperbandPruner", "_min_resource", 2), ("none", "NopPruner", None, None)])
+def test_each_pruner_is_built_with_its_knobs(kind, pruner, knob, value):
+    from trainrun.search import make_pruner
+
+    built = make_pruner({"kind": kind, "n_startup_trials": 3, "n_warmup_steps": 1, "min_resource": 2})
+    assert type(built).__name__ == pruner
+    if knob:
+        assert getattr(built, knob) == value
+
+
+@pytest.mark.parametrize("kind,sampler", [("tpe", "TPESampler"), ("random", "RandomSampler")])
+def test_each_search_sampler_is_built(kind, sampler):
+    from trainrun.registry import SEARCH_SAMPLERS
+
+    assert type(SEARCH_SAMPLERS.create(None, kind=kind, seed=0)).__name__ == sampler
+
+
+def test_a_config_error_in_one_run_of_a_sweep_is_one_line_without_a_traceback(tmp_path):
+    result = cli("-m", "optimizer=nesterov", "optimizer.momentum=0,0.9", *TINY, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "optimizer=nesterov: Nesterov momentum requires a momentum and zero dampening" in result.stderr
+    assert sorted(r["state"] for r in summary(tmp_path)) == ["complete", "failed"]
+
+
+def test_a_bad_search_space_is_one_line(tmp_path):
+    result = cli("-m", "hparams_search=optuna", "optimizer.lr=tag(log, interval(-1, 0.1))", *TINY, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot search optimizer.lr=tag(log, interval(-1, 0.1))" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2

@@ -131,3 +131,26 @@ def test_c_checksums_match_tensorboards_own():
     for size in (0, 1, 12, 1500, 70_000):
         data = os.urandom(size)
         assert record_writer.masked_crc32c(data) == python_crc(data)
+
+
+def test_each_logger_switch_turns_its_part_off(tmp_path):
+    train_run(tmp_path, ["logger.enabled=true", "model=cnn", "augmentation=[noise]", "logger.histogram_every_n_epochs=0",
+                         "logger.log_images=false", "logger.log_graph=false", "logger.per_layer_grad_norm=false"])
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert tags["histograms"] == [] and tags["images"] == [] and not tags["graph"]
+    grad_norms = [t for t in tags["scalars"] if t.startswith("grad_norm/")]
+    assert grad_norms == ["grad_norm/global"]  # the global norm stays; the per-layer ones are off
+    assert {"train/loss", "val/loss", "lr"} <= set(tags["scalars"])
+
+
+def test_a_step_interval_schedule_moves_the_lr_every_step_in_a_real_run(tmp_path):
+    train_run(tmp_path, ["logger.enabled=true", "scheduler=cosine", "scheduler.interval=step", "trainer.epochs=2",
+                         "optimizer.lr=0.01"])
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    lrs = [e.value for e in events.Scalars("lr")]
+    steps = len(lrs)  # 2 epochs of 4 steps on 300 digits: one lr per step, falling every step
+    assert steps == 8 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[0] == pytest.approx(0.01)
+    assert lrs[-1] == pytest.approx(0.01 * (1 + math.cos(math.pi * 7 / 8)) / 2, rel=1e-4)

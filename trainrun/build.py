@@ -135,8 +135,10 @@ def build(cfg: DictConfig, world: distributed.World) -> Parts:
         torch.manual_seed(tc.seed + world.rank)  # dropout and augmentation draw differently on each rank
     if tc.compile:
         forward = torch.compile(forward)
-    return Parts(cfg, device, data, model, forward, optimizer, plan, scheduler, scaler, autocast, batches,
-                 steps_per_epoch, augment, criterion, loss_name, Regularizer(cfg.regularization, model), stopper)
+    return Parts(cfg=cfg, device=device, data=data, model=model, forward=forward, optimizer=optimizer, plan=plan,
+                 scheduler=scheduler, scaler=scaler, autocast=autocast, batches=batches, steps_per_epoch=steps_per_epoch,
+                 augment=augment, criterion=criterion, loss_name=loss_name,
+                 regularizer=Regularizer(cfg.regularization, model), stopper=stopper)
 
 
 def preflight(parts: Parts) -> None:
