@@ -61,8 +61,10 @@ def test_mnist_loader_reads_the_real_test_set(tmp_path):
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
     assert len(data.train) + len(data.val) + len(data.test) == 10_000
     assert len(data.test) == 2_000  # test_fraction 0.2 of the 10,000 real images
-    assert 0.0 <= float(data.train.x.min()) and float(data.train.x.max()) == 1.0
-    assert 0.12 < float(data.train.x.mean()) < 0.14  # MNIST's mean pixel is ~0.13
+    assert data.train.x.dtype == torch.uint8  # stored as bytes; a batch is float in [0, 1]
+    x = data.fetch(data.train, slice(None))[0]
+    assert 0.0 <= float(x.min()) and float(x.max()) == 1.0
+    assert 0.12 < float(x.mean()) < 0.14  # MNIST's mean pixel is ~0.13
     assert sorted(data.train.y.unique().tolist()) == list(range(10))
 
 

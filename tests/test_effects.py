@@ -507,3 +507,16 @@ def test_digits_read_from_sklearns_file_equal_sklearns_loader():
     bunch = load_digits()
     assert torch.equal(x, torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0)
     assert torch.equal(y, torch.tensor(bunch.target))
+
+
+def test_images_are_stored_as_bytes_and_batches_are_floats(tmp_path):
+    cfg = make_config(["data=synthetic_images", "data.n_samples=500", "data.image_shape=[3,32,32]",
+                       "data.normalize=standardize"])
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
+    assert data.train.x.dtype == torch.uint8 and data.train.x.element_size() == 1  # a quarter of float32's memory
+    x, _ = data.fetch(data.train, slice(0, 8))
+    assert x.dtype == torch.float32 and torch.equal(x, data.train.x[:8].float() / 255)
+    z = data.normalize(x)  # per channel, with statistics of the stored bytes
+    whole = data.fetch(data.train, slice(None))[0]
+    assert torch.allclose(data.normalize(whole).mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert z.shape == x.shape

@@ -39,7 +39,7 @@ def test_real_mnist_pngs_train_and_match_the_idx_pixels(tmp_path, mnist_pngs):
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10 and data.class_names == [str(d) for d in range(10)]
     assert len(data.train) + len(data.val) + len(data.test) == 400
     original = torch.from_numpy(read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:400].copy()).float() / 255
-    pixels = torch.cat([data.train.x, data.val.x, data.test.x]).squeeze(1)
+    pixels = torch.cat([data.fetch(s, slice(None))[0] for s in (data.train, data.val, data.test)]).squeeze(1)
     assert {tuple(p.flatten()[:50].tolist()) for p in pixels} <= {tuple(p.flatten()[:50].tolist()) for p in original}
     result = cli("data=folder", f"data.root={mnist_pngs}", "model=cnn", "trainer.epochs=6", "logger.enabled=false",
                  cwd=tmp_path)
@@ -73,7 +73,8 @@ def test_mixed_sizes_and_modes_need_a_size_and_take_the_majority_channels(tmp_pa
     gray = load_folder(tmp_path / "photos", "data.image_size=[16,16]", "data.channels=1", cache=tmp_path / "cache")
     assert gray.input_shape == (1, 16, 16)
     # the two classes differ by brightness: the labels followed the folders
-    x, y = torch.cat([data.train.x, data.val.x, data.test.x]), torch.cat([data.train.y, data.val.y, data.test.y])
+    x = torch.cat([data.fetch(s, slice(None))[0] for s in (data.train, data.val, data.test)])
+    y = torch.cat([data.train.y, data.val.y, data.test.y])
     assert float(x[y == 1].mean()) > float(x[y == 0].mean()) + 0.4
 
 

@@ -153,7 +153,7 @@ def test_augmentation_changes_a_batch_and_keeps_what_it_should(kind):
     cfg = make_config([f"augmentation=[{kind}]", "data=synthetic_images", "data.n_samples=64",
                        *([f"augmentation.{kind}.p=1.0"] if "p" in REGISTRIES["augmentation"][kind].knobs else [])])
     data = load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
-    x, y = data.train.x[:32].clone(), data.train.y[:32].clone()
+    x, y = data.fetch(data.train, slice(0, 32))
     out, labels = make_augmentation(cfg.augmentation, data)(x.clone(), y)
     assert out.shape == x.shape and not torch.equal(out, x)
     if REGISTRIES["augmentation"].trait(kind, "mixes_labels"):

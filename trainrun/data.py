@@ -1,7 +1,8 @@
 """Datasets as tensors: loaded once, split with a seeded permutation, kept on the training device.
 
 Batches are index slices of these tensors (see Batches); augmentation and normalization act on whole
-batches. Images are float32 in [0, 1], shape (N, C, H, W); sequences (N, C, L); features (N, D).
+batches. Images are kept as uint8, shape (N, C, H, W) (a quarter of float32's memory), and become float32
+in [0, 1] per batch on the training device, in `Data.fetch`; sequences are (N, C, L), features (N, D).
 Classification targets are int64 class indices; regression targets float32 of shape (N, 1).
 """
 from __future__ import annotations
@@ -66,10 +67,12 @@ class Data:
     class_names: list[str] | None = None  # what class index i stands for, where the data name their classes
 
     def fetch(self, split: Split, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows `idx` (a slice or an index tensor) of a split, on the training device."""
+        """Rows `idx` (a slice or an index tensor) of a split, on the training device, as float inputs."""
         x, y = split.x[idx], split.y[idx]
         if x.device != self.device:  # from (pinned) host memory, without waiting for the copy
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:  # pixels: converted on the device, after the (4x smaller) copy
+            x = x.float().div_(255)
         if self.memory_format is not torch.contiguous_format:
             x = x.contiguous(memory_format=self.memory_format)
         return x, y
@@ -136,7 +139,7 @@ def _torchvision_dataset(class_name: str, folder: str, expected: str):
             if images is None or labels is None:
                 raise DataError(f"{cfg.kind}: t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) not found "
                                 f"under {root} or {root / folder / 'raw'}")
-            x = torch.from_numpy(read_idx(images).copy()).unsqueeze(1).float() / 255
+            x = torch.from_numpy(read_idx(images).copy()).unsqueeze(1)
             return x, torch.from_numpy(read_idx(labels).astype(np.int64)), None, None
         splits = []
         for train in (True, False):
@@ -149,7 +152,7 @@ def _torchvision_dataset(class_name: str, folder: str, expected: str):
                                 f"Put {expected} there, or point data.root (or $TRAINRUN_DATA) at them") from None
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # NHWC (CIFAR) or NHW -> NCHW
-            splits += [x.float() / 255, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
+            splits += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
         return tuple(splits)
 
     return load
@@ -350,7 +353,7 @@ def _table_feature(column, name: str) -> np.ndarray:
 
 def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
     """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
-    x = torch.rand(n_samples, *image_shape, generator=g)
+    x = torch.randint(0, 256, (n_samples, *image_shape), generator=g, dtype=torch.uint8)
     return x, torch.randint(num_classes, (n_samples,), generator=g), None, None
 
 
@@ -369,13 +372,29 @@ class Identity:
         return x
 
 
+STATISTICS_CHUNK = 4096  # rows converted to float64 at a time: statistics of uint8 images without a float copy
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.double().div_(255) if x.dtype == torch.uint8 else x.double()
+
+
+def _chunks(x: torch.Tensor):
+    for start in range(0, len(x), STATISTICS_CHUNK):
+        yield _as_float(x[start:start + STATISTICS_CHUNK])
+
+
 class Standardize:
     """Zero mean, unit variance per feature; for images per channel (a per-pixel std is near zero at the
     borders, and would blow up any augmentation that moves ink there)."""
 
     def __init__(self, x: torch.Tensor):
         dims = (0, 2, 3) if x.dim() == 4 else (0,)
-        mean, std = x.double().mean(dims, keepdim=True), x.double().std(dims, keepdim=True)
+        count = len(x) * (x.shape[2] * x.shape[3] if x.dim() == 4 else 1)
+        total = sum(c.sum(dims, keepdim=True) for c in _chunks(x))
+        mean = total / count
+        squares = sum(((c - mean) ** 2).sum(dims, keepdim=True) for c in _chunks(x))
+        std = (squares / max(count - 1, 1)).sqrt()
         self.mean = mean.float()
         self.scale = (1 / torch.where(std > 1e-8, std, torch.ones_like(std))).float()  # constant features stay put
 
@@ -391,10 +410,10 @@ class PCA:
     """x -> ((x - mean) @ principal axes), divided by sqrt(variance) when whitening, on flattened features."""
 
     def __init__(self, x: torch.Tensor, whiten: bool):
-        flat = x.flatten(1).double()
-        mean = flat.mean(0)
-        centred = flat - mean
-        variances, vectors = torch.linalg.eigh(centred.T @ centred / max(len(flat) - 1, 1))
+        flat = x.flatten(1)
+        mean = sum(c.sum(0) for c in _chunks(flat)) / len(flat)
+        scatter = sum((c - mean).T @ (c - mean) for c in _chunks(flat))
+        variances, vectors = torch.linalg.eigh(scatter / max(len(flat) - 1, 1))
         self.mean, self.rotation = mean.float(), vectors.flip(1).float()  # principal axes, largest variance first
         variances = variances.flip(0).clamp_min(0)
         # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
@@ -430,7 +449,7 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     num_outputs = int(torch.cat([y, y_test]).max()) + 1 if task == "classification" else y.shape[1]
     normalizer = NORMALIZERS.create(None, x, kind=cfg.normalize)
     splits = [Split(x, y), Split(x_val, y_val), Split(x_test, y_test)]
-    if prenormalize:
+    if prenormalize and x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
         splits = [Split(normalizer(s.x), s.y) for s in splits]
         normalizer = Identity(x)
     home = storage_device(sum(t.numel() * t.element_size() for s in splits for t in (s.x, s.y)), device,

@@ -48,7 +48,7 @@ def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
         log.info("data=folder: decoded %d images into %s", sum(len(v["y"]) for v in decoded["splits"].values()), cache)
     else:
         log.info("data=folder: read the decoded images from %s", cache)
-    parts = {s: (d["x"].float() / 255, d["y"]) for s, d in decoded["splits"].items()}
+    parts = {s: (d["x"], d["y"]) for s, d in decoded["splits"].items()}  # uint8: Data.fetch makes floats
     x, y = parts["train"]
     test, val = parts.get("test", (None, None)), parts.get("val", (None, None))
     return Loaded(x, y, *test, *val, class_names=decoded["classes"])
