@@ -223,7 +223,9 @@ def custom(cfg, g, params, _target_=None):
 def as_splits(source: str, arrays) -> tuple:
     """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float inputs; integer targets are classes
     (any integer labels, mapped to 0..k-1 in sorted order), float targets regression values (N, outputs)."""
-    tensors = [torch.as_tensor(np.asarray(a)) for a in arrays]
+    # read-only arrays (memory-mapped .npy) are copied here: rows are gathered from them once, into the splits
+    tensors = [torch.as_tensor(a if isinstance(a, torch.Tensor) or np.asarray(a).flags.writeable else np.array(a))
+               for a in arrays]
     names = ("x", "y", "x_test", "y_test")
     for i in range(0, len(tensors), 2):
         if len(tensors[i]) != len(tensors[i + 1]):
