@@ -121,3 +121,34 @@ def test_without_a_terminal_each_epoch_is_one_clean_line(tmp_path, env):
     assert all(line.startswith("epoch ") for line in after)  # no stray "0.02s" fragment after an epoch
     run_dir = next(tmp_path.glob("outputs/*/*"))
     assert f"run directory: {run_dir}" in result.stdout.splitlines()  # the whole path on one line
+
+
+def test_a_run_directory_that_holds_a_run_is_never_written_into(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli("trainer.epochs=1", "data.subset=200", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    again = cli("trainer.epochs=3", "data.subset=200", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"{run_dir} already holds a run; continue it with: trainrun trainer.resume={run_dir}" in again.stderr
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before  # .hydra/ included: nothing changed
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "trainrun", "trainer.epochs=1", "data.subset=200",
+                               "logger.enabled=false"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    runs = sorted(tmp_path.glob("outputs/*/*"))
+    assert len(runs) == 3 and all((r / "metrics.json").is_file() for r in runs)
+
+
+def test_a_sweep_directory_that_holds_a_sweep_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "optimizer=sgd,adam", "trainer.epochs=1", "data.subset=200", "logger.enabled=false",
+            f"hydra.sweep.dir={sweep}"]
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()}
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 2 and f"{sweep} already holds a sweep" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()} == before

@@ -39,13 +39,54 @@ register_sweeper()
 def run_dir_for(resume: str | None, new_run_dir: str) -> str:
     """hydra.run.dir: a new dated directory, or the run that trainer.resume names (it continues there)."""
     if not resume:
-        return new_run_dir
+        return new_dir(new_run_dir)
     from .checkpoint import find_run
 
     return str(find_run(resume))
 
 
+CLAIMED: dict[str, str] = {}  # Hydra may resolve the directory more than once: the same answer each time
+
+
+def new_dir(wanted: str) -> str:
+    """`wanted`, or `wanted-2`, `-3`, ... when a run started in the same second (in this process or another)
+    has it: the directory is claimed by creating it, which only one process can do."""
+    if wanted not in CLAIMED:
+        for n in range(1, 1000):
+            candidate = wanted if n == 1 else f"{wanted}-{n}"
+            try:
+                Path(candidate).mkdir(parents=True)
+            except FileExistsError:
+                continue
+            except OSError:  # unwritable: Hydra reports it where it creates the directory
+                pass
+            CLAIMED[wanted] = candidate
+            break
+    return CLAIMED[wanted]
+
+
+HOLDS_A_RUN = ("metrics.json", "last.pt", "best.pt", "events.out.tfevents.*")
+
+
+def refuse_to_overwrite(args: list[str]) -> str | None:
+    """A run or sweep directory given on the command line that already holds one is never written into."""
+    values = dict(arg.split("=", 1) for arg in args if "=" in arg and not arg.startswith("-"))
+    multirun = "-m" in args or "--multirun" in args
+    if multirun and values.get("hydra.sweep.dir"):
+        sweep = Path(values["hydra.sweep.dir"]).expanduser()
+        if (sweep / "multirun.yaml").is_file():
+            return (f"{sweep} already holds a sweep; trainrun does not resume sweeps yet: give another "
+                    "hydra.sweep.dir (nothing was changed)")
+    if not multirun and values.get("hydra.run.dir") and not values.get("trainer.resume"):
+        run_dir = Path(values["hydra.run.dir"]).expanduser()
+        if any(next(run_dir.glob(pattern), None) for pattern in HOLDS_A_RUN):
+            return (f"{run_dir} already holds a run; continue it with: trainrun trainer.resume={run_dir} "
+                    "(or give another hydra.run.dir; nothing was changed)")
+    return None
+
+
 OmegaConf.register_new_resolver("trainrun_run_dir", run_dir_for, replace=True)
+OmegaConf.register_new_resolver("trainrun_new_dir", new_dir, replace=True)
 OmegaConf.register_new_resolver(
     "trainrun_output_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 
@@ -149,7 +190,7 @@ def main() -> None:
         sys.argv = [sys.argv[0], *worker_arguments(sys.argv[1:])]
     global SHOW_TRACEBACK
     SHOW_TRACEBACK = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
-    refusal = check_command_line(sys.argv[1:])
+    refusal = check_command_line(sys.argv[1:]) or refuse_to_overwrite(sys.argv[1:])
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
