@@ -132,6 +132,7 @@ BAD_INPUT = [
     (["model.hidden=[10000000000]"], "model=mlp: [enforce fail"),
     (["scheduler=inverse_time", "scheduler.k=-1"], "scheduler.k=-1.0 is invalid: expected >= 0"),
     (["augmentation=[blur]", "augmentation.blur.kernel_size=2"], "augmentation=blur:"),
+    (["data=mnist", "data.download=false", "model=cnn1d"], "model=cnn1d needs sequences; data=mnist gives images"),
     # the command line itself
     (["model=null"], "model=null: a run needs one model option; choose one of: cnn"),
     (["~data"], "~data: a run needs one data option"),

@@ -144,8 +144,9 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   activation: gain (torch.nn.init.calculate_gain's name), slope (the knob giving leaky_relu's slope),
 #              self_normalizing (dropout becomes alpha dropout), warning
 #   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
-#   model: own_layers (ignores activation and norm);  augmentation: mixes_labels
-#   data: images (pixels in [0, 1], so pixel augmentations apply)
+#   model: own_layers (ignores activation and norm), needs (images | sequences)
+#   augmentation: mixes_labels, needs (images)
+#   data: gives (images | sequences | features; unknown for arrays and custom until loaded)
 #   precision: autocast (dtype name), grad_scaler
 
 _SGD_KNOBS = "lr momentum dampening weight_decay"
@@ -242,42 +243,43 @@ LOSSES = Registry("loss", {
 MODELS = Registry("model", {
     "mlp": option("trainrun.model:mlp", "hidden"),
     "linear": option("trainrun.model:linear"),
-    "cnn": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}),
-    "cnn1d": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1}),
-    "resnet": option("trainrun.model:resnet", "depth width"),
+    "cnn": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}, needs="images"),
+    "cnn1d": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1},
+                    needs="sequences"),
+    "resnet": option("trainrun.model:resnet", "depth width", needs="images"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
-    "torchvision": option("trainrun.model:torchvision_model", "name weights", own_layers=True),
+    "torchvision": option("trainrun.model:torchvision_model", "name weights", own_layers=True, needs="images"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 
 AUGMENTATIONS = Registry("augmentation", {
-    "flip": option("trainrun.augmentation:flip", "p"),
-    "crop": option("trainrun.augmentation:crop", "p padding"),
-    "rotate": option("trainrun.augmentation:rotate", "p degrees"),
-    "affine": option("trainrun.augmentation:affine", "p degrees translate scale"),
+    "flip": option("trainrun.augmentation:flip", "p", needs="images"),
+    "crop": option("trainrun.augmentation:crop", "p padding", needs="images"),
+    "rotate": option("trainrun.augmentation:rotate", "p degrees", needs="images"),
+    "affine": option("trainrun.augmentation:affine", "p degrees translate scale", needs="images"),
     "noise": option("trainrun.augmentation:noise", "p std"),
-    "erase": option("trainrun.augmentation:erase", "p scale"),
-    "blur": option("trainrun.augmentation:blur", "p kernel_size sigma"),
-    "color": option("trainrun.augmentation:color", "p brightness contrast saturation hue groups"),
-    "randaugment": option("trainrun.augmentation:randaugment", "num_ops magnitude groups"),
-    "autoaugment": option("trainrun.augmentation:autoaugment", "policy groups"),
-    "trivialaugment": option("trainrun.augmentation:trivialaugment", "groups"),
+    "erase": option("trainrun.augmentation:erase", "p scale", needs="images"),
+    "blur": option("trainrun.augmentation:blur", "p kernel_size sigma", needs="images"),
+    "color": option("trainrun.augmentation:color", "p brightness contrast saturation hue groups", needs="images"),
+    "randaugment": option("trainrun.augmentation:randaugment", "num_ops magnitude groups", needs="images"),
+    "autoaugment": option("trainrun.augmentation:autoaugment", "policy groups", needs="images"),
+    "trivialaugment": option("trainrun.augmentation:trivialaugment", "groups", needs="images"),
     "mixup": option("trainrun.augmentation:mixup", "alpha", mixes_labels=True),
-    "cutmix": option("trainrun.augmentation:cutmix", "alpha", mixes_labels=True),
+    "cutmix": option("trainrun.augmentation:cutmix", "alpha", mixes_labels=True, needs="images"),
 })
 
 DATASETS = Registry("data", {
-    "digits": option("trainrun.data:digits", images=True),
-    "mnist": option("trainrun.data:mnist", images=True),
-    "fashion_mnist": option("trainrun.data:fashion_mnist", images=True),
-    "cifar10": option("trainrun.data:cifar10", images=True),
-    "mnist1d": option("trainrun.data:mnist1d"),
-    "polynomial": option("trainrun.data:polynomial", "n_samples noise"),
-    "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise"),
-    "spirals": option("trainrun.data:spirals", "n_samples noise turns"),
-    "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", images=True),
-    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", images=True),
-    "table": option("trainrun.data:table", "path target features task max_classes missing"),
+    "digits": option("trainrun.data:digits", gives="images"),
+    "mnist": option("trainrun.data:mnist", gives="images"),
+    "fashion_mnist": option("trainrun.data:fashion_mnist", gives="images"),
+    "cifar10": option("trainrun.data:cifar10", gives="images"),
+    "mnist1d": option("trainrun.data:mnist1d", gives="sequences"),
+    "polynomial": option("trainrun.data:polynomial", "n_samples noise", gives="features"),
+    "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise", gives="features"),
+    "spirals": option("trainrun.data:spirals", "n_samples noise turns", gives="features"),
+    "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", gives="images"),
+    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", gives="images"),
+    "table": option("trainrun.data:table", "path target features task max_classes missing", gives="features"),
     "arrays": option("trainrun.data:arrays", "path targets"),
     "custom": option("trainrun.data:custom", "_target_ params"),
 })
@@ -332,6 +334,13 @@ def check_combinations(cfg: DictConfig) -> None:
     if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric") and cfg.scheduler.interval == "step":
         raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
                           "set scheduler.interval=epoch")
+    gives = DATASETS.trait(cfg.data.kind, "gives", None)  # checked before a long load, where the data say
+    for group, kind, registry in [("model", cfg.model.kind, MODELS),
+                                  *(("augmentation", name, AUGMENTATIONS) for name in cfg.augmentation)]:
+        needs = registry.trait(kind, "needs", None)
+        if gives and needs and needs != gives:
+            where = f"model={kind}" if group == "model" else f"augmentation {kind}"
+            raise ConfigError(f"{where} needs {needs}; data={cfg.data.kind} gives {gives}")
     act = cfg.activation
     if act.lower is not None and act.upper is not None and act.lower > act.upper:
         raise ConfigError(f"activation={act.kind}: activation.lower={act.lower} must not exceed activation.upper={act.upper}")
