@@ -86,7 +86,8 @@ def refuse_to_overwrite(args: list[str]) -> str | None:
 
 
 OmegaConf.register_new_resolver("trainrun_run_dir", run_dir_for, replace=True)
-OmegaConf.register_new_resolver("trainrun_new_dir", new_dir, replace=True)
+# cached like Hydra's own `now`: a sweep's jobs (in worker processes too) get the directory the sweep claimed
+OmegaConf.register_new_resolver("trainrun_new_dir", new_dir, replace=True, use_cache=True)
 OmegaConf.register_new_resolver(
     "trainrun_output_subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 
