@@ -21,6 +21,7 @@ COMMON = ["data.subset=251", "data.batch_size=64", "trainer.epochs=3", "logger.e
           "regularization.weight_decay=1e-3"]
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_two_gloo_processes_match_one_process(tmp_path, optimizer):
     one = cli(*COMMON, f"optimizer={optimizer}", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
@@ -63,6 +64,7 @@ def test_two_processes_stopped_by_ctrl_c_resume_exactly(tmp_path):
     assert not (tmp_path / "outputs").exists()  # the resumed run continued in its own directory
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_batch_norm_over_two_processes_learns_with_rank_0s_running_statistics(tmp_path):
     """Without SyncBatchNorm (GPU-only) each rank normalizes its shard by the shard's statistics, and DDP
     broadcasts rank 0's running statistics before every forward pass, so evaluation uses one set."""

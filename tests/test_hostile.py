@@ -178,6 +178,7 @@ def strict_json(text: str) -> dict:
     return json.loads(text, parse_constant=refuse)
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 @pytest.mark.timeout(600)
 @settings(max_examples=10)
 @given(hostile_overrides())

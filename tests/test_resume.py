@@ -55,6 +55,7 @@ def test_sigkill_before_the_first_checkpoint_resumes_by_starting_over_bit_identi
     assert same_weights and same_metrics
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_a_completed_run_resumed_with_more_epochs_continues_where_it_ended(tmp_path):
     args = ["trainer.deterministic=true", "data.subset=300", "logger.enabled=false", "trainer.early_stopping.patience=100"]
     straight = cli(*args, "trainer.epochs=4", f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
@@ -98,6 +99,7 @@ def test_nonfinite_metrics_are_null_in_strict_json(tmp_path):
     assert metrics["train/loss"] is None
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_sigterm_checkpoints_says_how_to_resume_and_resumes_exactly(reference, tmp_path):
     run_dir = tmp_path / "run"
     proc = chaos.trainrun(f"hydra.run.dir={run_dir}")

@@ -116,6 +116,7 @@ def test_optuna_trials_in_parallel_processes_share_one_study(tmp_path, launcher)
     assert "COMPLETE" in {s for s, _ in states.values()}
 
 
+@pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
 def test_optuna_study_in_an_rdb_url(tmp_path):
     import optuna
 

@@ -43,7 +43,7 @@ def nonlinearity(cfg: DictConfig) -> Nonlinearity:
     traits = ACTIVATIONS[cfg.kind].traits
     slope = traits.get("slope")
     if isinstance(slope, tuple):  # rrelu: the mean of its random slopes
-        slope = sum(cfg[k] for k in slope) / len(slope)
+        slope = sum(getattr(cfg, k) for k in slope) / len(slope)
     elif slope is not None:
-        slope = cfg[slope]
+        slope = getattr(cfg, slope)
     return Nonlinearity(traits["gain"], slope or 0.0)

@@ -86,9 +86,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path, parts: dict, config: dict, world, cfg: DictConfig):
         import time
 
-        self.run_dir, self.parts, self.config, self.world = run_dir, parts, config, world
-        self.save_last, self.save_best = cfg.save_last, cfg.save_best
-        self.every = (cfg.every_n_epochs or 0, cfg.every_n_steps or 0, cfg.every_n_seconds or 0)  # plain: read per step
+        self.run_dir, self.parts, self.config, self.world, self.cfg = run_dir, parts, config, world, cfg
         self.clock, self.last_time, self.saved_once = time.perf_counter, time.perf_counter(), False
         self.writer = BackgroundWriter()
         self.best_state: dict | None = None
@@ -97,7 +95,7 @@ class Checkpointer:
     def due(self, step: int, epoch_ended: int = 0) -> bool:
         """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,
         or n seconds after the last."""
-        epochs, steps, seconds = self.every
+        epochs, steps, seconds = self.cfg.every_n_epochs, self.cfg.every_n_steps, self.cfg.every_n_seconds
         return bool((epoch_ended and (not self.saved_once or (epochs and epoch_ended % epochs == 0)))
                     or (steps and step % steps == 0) or (seconds and self.clock() - self.last_time >= seconds))
 
@@ -113,11 +111,11 @@ class Checkpointer:
         ranks = self.world.gather({**per_rank, "rng": rng_states()})
         if not self.world.is_main:
             return
-        if self.save_best and self.best_state is not None and self.best_written != self.best_epoch:
+        if self.cfg.save_best and self.best_state is not None and self.best_written != self.best_epoch:
             self.writer.save({"model": self.best_state, "epoch": self.best_epoch, "metrics": self.best_metrics,
                               "config": self.config}, self.run_dir / "best.pt", copy=False)
             self.best_written = self.best_epoch
-        if not self.save_last:
+        if not self.cfg.save_last:
             return
         state = {name: part.state_dict() if part is not None else None for name, part in self.parts.items()}
         state.update(counters, best_metrics=self.best_metrics, config=self.config,

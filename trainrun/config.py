@@ -414,6 +414,22 @@ def register() -> None:
     ConfigStore.instance().store(name="trainrun_schema", node=Config)
 
 
+def typed(cfg: DictConfig) -> Config:
+    """The validated config as the schema's dataclasses, once: plain attributes from then on (a read of an
+    OmegaConf node costs microseconds; the loop reads some every step). A resumed run's saved config, an
+    untyped dict, is merged onto the schema first."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+
+
+def values_of(node) -> dict:
+    """A group's values as a plain dict, from a dataclass, an OmegaConf node or a mapping."""
+    if dataclasses.is_dataclass(node):
+        return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
+
+
 # ---------------------------------------------------------------------------------------------
 # One generic check of every declaration, then the per-option knobs and the traits that combine groups.
 

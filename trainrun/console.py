@@ -9,6 +9,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .config import values_of
+
 GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
 REFRESH_S = 0.1
 
@@ -22,9 +24,9 @@ class RunConsole:
     def header(self, cfg, device, data, model, run_dir: Path) -> None:
         params = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        choices = "  ".join(f"[bold]{g}[/]={cfg[g].kind}" for g in GROUPS)
+        choices = "  ".join(f"[bold]{g}[/]={getattr(cfg, g).kind}" for g in GROUPS)
         extras = [f"[bold]loss[/]={cfg.loss.kind if cfg.loss else 'auto'}",
-                  f"[bold]regularization[/]={','.join(k for k, v in cfg.regularization.items() if v) or 'none'}",
+                  f"[bold]regularization[/]={','.join(k for k, v in values_of(cfg.regularization).items() if v) or 'none'}",
                   f"[bold]augmentation[/]={','.join(cfg.augmentation) or 'none'}"]
         split = f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test"
         body = (f"{choices}\n{'  '.join(extras)}\n"

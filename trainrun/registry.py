@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .config import ConfigError, DataError
 
@@ -68,7 +68,8 @@ class Registry(Mapping[str, Option]):
         kind = chosen if isinstance(chosen, str) else chosen.kind
         value = self[kind].traits.get(name, default)
         if isinstance(value, FromKnob):
-            return default if isinstance(chosen, str) or chosen[value.knob] is None else chosen[value.knob]
+            knob = None if isinstance(chosen, str) else getattr(chosen, value.knob)
+            return default if knob is None else knob
         return value
 
     def check_knobs(self, cfg: DictConfig, kind: str) -> None:
@@ -84,7 +85,9 @@ class Registry(Mapping[str, Option]):
 
     def knobs(self, cfg: DictConfig, kind: str) -> dict[str, Any]:
         """The knobs option `kind` takes that `cfg` sets, as plain Python values."""
-        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        from .config import values_of
+
+        values = values_of(cfg)
         return {k: values[k] for k in self[kind].knobs if values.get(k) is not None}
 
     def create(self, cfg: DictConfig | None, *args: Any, kind: str | None = None, **context: Any) -> Any:

@@ -13,9 +13,7 @@ from .init import LAYERS_WITH_WEIGHTS
 
 class Regularizer:
     def __init__(self, cfg: DictConfig, model: nn.Module):
-        # plain values: these are read on every step, and an OmegaConf read costs microseconds
-        self.weight_decay, self.l1, self.max_norm = cfg.weight_decay, cfg.l1, cfg.max_norm
-        self.clip_norm, self.clip_value = cfg.grad_clip_norm, cfg.grad_clip_value
+        self.cfg = cfg
         # penalties and max-norm act on weight matrices and kernels, not on biases or norm scales
         # (layers, not tensors: under weight normalization `layer.weight` is recomputed on every access)
         self.layers = [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS) and m.weight.requires_grad]
@@ -23,21 +21,21 @@ class Regularizer:
 
     def add_penalty(self, loss: torch.Tensor) -> torch.Tensor:
         """loss + 0.5 * weight_decay * sum ||W||^2 + l1 * sum |W| (the loss itself, no op, when neither is set)."""
-        if self.weight_decay:
-            loss = loss + 0.5 * self.weight_decay * sum(m.weight.pow(2).sum() for m in self.layers)
-        if self.l1:
-            loss = loss + self.l1 * sum(m.weight.abs().sum() for m in self.layers)
+        if self.cfg.weight_decay:
+            loss = loss + 0.5 * self.cfg.weight_decay * sum(m.weight.pow(2).sum() for m in self.layers)
+        if self.cfg.l1:
+            loss = loss + self.cfg.l1 * sum(m.weight.abs().sum() for m in self.layers)
         return loss
 
     def clip_gradients(self) -> None:
-        if self.clip_value is not None:
-            nn.utils.clip_grad_value_(self.params, self.clip_value)
-        if self.clip_norm is not None:
-            nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        if self.cfg.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(self.params, self.cfg.grad_clip_value)
+        if self.cfg.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip_norm)
 
     @torch.no_grad()
     def constrain(self) -> None:
         """Max-norm: rescale each neuron's incoming weights to norm <= max_norm (after the step)."""
-        if self.max_norm is not None:
+        if self.cfg.max_norm is not None:
             for m in self.layers:
-                m.weight.copy_(torch.renorm(m.weight, 2, 0, self.max_norm))
+                m.weight.copy_(torch.renorm(m.weight, 2, 0, self.cfg.max_norm))

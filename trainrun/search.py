@@ -8,7 +8,7 @@ def make_pruner(cfg: Mapping):
     """The pruner that trainer.pruning (or hydra.sweeper.pruner) names, with the knobs its record lists."""
     from .registry import PRUNERS
 
-    return PRUNERS.create(cfg, kind=cfg["kind"])
+    return PRUNERS.create(cfg, kind=cfg["kind"] if isinstance(cfg, Mapping) else cfg.kind)
 
 
 def make_storage(url: str):

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, distributed
 from .build import Parts, build, metric_name, preflight, spans_run_guard
-from .config import ConfigError
+from .config import ConfigError, typed, values_of
 from .console import SilentConsole
 from .data import Data, Split
 from .logger import TensorBoard
@@ -49,6 +49,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     cfg, saved = resumed(cfg, run_dir, overrides, ui, world)
     if saved is not None and saved.get("finished"):
         return saved["metrics"]
+    cfg = typed(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
         log.info("torch threads: %d", cfg.trainer.threads)
@@ -147,7 +148,7 @@ class Run:
         self.checkpointer = checkpoint.Checkpointer(
             self.run_dir, {"model": p.model, "optimizer": p.optimizer, "scheduler": p.scheduler, "scaler": p.scaler,
                            "early_stopping": p.stopper},
-            OmegaConf.to_container(cfg, resolve=True), self.world, cfg.trainer.checkpoint)
+            asdict(cfg), self.world, cfg.trainer.checkpoint)
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
                                self.trial, self.world, self.ui)
 
@@ -162,7 +163,6 @@ class Run:
 
     def fit(self) -> None:
         p, tc = self.parts, self.parts.cfg.trainer
-        # plain values for the step loop: reading an OmegaConf node costs microseconds each time
         epochs, accum, log_every, max_steps = tc.epochs, tc.grad_accum_steps, tc.log_every_n_steps, tc.max_steps
         step_scheduler = p.scheduler if p.cfg.scheduler.interval == "step" else None
         on_cpu = p.device.type == "cpu"
@@ -421,8 +421,8 @@ def report(run: Run, overrides: dict) -> dict:
 
 def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
     """What the HParams dashboard compares: every group's choice and the knobs most often swept."""
-    groups = {g: cfg[g].kind for g in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")}
-    reg = [k for k, v in cfg.regularization.items() if v]
+    groups = {g: getattr(cfg, g).kind for g in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")}
+    reg = [k for k, v in values_of(cfg.regularization).items() if v]
     return {**groups, "loss": loss_name, "regularization": ",".join(reg) or "none",
             "augmentation": ",".join(cfg.augmentation) or "none", "lr": cfg.optimizer.lr,
             "batch_size": str(cfg.data.batch_size), "seed": cfg.trainer.seed}
