@@ -107,7 +107,12 @@ def value_for(draw, field_and_hint, valid: bool):
 @st.composite
 def hostile_overrides(draw) -> list[str]:
     valid = draw(st.booleans())  # half the examples stay in range: they explore combinations of groups
-    overrides = [f"data={draw(st.sampled_from(FAST_DATA))}"]
+    data = draw(st.sampled_from(FAST_DATA))
+    # few samples unless drawn: 10,000 synthetic images of a drawn 65x65x65 shape would take gigabytes
+    overrides = [f"data={data}", *(["data.n_samples=200"] if "n_samples" in REGISTRIES["data"][data].knobs else [])]
+    for knob in draw(st.lists(st.sampled_from(REGISTRIES["data"][data].knobs), max_size=2, unique=True)) \
+            if REGISTRIES["data"][data].knobs else []:
+        overrides.append(f"data.{knob}={show(draw(value_for(FIELDS[f'data.{knob}'], valid)))}")
     for group in OPTION_GROUPS:
         if draw(st.booleans()):
             continue  # the default option
