@@ -198,3 +198,40 @@ def test_the_real_command_line_trains_or_refuses_cleanly(tmp_path_factory, overr
         assert result.returncode == 2, (overrides, result.stderr[-2000:])
         assert result.stderr.startswith("error: ") and is_short_and_named(result.stderr), result.stderr
         assert not (cwd / "outputs").exists()
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A table, arrays and an image folder of the user's, for drawing the knobs of data=table|arrays|folder."""
+    import numpy as np
+    from torchvision.io import write_png
+
+    base = tmp_path_factory.mktemp("user_data")
+    rows = ["a,b,colour,label"] + [f"{i % 7},{i * 0.5},{'red' if i % 3 else 'blue'},{i % 2}" for i in range(60)]
+    (base / "t.csv").write_text("\n".join(rows) + "\n")
+    np.savez(base / "a.npz", x=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 3)
+    import torch
+    for label in ("cats", "dogs"):
+        (base / "photos" / label).mkdir(parents=True)
+        for i in range(6):
+            write_png(torch.full((1, 8, 8), 40 * i, dtype=torch.uint8), str(base / "photos" / label / f"{i}.png"))
+    return base
+
+
+@st.composite
+def user_data_overrides(draw, base):
+    kind = draw(st.sampled_from(["table", "arrays", "folder"]))
+    fixed = {"table": [f"data.path={base / 't.csv'}", "data.target=label"], "arrays": [f"data.path={base / 'a.npz'}"],
+             "folder": [f"data.root={base / 'photos'}", f"data.cache_dir={base / 'cache'}"]}[kind]
+    valid = draw(st.booleans())
+    drawable = [k for k in REGISTRIES["data"][kind].knobs if k not in ("path", "targets", "cache_dir")]
+    overrides = [f"data={kind}", *fixed]
+    for knob in draw(st.lists(st.sampled_from(drawable), max_size=3, unique=True)) if drawable else []:
+        overrides.append(f"data.{knob}={show(draw(value_for(FIELDS[f'data.{knob}'], valid)))}")
+    return overrides
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_the_users_own_data_knobs_are_built_or_refused_in_one_line(user_files, data):
+    built_or_refused(data.draw(user_data_overrides(user_files)))
