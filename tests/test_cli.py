@@ -1,7 +1,6 @@
 """`trainrun` end to end through a subprocess, as a user meets it."""
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, ROOT, cli, options, read_metrics
+from conftest import ROOT, cli, options, read_metrics
 
 GROUPS = ("activation", "augmentation", "data", "init", "loss", "model", "norm", "optimizer", "regularization", "scheduler")
 

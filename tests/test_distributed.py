@@ -22,11 +22,13 @@ COMMON = ["data.subset=251", "data.batch_size=64", "trainer.epochs=3", "logger.e
 
 
 @pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_two_gloo_processes_match_one_process(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,streamed", [("sgd", False), ("adam", False), ("sgd", True)])
+def test_two_gloo_processes_match_one_process(tmp_path, optimizer, streamed):
     one = cli(*COMMON, f"optimizer={optimizer}", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
-    two = cli(*COMMON, f"optimizer={optimizer}", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path)
+    # streamed: each process gathers only its shard's rows from the memory map
+    two = cli(*COMMON, f"optimizer={optimizer}", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'two'}",
+              *(["data.host_memory_gb=0.0001"] if streamed else []), cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]

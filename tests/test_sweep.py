@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_report_shows_the_summary_again(tmp_path):
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
-def optuna_states(sweep: "Path") -> dict:
+def optuna_states(sweep: Path) -> dict:
     import optuna
 
     from trainrun.search import make_storage

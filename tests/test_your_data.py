@@ -94,16 +94,19 @@ def test_arrays_npz_npy_memory_mapped_and_pt(tmp_path):
     assert results[0]["test/acc"] == results[1]["test/acc"] == results[2]["test/acc"]  # one dataset, three files
 
 
-def test_npy_is_memory_mapped(tmp_path, monkeypatch):
+def test_npy_is_memory_mapped_not_copied(tmp_path):
     from trainrun import data
 
-    np.save(tmp_path / "x.npy", np.zeros((10, 3), np.float32))
+    np.save(tmp_path / "x.npy", np.arange(30, dtype=np.float32).reshape(10, 3))
     np.save(tmp_path / "y.npy", np.arange(10) % 2)
-    modes = []
-    real_load = np.load
-    monkeypatch.setattr(data.np, "load", lambda *a, **k: modes.append(k.get("mmap_mode")) or real_load(*a, **k))
-    data.arrays(None, None, str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
-    assert modes == ["r", "r"]
+    loaded = data.arrays(None, None, str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+    assert loaded.on_disk  # float32 inputs are the file's pages, not a copy
+    on_file = np.load(tmp_path / "x.npy", mmap_mode="r+")
+    on_file[0, 0] = 99  # written through the file: the loaded tensor sees it, so it is a map of that file
+    on_file.flush()
+    assert float(loaded.x[0, 0]) == 99
+    np.save(tmp_path / "x.npy", np.zeros((10, 3)))  # float64: converted to float32, so a copy in memory
+    assert not data.arrays(None, None, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")).on_disk
 
 
 @pytest.mark.parametrize("make,args,message", [

@@ -106,7 +106,8 @@ def build(cfg: DictConfig, world: distributed.World) -> Parts:
     criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
     optimizer = make_optimizer(cfg.optimizer, model, reused)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
-    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.x.device)
+    plan = (lambda epoch: data.train.plan([world.shard(idx) for idx in epoch])) if data.train.streams else None
+    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.device, plan)
     if NORMS.trait(cfg.norm.kind, "batch_statistics") and len(data.train) % batches.batch_size == 1:
         raise ConfigError(f"norm={cfg.norm.kind}: the last training batch of each epoch would hold one sample "
                           f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "

@@ -136,6 +136,7 @@ class DataConfig:
     sampler: str = setting("shuffle", choices="sampler")
     normalize: str = setting("standardize", choices="normalize")
     device_memory_gb: Optional[float] = setting(None, **NON_NEGATIVE)  # data kept on an accelerator up to this; null: half
+    host_memory_gb: Optional[float] = setting(None, **NON_NEGATIVE)  # more than this: memory-mapped from disk; null: half the RAM
     # generated datasets
     n_samples: Optional[int] = knob(ge=2)
     n_features: Optional[int] = knob(**POSITIVE_INT)
@@ -158,7 +159,7 @@ class DataConfig:
     # custom: a user's own class or function (custom.py)
     _target_: Optional[str] = knob()
     params: dict[str, Any] = knob({})
-
+    num_workers: Optional[int] = knob(ge=0)  # custom, a torch Dataset: the DataLoader's worker processes
 
 
 @dataclass

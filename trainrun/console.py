@@ -34,7 +34,7 @@ class RunConsole:
                 f"[bold]lr[/]={cfg.optimizer.lr:g}  [bold]batch[/]={cfg.data.batch_size}  "
                 f"[bold]epochs[/]={cfg.trainer.epochs}  [bold]seed[/]={cfg.trainer.seed}\n"
                 f"{data.task}, input {tuple(data.input_shape)}, {split}; "
-                f"{params:,} parameters ({trainable:,} trainable)\n[dim]{run_dir}[/]")
+                f"{params:,} parameters ({trainable:,} trainable)\n[bold]data in[/] {data.home}\n[dim]{run_dir}[/]")
         self.console.print(Panel(body, title="trainrun", title_align="left", border_style="cyan"))
 
     def start(self, epochs: int, steps_per_epoch: int, done: int = 0) -> None:

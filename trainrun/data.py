@@ -13,6 +13,7 @@ import importlib.util
 import io
 import logging
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from .config import ConfigError, DataError
+from . import stream
 from .registry import DATASETS, NORMALIZERS, SAMPLERS
 
 log = logging.getLogger("trainrun")
@@ -30,14 +32,29 @@ log = logging.getLogger("trainrun")
 
 @dataclass
 class Split:
+    """A split held as tensors in memory (on the training device or the host). stream.DiskSplit and
+    stream.DatasetSplit have the same interface for data that are not."""
+
     x: torch.Tensor
     y: torch.Tensor
+    streams = False  # batches need no plan: they are slices of tensors already here
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+    def plan(self, batches: list) -> None:
+        pass
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.x), size):
+            yield self.x[start:start + size]
 
 
 @dataclass
@@ -51,6 +68,18 @@ class Loaded:
     x_val: torch.Tensor | None = None  # a validation split of the data's own (else carved from train)
     y_val: torch.Tensor | None = None
     class_names: list[str] | None = None
+    on_disk: bool = False  # the inputs are memory-mapped from a file already (nothing to spill to stream them)
+
+
+@dataclass
+class Datasets:
+    """What data=custom returns when the user's function gives torch Datasets: streamed by a DataLoader."""
+
+    train: object
+    val: object | None = None
+    test: object | None = None
+    num_workers: int = 0
+    num_classes: int | None = None
 
 
 @dataclass
@@ -63,12 +92,13 @@ class Data:
     num_outputs: int
     normalize: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device  # the training device; the splits may live in host memory instead
+    home: str = "device"  # where the data live, and why: shown in the run header
     memory_format: torch.memory_format = torch.contiguous_format
     class_names: list[str] | None = None  # what class index i stands for, where the data name their classes
 
     def fetch(self, split: Split, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows `idx` (a slice or an index tensor) of a split, on the training device, as float inputs."""
-        x, y = split.x[idx], split.y[idx]
+        x, y = split.take(idx)
         if x.device != self.device:  # from (pinned) host memory, without waiting for the copy
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:  # pixels: converted on the device, after the (4x smaller) copy
@@ -206,24 +236,40 @@ def spirals(cfg, g, n_samples, noise, turns):
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
 
 
-def custom(cfg, g, params, _target_=None):
-    """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays."""
+def custom(cfg, g, params, num_workers, _target_=None, num_classes=None):
+    """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays,
+    or torch Datasets of (input, target) pairs: one (carved into splits), (train, test), (train, val, test),
+    or a dict with train (and val, test)."""
+    from torch.utils.data import Dataset
+
     from .custom import call, resolve
 
     made = call(resolve(_target_, "data"), dict(params), {"seed": int(torch.randint(2**31, (1,), generator=g))})
-    if isinstance(made, torch.utils.data.Dataset):
-        raise ConfigError(f"data._target_={_target_} returned a torch Dataset: trainrun takes tensors or arrays "
-                          "(x, y[, x_test, y_test]); streaming a Dataset is not supported yet")
+    source = f"data._target_={_target_}"
+    if isinstance(made, dict) and all(isinstance(d, Dataset) for d in made.values()):
+        unknown = sorted(set(made) - {"train", "val", "test"})
+        if unknown or "train" not in made:
+            raise ConfigError(f"{source} returned a dict of Datasets: expected keys train (and val, test), "
+                              f"got {', '.join(made)}")
+        return Datasets(made["train"], made.get("val"), made.get("test"), num_workers, num_classes)
+    if isinstance(made, Dataset) or (isinstance(made, (tuple, list)) and made
+                                     and all(isinstance(d, Dataset) for d in made)):
+        made = [made] if isinstance(made, Dataset) else list(made)
+        if len(made) > 3:
+            raise ConfigError(f"{source} returned {len(made)} Datasets: expected train[, val], test")
+        train, *rest = made
+        val, test = {0: (None, None), 1: (None, *rest), 2: tuple(rest)}[len(rest)]
+        return Datasets(train, val, test, num_workers, num_classes)
     if not isinstance(made, (tuple, list)) or len(made) not in (2, 4):
-        raise ConfigError(f"data._target_={_target_} must return (x, y) or (x, y, x_test, y_test), "
+        raise ConfigError(f"{source} must return (x, y), (x, y, x_test, y_test) or torch Datasets, "
                           f"not {type(made).__name__}")
-    return as_splits(f"data._target_={_target_}", made)
+    return as_splits(source, made)
 
 
 def as_splits(source: str, arrays) -> tuple:
     """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float inputs; integer targets are classes
     (any integer labels, mapped to 0..k-1 in sorted order), float targets regression values (N, outputs)."""
-    # read-only arrays (memory-mapped .npy) are copied here: rows are gathered from them once, into the splits
+    # read-only arrays are copied here (memory-mapped ones come copy-on-write, so they are not)
     tensors = [torch.as_tensor(a if isinstance(a, torch.Tensor) or np.asarray(a).flags.writeable else np.array(a))
                for a in arrays]
     names = ("x", "y", "x_test", "y_test")
@@ -255,9 +301,10 @@ def arrays(cfg, g, path, targets=None):
             with np.load(file, allow_pickle=False) as f:
                 found = {k: f[k] for k in f.files}
         elif file.suffix == ".npy":
-            found = {"x": np.load(file, mmap_mode="r"), "y": np.load(Path(targets).expanduser(), mmap_mode="r")}
+            # copy-on-write maps: writable for torch, and never written, so never copied
+            found = {"x": np.load(file, mmap_mode="c"), "y": np.load(Path(targets).expanduser(), mmap_mode="c")}
         else:
-            found = dict(torch.load(file, map_location="cpu", weights_only=True))
+            found = dict(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
     except (OSError, ValueError, EOFError, RuntimeError) as e:
         raise DataError(f"data.path={path}: unreadable ({' '.join(str(e).split())[:120]})") from None
     missing = [k for k in ("x", "y") if k not in found]
@@ -265,7 +312,10 @@ def arrays(cfg, g, path, targets=None):
         raise DataError(f"{file.name} has no {' or '.join(missing)}; it holds: {', '.join(found) or 'nothing'} "
                         "(expected x, y and optionally x_test, y_test)")
     keys = ("x", "y", "x_test", "y_test") if "x_test" in found and "y_test" in found else ("x", "y")
-    return as_splits(f"data.path={path}", [found[k] for k in keys])
+    loaded = Loaded(*as_splits(f"data.path={path}", [found[k] for k in keys]))
+    # still the file's pages (float32 inputs are not converted): a run can stream them from the map
+    loaded.on_disk = file.suffix != ".npz" and loaded.x.data_ptr() == torch.as_tensor(found["x"]).data_ptr()
+    return loaded
 
 
 def table(cfg, g, path, target, max_classes, missing, task, features=None):
@@ -364,7 +414,7 @@ def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
 # Input normalization (records in registry.NORMALIZERS), with statistics from the train split only.
 
 class Identity:
-    def __init__(self, x: torch.Tensor):
+    def __init__(self, train):
         pass
 
     def to(self, device) -> "Identity":
@@ -377,25 +427,26 @@ class Identity:
 STATISTICS_CHUNK = 4096  # rows converted to float64 at a time: statistics of uint8 images without a float copy
 
 
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.double().div_(255) if x.dtype == torch.uint8 else x.double()
-
-
-def _chunks(x: torch.Tensor):
-    for start in range(0, len(x), STATISTICS_CHUNK):
-        yield _as_float(x[start:start + STATISTICS_CHUNK])
+def _chunks(train, flat: bool = False):
+    """The train split's inputs in float64 chunks (a split on disk is read chunk by chunk, never whole)."""
+    for c in train.chunks(STATISTICS_CHUNK):
+        c = c.double().div_(255) if c.dtype == torch.uint8 else c.double()
+        yield c.flatten(1) if flat else c
 
 
 class Standardize:
     """Zero mean, unit variance per feature; for images per channel (a per-pixel std is near zero at the
     borders, and would blow up any augmentation that moves ink there)."""
 
-    def __init__(self, x: torch.Tensor):
-        dims = (0, 2, 3) if x.dim() == 4 else (0,)
-        count = len(x) * (x.shape[2] * x.shape[3] if x.dim() == 4 else 1)
-        total = sum(c.sum(dims, keepdim=True) for c in _chunks(x))
+    def __init__(self, train):
+        total = count = 0
+        dims = None
+        for c in _chunks(train):
+            dims = (0, 2, 3) if c.dim() == 4 else (0,)
+            total = total + c.sum(dims, keepdim=True)
+            count += len(c) * (c.shape[2] * c.shape[3] if c.dim() == 4 else 1)
         mean = total / count
-        squares = sum(((c - mean) ** 2).sum(dims, keepdim=True) for c in _chunks(x))
+        squares = sum(((c - mean) ** 2).sum(dims, keepdim=True) for c in _chunks(train))
         std = (squares / max(count - 1, 1)).sqrt()
         self.mean = mean.float()
         self.scale = (1 / torch.where(std > 1e-8, std, torch.ones_like(std))).float()  # constant features stay put
@@ -411,11 +462,11 @@ class Standardize:
 class PCA:
     """x -> ((x - mean) @ principal axes), divided by sqrt(variance) when whitening, on flattened features."""
 
-    def __init__(self, x: torch.Tensor, whiten: bool):
-        flat = x.flatten(1)
-        mean = sum(c.sum(0) for c in _chunks(flat)) / len(flat)
-        scatter = sum((c - mean).T @ (c - mean) for c in _chunks(flat))
-        variances, vectors = torch.linalg.eigh(scatter / max(len(flat) - 1, 1))
+    def __init__(self, train, whiten: bool):
+        n = len(train)
+        mean = sum(c.sum(0) for c in _chunks(train, flat=True)) / n
+        scatter = sum((c - mean).T @ (c - mean) for c in _chunks(train, flat=True))
+        variances, vectors = torch.linalg.eigh(scatter / max(n - 1, 1))
         self.mean, self.rotation = mean.float(), vectors.flip(1).float()  # principal axes, largest variance first
         variances = variances.flip(0).clamp_min(0)
         # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
@@ -429,39 +480,110 @@ class PCA:
         return (((x.flatten(1) - self.mean) @ self.rotation) * self.scale).view_as(x)
 
 
+STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from this many train samples
+
+
 def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
-    """Load, split (seeded), normalize with train statistics, and move to `device`.
+    """Load, split (seeded), normalize with train statistics, and put where the data fit: on `device`,
+    in (pinned) host memory, or memory-mapped from disk; a user's torch Datasets stream through a DataLoader.
 
     With `prenormalize`, the normalization is applied once to the stored tensors and Data.normalize
     is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
     """
     g = torch.Generator().manual_seed(seed)
     loaded = DATASETS.create(cfg, cfg, g)
+    if isinstance(loaded, Datasets):
+        return _dataset_data(cfg, loaded, g, device)
     loaded = loaded if isinstance(loaded, Loaded) else Loaded(*loaded)
-    x, y, x_test, y_test, x_val, y_val = (loaded.x, loaded.y, loaded.x_test, loaded.y_test, loaded.x_val, loaded.y_val)
-    if x_test is None:
-        x, y, x_test, y_test = _carve(x, y, cfg.test_fraction, g)
-    if x_val is None:
-        x, y, x_val, y_val = _carve(x, y, cfg.val_fraction, g)
-    if cfg.subset is not None:
-        x, y = x[: cfg.subset], y[: cfg.subset]
-    if len(y) == 0:
-        raise ConfigError(f"data: no training samples left (data.subset={cfg.subset}, data.val_fraction={cfg.val_fraction})")
-    task = "classification" if y.dtype == torch.int64 else "regression"
-    num_outputs = int(torch.cat([y, y_test]).max()) + 1 if task == "classification" else y.shape[1]
-    normalizer = NORMALIZERS.create(None, x, kind=cfg.normalize)
-    splits = [Split(x, y), Split(x_val, y_val), Split(x_test, y_test)]
-    if prenormalize and x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
+    train, val, test = _split_rows(cfg, g, len(loaded.y),
+                                   None if loaded.x_val is None else len(loaded.y_val),
+                                   None if loaded.x_test is None else len(loaded.y_test))
+    parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
+    parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
+    y_train = loaded.y if train is None else loaded.y[train]
+    task = "classification" if y_train.dtype == torch.int64 else "regression"
+    all_y = [y if rows is None else y[rows] for _, y, rows in parts]
+    num_outputs = int(torch.cat([all_y[0], all_y[2]]).max()) + 1 if task == "classification" else y_train.shape[1]
+    nbytes = sum(x.numel() * x.element_size() * (1 if rows is None else len(rows) / len(x)) for x, _, rows in parts)
+    budget = stream.host_budget_bytes(cfg.host_memory_gb)
+    if nbytes > budget:  # rows gathered from a memory map, a batch at a time, ahead of the step
+        mapped = {}  # each input tensor once (val and test may be rows of the train tensor)
+        spill = Path(os.environ.get("TRAINRUN_DATA", "~/.cache/trainrun/data")).expanduser() / "stream"
+        for x, _, _ in parts:
+            if not loaded.on_disk and id(x) not in mapped:
+                mapped[id(x)] = stream.mapped(x, spill)
+        splits = [stream.DiskSplit(mapped.get(id(x), x), y, torch.arange(len(y)) if rows is None else rows,
+                                   pin=device.type == "cuda") for x, y, rows in parts]
+        normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+        home = (f"disk, memory-mapped ({nbytes / 2**20:,.1f} MiB, more than data.host_memory_gb: "
+                f"{budget / 2**20:,.1f} MiB); batches gathered ahead by a background thread")
+        return Data(*splits, tuple(splits[0].x.shape[1:]), task, num_outputs, normalizer.to(device), device,
+                    home=home, class_names=loaded.class_names)
+    splits = [Split(x, y) if rows is None else Split(x[rows], y[rows]) for x, y, rows in parts]
+    normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+    if prenormalize and splits[0].x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
         splits = [Split(normalizer(s.x), s.y) for s in splits]
-        normalizer = Identity(x)
+        normalizer = Identity(None)
     home = storage_device(sum(t.numel() * t.element_size() for s in splits for t in (s.x, s.y)), device,
                           cfg.device_memory_gb)
+    where = f"{device.type} memory"
     if home != device:
-        log.info("data: %s does not fit data.device_memory_gb; batches are copied from pinned host memory", cfg.kind)
+        where = "host memory, pinned (more than data.device_memory_gb); batches copied without blocking"
         splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
-    train, val, test = (s.to(home) for s in splits)
-    return Data(train, val, test, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                class_names=loaded.class_names)
+    train, val, test = (Split(s.x.to(home), s.y.to(home)) for s in splits)
+    return Data(train, val, test, tuple(train.x.shape[1:]), task, num_outputs, normalizer.to(device), device,
+                home=where, class_names=loaded.class_names)
+
+
+def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):
+    """Row indices of train, val and test: None for a split that is a whole given tensor; rows of the train
+    data for a carved one. Carving draws the same permutations whatever the data's storage."""
+    train = val = test = None
+    if n_test is None:
+        train, test = _carve(torch.arange(n), cfg.test_fraction, g)
+    if n_val is None:
+        train, val = _carve(torch.arange(n) if train is None else train, cfg.val_fraction, g)
+    if cfg.subset is not None:
+        train = (torch.arange(n) if train is None else train)[: cfg.subset]
+    if (n if train is None else len(train)) == 0:
+        raise ConfigError(f"data: no training samples left (data.subset={cfg.subset}, data.val_fraction={cfg.val_fraction})")
+    return train, val, test
+
+
+def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
+    """A user's torch Datasets, streamed by a DataLoader; shape and task from the first sample."""
+    train_rows, val_rows, test_rows = _split_rows(
+        cfg, g, len(datasets.train), None if datasets.val is None else len(datasets.val),
+        None if datasets.test is None else len(datasets.test))
+    pin = device.type == "cuda"
+    splits = []
+    for name, dataset, rows in (("train", datasets.train, train_rows), ("val", datasets.val, val_rows),
+                                ("test", datasets.test, test_rows)):
+        dataset = datasets.train if dataset is None else dataset
+        rows = torch.arange(len(dataset)) if rows is None else rows
+        splits.append(stream.DatasetSplit(dataset, rows, datasets.num_workers, pin, persistent=name == "train"))
+    train = splits[0]
+    sample_rows = torch.randperm(len(train), generator=g)[:STATISTICS_SAMPLE].sort().values
+    x, y = train.take(sample_rows)
+    task = "classification" if y.dtype == torch.int64 else "regression"
+    num_outputs = _dataset_classes(datasets) if task == "classification" else y.shape[1]
+    normalizer = NORMALIZERS.create(None, Split(x, y), kind=cfg.normalize)
+    home = (f"a torch Dataset, streamed by a DataLoader ({datasets.num_workers} workers); "
+            "exact resume at epoch boundaries")
+    return Data(*splits, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device, home=home,
+                class_names=list(getattr(datasets.train, "classes", None) or []) or None)
+
+
+def _dataset_classes(datasets: Datasets) -> int:
+    if datasets.num_classes:
+        return datasets.num_classes
+    dataset = datasets.train
+    if getattr(dataset, "classes", None):
+        return len(dataset.classes)
+    if getattr(dataset, "targets", None) is not None:
+        return int(max(int(t) for t in dataset.targets)) + 1
+    raise ConfigError(f"data._target_: the {type(dataset).__name__} it returned has neither .classes nor .targets: "
+                      "set data.num_classes")
 
 
 def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -> torch.device:
@@ -476,12 +598,11 @@ def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -
     return device if nbytes <= budget else torch.device("cpu")
 
 
-def _carve(x, y, fraction, g):
-    """Split off a seeded random `fraction` of (x, y): returns the rest, then the part."""
-    order = torch.randperm(len(y), generator=g)
-    n_part = int(round(fraction * len(y)))
-    rest, part = order[n_part:], order[:n_part]
-    return x[rest], y[rest], x[part], y[part]
+def _carve(rows: torch.Tensor, fraction: float, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split off a seeded random `fraction` of `rows`: returns the rest, then the part."""
+    order = torch.randperm(len(rows), generator=g)
+    n_part = int(round(fraction * len(rows)))
+    return rows[order[n_part:]], rows[order[:n_part]]
 
 
 def shuffled(n: int, batch_size: int, g: torch.Generator, device) -> Iterator[torch.Tensor | slice]:
@@ -504,14 +625,22 @@ def sequential(n: int, batch_size: int, g: torch.Generator, device) -> Iterator[
 
 class Batches:
     """Index batches over the train split, drawn by the sampler (registry.SAMPLERS). The order of each
-    epoch is a function of (seed, epoch) alone, so a resumed run sees the same batches."""
+    epoch is a function of (seed, epoch) alone, so a resumed run sees the same batches. `plan`, where the
+    split streams, is handed each epoch's batches before it starts, so their rows are gathered ahead."""
 
-    def __init__(self, n: int, batch_size: int, sampler: str, seed: int, device: torch.device):
+    def __init__(self, n: int, batch_size: int, sampler: str, seed: int, device: torch.device,
+                 plan: Callable[[list], None] | None = None):
         self.n, self.batch_size, self.sampler, self.seed, self.device = n, min(batch_size, n), sampler, seed, device
+        self.plan = plan
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor | slice]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return SAMPLERS.create(None, self.n, self.batch_size, g, self.device, kind=self.sampler)
+        batches = SAMPLERS.create(None, self.n, self.batch_size, g, self.device, kind=self.sampler)
+        if self.plan is None:
+            return batches
+        batches = list(batches)
+        self.plan(batches)
+        return iter(batches)

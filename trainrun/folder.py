@@ -44,14 +44,15 @@ def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
     decoded = read_cache(cache)
     if decoded is None:
         decoded = decode_all(files, classes, image_size, channels, on_bad_file)
-        write_cache(cache, decoded)
         log.info("data=folder: decoded %d images into %s", sum(len(v["y"]) for v in decoded["splits"].values()), cache)
+        write_cache(cache, decoded)
+        decoded = read_cache(cache) or decoded  # the images as the cache file's pages, which a run can stream
     else:
         log.info("data=folder: read the decoded images from %s", cache)
     parts = {s: (d["x"], d["y"]) for s, d in decoded["splits"].items()}  # uint8: Data.fetch makes floats
     x, y = parts["train"]
     test, val = parts.get("test", (None, None)), parts.get("val", (None, None))
-    return Loaded(x, y, *test, *val, class_names=decoded["classes"])
+    return Loaded(x, y, *test, *val, class_names=decoded["classes"], on_disk=decoded.get("mapped", False))
 
 
 def class_folders(directory: Path) -> list[str]:
@@ -88,8 +89,8 @@ def cache_path(root: Path, files: dict, settings: dict, cache_dir: str | None) -
 def read_cache(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # memory-mapped: pages are read as batches need them, and belong to the page cache
+        return {**torch.load(path, map_location="cpu", weights_only=True, mmap=True), "mapped": True}
     except Exception:  # a cache is disposable: a broken one is decoded again
         log.warning("data=folder: the cache %s is unreadable; decoding the images again", path)
         return None

@@ -284,7 +284,7 @@ DATASETS = Registry("data", {
     "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", gives="images"),
     "table": option("trainrun.data:table", "path target features task max_classes missing", gives="features"),
     "arrays": option("trainrun.data:arrays", "path targets"),
-    "custom": option("trainrun.data:custom", "_target_ params"),
+    "custom": option("trainrun.data:custom", "_target_ params num_workers num_classes"),
 })
 
 NORMALIZERS = Registry("normalize", {

@@ -349,6 +349,7 @@ def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autoca
     """Mean loss and accuracy (classification) or mean absolute error (regression) over a split."""
     model.eval()
     loss, score = torch.zeros((), device=data.device), torch.zeros((), device=data.device)
+    split.plan([slice(start, start + batch_size) for start in range(0, len(split), batch_size)])
     for start in range(0, len(split), batch_size):
         x, y = data.fetch(split, slice(start, start + batch_size))
         x = data.normalize(x)
