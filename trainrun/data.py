@@ -236,7 +236,7 @@ def spirals(cfg, g, n_samples, noise, turns):
     return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
 
 
-def custom(cfg, g, params, num_workers, _target_=None, num_classes=None):
+def custom(cfg, g, params, _target_=None, num_workers=None, num_classes=None):
     """A function of the user's (data._target_) returning (x, y) or (x, y, x_test, y_test), as tensors or arrays,
     or torch Datasets of (input, target) pairs: one (carved into splits), (train, test), (train, val, test),
     or a dict with train (and val, test)."""
@@ -251,7 +251,7 @@ def custom(cfg, g, params, num_workers, _target_=None, num_classes=None):
         if unknown or "train" not in made:
             raise ConfigError(f"{source} returned a dict of Datasets: expected keys train (and val, test), "
                               f"got {', '.join(made)}")
-        return Datasets(made["train"], made.get("val"), made.get("test"), num_workers, num_classes)
+        return Datasets(made["train"], made.get("val"), made.get("test"), _workers(num_workers), num_classes)
     if isinstance(made, Dataset) or (isinstance(made, (tuple, list)) and made
                                      and all(isinstance(d, Dataset) for d in made)):
         made = [made] if isinstance(made, Dataset) else list(made)
@@ -259,15 +259,21 @@ def custom(cfg, g, params, num_workers, _target_=None, num_classes=None):
             raise ConfigError(f"{source} returned {len(made)} Datasets: expected train[, val], test")
         train, *rest = made
         val, test = {0: (None, None), 1: (None, *rest), 2: tuple(rest)}[len(rest)]
-        return Datasets(train, val, test, num_workers, num_classes)
+        return Datasets(train, val, test, _workers(num_workers), num_classes)
     if not isinstance(made, (tuple, list)) or len(made) not in (2, 4):
         raise ConfigError(f"{source} must return (x, y), (x, y, x_test, y_test) or torch Datasets, "
                           f"not {type(made).__name__}")
     return as_splits(source, made)
 
 
+def _workers(num_workers: int | None) -> int:
+    """data.num_workers; null: one per core, up to 4 (more rarely helps a single training process)."""
+    return min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+
+
 def as_splits(source: str, arrays) -> tuple:
-    """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float inputs; integer targets are classes
+    """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float32 inputs, except uint8 ones, which are
+    pixels: kept as uint8 and scaled to [0, 1] per batch, like every image dataset; integer targets are classes
     (any integer labels, mapped to 0..k-1 in sorted order), float targets regression values (N, outputs)."""
     # read-only arrays are copied here (memory-mapped ones come copy-on-write, so they are not)
     tensors = [torch.as_tensor(a if isinstance(a, torch.Tensor) or np.asarray(a).flags.writeable else np.array(a))
@@ -282,7 +288,8 @@ def as_splits(source: str, arrays) -> tuple:
     else:
         labels = torch.unique(torch.cat([y.long().flatten() for y in ys]))
         ys = [torch.searchsorted(labels, y.long().flatten()) for y in ys]
-    out = [t for pair in zip((x.float() for x in tensors[0::2]), ys) for t in pair]
+    xs = (x if x.dtype == torch.uint8 else x.float() for x in tensors[0::2])
+    out = [t for pair in zip(xs, ys) for t in pair]
     return tuple(out) if len(out) == 4 else (*out, None, None)
 
 
@@ -313,7 +320,7 @@ def arrays(cfg, g, path, targets=None):
                         "(expected x, y and optionally x_test, y_test)")
     keys = ("x", "y", "x_test", "y_test") if "x_test" in found and "y_test" in found else ("x", "y")
     loaded = Loaded(*as_splits(f"data.path={path}", [found[k] for k in keys]))
-    # still the file's pages (float32 inputs are not converted): a run can stream them from the map
+    # still the file's pages (float32 and uint8 inputs are not converted): a run can stream them from the map
     loaded.on_disk = file.suffix != ".npz" and loaded.x.data_ptr() == torch.as_tensor(found["x"]).data_ptr()
     return loaded
 
@@ -424,12 +431,13 @@ class Identity:
         return x
 
 
-STATISTICS_CHUNK = 4096  # rows converted to float64 at a time: statistics of uint8 images without a float copy
+STATISTICS_CHUNK = 2**21  # values converted to float64 at a time (16 MiB): statistics without a float copy
 
 
 def _chunks(train, flat: bool = False):
     """The train split's inputs in float64 chunks (a split on disk is read chunk by chunk, never whole)."""
-    for c in train.chunks(STATISTICS_CHUNK):
+    row = math.prod(next(train.chunks(1)).shape[1:])
+    for c in train.chunks(max(1, STATISTICS_CHUNK // row)):
         c = c.double().div_(255) if c.dtype == torch.uint8 else c.double()
         yield c.flatten(1) if flat else c
 
@@ -516,7 +524,8 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
                                    pin=device.type == "cuda") for x, y, rows in parts]
         normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
         home = (f"disk, memory-mapped ({nbytes / 2**20:,.1f} MiB, more than data.host_memory_gb: "
-                f"{budget / 2**20:,.1f} MiB); batches gathered ahead by a background thread")
+                f"{budget / 2**20:,.1f} MiB); batches gathered "
+                f"{'ahead into pinned memory by a thread' if device.type == 'cuda' else 'in the step'}")
         return Data(*splits, tuple(splits[0].x.shape[1:]), task, num_outputs, normalizer.to(device), device,
                     home=home, class_names=loaded.class_names)
     splits = [Split(x, y) if rows is None else Split(x[rows], y[rows]) for x, y, rows in parts]
