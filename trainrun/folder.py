@@ -24,6 +24,8 @@ log = logging.getLogger("trainrun")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 1  # bump when the cached layout changes
+DECODE_CHUNK = 16  # files per decoding task
+SMALL_FILE_BYTES = 16_384  # files smaller than this on average decode on one thread (see decode_all)
 
 
 def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
@@ -123,8 +125,16 @@ def decode_all(files: dict, classes: list[str], image_size, channels, on_bad_fil
     from torchvision.transforms.v2 import functional as F
 
     order = [(split, path, label) for split, entries in files.items() for path, label in entries]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # torchvision's decoders release the GIL
-        images = list(pool.map(decode_one, [path for _, path, _ in order]))
+    paths = [path for _, path, _ in order]
+    # Measured on 2 cores: 300 512x512 JPEGs decode 1.7x faster on two threads (torchvision's decoders release the
+    # GIL), but 10,000 MNIST PNGs (~300 bytes each) 2.4x slower (1.2 s against 0.5 s): for small files the
+    # threads fight over the GIL for the Python around each decode. Files go in chunks: a future per file costs
+    # more than a small file's decode.
+    sample = paths[:: max(1, len(paths) // 100)]
+    small = sum(p.stat().st_size for p in sample) / max(len(sample), 1) < SMALL_FILE_BYTES
+    chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
+    with ThreadPoolExecutor(max_workers=1 if small else os.cpu_count() or 1) as pool:
+        images = [image for chunk in pool.map(lambda chunk: [decode_one(p) for p in chunk], chunks) for image in chunk]
     bad = [(path, image) for (_, path, _), image in zip(order, images) if isinstance(image, str)]
     if bad and on_bad_file == "error":
         path, why = bad[0]
