@@ -24,12 +24,15 @@ SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 register()
 
 def register_sweeper() -> None:
-    """hydra/sweeper=trainrun_optuna. Hydra finds plugins by scanning the hydra_plugins namespace, which
-    cannot see into an editable install; registering it here works either way (Plugins.register is idempotent)."""
+    """hydra/sweeper=trainrun_grid (the default) and trainrun_optuna. Hydra finds plugins by scanning the
+    hydra_plugins namespace, which cannot see into an editable install; registering them here works either
+    way (Plugins.register is idempotent)."""
     from hydra.core.plugins import Plugins
 
+    from hydra_plugins.trainrun_grid.grid_sweeper import TrainrunGridSweeper
     from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
 
+    Plugins.instance().register(TrainrunGridSweeper)
     Plugins.instance().register(TrainrunOptunaSweeper)
 
 
@@ -69,14 +72,10 @@ HOLDS_A_RUN = ("metrics.json", "last.pt", "best.pt", "events.out.tfevents.*")
 
 
 def refuse_to_overwrite(args: list[str]) -> str | None:
-    """A run or sweep directory given on the command line that already holds one is never written into."""
+    """A run directory given on the command line that already holds a run is never written into. (A sweep
+    directory that holds a sweep is resumed by its sweeper, or refused there when the sweep differs.)"""
     values = dict(arg.split("=", 1) for arg in args if "=" in arg and not arg.startswith("-"))
     multirun = "-m" in args or "--multirun" in args
-    if multirun and values.get("hydra.sweep.dir"):
-        sweep = Path(values["hydra.sweep.dir"]).expanduser()
-        if (sweep / "multirun.yaml").is_file():
-            return (f"{sweep} already holds a sweep; trainrun does not resume sweeps yet: give another "
-                    "hydra.sweep.dir (nothing was changed)")
     if not multirun and values.get("hydra.run.dir") and not values.get("trainer.resume"):
         run_dir = Path(values["hydra.run.dir"]).expanduser()
         if any(next(run_dir.glob(pattern), None) for pattern in HOLDS_A_RUN):

@@ -389,10 +389,10 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     enabled: bool = True
-    histogram_every_n_epochs: int = setting(1, **NON_NEGATIVE)  # 0 turns histograms off
+    layers: bool = False  # per-layer diagnostics: weight, gradient and activation histograms, gradient norms
+    histogram_every_n_epochs: int = setting(1, **NON_NEGATIVE)  # with layers: 0 turns histograms off
     log_images: bool = True
     log_graph: bool = True
-    per_layer_grad_norm: bool = True
 
 
 @dataclass

@@ -4,6 +4,11 @@ Every scalar is logged against the global optimizer step, so per-step and per-ep
 one x-axis and train/val loss can sit on one chart (the custom-scalars layout). The values logged
 together (a step's scalars, an epoch's histograms) go into one event: SummaryWriter's add_scalar and
 add_histogram_raw make an event, a queue hand-off and a checksum for each value.
+
+Tags are named so that TensorBoard, which sorts them alphabetically, opens on the curves: `acc/train`,
+`acc/val`, `loss/train`, `loss/val` (or `mae/...`) come first; then `per_layer/` (with logger.layers),
+`step/` (batch loss, lr, gradient norm), `summary/` (the best epoch's values and the test's, for HParams)
+and `time/`. metrics.json keeps the names the rest of trainrun uses (`train/loss`).
 """
 from __future__ import annotations
 
@@ -20,6 +25,21 @@ from torch import nn
 
 HISTOGRAM_SAMPLE = 1 << 16
 PENDING_EVENTS = 64
+
+
+def epoch_tag(key: str) -> str:
+    """train/loss -> loss/train (curves first in TensorBoard's alphabetical order); epoch -> time/epoch."""
+    split, _, name = key.partition("/")
+    if split in ("train", "val"):
+        return f"{name}/{split}"
+    return "time/epoch" if key == "epoch" else key
+
+
+def summary_tag(key: str) -> str:
+    """metrics.json's end-of-run values as TensorBoard tags that say what they are: val/loss (of the best
+    epoch) -> summary/val_loss_at_best_epoch; test/acc (the best weights, tested) -> summary/test_acc."""
+    split, _, name = key.partition("/")
+    return f"summary/{split}_{name}" + ("_at_best_epoch" if split in ("train", "val") else "")
 
 
 def layer_name(param_name: str) -> str:
@@ -52,15 +72,16 @@ class TensorBoard:
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self.writer.add_custom_scalars({
             "curves": {
-                "loss (train vs val)": ["Multiline", ["train/loss", "val/loss"]],
-                "accuracy (train vs val)": ["Multiline", ["train/acc", "val/acc"]],
-                "gradient norm per layer": ["Multiline", ["grad_norm/.*"]],
+                "loss (train vs val)": ["Multiline", ["loss/.*"]],
+                "accuracy or mean absolute error (train vs val)": ["Multiline", ["acc/.*", "mae/.*"]],
+                "gradient norm per layer": ["Multiline", ["per_layer/grad_norm/.*"]],
             }
         })
 
     # -- once ---------------------------------------------------------------------------------
-    def config(self, cfg: DictConfig) -> None:
-        self.writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg) + "```")
+    def config(self, cfg) -> None:
+        """The run's config as it ran: resolved (no ${...} left), in YAML."""
+        self.writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True) + "```")
 
     def graph(self, model: nn.Module, example: torch.Tensor) -> str | None:
         """The model graph where it traces; returns why not otherwise."""
@@ -105,18 +126,22 @@ class TensorBoard:
     def scalars(self, values: dict[str, float], step: int) -> None:
         self.write([Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()], step)
 
+    def epoch(self, values: dict[str, float], step: int) -> None:
+        """An epoch's values, by trainrun's metric names (train/loss, val/acc, time/epoch_s, epoch)."""
+        self.scalars({epoch_tag(key): value for key, value in values.items()}, step)
+
     def grad_norms(self, model: nn.Module, step: int) -> float:
-        """Global and per-layer gradient norms (vanishing and exploding gradients show here)."""
+        """The global gradient norm; per layer too with logger.layers (vanishing and exploding gradients show there)."""
         named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
         if not named:
             return 0.0
         norms = torch.stack(torch._foreach_norm([g.float() for _, g in named]))  # one kernel, as clip_grad_norm_ does
         values = torch.linalg.vector_norm(norms).unsqueeze(0)
-        if self.cfg.per_layer_grad_norm:
+        if self.cfg.layers:
             values = torch.cat([values, norms])
         values = values.tolist()
-        tags = ["global"] + [layer_name(name) for name, _ in named]
-        self.scalars({f"grad_norm/{tag}": value for tag, value in zip(tags, values)}, step)
+        tags = ["step/grad_norm"] + [f"per_layer/grad_norm/{layer_name(name)}" for name, _ in named]
+        self.scalars(dict(zip(tags, values)), step)
         return values[0]
 
     def histogram(self, tag: str, values: torch.Tensor, bins: int = 64):
@@ -147,15 +172,16 @@ class TensorBoard:
         return self.samples[key]
 
     def histograms(self, model: nn.Module, probe: torch.Tensor, step: int, epoch: int) -> None:
-        """Weights, gradients (of the last step) and activations of each block on a fixed probe batch."""
+        """With logger.layers: weights, gradients (of the last step) and activations of each block on a fixed
+        probe batch."""
         every = self.cfg.histogram_every_n_epochs
-        if not every or epoch % every:
+        if not self.cfg.layers or not every or epoch % every:
             return
         histograms = []
         for name, p in model.named_parameters():
-            histograms.append(self.histogram(f"weights/{layer_name(name)}", p))
+            histograms.append(self.histogram(f"per_layer/weights/{layer_name(name)}", p))
             if p.grad is not None:
-                histograms.append(self.histogram(f"gradients/{layer_name(name)}", p.grad))
+                histograms.append(self.histogram(f"per_layer/gradients/{layer_name(name)}", p.grad))
         outputs = {}
         hooks = [m.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
                  for name, m in model.named_children()]
@@ -168,18 +194,20 @@ class TensorBoard:
             h.remove()
         for name, out in outputs.items():
             if isinstance(out, torch.Tensor) and out.is_floating_point():
-                histograms.append(self.histogram(f"activations/{name}", out))
+                histograms.append(self.histogram(f"per_layer/activations/{name}", out))
         self.write([h for h in histograms if h is not None], step)
 
     # -- at the end -----------------------------------------------------------------------------
-    def hparams(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
-        """The HParams dashboard: the run's choices beside its final metrics (logged as hparam/<tag>)."""
+    def hparams(self, hparams: dict, metrics: dict[str, float], step: int, in_sweep: bool) -> None:
+        """The HParams dashboard: the run's choices beside its final metrics, logged as summary/<name> (see
+        summary_tag). A run of a sweep writes its session only: the sweep wrote the one experiment."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        finite = {f"hparam/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        finite = {summary_tag(k): v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         self.scalars(finite, step)
         self.hand_over()
-        for summary in hparams_summary(hparams, finite):
+        experiment, session_start, session_end = hparams_summary(hparams, finite)
+        for summary in (session_start, session_end) if in_sweep else (experiment, session_start, session_end):
             self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:

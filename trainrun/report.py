@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +58,19 @@ def collect(sweep_dir: Path) -> list[RunResult]:
 
 
 def _job_number(run_dir: Path) -> tuple[int, str]:
-    return (int(run_dir.name), "") if run_dir.name.isdigit() else (1 << 30, run_dir.name)
+    """Runs are named <n> or <n>_<what varies> (trainrun's sweepers): ordered by n."""
+    number = run_dir.name.split("_", 1)[0]
+    return (int(number), run_dir.name) if number.isdigit() else (1 << 30, run_dir.name)
+
+
+def varying(results: list[RunResult]) -> list[str]:
+    """The override keys whose values differ between the runs, in the order the runs give them."""
+    keys: dict[str, set] = {}
+    for r in results:
+        for o in r.overrides:
+            keys.setdefault(o.split("=", 1)[0], set())
+    values = [dict(o.split("=", 1) for o in r.overrides if "=" in o) for r in results]
+    return [k for k in keys if len({v.get(k) for v in values}) > 1]
 
 
 def objective(sweep_dir: Path) -> tuple[str, str]:
@@ -81,10 +94,13 @@ def test_metric(results: list[RunResult]) -> str:
 
 
 def rows(results: list[RunResult], monitor: str, mode: str) -> list[dict]:
-    test = test_metric(results)
+    """A row per run, best first: its varying keys as columns (key: value), its state and metrics."""
+    test, keys = test_metric(results), varying(results)
     out = []
     for i, r in enumerate(ranked(results, monitor, mode)):
+        chosen = dict(o.split("=", 1) for o in r.overrides if "=" in o)
         out.append({"rank": i + 1, "best": i == 0 and r.state == "complete", "run": r.run_dir.name,
+                    **{k: chosen.get(k, "") for k in keys},
                     "overrides": r.label, "state": r.state, "best_epoch": r.metrics.get("best_epoch", ""),
                     monitor: r.value(monitor), test: r.value(test),
                     "wall_time_s": r.metrics.get("wall_time_s", ""), "error": r.error})
@@ -114,8 +130,9 @@ def seed_groups(results: list[RunResult], monitor: str) -> list[dict]:
 
 
 def _fmt(value) -> str:
+    """For reading: floats to four significant digits (summary.csv keeps them whole)."""
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
+        return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)
 
 
@@ -143,18 +160,21 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     table, seeds = rows(results, monitor, mode), seed_groups(results, monitor)
     write(sweep_dir, table, seeds)
     shared = set.intersection(*(set(r.overrides) for r in results))
-    test = test_metric(results)
+    test, keys = test_metric(results), varying(results)
     view = Table(title=f"sweep {sweep_dir}: {len(results)} runs, sorted by {monitor} ({mode})"
                        + (f"\nall with: {' '.join(sorted(shared))}" if shared else ""),
-                 title_justify="left", header_style="bold")
-    for column in ("rank", "run", "overrides", "state", "best epoch", monitor, test, "time s"):
-        view.add_column(column, justify="left" if column in ("overrides", "state") else "right",
-                        overflow="fold" if column == "overrides" else "ellipsis")
+                 title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                 collapse_padding=True)
+    # the varying keys are columns (a key in the header, its value in the cell): at 80 columns an
+    # override column wrapped every run over two lines
+    for column in ("rank", "run", *keys, "state", "best\nepoch", monitor, test, "time s"):
+        view.add_column(column.rsplit(".", 1)[-1] if column in keys else column,
+                        justify="left" if column in (*keys, "state") else "right", no_wrap=True)
     styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
     for row, result in zip(table, ranked(results, monitor, mode)):
-        varying = " ".join(o for o in result.overrides if o not in shared) or "(defaults)"
-        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), row["run"], varying, row["state"],
-                     _fmt(row["best_epoch"]), _fmt(row[monitor]), _fmt(row[test]), _fmt(row["wall_time_s"]),
+        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), str(_job_number(result.run_dir)[0]),
+                     *(row[k] for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
+                     _fmt(row[test]), _fmt(row["wall_time_s"]),
                      style="bold green" if row["best"] else styles[row["state"]])
     console.print(view)
     for row in table:

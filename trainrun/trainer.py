@@ -29,6 +29,7 @@ from .loss import metric
 from .registry import OPTIMIZERS, SCHEDULERS
 from .search import open_trial
 from .stopping import Stop, StopRules
+from .sweep import hparam_value
 
 log = logging.getLogger("trainrun")
 
@@ -198,7 +199,7 @@ class Run:
                         if stop and stop.reason == "diverged":
                             return self.stopped(stop)
                         if self.tb:  # the lr every step (a schedule's steps show as steps)
-                            self.tb.scalars({"lr": p.optimizer.param_groups[0]["lr"]}, self.step)
+                            self.tb.scalars({"step/lr": p.optimizer.param_groups[0]["lr"]}, self.step)
                         if log_now:
                             self.log_step(float(loss), float(score) / n)
                         self.ui.step(float(loss) if log_now else None)
@@ -284,7 +285,7 @@ class Run:
 
     def log_step(self, loss: float, score: float) -> None:
         if self.tb:
-            self.tb.scalars({"train/batch_loss": loss, f"train/batch_{self.parts.metric}": score}, self.step)
+            self.tb.scalars({"step/loss": loss, f"step/{self.parts.metric}": score}, self.step)
             self.tb.grad_norms(self.parts.model, self.step)
 
     def end_of_epoch(self, epoch: int, train_metrics: dict, seconds: float, seen: int) -> Stop | None:
@@ -297,7 +298,7 @@ class Run:
             val = evaluate(p.forward, p.data.val, p.data, p.criterion, p.cfg.data.eval_batch_size, p.autocast)
             values.update({f"val/{k}": v for k, v in val.items()})
         if self.tb:
-            self.tb.scalars(values, self.step)
+            self.tb.epoch(values, self.step)
             self.tb.histograms(p.model, probe_batch(p.data, 128), self.step, epoch)
         if p.scheduler is not None and p.cfg.scheduler.interval == "epoch":
             if not SCHEDULERS.trait(p.cfg.scheduler, "steps_on_metric"):
@@ -408,8 +409,10 @@ def report(run: Run, overrides: dict) -> dict:
     if p.device.type == "cuda":  # of this process (since it started, so a resumed run counts its own part)
         metrics["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated(p.device) / 2**20, 1)
     if run.tb:
-        run.tb.hparams({**default_hparams(cfg, p.loss_name), **overrides},
-                       {k: v for k, v in metrics.items() if "/" in k and v is not None}, run.step)
+        chosen = {k: hparam_value(v) for k, v in overrides.items() if not k.startswith(("trainer.resume", "trainer.pruning."))}
+        run.tb.hparams({**chosen, **default_hparams(cfg, p.loss_name)},  # what was chosen first
+                       {k: v for k, v in metrics.items() if "/" in k and v is not None}, run.step,
+                       in_sweep=(run.run_dir.parent / "multirun.yaml").is_file())
         run.tb.close()
     if p.data.class_names:  # so that predictions (class indices) can be read back as the data's own labels
         (run.run_dir / "classes.json").write_text(json.dumps(p.data.class_names) + "\n")

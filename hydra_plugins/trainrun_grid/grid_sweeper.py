@@ -1,0 +1,80 @@
+"""trainrun's grid sweeper (the default for `trainrun -m`): Hydra's basic sweeper, resumable.
+
+Repeating a sweep's command with the same hydra.sweep.dir continues it: finished runs are never launched
+again (their files stay byte-identical), interrupted ones resume from their checkpoints, the rest start.
+Every run is named after what it varies (`3_optimizer-adam_lr-0.01`), so its directory is found again
+and its TensorBoard legend reads at a glance.
+"""
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in sys.modules.
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+from trainrun.sweep import INTERRUPTED, FINISHED, claim, found_line, resuming, run_names, run_state, write_experiment
+
+log = logging.getLogger("trainrun")
+
+
+@dataclass
+class TrainrunGridSweeperConf:
+    _target_: str = "hydra_plugins.trainrun_grid.grid_sweeper.TrainrunGridSweeper"
+    max_batch_size: Optional[int] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="trainrun_grid", node=TrainrunGridSweeperConf,
+                             provider="trainrun")
+
+
+def batches(jobs: list, size: Optional[int]) -> list:
+    size = size if size and size > 0 else max(len(jobs), 1)
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+class TrainrunGridSweeper(Sweeper):
+    # Not a subclass of Hydra's BasicSweeper: Hydra's plugin scan executes its module again, which rebinds
+    # the class its __init__ names, and super() then fails. Its grid expansion is borrowed as a function.
+    def __init__(self, max_batch_size: Optional[int]) -> None:
+        self.max_batch_size = max_batch_size
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(arguments)
+        jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+        names = run_names(jobs, swept)
+        resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
+        claim(sweep_dir)
+        states = [run_state(sweep_dir / name) for name in names]
+        if resumed:
+            print(f"resuming the sweep in {sweep_dir}: {found_line(states)}", flush=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if not resumed:
+            write_experiment(sweep_dir, {o.get_key_element(): list(o.sweep_string_iterator())
+                                         for o in overrides if o.is_sweep_override()})
+        batch = [[*job, f"hydra.sweep.subdir={name}",
+                  *([f"trainer.resume={sweep_dir / name}"] if state == INTERRUPTED else [])]
+                 for job, name, state in zip(jobs, names, states) if state != FINISHED]
+        returns, initial_job_idx = [], 0
+        for chunk in batches(batch, self.max_batch_size) if batch else []:
+            self.validate_batch_is_legal(chunk)
+            results = self.launcher.launch(chunk, initial_job_idx=initial_job_idx)
+            for r in results:
+                _ = r.return_value  # a job that raised (a bug, not a bad config) stops the sweep here
+            initial_job_idx += len(chunk)
+            returns.append(results)
+        return returns

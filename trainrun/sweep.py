@@ -1,0 +1,135 @@
+"""What trainrun's sweepers share: the sweep directory's record, the runs' names, what each run left behind,
+and the one HParams experiment of a sweep.
+
+A sweep is resumed by repeating its command: the sweepers (hydra_plugins/) compare the command's task
+overrides with the sweep directory's multirun.yaml, keep every finished run as it is, resume the interrupted
+ones from their checkpoints and start the rest. No torch here: a refusal answers at once.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .config import ConfigError
+
+NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what stays valid in a path and in trainer.resume=<dir>
+NAME_LENGTH = 100
+
+
+def run_names(jobs: list[list[str]], swept: list[str]) -> list[str]:
+    """`<n>_<key>-<value>_...` for each job, from the swept keys only (`3_optimizer-adam_lr-0.01`), so a
+    TensorBoard legend says what varies. A key is shortened to its last part where that stays unambiguous."""
+    last = Counter(key.lstrip("+~").rsplit(".", 1)[-1] for key in swept)
+    names = []
+    for number, job in enumerate(jobs):
+        values = dict(override.split("=", 1) for override in job)
+        parts = [str(number)]
+        for key in swept:
+            short = key.lstrip("+~").rsplit(".", 1)[-1]
+            parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{values.get(key, '')}")
+        names.append(NOT_IN_A_NAME.sub("-", "_".join(parts)).strip("-")[:NAME_LENGTH])
+    return names
+
+
+def resuming(sweep_dir: Path, task_overrides: list[str]) -> bool:
+    """True when `sweep_dir` holds this sweep already (the command was repeated); False when it is new or
+    empty. Refuses (ConfigError) a directory that holds something else, or another sweep: its first
+    override that differs is named. Task overrides are compared as a set: their order does not matter."""
+    record = sweep_dir / "multirun.yaml"
+    if not record.is_file():
+        if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir} holds no trainrun sweep (no multirun.yaml); "
+                              "give a new or empty directory (nothing was changed)")
+        return False
+    try:
+        saved = OmegaConf.load(record)
+        name, task = OmegaConf.select(saved, "hydra.job.name"), OmegaConf.select(saved, "hydra.overrides.task")
+    except Exception as e:  # unparsable YAML, or not a mapping
+        raise ConfigError(f"{record} is unreadable ({' '.join(str(e).split())[:100]}); "
+                          "give another hydra.sweep.dir (nothing was changed)") from None
+    if name != "trainrun" or task is None:
+        raise ConfigError(f"{record} is not a trainrun sweep's record; give another hydra.sweep.dir "
+                          "(nothing was changed)")
+    before, now = set(map(str, task)), set(task_overrides)
+    if before != now:
+        added, dropped = sorted(now - before), sorted(before - now)
+        key = lambda o: o.split("=", 1)[0]  # noqa: E731
+        differs = (f"{added[0]} here, {next((d for d in dropped if key(d) == key(added[0])), 'not set')} there"
+                   if added else f"{dropped[0]} there, not set here")
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir} holds a different sweep: {differs}; repeat its command "
+                          "to resume it, or give another hydra.sweep.dir (nothing was changed)")
+    return True
+
+
+FINISHED, INTERRUPTED, NEW = "finished", "interrupted", "new"
+
+
+def run_state(run_dir: Path) -> str:
+    """finished: it wrote metrics.json (completed, stopped early, diverged or pruned) or error.json (failed:
+    kept as failed, delete the directory to run it again); interrupted: it has a checkpoint, or was killed
+    before its first one (trainer.resume then starts it over in its own directory); new: never started."""
+    if (run_dir / "metrics.json").is_file() or (run_dir / "error.json").is_file():
+        return FINISHED
+    if (run_dir / "last.pt").is_file() or (run_dir / ".hydra" / "overrides.yaml").is_file():
+        return INTERRUPTED
+    return NEW
+
+
+def found_line(states: list[str]) -> str:
+    counts = Counter(states)
+    return (f"{counts[FINISHED]} finished, {counts[INTERRUPTED]} interrupted (resuming), "
+            f"{counts[NEW]} to run")
+
+
+def claim(sweep_dir: Path) -> None:
+    """Make the sweep directory, or say in one line why it cannot be."""
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        probe = sweep_dir / ".trainrun-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the sweep directory {sweep_dir}: {e.strerror or e}") from None
+
+
+def hparam_value(text: str):
+    """An override's value as HParams compares it: a number, a boolean, or the text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# the end-of-run values every run logs (logger.summary_tag): the best epoch's, and the best weights' on test
+SUMMARY_METRICS = [("summary/test_acc", "test accuracy"), ("summary/test_mae", "test mean absolute error"),
+                   ("summary/test_loss", "test loss"), ("summary/val_loss_at_best_epoch", "val loss, best epoch"),
+                   ("summary/val_acc_at_best_epoch", "val accuracy, best epoch"),
+                   ("summary/val_mae_at_best_epoch", "val mean absolute error, best epoch")]
+
+
+def write_experiment(sweep_dir: Path, space: dict) -> None:
+    """The sweep's one HParams experiment, in an event file of the sweep directory: the swept keys (and
+    only those: what is constant is not compared), with their domains: the values of a grid or a choice,
+    a [low, high] pair of an interval. Each run then writes its session alone (logger.hparams)."""
+    from tensorboard.plugins.hparams import summary_v2 as hp
+    from torch.utils.tensorboard import SummaryWriter
+
+    params = []
+    for key, domain in space.items():
+        if isinstance(domain, tuple):  # an interval
+            low, high = domain
+            kind = hp.IntInterval if isinstance(low, int) and isinstance(high, int) else hp.RealInterval
+            params.append(hp.HParam(key, kind(low, high)))
+            continue
+        values = [hparam_value(str(v)) for v in domain]
+        if len({type(v) for v in values}) > 1:  # mixed: compared as text
+            values = [str(v) for v in domain]
+        params.append(hp.HParam(key, hp.Discrete(sorted(set(values), key=str))))
+    metrics = [hp.Metric(tag, display_name=name) for tag, name in SUMMARY_METRICS]
+    with SummaryWriter(log_dir=str(sweep_dir)) as writer:
+        writer.file_writer.add_summary(hp.hparams_config_pb(params, metrics))
