@@ -4,7 +4,7 @@
     python scripts/bench.py                       # the CPU workloads (and resnet where CUDA is), 3 interleaved rounds
     python scripts/bench.py --workloads mlp --rounds 5 --epochs 6
     python scripts/bench.py --workloads resnet --images 50000     # GPU throughput: ResNet-18, synthetic 32x32 RGB
-    python scripts/bench.py --workloads mlp --trainrun-args logger.histogram_every_n_epochs=0   # what a default costs
+    python scripts/bench.py --workloads mlp --trainrun-args logger.layers=true   # what per-layer logging costs
 
 1. trainrun through its CLI, default logging on (TensorBoard, histograms, checkpoints, early-stopping logic);
 2. a bare loop over the same tensors, written plainly below (no trainrun code), with Adam as a user writes it
@@ -234,7 +234,7 @@ def run_trainrun(workload: str, epochs: int, images: int, tmp: Path, extra_args:
                         f"hydra.run.dir={run_dir}"])
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    ends = [e.wall_time for e in events.Scalars("epoch")]
+    ends = [e.wall_time for e in events.Scalars("time/epoch")]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # epoch k's time: from the end of epoch k-1 to the end of epoch k (all per-epoch work included)
     memory = {"cuda_mib": metrics["peak_cuda_memory_mib"]} if "peak_cuda_memory_mib" in metrics else {}
@@ -271,7 +271,7 @@ def startup(tmp: Path) -> None:
                        capture_output=True, cwd=tmp)
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
-        firsts.append(events.Scalars("lr")[0].wall_time - launched)
+        firsts.append(events.Scalars("step/lr")[0].wall_time - launched)
     print("\nstart-up (median seconds)")
     print(f"  python -c 'import torch'           {torch_import:6.2f}")
     print(f"  trainrun --help                    {help_s:6.2f}   ({help_s / torch_import:.2f}x of importing torch)")

@@ -71,7 +71,7 @@ def trainrun(args: list[str], run_dir: Path, cwd: Path) -> tuple[float, float, l
         raise SystemExit(done.stderr[-2000:])
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    return wall, events.Scalars("lr")[0].wall_time - launched, [e.value for e in events.Scalars("time/epoch_s")]
+    return wall, events.Scalars("step/lr")[0].wall_time - launched, [e.value for e in events.Scalars("time/epoch_s")]
 
 
 def held_mib(as_float32: bool) -> float:

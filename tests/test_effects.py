@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import make_config, train_run
-from trainrun.data import Batches, load
+from trainrun.data import Batches, Split, load
 from trainrun.registry import AUGMENTATIONS, NORMALIZERS
 from trainrun.model import build_model
 from trainrun.stopping import EarlyStopping
@@ -329,7 +329,7 @@ def test_augmented_images_change_during_training_only(tmp_path):
 # ---------------------------------------------------------------------------- data
 def test_standardize_uses_train_statistics_per_feature():
     x = torch.randn(500, 6) * torch.tensor([1.0, 2, 3, 4, 5, 0]) + 7
-    z = NORMALIZERS.create(None, x, kind="standardize")(x)
+    z = NORMALIZERS.create(None, Split(x, torch.zeros(len(x))), kind="standardize")(x)
     assert torch.allclose(z[:, :5].mean(0), torch.zeros(5), atol=1e-5)
     assert torch.allclose(z[:, :5].std(0), torch.ones(5), atol=1e-4)
     assert torch.allclose(z[:, 5], torch.zeros(500))  # a constant feature stays finite
@@ -338,7 +338,7 @@ def test_standardize_uses_train_statistics_per_feature():
 @pytest.mark.parametrize("method", ["pca", "whiten"])
 def test_pca_decorrelates_and_whiten_also_scales(method):
     x = torch.randn(2000, 4) @ torch.tensor([[2.0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 3, 1], [0, 0, 0, 0.5]])
-    z = NORMALIZERS.create(None, x, kind=method)(x)
+    z = NORMALIZERS.create(None, Split(x, torch.zeros(len(x))), kind=method)(x)
     cov = torch.cov(z.T)
     assert torch.allclose(cov - torch.diag(cov.diag()), torch.zeros(4, 4), atol=1e-3)
     if method == "whiten":
@@ -487,8 +487,8 @@ def test_eval_every_evaluates_on_its_epochs_and_the_last(tmp_path):
                          "trainer.early_stopping.monitor=train/loss"])
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
-    epoch_at_step = {e.step: e.value for e in events.Scalars("epoch")}
-    assert [epoch_at_step[e.step] for e in events.Scalars("val/loss")] == [2, 4, 5]
+    epoch_at_step = {e.step: e.value for e in events.Scalars("time/epoch")}
+    assert [epoch_at_step[e.step] for e in events.Scalars("loss/val")] == [2, 4, 5]
 
 
 def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_path):

@@ -43,7 +43,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(reference):
     sent, same_weights, same_metrics = chaos.cycle(reference / "cycle", kills=3, rng=random.Random(7))
     assert sent >= 1 and same_weights and same_metrics  # a fast machine may finish before the third kill
     victim = reference / "cycle" / "victim"
-    for tag in ("lr", "train/batch_loss", "val/loss", "val/acc"):  # no step missing, none twice, same values
+    for tag in ("step/lr", "step/loss", "loss/val", "acc/val"):  # no step missing, none twice, same values
         assert scalars(victim, tag) == scalars(reference / "reference", tag), tag
 
 

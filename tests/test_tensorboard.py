@@ -14,7 +14,7 @@ def logged(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tb")
     metrics = train_run(run_dir, ["logger.enabled=true", "trainer.epochs=3", "trainer.log_every_n_steps=2",
                                   "augmentation=[noise]", "model=cnn", "scheduler=step", "scheduler.step_size=1",
-                                  "scheduler.gamma=0.5", "trainer.early_stopping.enabled=false"])
+                                  "scheduler.gamma=0.5", "trainer.early_stopping.enabled=false", "logger.layers=true"])
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events, metrics
@@ -27,18 +27,25 @@ def values(events, tag):
 def test_scalars_per_step_and_per_epoch(logged):
     events, metrics = logged
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "train/batch_loss", "grad_norm/global",
-            "time/epoch_s", "time/samples_per_s", "epoch"} <= tags
+    assert {"loss/train", "acc/train", "loss/val", "acc/val", "step/lr", "step/loss", "step/grad_norm",
+            "time/epoch_s", "time/samples_per_s", "time/epoch"} <= tags
     steps_per_epoch = metrics["steps"] // 3
-    assert [s for s, _ in values(events, "val/loss")] == [steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
+    assert [s for s, _ in values(events, "loss/val")] == [steps_per_epoch, 2 * steps_per_epoch, 3 * steps_per_epoch]
     # every log_every_n_steps (2) steps, and the first step, so the curves start at the initialization
-    assert [s for s, _ in values(events, "train/batch_loss")] == [1, *range(2, metrics["steps"] + 1, 2)]
-    assert all(math.isfinite(v) for _, v in values(events, "train/batch_loss"))
+    assert [s for s, _ in values(events, "step/loss")] == [1, *range(2, metrics["steps"] + 1, 2)]
+    assert all(math.isfinite(v) for _, v in values(events, "step/loss"))
+
+
+def test_the_curves_sort_first(logged):
+    """TensorBoard orders cards by tag: train and val accuracy and loss open the page, before everything else."""
+    events, _ = logged
+    tags = sorted(events.Tags()["scalars"])
+    assert tags[:4] == ["acc/train", "acc/val", "loss/train", "loss/val"]
 
 
 def test_lr_is_logged_every_step_and_follows_the_schedule(logged):
     events, metrics = logged
-    lr = values(events, "lr")
+    lr = values(events, "step/lr")
     assert [s for s, _ in lr] == list(range(1, metrics["steps"] + 1))
     per_epoch = metrics["steps"] // 3
     # step schedule, step_size 1 epoch, gamma 0.5: the lr halves at each epoch boundary (logged after the step)
@@ -47,26 +54,29 @@ def test_lr_is_logged_every_step_and_follows_the_schedule(logged):
 
 def test_metrics_json_matches_the_event_file(logged):
     events, metrics = logged
-    by_step = dict(values(events, "val/loss"))
+    by_step = dict(values(events, "loss/val"))
     best_step = metrics["best_epoch"] * (metrics["steps"] // 3)
     assert by_step[best_step] == pytest.approx(metrics["val/loss"], rel=1e-5)
-    assert dict(values(events, "hparam/test/acc"))[metrics["steps"]] == pytest.approx(metrics["test/acc"])
+    assert dict(values(events, "summary/test_acc"))[metrics["steps"]] == pytest.approx(metrics["test/acc"])
+    assert dict(values(events, "summary/val_loss_at_best_epoch"))[metrics["steps"]] == pytest.approx(metrics["val/loss"])
 
 
 def test_per_layer_gradient_norms(logged):
     events, _ = logged
     tags = set(events.Tags()["scalars"])
-    assert {"grad_norm/conv1/conv2d/weight", "grad_norm/fc1/linear/weight", "grad_norm/head/weight"} <= tags
-    layer = values(events, "grad_norm/head/weight")
-    total = values(events, "grad_norm/global")
+    assert {"per_layer/grad_norm/conv1/conv2d/weight", "per_layer/grad_norm/fc1/linear/weight",
+            "per_layer/grad_norm/head/weight"} <= tags
+    layer = values(events, "per_layer/grad_norm/head/weight")
+    total = values(events, "step/grad_norm")
     assert all(0 < part <= whole + 1e-6 for (_, part), (_, whole) in zip(layer, total))
 
 
 def test_histograms_of_weights_gradients_and_activations(logged):
     events, _ = logged
     histograms = set(events.Tags()["histograms"])
-    assert {"weights/head/weight", "gradients/head/weight", "activations/conv1", "activations/head"} <= histograms
-    assert len(events.Histograms("weights/head/weight")) == 3  # once per epoch
+    assert {"per_layer/weights/head/weight", "per_layer/gradients/head/weight", "per_layer/activations/conv1",
+            "per_layer/activations/head"} <= histograms
+    assert len(events.Histograms("per_layer/weights/head/weight")) == 3  # once per epoch
 
 
 def test_config_text_augmented_images_graph_and_layout(logged):
@@ -76,6 +86,7 @@ def test_config_text_augmented_images_graph_and_layout(logged):
     assert image.width > 8 and image.height > 8  # a grid of samples
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "kind: cnn" in text and "noise" in text
+    assert "${" not in text and "root: " in text  # resolved: the data root is a path, not ${oc.env:...}
     assert events.Tags()["graph"]
     assert "custom_scalars__config__" in events.Tags()["tensors"]
 
@@ -89,7 +100,7 @@ def test_hparams_for_the_dashboard(logged):
     assert session.hparams["model"].string_value == "cnn"
     assert session.hparams["lr"].number_value == pytest.approx(1e-3)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {"hparam/test/acc", "hparam/val/loss"} <= {m.name.tag for m in experiment.metric_infos}
+    assert {"summary/test_acc", "summary/val_loss_at_best_epoch"} <= {m.name.tag for m in experiment.metric_infos}
 
 
 def test_a_large_tensor_histogram_is_exact_in_its_statistics_and_close_in_its_counts(tmp_path):
@@ -134,15 +145,23 @@ def test_c_checksums_match_tensorboards_own():
 
 
 def test_each_logger_switch_turns_its_part_off(tmp_path):
-    train_run(tmp_path, ["logger.enabled=true", "model=cnn", "augmentation=[noise]", "logger.histogram_every_n_epochs=0",
-                         "logger.log_images=false", "logger.log_graph=false", "logger.per_layer_grad_norm=false"])
+    # per-layer diagnostics are off by default
+    train_run(tmp_path, ["logger.enabled=true", "model=cnn", "augmentation=[noise]",
+                         "logger.log_images=false", "logger.log_graph=false"])
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     events.Reload()
     tags = events.Tags()
     assert tags["histograms"] == [] and tags["images"] == [] and not tags["graph"]
-    grad_norms = [t for t in tags["scalars"] if t.startswith("grad_norm/")]
-    assert grad_norms == ["grad_norm/global"]  # the global norm stays; the per-layer ones are off
-    assert {"train/loss", "val/loss", "lr"} <= set(tags["scalars"])
+    assert not [t for t in tags["scalars"] if t.startswith("per_layer/")]  # the global norm stays
+    assert {"loss/train", "loss/val", "step/lr", "step/grad_norm"} <= set(tags["scalars"])
+
+
+def test_layers_on_with_histograms_off_keeps_the_per_layer_norms(tmp_path):
+    train_run(tmp_path, ["logger.enabled=true", "logger.layers=true", "logger.histogram_every_n_epochs=0"])
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    assert events.Tags()["histograms"] == []
+    assert [t for t in events.Tags()["scalars"] if t.startswith("per_layer/grad_norm/")]
 
 
 def test_a_step_interval_schedule_moves_the_lr_every_step_in_a_real_run(tmp_path):
@@ -150,6 +169,6 @@ def test_a_step_interval_schedule_moves_the_lr_every_step_in_a_real_run(tmp_path
                          "optimizer.lr=0.01"])
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
-    lrs = [e.value for e in events.Scalars("lr")]
+    lrs = [e.value for e in events.Scalars("step/lr")]
     # 2 epochs of 5 batches (300 digits, batch 64); the lr logged after step t is the cosine's at t
     assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(1, 11)], abs=1e-9)

@@ -24,16 +24,19 @@ SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 register()
 
 def register_sweeper() -> None:
-    """hydra/sweeper=trainrun_grid (the default) and trainrun_optuna. Hydra finds plugins by scanning the
-    hydra_plugins namespace, which cannot see into an editable install; registering them here works either
-    way (Plugins.register is idempotent)."""
+    """hydra/sweeper=trainrun_grid and trainrun_optuna. Hydra finds plugins by scanning the hydra_plugins
+    namespace, which cannot see into an editable install; registering them here works either way
+    (Plugins.register is idempotent). The grid sweeper also takes the place of Hydra's `basic`, the default:
+    the same grammar, resumable, and a search preset (hparams_search=...) still overrides it."""
+    from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.trainrun_grid.grid_sweeper import TrainrunGridSweeper
+    from hydra_plugins.trainrun_grid.grid_sweeper import TrainrunGridSweeper, TrainrunGridSweeperConf
     from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
 
-    Plugins.instance().register(TrainrunGridSweeper)
+    Plugins.instance().register(TrainrunGridSweeper)  # after Hydra's plugin scan, which stores its own `basic`
     Plugins.instance().register(TrainrunOptunaSweeper)
+    ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=TrainrunGridSweeperConf, provider="trainrun")
 
 
 register_sweeper()

@@ -29,8 +29,9 @@ def run_names(jobs: list[list[str]], swept: list[str]) -> list[str]:
         parts = [str(number)]
         for key in swept:
             short = key.lstrip("+~").rsplit(".", 1)[-1]
-            parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{values.get(key, '')}")
-        names.append(NOT_IN_A_NAME.sub("-", "_".join(parts)).strip("-")[:NAME_LENGTH])
+            value = NOT_IN_A_NAME.sub("-", values.get(key, "")).strip("-")
+            parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{value}")
+        names.append(NOT_IN_A_NAME.sub("-", "_".join(parts))[:NAME_LENGTH])
     return names
 
 
