@@ -34,7 +34,7 @@ def test_grid_sweep_summary_is_sorted_marks_the_best_and_keeps_a_failed_run(tmp_
     assert losses == sorted(losses) and rows[0]["best"] == "True" and rows[1]["best"] == "False"
     assert all("optimizer.lr=-1.0 is invalid" in r["error"] for r in rows[2:])
     assert "★ 1" in result.stdout
-    assert "run 1_optimizer-sgd_lr--1 failed: optimizer.lr=-1.0 is invalid" in result.stdout.replace("\n", "")
+    assert "run 1_optimizer-sgd_lr-1 failed: optimizer.lr=-1.0 is invalid" in result.stdout.replace("\n", "")
     assert (sweep_dir(tmp_path) / "summary.md").read_text().count("\n") >= 6
 
 

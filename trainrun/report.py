@@ -129,6 +129,14 @@ def seed_groups(results: list[RunResult], monitor: str) -> list[dict]:
     return out
 
 
+def _fmt_value(text: str) -> str:
+    """An override's value for reading: a float to four significant digits, anything else as written."""
+    try:
+        return f"{float(text):.4g}" if "." in text or "e" in text.lower() else text
+    except ValueError:
+        return text
+
+
 def _fmt(value) -> str:
     """For reading: floats to four significant digits (summary.csv keeps them whole)."""
     if isinstance(value, float):
@@ -173,7 +181,7 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
     for row, result in zip(table, ranked(results, monitor, mode)):
         view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), str(_job_number(result.run_dir)[0]),
-                     *(row[k] for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
+                     *(_fmt_value(row[k]) for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
                      _fmt(row[test]), _fmt(row["wall_time_s"]),
                      style="bold green" if row["best"] else styles[row["state"]])
     console.print(view)

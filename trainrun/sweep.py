@@ -7,6 +7,9 @@ ones from their checkpoints and start the rest. No torch here: a refusal answers
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -19,20 +22,21 @@ NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what stays valid in a path an
 NAME_LENGTH = 100
 
 
+def run_name(number: int, values: dict[str, str], keys: list[str]) -> str:
+    """`<number>_<key>-<value>_...` over the swept `keys` (`3_optimizer-adam_lr-0.01`), so a TensorBoard legend
+    says what varies. A key is shortened to its last part where that stays unambiguous among `keys`."""
+    last = Counter(key.lstrip("+~").rsplit(".", 1)[-1] for key in keys)
+    parts = [str(number)]
+    for key in keys:
+        short = key.lstrip("+~").rsplit(".", 1)[-1]
+        value = NOT_IN_A_NAME.sub("-", str(values.get(key, ""))).strip("-")
+        parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{value}")
+    return NOT_IN_A_NAME.sub("-", "_".join(parts))[:NAME_LENGTH]
+
+
 def run_names(jobs: list[list[str]], swept: list[str]) -> list[str]:
-    """`<n>_<key>-<value>_...` for each job, from the swept keys only (`3_optimizer-adam_lr-0.01`), so a
-    TensorBoard legend says what varies. A key is shortened to its last part where that stays unambiguous."""
-    last = Counter(key.lstrip("+~").rsplit(".", 1)[-1] for key in swept)
-    names = []
-    for number, job in enumerate(jobs):
-        values = dict(override.split("=", 1) for override in job)
-        parts = [str(number)]
-        for key in swept:
-            short = key.lstrip("+~").rsplit(".", 1)[-1]
-            value = NOT_IN_A_NAME.sub("-", values.get(key, "")).strip("-")
-            parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{value}")
-        names.append(NOT_IN_A_NAME.sub("-", "_".join(parts))[:NAME_LENGTH])
-    return names
+    """The name of each job of a grid, numbered in the grid's order."""
+    return [run_name(number, dict(o.split("=", 1) for o in job), swept) for number, job in enumerate(jobs)]
 
 
 def resuming(sweep_dir: Path, task_overrides: list[str]) -> bool:
@@ -83,6 +87,35 @@ def found_line(states: list[str]) -> str:
     counts = Counter(states)
     return (f"{counts[FINISHED]} finished, {counts[INTERRUPTED]} interrupted (resuming), "
             f"{counts[NEW]} to run")
+
+
+@contextlib.contextmanager
+def holding(run_dir: Path):
+    """Held by the process that trains in `run_dir`, released when it ends, however it ends (the kernel drops a
+    dead process's locks): how a resumed search tells a trial whose process died from one still running."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # another process holds it (a resume of a live run is refused elsewhere)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def held(run_dir: Path) -> bool:
+    """Whether a live process trains in `run_dir` now."""
+    if not run_dir.is_dir():
+        return False
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def claim(sweep_dir: Path) -> None:

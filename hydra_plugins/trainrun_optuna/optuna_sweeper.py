@@ -7,10 +7,20 @@ the same study: each run reports its monitored metric every epoch and stops when
 
 The search space is Hydra's sweep grammar, in `hydra.sweeper.params` or on the command line:
 choice(a, b), range(1, 5), interval(0.1, 1.0), tag(log, interval(1e-4, 1e-1)); a plain value is fixed.
+
+No batch barrier: with n_jobs=K, K trials are in flight at all times in K long-lived worker processes (a
+process start costs more than a digits trial); when one ends, the next is asked for and started at once.
+Hydra's launcher API takes batches and waits for all of each, so this path launches jobs itself; with the
+submitit launcher (a cluster) trials still go in batches of n_jobs through Hydra's launcher.
+
+A search resumes by repeating its command: hydra.sweeper.n_trials is the total the study reaches; a trial
+whose process died (no process holds its run directory) resumes from its checkpoint, or is closed as
+failed and its parameters tried again.
 """
 # No `from __future__ import annotations` here: Hydra's plugin scan executes this module before it is in
 # sys.modules, and dataclasses with string annotations look the module up there.
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -25,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.config import ConfigError, PrunerConfig, check_node
 from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.search import make_pruner, make_storage
+from trainrun.sweep import claim, held, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
 
@@ -35,7 +46,8 @@ class TrainrunOptunaSweeperConf:
     sampler: str = "tpe"  # tpe | random (Bergstra and Bengio 2012)
     seed: Optional[int] = 0
     n_trials: int = 20
-    n_jobs: int = 1  # trials launched at once (give the launcher as many workers)
+    n_jobs: int = 1  # trials in flight at once, each in a worker process of its own
+    in_flight: bool = True  # false: through Hydra's launcher, in batches of n_jobs that wait for their slowest
     study_name: str = "trainrun"
     storage: Optional[str] = None  # null: a journal file in the sweep directory; or an RDB URL (sqlite:///..., postgresql://...)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
@@ -55,11 +67,11 @@ def distribution(override: Override):
     sweep = override.value()
     log_scale = "log" in getattr(sweep, "tags", set())
     if isinstance(sweep, ChoiceSweep):
-        return d.CategoricalDistribution([v for v in override.sweep_iterator(transformer=lambda x: x)])
+        return d.CategoricalDistribution(choices(override))
     if isinstance(sweep, RangeSweep):
         if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
             return d.IntDistribution(sweep.start, sweep.stop - 1, step=sweep.step, log=log_scale)
-        return d.CategoricalDistribution(list(override.sweep_iterator(transformer=lambda x: x)))
+        return d.CategoricalDistribution(choices(override))
     if isinstance(sweep, IntervalSweep):
         if isinstance(sweep.start, int) and isinstance(sweep.end, int):
             return d.IntDistribution(sweep.start, sweep.end, log=log_scale)
@@ -67,19 +79,53 @@ def distribution(override: Override):
     raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
 
 
+def choices(override: Override) -> list:
+    """A choice's values as Optuna stores them: scalars as they are, a list or a dict as its override text
+    (`[256,256]`), which Hydra parses back when the trial runs (Optuna warns on anything but scalars)."""
+    return [v if v is None or isinstance(v, (bool, int, float, str)) else text
+            for v, text in zip(override.sweep_iterator(transformer=lambda x: x),
+                               override.sweep_string_iterator())]
+
+
+def domain(dist):
+    """For the HParams experiment: a choice's values, or an interval's (low, high)."""
+    import optuna.distributions as d
+
+    return list(dist.choices) if isinstance(dist, d.CategoricalDistribution) else (dist.low, dist.high)
+
+
+def execute_trial(number: int, overrides: list, hydra_context, config: DictConfig, task_function, singleton_state):
+    """One trial in a worker process: what Hydra's launchers do for a job (compose its config, run it in its
+    directory), so the run is the same as through `trainrun -m`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
+
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id, sweep_config.hydra.job.num = f"{sweep_config.hydra.job.name}_{number}", number
+    HydraConfig.instance().set_config(sweep_config)
+    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
+                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
 class TrainrunOptunaSweeper(Sweeper):
-    def __init__(self, sampler, seed, n_trials, n_jobs, study_name, storage, pruner, params):
+    def __init__(self, sampler, seed, n_trials, n_jobs, in_flight, study_name, storage, pruner, params):
         SEARCH_SAMPLERS[sampler]  # an unknown one is a ConfigError listing the choices
         check_node(pruner, PrunerConfig, "hydra.sweeper.pruner")
         if n_trials < 1 or n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={n_trials} and n_jobs={n_jobs} must be positive")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
+        self.in_flight_wanted = in_flight
         self.study_name, self.storage_url = study_name, storage
         self.pruner_cfg = dict(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else vars(pruner))
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        self.config = config
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -87,8 +133,7 @@ class TrainrunOptunaSweeper(Sweeper):
         import optuna
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         parser = OverridesParser.create()
         # the command line replaces the configured space key by key: a fixed value there fixes that key
         by_key = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])
@@ -107,29 +152,116 @@ class TrainrunOptunaSweeper(Sweeper):
         mode = OmegaConf.select(self.config, "trainer.early_stopping.mode")
         maximize = mode == "max" or (mode == "auto" and monitor.endswith("acc"))
         url = self.storage_url or f"journal:{(sweep_dir / 'optuna.journal').resolve()}"
+        claim(sweep_dir)
         sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
         study = optuna.create_study(study_name=self.study_name, storage=make_storage(url), sampler=sampler,
                                     pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                     direction="maximize" if maximize else "minimize")
-        log.info("optuna study %s (%s %s) in %s, %d trials", self.study_name, "maximize" if maximize else "minimize",
-                 monitor, url, self.n_trials)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if not resumed:
+            write_experiment(sweep_dir, {key: domain(dist) for key, dist in space.items()})
         # each run finds its trial in the same storage, and prunes itself with the same pruner
         pruning = [f"trainer.pruning.storage='{url}'", f"trainer.pruning.study={self.study_name}",
                    *(f"trainer.pruning.{k}={v}" for k, v in self.pruner_cfg.items())]
-        launched, returns = 0, []
-        while launched < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - launched))]
-            batch = [[*fixed, *(f"{k}={v}" for k, v in t.params.items()), *pruning, f"trainer.pruning.trial={t.number}"]
-                     for t in trials]
-            results = self.launcher.launch(batch, initial_job_idx=launched)
+
+        def job(trial) -> list:
+            """A trial's overrides; its directory is named by its number, so no later trial writes into it."""
+            name = trial.user_attrs.get("run") or run_name(trial.number, {k: short(v) for k, v in trial.params.items()},
+                                                            list(space))
+            if isinstance(trial, optuna.Trial):
+                trial.set_user_attr("run", name)
+            resume = [f"trainer.resume={sweep_dir / name}"] if (sweep_dir / name / "last.pt").is_file() else []
+            return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *pruning,
+                    f"trainer.pruning.trial={trial.number}", f"hydra.sweep.subdir={name}", *resume]
+
+        unfinished = self.dead_trials(study, sweep_dir)
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        done = sum(t.state in ended and not t.user_attrs.get("died") for t in study.trials)
+        if resumed:
+            print(f"resuming the search in {sweep_dir}: {done} of {self.n_trials} trials ended, "
+                  f"{len(unfinished)} interrupted (resuming)", flush=True)
+        log.info("optuna study %s (%s %s) in %s, %d trials", self.study_name, "maximize" if maximize else "minimize",
+                 monitor, url, self.n_trials)
+        to_ask = max(0, self.n_trials - done - len(unfinished))
+        if self.launcher_batches():
+            return self.batched(study, space, job, unfinished, to_ask)
+        return self.in_flight(study, space, job, unfinished, to_ask)
+
+    def dead_trials(self, study, sweep_dir: Path) -> list:
+        """Trials left running by a process that died (none holds their directory): those with a checkpoint
+        are resumed; the others are closed as failed (not counted) and their parameters asked again."""
+        from optuna.trial import TrialState
+
+        resumable = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            run_dir = sweep_dir / trial.user_attrs.get("run", "")
+            if trial.user_attrs.get("run") and held(run_dir):
+                continue  # a live worker (of another sweeper process) runs it
+            if (run_dir / "last.pt").is_file():
+                resumable.append(study._storage.get_trial(trial._trial_id))
+            else:  # nothing trained to keep: its directory goes (the summary and TensorBoard show each run once)
+                study._storage.set_trial_user_attr(trial._trial_id, "died", True)
+                study.tell(trial.number, state=TrialState.FAIL)
+                study.enqueue_trial(trial.params)
+                if trial.user_attrs.get("run") and run_dir.is_dir():
+                    shutil.rmtree(run_dir)
+                log.info("trial %d died before its first checkpoint; its parameters are tried again", trial.number)
+        return resumable
+
+    def launcher_batches(self) -> bool:
+        """Hydra's launchers take a batch and wait for all of it; trainrun runs trials itself unless the
+        launcher is one that must place them (submitit: a cluster's queue)."""
+        return (self.n_jobs == 1 or not self.in_flight_wanted
+                or "submitit" in str(OmegaConf.select(self.config, "hydra.launcher._target_")))
+
+    def batched(self, study, space, job, unfinished, to_ask) -> list:
+        """Through Hydra's launcher: n_jobs trials at a time, each batch waited for whole."""
+        returns, asked = [], 0
+        while unfinished or asked < to_ask:
+            trials, unfinished = unfinished[:self.n_jobs], unfinished[self.n_jobs:]
+            while len(trials) < self.n_jobs and asked < to_ask:
+                trials.append(study.ask(space))
+                asked += 1
+            results = self.launcher.launch([job(t) for t in trials], initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
-                study.tell(trial, *outcome(result))
-            launched += len(trials)
+                study.tell(trial.number, *outcome(result))
             returns.append(results)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if complete:
-            log.info("best trial %d: %s = %s with %s", study.best_trial.number, monitor, study.best_value, study.best_params)
         return returns
+
+    def in_flight(self, study, space, job, unfinished, to_ask) -> list:
+        """n_jobs trials in flight at all times, in long-lived worker processes: when one ends, the next
+        is asked for and started (loky: joblib's process pool, which pickles the task function as joblib's
+        launcher does)."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        from hydra.core.singleton import Singleton
+        from joblib.externals.loky import get_reusable_executor
+
+        pool = get_reusable_executor(max_workers=self.n_jobs, reuse=False)
+        state, running, results, asked = Singleton.get_state(), {}, [], 0
+        config = self.config
+        while unfinished or asked < to_ask or running:
+            while len(running) < self.n_jobs and (unfinished or asked < to_ask):
+                if unfinished:
+                    trial = unfinished.pop(0)
+                else:
+                    trial, asked = study.ask(space), asked + 1
+                future = pool.submit(execute_trial, trial.number, job(trial), self.hydra_context, config,
+                                     self.task_function, state)
+                running[future] = trial
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                trial = running.pop(future)
+                result = future.result()
+                study.tell(trial.number, *outcome(result))
+                results.append(result)
+        pool.shutdown(wait=True)
+        return [results]
+
+
+def short(value) -> str:
+    """A sampled value for a run's name: four significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def outcome(result) -> tuple:

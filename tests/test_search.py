@@ -1,0 +1,126 @@
+"""Optuna searches: trials in flight without a batch barrier, resumed to exactly n_trials, one HParams experiment."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import cli
+from test_sweep_resume import fingerprint, start
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def study(sweep: Path):
+    import optuna
+
+    from trainrun.search import make_storage
+
+    return optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}"))
+
+
+# trials of very different lengths: 1 or 12 epochs, drawn at random
+UNEVEN = ["-m", "hparams_search=random", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=3",
+          "hydra.sweeper.pruner.kind=none", "trainer.epochs=choice(1,12)", "data.subset=300", "logger.enabled=false",
+          "optimizer.lr=0.001", "regularization.dropout=0", "model.hidden=[64]", "trainer.early_stopping.enabled=false"]
+
+
+def running_at(trials, moment, but) -> int:
+    return sum(t.datetime_start <= moment < t.datetime_complete for t in trials if t.number != but)
+
+
+def test_n_jobs_trials_are_in_flight_at_all_times(tmp_path):
+    """Each trial after the first two is asked for while the other worker's trial still runs: a short trial
+    ending frees its worker at once, instead of waiting for the long one of its batch."""
+    result = cli(*UNEVEN, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = sorted(study(tmp_path / "s").trials, key=lambda t: t.datetime_start)
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    epochs = [t.params["trainer.epochs"] for t in trials]
+    assert 1 in epochs and 12 in epochs  # the lengths do differ
+    for trial in trials[2:]:  # the order of events, not wall time
+        assert running_at(trials, trial.datetime_start, trial.number) == 1, trial.number
+
+
+@pytest.mark.slow  # submitit's local executor starts a process per job
+def test_the_submitit_path_goes_through_hydras_launcher_in_batches(tmp_path):
+    """hydra/launcher=submitit_* keeps Hydra's batches (a cluster's queue places the jobs): trial 3 starts when
+    both of trials 1 and 2 ended. The README says so and gives the in-flight path."""
+    result = cli(*UNEVEN, "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path / 's'}",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = sorted(study(tmp_path / "s").trials, key=lambda t: t.number)
+    assert running_at(trials, trials[2].datetime_start, 2) == 0
+
+
+@pytest.mark.slow  # a kill and a resume: ~30 s
+def test_a_killed_search_resumed_by_repeating_it_ends_with_n_trials(tmp_path):
+    args = [*UNEVEN, "trainer.checkpoint.every_n_steps=1", f"hydra.sweep.dir={tmp_path / 's'}"]
+    proc = start(args, tmp_path)
+    deadline = time.monotonic() + 300
+    while not (len(list((tmp_path / "s").glob("*/metrics.json"))) >= 2
+               and [p for p in (tmp_path / "s").glob("*/last.pt") if not (p.parent / "metrics.json").exists()]):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ended = {p.parent.name: fingerprint(p.parent) for p in (tmp_path / "s").glob("*/metrics.json")}
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming the search" in again.stdout
+    trials = study(tmp_path / "s").trials
+    counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(counted) == 8  # n_trials is the total, not a number to add
+    died = [t for t in trials if t.user_attrs.get("died")]
+    assert all(t.state.name == "FAIL" for t in died)
+    assert len(trials) == 8 + len(died)
+    for name, files in ended.items():
+        assert fingerprint(tmp_path / "s" / name) == files
+    assert len({t.user_attrs["run"] for t in counted}) == 8  # each trial in a directory of its own
+
+
+def hparams_content(run_dir: Path) -> dict:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(data) for tag, data in content.items()}
+
+
+def test_a_sweep_writes_one_hparams_experiment_of_its_swept_keys(tmp_path):
+    sweep = tmp_path / "s"
+    result = cli("-m", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", "trainer.epochs=1", "data.subset=200",
+                 "logger.log_graph=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    experiment = hparams_content(sweep)["_hparams_/experiment"].experiment
+    declared = {h.name: h for h in experiment.hparam_infos}
+    assert list(declared) == ["optimizer", "optimizer.lr"]  # the swept keys, nothing constant
+    assert [v.string_value for v in declared["optimizer"].domain_discrete.values] == ["adam", "sgd"]
+    assert sorted(v.number_value for v in declared["optimizer.lr"].domain_discrete.values) == [0.01, 0.1]
+    assert {"summary/test_acc", "summary/val_loss_at_best_epoch"} <= {m.name.tag for m in experiment.metric_infos}
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [r.name for r in runs] == ["0_optimizer-sgd_lr-0.01", "1_optimizer-sgd_lr-0.1",
+                                      "2_optimizer-adam_lr-0.01", "3_optimizer-adam_lr-0.1"]
+    for run in runs:
+        content = hparams_content(run)
+        assert "_hparams_/experiment" not in content  # each run writes its session only
+        session = content["_hparams_/session_start_info"].session_start_info
+        name = run.name.split("_", 1)[1]
+        assert session.hparams["optimizer"].string_value in name
+        assert f"lr-{session.hparams['optimizer.lr'].number_value:g}" in name  # a number, compared as one
+
+
+def test_an_optuna_search_shows_no_categorical_warning_and_declares_intervals(tmp_path):
+    result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1", "data.subset=200",
+                 "logger.log_graph=false", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Choices for a categorical distribution" not in result.stderr + result.stdout
+    declared = {h.name: h for h in hparams_content(tmp_path / "s")["_hparams_/experiment"].experiment.hparam_infos}
+    assert declared["optimizer.lr"].domain_interval.min_value == pytest.approx(1e-4)
+    assert declared["optimizer.lr"].domain_interval.max_value == pytest.approx(1e-1)
+    assert [v.string_value for v in declared["model.hidden"].domain_discrete.values] == ["[128]", "[256,256]", "[512,256]"]
