@@ -1,18 +1,23 @@
 #!/usr/bin/env python
-"""Sweeps side by side, in one sitting: worker utilization of a search, and the cost of resuming a killed grid.
+"""Sweeps side by side, in one sitting: launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--trials 24] [--grid 16]
+    python scripts/bench_sweep.py [--trials 24] [--epochs 30] [--grid 16]
 
-1. A 24-trial Optuna search with median pruning on digits, 2 workers on the 2 cores: Hydra-style batches
-   (hydra.sweeper.in_flight=false: n_jobs trials launched, the next batch when all have ended) against trials
-   in flight (the default). Reports wall time and worker utilization = sum of trial durations / (workers x wall
-   time), trial durations from Optuna's own start and completion times.
-2. A 16-run grid sweep killed (SIGKILL to its process group) after about half its runs, then resumed by
-   repeating its command: total wall time against the same sweep uninterrupted, and how many runs were redone.
+1. The same 8-run grid with the basic launcher (one run after another) and with joblib on 2 workers.
+2. A 24-trial Optuna search with median pruning on digits, 2 workers on the 2 cores: Hydra-style batches
+   (hydra.sweeper.in_flight=false with the joblib launcher: n_jobs trials launched, the next batch when all
+   have ended) against trials in flight (the default), early stopping off (pruning alone cuts trials short).
+   Reports the command's wall time and worker utilization = sum of the trial durations / (workers x the
+   search's span, from the first trial's start to the last one's end: the process start-up before any trial,
+   ~3 s here, is the same for both); a trial lasts from the moment its job starts in a worker (Hydra writes its
+   .hydra/config.yaml) to the moment it ends (its metrics.json is written).
+3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
+   its command: total wall time against the same sweep uninterrupted, and how many finished runs were redone.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -30,35 +35,43 @@ def trainrun(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def utilization(sweep: Path, workers: int, wall: float) -> tuple[float, dict]:
-    import optuna
-
-    from trainrun.search import make_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trials = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}")).trials
-    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    states: dict = {}
-    for t in trials:
-        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-    return busy / (workers * wall), states
+def utilization(sweep: Path, workers: int) -> tuple[float, float, dict]:
+    """(sum of the trial durations / (workers x span), the span in seconds, how the trials ended)."""
+    spans, states = [], {}
+    for metrics in sweep.glob("*/metrics.json"):
+        spans.append(((metrics.parent / ".hydra" / "config.yaml").stat().st_mtime_ns / 1e9,
+                      metrics.stat().st_mtime_ns / 1e9))
+        reason = json.loads(metrics.read_text())["stop_reason"]
+        states[reason] = states.get(reason, 0) + 1
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    return sum(end - start for start, end in spans) / (workers * span), span, states
 
 
-def search(tmp: Path, trials: int) -> None:
+def launchers(tmp: Path) -> None:
+    common = ["-m", "optimizer=sgd,momentum,adam,rmsprop", "init=xavier_uniform,kaiming_normal", "trainer.epochs=8",
+              "trainer.early_stopping.enabled=false", "logger.enabled=false"]
+    basic = trainrun([*common, f"hydra.sweep.dir={tmp / 'basic'}"], tmp)
+    parallel = trainrun([*common, "hydra/launcher=parallel", f"hydra.sweep.dir={tmp / 'parallel'}"], tmp)
+    print(f"8-run grid: basic launcher (sequential) {basic:.1f} s, joblib on 2 workers {parallel:.1f} s "
+          f"({basic / parallel:.2f}x)")
+
+
+def search(tmp: Path, trials: int, epochs: int) -> None:
     common = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.n_jobs=2",
-              "trainer.epochs=8", "logger.enabled=false"]
-    print(f"{trials}-trial Optuna search (TPE, median pruning) on digits, 8 epochs, 2 workers:")
-    for label, extra in (("batches (Hydra's launcher)", ["hydra.sweeper.in_flight=false"]), ("in flight", [])):
+              f"trainer.epochs={epochs}", "logger.enabled=false", "trainer.early_stopping.enabled=false"]
+    print(f"{trials}-trial Optuna search (TPE, median pruning) on digits, {epochs} epochs, 2 workers:")
+    for label, extra in (("batches (Hydra's launcher)", ["hydra.sweeper.in_flight=false", "hydra/launcher=joblib"]),
+                         ("in flight", [])):
         sweep = tmp / label.split()[0]
         wall = trainrun([*common, *extra, f"hydra.sweep.dir={sweep}"], tmp)
-        used, states = utilization(sweep, 2, wall)
-        print(f"  {label:27s} wall {wall:6.1f} s, utilization {used:.2f}  ({states})")
+        used, span, states = utilization(sweep, 2)
+        print(f"  {label:27s} command {wall:5.1f} s, trials' span {span:5.1f} s, utilization {used:.2f}  ({states})")
 
 
 def grid(tmp: Path, runs: int) -> None:
     lrs = ",".join(str(0.001 * (i + 1)) for i in range(runs // 2))
-    common = ["-m", "optimizer=sgd,adam", f"optimizer.lr={lrs}", "trainer.epochs=6", "logger.enabled=false",
-              "trainer.deterministic=true"]
+    common = ["-m", "optimizer=sgd,adam", f"optimizer.lr={lrs}", "trainer.epochs=30", "logger.enabled=false",
+              "trainer.deterministic=true", "trainer.early_stopping.enabled=false"]
     whole = trainrun([*common, f"hydra.sweep.dir={tmp / 'whole'}"], tmp)
     sweep = tmp / "killed"
     started = time.perf_counter()
@@ -73,7 +86,7 @@ def grid(tmp: Path, runs: int) -> None:
     resumed = trainrun([*common, f"hydra.sweep.dir={sweep}"], tmp)
     redone = sum(p.stat().st_mtime_ns != finished_before[p.parent.name] for p in sweep.glob("*/metrics.json")
                  if p.parent.name in finished_before)
-    print(f"{runs}-run grid on digits, 6 epochs each, killed after {len(finished_before)} runs and resumed:")
+    print(f"{runs}-run grid on digits, 30 epochs each, killed after {len(finished_before)} runs and resumed:")
     print(f"  uninterrupted {whole:.1f} s; killed at {first:.1f} s + resumed {resumed:.1f} s = {first + resumed:.1f} s "
           f"({(first + resumed) / whole:.2f}x); finished runs redone: {redone}")
 
@@ -81,11 +94,17 @@ def grid(tmp: Path, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
+    parser.add_argument("--only", choices=("launchers", "search", "grid"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        search(Path(tmp), args.trials)
-        grid(Path(tmp), args.grid)
+        if args.only in (None, "launchers"):
+            launchers(Path(tmp))
+        if args.only in (None, "search"):
+            search(Path(tmp), args.trials, args.epochs)
+        if args.only in (None, "grid"):
+            grid(Path(tmp), args.grid)
 
 
 if __name__ == "__main__":

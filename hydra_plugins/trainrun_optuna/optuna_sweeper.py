@@ -20,6 +20,7 @@ failed and its parameters tried again.
 # No `from __future__ import annotations` here: Hydra's plugin scan executes this module before it is in
 # sys.modules, and dataclasses with string annotations look the module up there.
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,21 +95,41 @@ def domain(dist):
     return list(dist.choices) if isinstance(dist, d.CategoricalDistribution) else (dist.low, dist.high)
 
 
-def execute_trial(number: int, overrides: list, hydra_context, config: DictConfig, task_function, singleton_state):
-    """One trial in a worker process: what Hydra's launchers do for a job (compose its config, run it in its
-    directory), so the run is the same as through `trainrun -m`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
-    from omegaconf import open_dict
+WORKER: dict = {}  # in each worker process: what every trial shares, sent once when the worker starts
 
+
+def start_worker(hydra_context, task_function, singleton_state, threads: int) -> None:
+    """A worker's start: Hydra's state and the task, once (sending them with every trial cost ~0.1 s of a
+    trial's ~0.3 s here), and its share of the cores (trainer.threads, where set, still decides)."""
+    import torch
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import setup_globals
+
+    torch.set_num_threads(threads)
     setup_globals()
     Singleton.set_state(singleton_state)
+    WORKER.update(hydra_context=hydra_context, task_function=task_function)
+
+
+def compose_trial(hydra_context, config: DictConfig, number: int, overrides: list) -> DictConfig:
+    """A trial's job config, as Hydra's launchers compose a job's (in the sweeper's process, while the
+    workers train: composing cost ~0.1 s of a pruned trial's ~0.2 s)."""
+    from omegaconf import open_dict
+
     sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.id, sweep_config.hydra.job.num = f"{sweep_config.hydra.job.name}_{number}", number
+    return sweep_config
+
+
+def execute_trial(sweep_config: DictConfig):
+    """One trial in a worker process: what Hydra's launchers do for a job (run it in its directory), so the
+    run is the same as through `trainrun -m`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import run_job
+
     HydraConfig.instance().set_config(sweep_config)
-    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
+    return run_job(hydra_context=WORKER["hydra_context"], config=sweep_config, task_function=WORKER["task_function"],
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
@@ -237,18 +258,20 @@ class TrainrunOptunaSweeper(Sweeper):
         from hydra.core.singleton import Singleton
         from joblib.externals.loky import get_reusable_executor
 
-        pool = get_reusable_executor(max_workers=self.n_jobs, reuse=False)
-        state, running, results, asked = Singleton.get_state(), {}, [], 0
-        config = self.config
+        threads = max(1, (os.cpu_count() or 1) // self.n_jobs)  # no oversubscription: n_jobs trials share the cores
+        pool = get_reusable_executor(max_workers=self.n_jobs, reuse=False, initializer=start_worker,
+                                     initargs=(self.hydra_context, self.task_function, Singleton.get_state(), threads))
+        running, results, asked = {}, [], 0
+        # one trial more than workers is queued, so a worker that ends one starts the next at once, while
+        # this process tells the result and asks for the one after
         while unfinished or asked < to_ask or running:
-            while len(running) < self.n_jobs and (unfinished or asked < to_ask):
+            while len(running) < self.n_jobs + 1 and (unfinished or asked < to_ask):
                 if unfinished:
                     trial = unfinished.pop(0)
                 else:
                     trial, asked = study.ask(space), asked + 1
-                future = pool.submit(execute_trial, trial.number, job(trial), self.hydra_context, config,
-                                     self.task_function, state)
-                running[future] = trial
+                composed = compose_trial(self.hydra_context, self.config, trial.number, job(trial))
+                running[pool.submit(execute_trial, composed)] = trial
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 trial = running.pop(future)
