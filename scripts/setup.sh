@@ -8,3 +8,9 @@ if [ ! -x .venv/bin/trainrun ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/trainrun --help > /dev/null  # fails loudly if the install did not work
   touch .venv/.installed
 fi
+# tests/test_postgres.py starts a real PostgreSQL server: Debian's package, installed where this can (root, apt)
+if ! command -v pg_ctl > /dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 \
+   && command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql > /dev/null) \
+    || echo "setup: could not install postgresql; tests/test_postgres.py will be skipped" >&2
+fi

@@ -84,7 +84,7 @@ def test_a_killed_search_resumed_by_repeating_it_ends_with_n_trials(tmp_path):
     assert len(trials) == 8 + len(died)
     for name, files in ended.items():
         assert fingerprint(tmp_path / "s" / name) == files
-    assert len({t.user_attrs["run"] for t in counted}) == 8  # each trial in a directory of its own
+    assert len({t.user_attrs["run_dir"] for t in counted}) == 8  # each trial in a directory of its own
 
 
 def hparams_content(run_dir: Path) -> dict:

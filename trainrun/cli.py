@@ -109,9 +109,12 @@ def run(cfg: DictConfig) -> float | None:
         from .console import RunConsole
         from .trainer import train  # torch comes in here
 
+        from .sweep import holding
+
         task = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: "${...}" in an override stays text
         overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
-        metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
+        with holding(run_dir):  # a resumed search tells a live run from a dead one by this lock
+            metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
     except Exception as error:
         user_error = describe(error)
         if hydra_cfg.mode == RunMode.MULTIRUN and not SHOW_TRACEBACK:

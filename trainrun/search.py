@@ -1,7 +1,11 @@
 """Optuna pieces shared by the sweeper plugin (hydra_plugins/trainrun_optuna) and a run being searched."""
 from __future__ import annotations
 
+import random
+import time
 from typing import Mapping
+
+from .config import ConfigError
 
 
 def make_pruner(cfg: Mapping):
@@ -12,14 +16,24 @@ def make_pruner(cfg: Mapping):
 
 
 def make_storage(url: str):
-    """`journal:<path>` (Optuna's journal file, safe across processes on one file system) or an RDB URL."""
+    """`journal:<path>` (Optuna's journal file, safe across processes on one file system) or an RDB URL
+    (sqlite:///..., postgresql+psycopg://...: many machines, one study)."""
     import optuna
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    return url
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except IntegrityError:  # workers starting together race to create the tables: the loser tries again
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise ConfigError(f"the Optuna storage {url} cannot be opened: {' '.join(str(e).split())[:160]}") from None
+    return optuna.storages.RDBStorage(url)
 
 
 def open_trial(cfg):

@@ -8,7 +8,6 @@ build.py.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -30,7 +29,7 @@ from .loss import metric
 from .registry import OPTIMIZERS, SCHEDULERS
 from .search import open_trial
 from .stopping import Stop, StopRules
-from .sweep import hparam_value, holding
+from .sweep import hparam_value
 
 log = logging.getLogger("trainrun")
 
@@ -72,13 +71,12 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved and "model" in saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
-    with holding(run_dir) if world.is_main else contextlib.nullcontext():  # until metrics.json is written
-        run.fit()
-        run.checkpointer.wait()
-        distributed.teardown(world)
-        if not world.is_main:  # rank 0 tests and reports
-            return {}
-        return report(run, overrides)
+    run.fit()
+    run.checkpointer.wait()
+    distributed.teardown(world)
+    if not world.is_main:  # rank 0 tests and reports
+        return {}
+    return report(run, overrides)
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple[DictConfig, dict | None]:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainrun.config import ConfigError, PrunerConfig, check_node
 from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.search import make_pruner, make_storage
-from trainrun.sweep import claim, held, resuming, run_name, write_experiment
+from trainrun.sweep import claim, held, holding, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
 
@@ -187,11 +187,13 @@ class TrainrunOptunaSweeper(Sweeper):
 
         def job(trial) -> list:
             """A trial's overrides; its directory is named by its number, so no later trial writes into it."""
-            name = trial.user_attrs.get("run") or run_name(trial.number, {k: short(v) for k, v in trial.params.items()},
-                                                            list(space))
-            if isinstance(trial, optuna.Trial):
-                trial.set_user_attr("run", name)
-            resume = [f"trainer.resume={sweep_dir / name}"] if (sweep_dir / name / "last.pt").is_file() else []
+            run_dir = Path(trial.user_attrs.get("run_dir") or (sweep_dir / run_name(
+                trial.number, {k: short(v) for k, v in trial.params.items()}, list(space))).resolve())
+            if isinstance(trial, optuna.Trial):  # where it runs and who asked, for a resume by any sweeper
+                trial.set_user_attr("run_dir", str(run_dir))
+                trial.set_user_attr("sweep_dir", str(sweep_dir.resolve()))
+            name = run_dir.name
+            resume = [f"trainer.resume={run_dir}"] if (run_dir / "last.pt").is_file() else []
             return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *pruning,
                     f"trainer.pruning.trial={trial.number}", f"hydra.sweep.subdir={name}", *resume]
 
@@ -203,28 +205,38 @@ class TrainrunOptunaSweeper(Sweeper):
                   f"{len(unfinished)} interrupted (resuming)", flush=True)
         log.info("optuna study %s (%s %s) in %s, %d trials", self.study_name, "maximize" if maximize else "minimize",
                  monitor, url, self.n_trials)
-        to_ask = max(0, self.n_trials - done - len(unfinished))
-        if self.launcher_batches():
-            return self.batched(study, space, job, unfinished, to_ask)
-        return self.in_flight(study, space, job, unfinished, to_ask)
+        def more() -> bool:
+            """Whether the study still needs a trial: the ended ones and those running anywhere (other sweepers
+            on the same storage too) fall short of n_trials. Read again before every ask."""
+            counted = study.get_trials(deepcopy=False, states=(*ended, optuna.trial.TrialState.RUNNING))
+            return sum(not t.user_attrs.get("died") for t in counted) < self.n_trials
+
+        with holding(sweep_dir):  # while held, the trials this sweeper asked are its own, queued or running
+            if self.launcher_batches():
+                return self.batched(study, space, job, unfinished, more)
+            return self.in_flight(study, space, job, unfinished, more)
 
     def dead_trials(self, study, sweep_dir: Path) -> list:
-        """Trials left running by a process that died (none holds their directory): those with a checkpoint
-        are resumed; the others are closed as failed (not counted) and their parameters asked again."""
+        """Trials left running by a process that died: a started one whose directory no process holds, or
+        one asked by a sweeper that no longer holds its sweep directory. Those with a checkpoint are resumed;
+        the others are closed as failed (not counted) and their parameters asked again."""
         from optuna.trial import TrialState
 
         resumable = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            run_dir = sweep_dir / trial.user_attrs.get("run", "")
-            if trial.user_attrs.get("run") and held(run_dir):
-                continue  # a live worker (of another sweeper process) runs it
+            if "run_dir" not in trial.user_attrs:
+                continue  # being asked by another sweeper this very moment
+            run_dir = Path(trial.user_attrs["run_dir"])
+            started = (run_dir / ".hydra").is_dir()
+            if held(run_dir) or (not started and held(Path(trial.user_attrs["sweep_dir"]))):
+                continue  # a live run, or queued by a live sweeper (of this search or another on the storage)
             if (run_dir / "last.pt").is_file():
                 resumable.append(study._storage.get_trial(trial._trial_id))
             else:  # nothing trained to keep: its directory goes (the summary and TensorBoard show each run once)
                 study._storage.set_trial_user_attr(trial._trial_id, "died", True)
                 study.tell(trial.number, state=TrialState.FAIL)
                 study.enqueue_trial(trial.params)
-                if trial.user_attrs.get("run") and run_dir.is_dir():
+                if run_dir.is_dir():
                     shutil.rmtree(run_dir)
                 log.info("trial %d died before its first checkpoint; its parameters are tried again", trial.number)
         return resumable
@@ -235,21 +247,20 @@ class TrainrunOptunaSweeper(Sweeper):
         return (self.n_jobs == 1 or not self.in_flight_wanted
                 or "submitit" in str(OmegaConf.select(self.config, "hydra.launcher._target_")))
 
-    def batched(self, study, space, job, unfinished, to_ask) -> list:
+    def batched(self, study, space, job, unfinished, more) -> list:
         """Through Hydra's launcher: n_jobs trials at a time, each batch waited for whole."""
-        returns, asked = [], 0
-        while unfinished or asked < to_ask:
+        returns = []
+        while unfinished or more():
             trials, unfinished = unfinished[:self.n_jobs], unfinished[self.n_jobs:]
-            while len(trials) < self.n_jobs and asked < to_ask:
+            while len(trials) < self.n_jobs and more():
                 trials.append(study.ask(space))
-                asked += 1
             results = self.launcher.launch([job(t) for t in trials], initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
                 study.tell(trial.number, *outcome(result))
             returns.append(results)
         return returns
 
-    def in_flight(self, study, space, job, unfinished, to_ask) -> list:
+    def in_flight(self, study, space, job, unfinished, more) -> list:
         """n_jobs trials in flight at all times, in long-lived worker processes: when one ends, the next
         is asked for and started (loky: joblib's process pool, which pickles the task function as joblib's
         launcher does)."""
@@ -261,17 +272,16 @@ class TrainrunOptunaSweeper(Sweeper):
         threads = max(1, (os.cpu_count() or 1) // self.n_jobs)  # no oversubscription: n_jobs trials share the cores
         pool = get_reusable_executor(max_workers=self.n_jobs, reuse=False, initializer=start_worker,
                                      initargs=(self.hydra_context, self.task_function, Singleton.get_state(), threads))
-        running, results, asked = {}, [], 0
+        running, results = {}, []
         # one trial more than workers is queued, so a worker that ends one starts the next at once, while
         # this process tells the result and asks for the one after
-        while unfinished or asked < to_ask or running:
-            while len(running) < self.n_jobs + 1 and (unfinished or asked < to_ask):
-                if unfinished:
-                    trial = unfinished.pop(0)
-                else:
-                    trial, asked = study.ask(space), asked + 1
+        while True:
+            while len(running) < self.n_jobs + 1 and (unfinished or more()):
+                trial = unfinished.pop(0) if unfinished else study.ask(space)
                 composed = compose_trial(self.hydra_context, self.config, trial.number, job(trial))
                 running[pool.submit(execute_trial, composed)] = trial
+            if not running:
+                break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 trial = running.pop(future)
