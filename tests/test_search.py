@@ -128,3 +128,11 @@ def test_an_optuna_search_shows_no_categorical_warning_and_declares_intervals(tm
     assert declared["optimizer.lr"].domain_interval.min_value == pytest.approx(1e-4)
     assert declared["optimizer.lr"].domain_interval.max_value == pytest.approx(1e-1)
     assert [v.string_value for v in declared["model.hidden"].domain_discrete.values] == ["[128]", "[256,256]", "[512,256]"]
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://x", "postgresql+psycopg://x@/none?host=/nonexistent"])
+def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path, url):
+    result = cli("-m", "hparams_search=optuna", f"hydra.sweeper.storage='{url}'", f"hydra.sweep.dir={tmp_path / 's'}",
+                 cwd=tmp_path)
+    assert result.returncode == 2 and f"the Optuna storage {url} cannot be opened" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "s").exists()

@@ -173,9 +173,16 @@ class TrainrunOptunaSweeper(Sweeper):
         mode = OmegaConf.select(self.config, "trainer.early_stopping.mode")
         maximize = mode == "max" or (mode == "auto" and monitor.endswith("acc"))
         url = self.storage_url or f"journal:{(sweep_dir / 'optuna.journal').resolve()}"
+        created = not sweep_dir.exists()
         claim(sweep_dir)
+        try:
+            storage = make_storage(url)
+        except ConfigError:
+            if created:  # nothing left behind
+                sweep_dir.rmdir()
+            raise
         sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
-        study = optuna.create_study(study_name=self.study_name, storage=make_storage(url), sampler=sampler,
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                     pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                     direction="maximize" if maximize else "minimize")
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
