@@ -70,13 +70,11 @@ class TensorBoard:
         self.samples: dict[tuple, torch.Tensor] = {}  # histogram sample indices by tensor size
         self.pending: list = []  # events not yet handed to the writer thread
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-        self.writer.add_custom_scalars({
-            "curves": {
-                "loss (train vs val)": ["Multiline", ["loss/.*"]],
-                "accuracy or mean absolute error (train vs val)": ["Multiline", ["acc/.*", "mae/.*"]],
-                "gradient norm per layer": ["Multiline", ["per_layer/grad_norm/.*"]],
-            }
-        })
+        curves = {"loss (train vs val)": ["Multiline", ["loss/.*"]],
+                  "accuracy or mean absolute error (train vs val)": ["Multiline", ["acc/.*", "mae/.*"]]}
+        if getattr(cfg, "layers", False):
+            curves["gradient norm per layer"] = ["Multiline", ["per_layer/grad_norm/.*"]]
+        self.writer.add_custom_scalars({"curves": curves})
 
     # -- once ---------------------------------------------------------------------------------
     def config(self, cfg) -> None:
