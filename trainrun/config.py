@@ -169,7 +169,7 @@ class ModelConfig:
     channels: Optional[list[int]] = knob(**POSITIVE_INT)
     kernel_size: Optional[int] = knob(**POSITIVE_INT)
     pool: Optional[str] = knob(choices=("max", "avg", "none"))
-    depth: Optional[int] = knob(ge=8)
+    depth: Optional[int] = knob(ge=1)  # mlp: hidden layers (of model.width units); resnet: 6n+2 layers
     width: Optional[int] = knob(**POSITIVE_INT)
     degree: Optional[int] = knob(**POSITIVE_INT)
     name: Optional[str] = knob()  # torchvision architecture
@@ -396,6 +396,14 @@ class LoggerConfig:
 
 
 @dataclass
+class StudyConfig:
+    """trainrun -m study=<name>: a lecture's claim as a sweep and a report (study.py)."""
+    name: Optional[str] = None
+    size: str = setting("small", choices=("small", "full"))  # small: minutes on 2 CPU cores
+    epochs: dict[str, int] = field(default_factory=dict)  # per size; trainer.epochs reads it
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -409,6 +417,7 @@ class Config:
     loss: Optional[LossConfig] = None  # None: follows the data's task
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 def register() -> None:

@@ -57,7 +57,12 @@ def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, 
     return nn.Sequential(OrderedDict(modules))
 
 
-def mlp(data: Data, layers: Layers, hidden):
+def mlp(data: Data, layers: Layers, hidden, depth=None, width=None):
+    """Hidden layers of model.hidden's sizes, or, with model.depth, `depth` layers of model.width units."""
+    if depth is not None:
+        if width is None:
+            raise ConfigError(f"model.depth={depth} needs model.width (the units of each hidden layer)")
+        hidden = [width] * depth
     return _hidden_stack([("flatten", nn.Flatten())], math.prod(data.input_shape), list(hidden), layers, data.num_outputs)
 
 

@@ -244,7 +244,7 @@ LOSSES = Registry("loss", {
 })
 
 MODELS = Registry("model", {
-    "mlp": option("trainrun.model:mlp", "hidden"),
+    "mlp": option("trainrun.model:mlp", "hidden depth width"),
     "linear": option("trainrun.model:linear"),
     "cnn": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}, needs="images"),
     "cnn1d": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1},

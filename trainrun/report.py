@@ -204,6 +204,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         results = show(Path(config.hydra.sweep.dir))
+        study_report(Path(config.hydra.sweep.dir))
         failed = [r for r in results if r.state == "failed"]
         if failed:
             print(f"error: {len(failed)} of {len(results)} runs failed (see the table above)", file=sys.stderr)
@@ -220,3 +221,15 @@ def main() -> None:
         print(f"error: {sweep_dir} is not a directory", file=sys.stderr)
         sys.exit(2)
     show(sweep_dir)
+    study_report(sweep_dir)
+
+
+def study_report(sweep_dir: Path) -> None:
+    """A study's sweep ends with its report (study.md, figures) and the verdict line."""
+    record = sweep_dir / "multirun.yaml"
+    name = OmegaConf.select(OmegaConf.load(record), "study.name") if record.is_file() else None
+    if name:
+        from .study import report
+
+        print(report(sweep_dir, name))
+        print(f"report: {sweep_dir / 'study.md'}")

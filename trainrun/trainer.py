@@ -24,6 +24,7 @@ from .build import Parts, build, metric_name, preflight, spans_run_guard
 from .config import ConfigError, typed, values_of
 from .console import SilentConsole
 from .data import Data, Split
+from .layers import LayerLog, measure
 from .logger import TensorBoard
 from .loss import metric
 from .registry import OPTIMIZERS, SCHEDULERS
@@ -32,6 +33,7 @@ from .stopping import Stop, StopRules
 from .sweep import hparam_value
 
 log = logging.getLogger("trainrun")
+PROBE = 256  # samples of the fixed batch that per-layer statistics are measured on
 
 
 def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> dict:
@@ -71,6 +73,10 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved and "model" in saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
+    if cfg.logger.layers and world.is_main:  # per-layer statistics at initialization, then after each epoch
+        run.layer_log = LayerLog(run_dir, resumed_epoch=run.epoch if run.step else None)
+        if not run.step:
+            run.measure_layers(0)
     run.fit()
     run.checkpointer.wait()
     distributed.teardown(world)
@@ -142,6 +148,7 @@ class Run:
     earlier_seconds: float = 0.0  # wall time of the processes before a resume
     images_logged: bool = False
     completed: bool = False  # the loop ran to trainer.epochs or trainer.max_steps
+    layer_log: LayerLog | None = None  # with logger.layers: layers.json
 
     def __post_init__(self):
         p, cfg = self.parts, self.parts.cfg
@@ -300,6 +307,8 @@ class Run:
         if self.tb:
             self.tb.epoch(values, self.step)
             self.tb.histograms(p.model, probe_batch(p.data, 128), self.step, epoch)
+        if self.layer_log:
+            self.measure_layers(epoch)
         if p.scheduler is not None and p.cfg.scheduler.interval == "epoch":
             if not SCHEDULERS.trait(p.cfg.scheduler, "steps_on_metric"):
                 p.scheduler.step()
@@ -314,6 +323,18 @@ class Run:
         if not stop and self.world.agree(self.checkpointer.due(self.step, epoch) and not final):
             self.save_checkpoint()
         return stop
+
+    def measure_layers(self, epoch: int) -> None:
+        """layers.json (and TensorBoard's per_layer/ tags): each block's activations and each weight's gradient
+        on the probe batch."""
+        data = self.parts.data
+        split = data.val if len(data.val) else data.train
+        x, y = data.fetch(split, slice(0, PROBE))
+        stats = measure(self.parts.model, data.normalize(x), y, self.parts.criterion)
+        self.layer_log.add(epoch, self.step, stats)
+        if self.tb:
+            self.tb.scalars({f"per_layer/activation_std/{name}": a["std"] for name, a in stats["activations"].items()
+                             if a["std"] is not None}, self.step)
 
     def save_checkpoint(self) -> None:
         if self.tb:  # the events up to this step reach the disk before the checkpoint that covers them

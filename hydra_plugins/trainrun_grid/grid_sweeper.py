@@ -9,7 +9,7 @@ and its TensorBoard legend reads at a glance.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,6 +26,7 @@ log = logging.getLogger("trainrun")
 class TrainrunGridSweeperConf:
     _target_: str = "hydra_plugins.trainrun_grid.grid_sweeper.TrainrunGridSweeper"
     max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None  # the grid in YAML (a study's); the command line replaces a key
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="trainrun_grid", node=TrainrunGridSweeperConf,
@@ -40,8 +41,8 @@ def batches(jobs: list, size: Optional[int]) -> list:
 class TrainrunGridSweeper(Sweeper):
     # Not a subclass of Hydra's BasicSweeper: Hydra's plugin scan executes its module again, which rebinds
     # the class its __init__ names, and super() then fails. Its grid expansion is borrowed as a function.
-    def __init__(self, max_batch_size: Optional[int]) -> None:
-        self.max_batch_size = max_batch_size
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None) -> None:
+        self.max_batch_size, self.params = max_batch_size, dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -53,9 +54,9 @@ class TrainrunGridSweeper(Sweeper):
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(arguments)
+        overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
-        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+        swept = list(dict.fromkeys(o.get_key_element() for o in overrides if o.is_sweep_override()))
         names = run_names(jobs, swept)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         claim(sweep_dir)

@@ -1,0 +1,198 @@
+"""The studies' records: each claim's rule over the measured numbers, and the figures (matplotlib).
+
+Rules read layers.json's record at initialization (epoch 0) or after training, and metrics.json. A rule that
+cannot read its numbers (a run missing, a statistic that exploded to null) says `inconclusive`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Study, fmt, hidden, hidden_weights, pick
+
+# -------------------------------------------------------------------------------------------- activations
+
+
+def sign_hidden_gradients(runs) -> tuple[str, str]:
+    runs = pick(runs, activation="sign")
+    if not runs or not runs[0].layers:
+        return INCONCLUSIVE, "no sign run with layers.json"
+    records = runs[0].layers
+    hidden_norms = [r["grad_norms"][n] for r in records for n in hidden_weights(r["grad_norms"])]
+    head = [r["grad_norms"].get("head.weight") for r in records]
+    measured = f"largest hidden-layer gradient norm {max(hidden_norms):g} over {len(records)} measurements; head's {fmt(min(head))} to {fmt(max(head))}"
+    return (HOLDS if max(hidden_norms) == 0 and min(h or 0 for h in head) > 0 else FAILS), measured
+
+
+def first_to_last_ratio(run) -> float | None:
+    norms = run.at_init()["grad_norms"]
+    names = hidden_weights(norms)
+    first, last = norms.get(names[0]) if names else None, norms.get(names[-1]) if names else None
+    return first / last if first is not None and last else None
+
+
+def sigmoid_vanishes(runs) -> tuple[str, str]:
+    sigmoid, relu = pick(runs, activation="sigmoid"), pick(runs, activation="relu")
+    if not sigmoid or not relu:
+        return INCONCLUSIVE, "sigmoid or relu run missing"
+    s, r = first_to_last_ratio(sigmoid[0]), first_to_last_ratio(relu[0])
+    if s is None or r is None:
+        return INCONCLUSIVE, "a gradient norm is missing"
+    return (HOLDS if s < 0.01 and r > 0.1 else FAILS), f"first/last hidden gradient norm at init: sigmoid {s:.2g}, relu {r:.2g}"
+
+
+def abs_is_acceptable(runs) -> tuple[str, str]:
+    a, r = pick(runs, activation="abs"), pick(runs, activation="relu")
+    if not a or not r:
+        return INCONCLUSIVE, "abs or relu run missing"
+    acc_a, acc_r = a[0].metrics.get("test/acc"), r[0].metrics.get("test/acc")
+    return (HOLDS if acc_a >= acc_r - 0.05 else FAILS), f"test accuracy: abs {acc_a:.3f}, relu {acc_r:.3f}"
+
+
+def activation_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        norms = run.at_init()["grad_norms"]
+        names = hidden_weights(norms)
+        values = [norms[n] if norms[n] else 1e-12 for n in names]  # an exact zero drawn at the floor
+        left.plot(range(1, len(names) + 1), values, marker="o", label=run.choices.get("activation"))
+    left.set(yscale="log", xlabel="hidden layer (input to output)", ylabel="gradient norm of its weight (at init)",
+             title="gradients per layer at initialization\n(zero drawn at 1e-12)")
+    left.legend()
+    names = [r.choices.get("activation") for r in runs]
+    right.bar(names, [r.metrics.get("test/acc") or 0 for r in runs])
+    right.set(ylabel="test accuracy", title="after training", ylim=(0, 1))
+    fig.tight_layout()
+    path = out / "activations.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# -------------------------------------------------------------------------------------------- init_depth
+
+
+def depths(runs) -> list[int]:
+    return sorted({int(r.choices["model.depth"]) for r in runs if "model.depth" in r.choices})
+
+
+def last_hidden_std(run) -> float | None:
+    acts = run.at_init()["activations"]
+    names = hidden(acts)
+    return acts[names[-1]]["std"] if names else None
+
+
+def zeros_identical_units(runs) -> tuple[str, str]:
+    runs = pick(runs, init="zeros")
+    if not runs or not runs[0].layers:
+        return INCONCLUSIVE, "no zeros run with layers.json"
+    spreads = [a["unit_spread"] for run in runs for record in run.layers
+               for name, a in record["activations"].items() if name.startswith("fc")]
+    return (HOLDS if spreads and max(spreads) == 0 else FAILS), \
+        f"largest spread across a hidden layer's units: {max(spreads):g} ({len(spreads)} layer measurements)"
+
+
+def std_growth(runs, init) -> float | None:
+    """Last hidden layer's activation std at init, deepest net over shallowest."""
+    d = depths(runs)
+    deep, shallow = pick(runs, init=init, **{"model.depth": d[-1]}), pick(runs, init=init, **{"model.depth": d[0]})
+    if not deep or not shallow:
+        return None
+    a, b = last_hidden_std(deep[0]), last_hidden_std(shallow[0])
+    return a / b if a is not None and b else None
+
+
+def naive_normal_explodes(runs) -> tuple[str, str]:
+    growth = std_growth(runs, "normal")
+    if growth is None:
+        return INCONCLUSIVE, "activation std missing (exploded past float range, or a run missing)"
+    return (HOLDS if growth >= 100 else FAILS), f"last hidden std, deepest / shallowest: {growth:.3g}"
+
+
+def xavier_shrinks_kaiming_keeps(runs) -> tuple[str, str]:
+    x, k = std_growth(runs, "xavier_normal"), std_growth(runs, "kaiming_normal")
+    if x is None or k is None:
+        return INCONCLUSIVE, "a run missing"
+    return (HOLDS if x < 0.5 and 0.5 <= k <= 2 else FAILS), \
+        f"last hidden std, deepest / shallowest: xavier {x:.3g}, kaiming {k:.3g}"
+
+
+def kaiming_trains_deepest(runs) -> tuple[str, str]:
+    d = depths(runs)
+    at_depth = {r.choices["init"]: r.metrics.get("test/acc") for r in pick(runs, **{"model.depth": d[-1]})}
+    if "kaiming_normal" not in at_depth:
+        return INCONCLUSIVE, "no kaiming run at the largest depth"
+    best = max(v for v in at_depth.values() if v is not None)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(at_depth.items()) if v is not None)
+    return (HOLDS if at_depth["kaiming_normal"] >= best - 0.01 else FAILS), f"test accuracy at depth {d[-1]}: {shown}"
+
+
+def init_depth_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inits = sorted({r.choices["init"] for r in runs})
+    fig, axes = plt.subplots(1, len(inits), figsize=(3.2 * len(inits), 3.4), sharey=True)
+    for ax, init in zip(axes, inits):
+        for run in sorted(pick(runs, init=init), key=lambda r: int(r.choices["model.depth"])):
+            acts = run.at_init()["activations"]
+            stds = [acts[n]["std"] for n in hidden(acts)]
+            ax.plot(range(1, len(stds) + 1), [s if s else 1e-12 for s in stds], marker=".",
+                    label=f"depth {run.choices['model.depth']}")
+        ax.set(yscale="log", title=init, xlabel="hidden layer")
+    axes[0].set_ylabel("activation std at init (log)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    stds = out / "init_depth_activations.png"
+    fig.savefig(stds, dpi=110)
+    plt.close(fig)
+    deepest = depths(runs)[-1]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in pick(runs, **{"model.depth": deepest}):
+        if run.val_loss:
+            ax.plot(*zip(*run.val_loss), marker=".", label=run.choices["init"])
+    ax.set(yscale="log", xlabel="epoch", ylabel="validation loss (log)", title=f"training the {deepest}-layer MLP")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    curves = out / "init_depth_loss.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+    return [stds, curves]
+
+
+STUDIES = {
+    "activations": Study(
+        claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
+              "sigmoid's gradients vanish toward the input while ReLU's do not, and abs is an acceptable activation.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("sign: the hidden layers receive exactly zero gradient", "every hidden weight's gradient norm is "
+                  "exactly 0 at init and after every epoch, the head's is not", sign_hidden_gradients),
+            Claim("sigmoid's gradient vanishes toward the input, ReLU's does not", "at init, first/last hidden "
+                  "gradient norm < 0.01 under sigmoid and > 0.1 under ReLU", sigmoid_vanishes),
+            Claim("abs is acceptable", "abs's test accuracy within 0.05 of ReLU's", abs_is_acceptable),
+        ),
+        figures=activation_figures),
+    "init_depth": Study(
+        claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
+              "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
+              "(He et al. 2015).",
+        source="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
+        claims=(
+            Claim("zeros keeps hidden units identical", "the spread across each hidden layer's units is exactly 0 "
+                  "in every measurement", zeros_identical_units),
+            Claim("naive N(0,1) explodes", "last hidden activation std at init grows >= 100x from the shallowest "
+                  "to the deepest net", naive_normal_explodes),
+            Claim("Xavier shrinks with depth, Kaiming keeps the scale", "deepest/shallowest last hidden std < 0.5 "
+                  "under Xavier, within [0.5, 2] under Kaiming", xavier_shrinks_kaiming_keeps),
+            Claim("Kaiming trains the deepest net", "at the largest depth, Kaiming's test accuracy is within 0.01 of "
+                  "the best init's", kaiming_trains_deepest),
+        ),
+        figures=init_depth_figures),
+}

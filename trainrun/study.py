@@ -1,0 +1,124 @@
+"""Studies: a lecture's claim as one sweep (`trainrun -m study=<name>`), then a report with the figures a
+lecture would show and a verdict computed from the measured numbers.
+
+A study is a YAML under conf/study/ (the sweep: `hydra.sweeper.params`, and its fixed settings, per
+`study.size`) and a record here: its claims, each a rule over the runs' metrics.json and layers.json that
+says `holds`, `does not hold` or `inconclusive`, and its figures. The report is written at the end of the
+sweep, and again by `trainrun-report <sweep dir>`: study.md and the figures as PNG in the sweep directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+
+
+@dataclass
+class Run:
+    """What one run of a study left: its swept choices, metrics.json, layers.json's records, the val curve."""
+
+    name: str
+    choices: dict
+    metrics: dict
+    layers: list
+    val_loss: list  # (epoch, val/loss), from the TensorBoard events
+
+    def at_init(self) -> dict:
+        return self.layers[0] if self.layers else {"activations": {}, "grad_norms": {}}
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    rule: str  # the rule, as the report states it
+    check: Callable[[list], tuple[str, str]]  # runs -> (verdict, the numbers it read)
+
+
+@dataclass(frozen=True)
+class Study:
+    claim: str  # one sentence, for --help and the report's first line
+    source: str  # the lecture notes it comes from
+    claims: tuple
+    figures: Callable[[list, Path], list]  # runs, sweep dir -> the PNG files written
+
+
+def load_runs(sweep_dir: Path) -> list[Run]:
+    runs = []
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
+        run_dir = metrics_file.parent
+        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
+        layers = json.loads((run_dir / "layers.json").read_text())["records"] if (run_dir / "layers.json").is_file() else []
+        runs.append(Run(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, val_curve(run_dir)))
+    return runs
+
+
+def val_curve(run_dir: Path) -> list:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs each file it finishes
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if "loss/val" not in events.Tags()["scalars"]:
+        return []
+    epochs = {e.step: e.value for e in events.Scalars("time/epoch")}
+    return [(int(epochs.get(e.step, i + 1)), e.value) for i, e in enumerate(events.Scalars("loss/val"))]
+
+
+def hidden(layers: dict) -> list[str]:
+    """The hidden blocks' names, input to output (fc1, fc2, ...), from a layers.json record."""
+    return [name for name in layers if name.startswith("fc")]
+
+
+def hidden_weights(grad_norms: dict) -> list[str]:
+    return [name for name in grad_norms if name.startswith("fc")]
+
+
+def pick(runs: list[Run], **choices) -> list[Run]:
+    return [r for r in runs if all(r.choices.get(k) == str(v) for k, v in choices.items())]
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def report(sweep_dir: Path, name: str) -> str:
+    """Write study.md and the figures; returns the verdict line."""
+    from . import studies
+
+    study = studies.STUDIES[name]
+    runs = load_runs(sweep_dir)
+    config = OmegaConf.load(sweep_dir / "multirun.yaml")
+    size = OmegaConf.select(config, "study.size")
+    swept = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {})
+    results = [(claim, *claim.check(runs)) for claim in study.claims]
+    figures = study.figures(runs, sweep_dir) if runs else []
+    counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}
+    verdict = (f"study {name}: {counts[HOLDS]} of {len(results)} claims hold"
+               + (f", {counts[FAILS]} do not" if counts[FAILS] else "")
+               + (f", {counts[INCONCLUSIVE]} inconclusive" if counts[INCONCLUSIVE] else "")
+               + f" (size {size}, {len(runs)} runs)")
+    lines = [f"# Study: {name}", "", f"**Claim.** {study.claim}", "", f"Source: {study.source}.", "",
+             "## Settings", "", f"Size `{size}`; the sweep: "
+             + ", ".join(f"`{k}={v}`" for k, v in swept.items()) + f"; {len(runs)} runs. "
+             + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in
+                                     ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")),
+             "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c.text} | {c.rule} | {numbers} | **{v}** |" for c, v, numbers in results]
+    lines += ["", "## Runs", "", "| run | test metric | best epoch | stop |", "| --- | --- | --- | --- |"]
+    for r in runs:
+        test = r.metrics.get("test/acc", r.metrics.get("test/mae"))
+        lines.append(f"| {r.name} | {fmt(test)} | {r.metrics.get('best_epoch')} | {r.metrics.get('stop_reason')} |")
+    lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures]
+    lines += ["", f"**Verdict:** {verdict}.", ""]
+    (sweep_dir / "study.md").write_text("\n".join(lines))
+    return verdict
