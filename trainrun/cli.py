@@ -225,6 +225,9 @@ def check_command_line(args: list[str]) -> str | None:
     parsed, unknown = get_args_parser().parse_known_args(args)
     if unknown:
         return f"unknown flag {unknown[0]} (see trainrun --help)"
+    modes = [flag for flag, on in (("-m", parsed.multirun), ("--cfg", parsed.cfg), ("--info", parsed.info)) if on]
+    if len(modes) > 1:
+        return f"{' and '.join(modes)} cannot be given together: {modes[1]} shows a config without running"
     parser = OverridesParser.create()
     for arg in parsed.overrides or []:
         try:

@@ -218,6 +218,8 @@ INITS = Registry("init", {
     "lecun_normal": option("trainrun.init:lecun_normal"),
     "orthogonal": option("trainrun.init:orthogonal", "gain"),
     "normal": option("trainrun.init:normal", "mean std"),
+    # N(0, 1) whatever the layer's width: the naive initialization the lectures warn about
+    "standard_normal": option("trainrun.init:normal", preset={"mean": 0.0, "std": 1.0}),
     "uniform": option("trainrun.init:uniform", "a b"),
     "zeros": option("trainrun.init:zeros",
                     warning="init=zeros: every hidden unit gets the same gradient, so they stay identical (symmetry)"),

@@ -107,7 +107,7 @@ def std_growth(runs, init) -> float | None:
 
 
 def naive_normal_explodes(runs) -> tuple[str, str]:
-    growth = std_growth(runs, "normal")
+    growth = std_growth(runs, "standard_normal")
     if growth is None:
         return INCONCLUSIVE, "activation std missing (exploded past float range, or a run missing)"
     return (HOLDS if growth >= 100 else FAILS), f"last hidden std, deepest / shallowest: {growth:.3g}"
@@ -138,7 +138,8 @@ def init_depth_figures(runs, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     inits = sorted({r.choices["init"] for r in runs})
-    fig, axes = plt.subplots(1, len(inits), figsize=(3.2 * len(inits), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(inits), figsize=(3.2 * len(inits), 3.4), sharey=True, squeeze=False)
+    axes = axes[0]
     for ax, init in zip(axes, inits):
         for run in sorted(pick(runs, init=init), key=lambda r: int(r.choices["model.depth"])):
             acts = run.at_init()["activations"]

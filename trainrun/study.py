@@ -51,7 +51,8 @@ class Study:
 
 def load_runs(sweep_dir: Path) -> list[Run]:
     runs = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
+    number = lambda p: int(p.parent.name.split("_", 1)[0]) if p.parent.name.split("_", 1)[0].isdigit() else 1 << 30  # noqa: E731
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=number):
         run_dir = metrics_file.parent
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
         choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))

@@ -1,0 +1,124 @@
+"""Studies: each claim's rule on crafted numbers (a case that holds, one that does not), the planned sweeps,
+and studies end to end at a reduced size with their exact claims asserted as numbers."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import cli, read_metrics, train_run
+from trainrun.studies import STUDIES
+from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, Run
+
+
+def run(choices: dict, metrics: dict = None, activations: dict = None, grads: dict = None, later=()) -> Run:
+    init = {"epoch": 0, "step": 0, "activations": activations or {}, "grad_norms": grads or {}}
+    return Run("_".join(f"{k}-{v}" for k, v in choices.items()), {k: str(v) for k, v in choices.items()},
+               metrics or {}, [init, *later], [])
+
+
+def verdict(study: str, index: int, runs: list) -> str:
+    return STUDIES[study].claims[index].check(runs)[0]
+
+
+def act(std, spread=1.0):
+    return {"mean": 0.0, "std": std, "unit_spread": spread}
+
+
+def test_sign_rule():
+    zero = {"fc1.linear.weight": 0.0, "fc2.linear.weight": 0.0, "head.weight": 0.5}
+    assert verdict("activations", 0, [run({"activation": "sign"}, grads=zero)]) == HOLDS
+    leak = {**zero, "fc1.linear.weight": 1e-9}
+    assert verdict("activations", 0, [run({"activation": "sign"}, grads=leak)]) == FAILS
+    assert verdict("activations", 0, []) == INCONCLUSIVE
+
+
+def test_vanishing_gradient_rule():
+    def grads(first, last):
+        return {"fc1.linear.weight": first, "fc6.linear.weight": last, "head.weight": 1.0}
+
+    relu = run({"activation": "relu"}, grads=grads(0.5, 1.0))
+    assert verdict("activations", 1, [run({"activation": "sigmoid"}, grads=grads(1e-4, 1.0)), relu]) == HOLDS
+    assert verdict("activations", 1, [run({"activation": "sigmoid"}, grads=grads(0.2, 1.0)), relu]) == FAILS
+
+
+def test_abs_rule():
+    relu = run({"activation": "relu"}, {"test/acc": 0.9})
+    assert verdict("activations", 2, [run({"activation": "abs"}, {"test/acc": 0.88}), relu]) == HOLDS
+    assert verdict("activations", 2, [run({"activation": "abs"}, {"test/acc": 0.5}), relu]) == FAILS
+
+
+def test_init_depth_rules():
+    def net(init, depth, last_std, spread=1.0, acc=0.9):
+        acts = {f"fc{i}": act(1.0, spread) for i in range(1, depth)}
+        acts[f"fc{depth}"] = act(last_std, spread)
+        return run({"model.depth": depth, "init": init}, {"test/acc": acc}, activations=acts)
+
+    assert verdict("init_depth", 0, [net("zeros", 2, 0.0, spread=0.0)]) == HOLDS
+    assert verdict("init_depth", 0, [net("zeros", 2, 0.0, spread=1e-7)]) == FAILS
+    assert verdict("init_depth", 1, [net("standard_normal", 2, 10.0), net("standard_normal", 20, 1e5)]) == HOLDS
+    assert verdict("init_depth", 1, [net("standard_normal", 2, 10.0), net("standard_normal", 20, 50.0)]) == FAILS
+    assert verdict("init_depth", 1, [net("standard_normal", 2, 10.0), net("standard_normal", 20, None)]) == INCONCLUSIVE
+    keeps = [net("xavier_normal", 2, 1.0), net("xavier_normal", 20, 0.1), net("kaiming_normal", 2, 1.0),
+             net("kaiming_normal", 20, 1.2)]
+    assert verdict("init_depth", 2, keeps) == HOLDS
+    assert verdict("init_depth", 2, [*keeps[:3], net("kaiming_normal", 20, 3.6)]) == FAILS
+    deep = [net("kaiming_normal", 20, 1.0, acc=0.93), net("xavier_normal", 20, 1.0, acc=0.7)]
+    assert verdict("init_depth", 3, deep) == HOLDS
+    assert verdict("init_depth", 3, [net("kaiming_normal", 20, 1.0, acc=0.6), deep[1]]) == FAILS
+
+
+@pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15)])
+def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
+    planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    params = planned.stdout.split("params:")[1]
+    sizes = [len(line.split(":", 1)[1].split(",")) for line in params.strip().splitlines()]
+    assert math.prod(sizes) == runs
+
+
+def test_help_lists_each_study_with_its_claim(tmp_path):
+    shown = cli("--help", cwd=tmp_path).stdout
+    assert "activations  sign passes no gradient to the hidden layers" in shown
+    assert "init_depth   zeros keeps units identical" in shown
+
+
+def test_measuring_layers_changes_nothing_in_the_run(tmp_path):
+    args = ["trainer.deterministic=true", "regularization=dropout", "model.depth=3", "model.width=32"]
+    plain = train_run(tmp_path / "plain", args)
+    measured = train_run(tmp_path / "measured", [*args, "logger.layers=true"])
+    assert {k: v for k, v in plain.items() if k != "wall_time_s"} == \
+        {k: v for k, v in measured.items() if k != "wall_time_s"}
+    records = json.loads((tmp_path / "measured" / "layers.json").read_text())["records"]
+    assert [r["epoch"] for r in records] == [0, 1, 2]  # at init, then after each epoch
+    assert set(records[0]["activations"]) >= {"fc1", "fc2", "fc3", "head"}
+
+
+def test_the_activations_study_end_to_end(tmp_path):
+    sweep = tmp_path / "s"
+    result = cli("-m", "study=activations", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}",
+                 cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "study activations:" in result.stdout and "claims hold" in result.stdout
+    layers = json.loads((sweep / "5_activation-sign" / "layers.json").read_text())["records"]
+    hidden = [n for r in layers for n, g in r["grad_norms"].items() if n.startswith("fc") and g != 0.0]
+    assert not hidden and all(r["grad_norms"]["head.weight"] > 0 for r in layers)  # exactly zero, only the head learns
+    report = (sweep / "study.md").read_text()
+    assert "| sign: the hidden layers receive exactly zero gradient |" in report and "**holds**" in report
+    assert (sweep / "activations.png").stat().st_size > 10_000
+    assert read_metrics(sweep / "5_activation-sign")["epochs_run"] == 2
+
+
+@pytest.mark.slow  # 15 runs
+def test_the_init_depth_study_end_to_end(tmp_path):
+    sweep = tmp_path / "s"
+    result = cli("-m", "study=init_depth", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}",
+                 cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for run_dir in sweep.glob("*_init-zeros"):  # identical units: no spread at all, at init and after training
+        records = json.loads((run_dir / "layers.json").read_text())["records"]
+        assert max(a["unit_spread"] for r in records for n, a in r["activations"].items() if n.startswith("fc")) == 0.0
+    report = (sweep / "study.md").read_text()
+    assert report.count("| **") == 4 and "**Verdict:** study init_depth:" in report
+    assert (sweep / "init_depth_activations.png").is_file() and (sweep / "init_depth_loss.png").is_file()
