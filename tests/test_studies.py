@@ -15,7 +15,7 @@ from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, Run
 def run(choices: dict, metrics: dict = None, activations: dict = None, grads: dict = None, later=()) -> Run:
     init = {"epoch": 0, "step": 0, "activations": activations or {}, "grad_norms": grads or {}}
     return Run("_".join(f"{k}-{v}" for k, v in choices.items()), {k: str(v) for k, v in choices.items()},
-               metrics or {}, [init, *later], [])
+               metrics or {}, [init, *later], {})
 
 
 def verdict(study: str, index: int, runs: list) -> str:
@@ -69,13 +69,33 @@ def test_init_depth_rules():
     assert verdict("init_depth", 3, [net("kaiming_normal", 20, 1.0, acc=0.6), deep[1]]) == FAILS
 
 
-@pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15)])
+@pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7)])
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     params = planned.stdout.split("params:")[1]
     sizes = [len(line.split(":", 1)[1].split(",")) for line in params.strip().splitlines()]
     assert math.prod(sizes) == runs
+
+
+def test_selu_rules():
+    def net(init, moments):
+        return run({"init": init}, activations={f"fc{i}": {"mean": m, "std": s, "unit_spread": 1.0}
+                                                for i, (m, s) in enumerate(moments, 1)})
+
+    steady = net("lecun_normal", [(0.05, 1.0)] * 5)
+    assert verdict("selu", 0, [steady]) == HOLDS
+    assert verdict("selu", 0, [net("lecun_normal", [(0.05, 1.0)] * 4 + [(0.5, 1.0)])]) == FAILS
+    assert verdict("selu", 1, [steady, net("default", [(0.0, 0.2)])]) == HOLDS
+    assert verdict("selu", 1, [steady, net("xavier_normal", [(0.0, 1.0)])]) == FAILS
+
+
+def test_optimizers_rule():
+    def opt(name, loss):
+        return Run(name, {"optimizer": name}, {}, [], {"loss/train": [(1, 0.1, 1.0), (2, 0.2, loss)]})
+
+    assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.05), opt("nesterov", 0.04)]) == HOLDS
+    assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.2), opt("nesterov", 0.04)]) == FAILS
 
 
 def test_help_lists_each_study_with_its_claim(tmp_path):

@@ -167,6 +167,104 @@ def init_depth_figures(runs, out: Path) -> list[Path]:
     return [stds, curves]
 
 
+def plot_curves(runs, out: Path, name: str, tag: str, label_key: str, title: str, ylabel: str) -> Path:
+    """`tag` per epoch and per second of wall time, one line per run (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for run in runs:
+        points = run.curves.get(tag, [])
+        if points:
+            epochs, seconds, values = zip(*points)
+            by_epoch.plot(epochs, values, marker=".", label=run.choices.get(label_key, run.name))
+            by_time.plot(seconds, values, marker=".", label=run.choices.get(label_key, run.name))
+    by_epoch.set(yscale="log", xlabel="epoch", ylabel=ylabel, title=title)
+    by_time.set(xlabel="wall time (s, log)", xscale="log", title="the same, against time")
+    by_epoch.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -------------------------------------------------------------------------------------------- selu
+
+SELU_DEPTH_STAT = (0.8, 1.2)  # the std band of "about unit variance"
+
+
+def layer_moments(run) -> list[tuple[float, float]]:
+    acts = run.at_init()["activations"]
+    return [(acts[n]["mean"], acts[n]["std"]) for n in hidden(acts)]
+
+
+def selu_self_normalizes(runs) -> tuple[str, str]:
+    lecun = pick(runs, init="lecun_normal")
+    if not lecun:
+        return INCONCLUSIVE, "no lecun_normal run"
+    moments = layer_moments(lecun[0])
+    if not moments or any(m is None or s is None for m, s in moments):
+        return INCONCLUSIVE, "a statistic is missing"
+    worst_mean = max(abs(m) for m, _ in moments)
+    stds = [s for _, s in moments]
+    holds = worst_mean <= 0.2 and all(SELU_DEPTH_STAT[0] <= s <= SELU_DEPTH_STAT[1] for s in stds)
+    return (HOLDS if holds else FAILS), (f"{len(moments)} layers: largest |mean| {worst_mean:.3f}, "
+                                         f"std from {min(stds):.3f} to {max(stds):.3f}")
+
+
+def other_inits_drift(runs) -> tuple[str, str]:
+    others = [r for r in runs if r.choices.get("init") != "lecun_normal"]
+    if not others:
+        return INCONCLUSIVE, "no other init"
+    last = {r.choices["init"]: layer_moments(r)[-1][1] for r in others}
+    drifted = {k: v for k, v in last.items() if v is None or not SELU_DEPTH_STAT[0] <= v <= SELU_DEPTH_STAT[1]}
+    shown = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(last.items()))
+    return (HOLDS if len(drifted) == len(last) else FAILS), f"last hidden layer's std: {shown}"
+
+
+def selu_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (means, stds) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        moments = layer_moments(run)
+        layers = range(1, len(moments) + 1)
+        means.plot(layers, [m for m, _ in moments], marker=".", label=run.choices.get("init"))
+        stds.plot(layers, [s for _, s in moments], marker=".", label=run.choices.get("init"))
+    means.set(xlabel="hidden layer", ylabel="activation mean at init", title="SELU: mean per layer")
+    stds.set(xlabel="hidden layer", ylabel="activation std at init (log)", yscale="log", title="SELU: std per layer")
+    stds.axhspan(*SELU_DEPTH_STAT, color="green", alpha=0.1)
+    means.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "selu.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# -------------------------------------------------------------------------------------------- optimizers
+
+
+def final_train_loss(run) -> float | None:
+    points = run.curves.get("loss/train", [])
+    return points[-1][2] if points else None
+
+
+def momentum_beats_sgd(runs) -> tuple[str, str]:
+    losses = {r.choices.get("optimizer"): final_train_loss(r) for r in runs}
+    if any(losses.get(k) is None for k in ("sgd", "momentum", "nesterov")):
+        return INCONCLUSIVE, "sgd, momentum or nesterov missing"
+    holds = losses["momentum"] < losses["sgd"] and losses["nesterov"] < losses["sgd"]
+    shown = ", ".join(f"{k} {fmt(v)}" for k, v in losses.items())
+    return (HOLDS if holds else FAILS), f"train loss after the last epoch: {shown}"
+
+
 STUDIES = {
     "activations": Study(
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
@@ -196,4 +294,25 @@ STUDIES = {
                   "the best init's", kaiming_trains_deepest),
         ),
         figures=init_depth_figures),
+    "selu": Study(
+        claim="SELU with LeCun-normal initialization keeps activations near zero mean and unit variance through 32 "
+              "layers without normalization; with other initializations they drift (Klambauer et al. 2017).",
+        source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
+        claims=(
+            Claim("SELU + LeCun normal self-normalizes", "at init, every hidden layer's |mean| <= 0.2 and std in "
+                  "[0.8, 1.2]", selu_self_normalizes),
+            Claim("other initializations drift", "at init, every other init's last hidden std is outside "
+                  "[0.8, 1.2]", other_inits_drift),
+        ),
+        figures=selu_figures),
+    "optimizers": Study(
+        claim="On the same problem, momentum and Nesterov momentum bring the training loss down faster than "
+              "plain SGD; adaptive methods and L-BFGS compared on steps and on wall time.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("momentum and Nesterov beat plain SGD", "each option at its shipped learning rate: momentum's and "
+                  "Nesterov's train loss after the last epoch below SGD's", momentum_beats_sgd),
+        ),
+        figures=lambda runs, out: [plot_curves(runs, out, "optimizers", "loss/train", "optimizer",
+                                               "training loss per optimizer", "train loss (log)")]),
 }

@@ -28,7 +28,11 @@ class Run:
     choices: dict
     metrics: dict
     layers: list
-    val_loss: list  # (epoch, val/loss), from the TensorBoard events
+    curves: dict  # TensorBoard tag -> [(epoch, seconds since the run's first event, value)]
+
+    @property
+    def val_loss(self) -> list:
+        return [(epoch, value) for epoch, _, value in self.curves.get("loss/val", [])]
 
     def at_init(self) -> dict:
         return self.layers[0] if self.layers else {"activations": {}, "grad_norms": {}}
@@ -57,20 +61,24 @@ def load_runs(sweep_dir: Path) -> list[Run]:
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
         choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
         layers = json.loads((run_dir / "layers.json").read_text())["records"] if (run_dir / "layers.json").is_file() else []
-        runs.append(Run(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, val_curve(run_dir)))
+        runs.append(Run(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, epoch_curves(run_dir)))
     return runs
 
 
-def val_curve(run_dir: Path) -> list:
+def epoch_curves(run_dir: Path) -> dict:
+    """The per-epoch curves of a run's TensorBoard events, against epochs and wall time."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs each file it finishes
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    if "loss/val" not in events.Tags()["scalars"]:
-        return []
-    epochs = {e.step: e.value for e in events.Scalars("time/epoch")}
-    return [(int(epochs.get(e.step, i + 1)), e.value) for i, e in enumerate(events.Scalars("loss/val"))]
+    tags = events.Tags()["scalars"]
+    if "time/epoch" not in tags:
+        return {}
+    epochs = {e.step: int(e.value) for e in events.Scalars("time/epoch")}
+    start = min(e.wall_time for e in events.Scalars(tags[0])) if tags else 0.0
+    return {tag: [(epochs[e.step], e.wall_time - start, e.value) for e in events.Scalars(tag) if e.step in epochs]
+            for tag in tags if tag.split("/")[0] in ("loss", "acc", "mae")}
 
 
 def hidden(layers: dict) -> list[str]:
@@ -114,7 +122,8 @@ def report(sweep_dir: Path, name: str) -> str:
              + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in
                                      ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")),
              "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
-    lines += [f"| {c.text} | {c.rule} | {numbers} | **{v}** |" for c, v, numbers in results]
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731  (a rule may say |mean|)
+    lines += [f"| {cell(c.text)} | {cell(c.rule)} | {cell(numbers)} | **{v}** |" for c, v, numbers in results]
     lines += ["", "## Runs", "", "| run | test metric | best epoch | stop |", "| --- | --- | --- | --- |"]
     for r in runs:
         test = r.metrics.get("test/acc", r.metrics.get("test/mae"))
