@@ -265,6 +265,40 @@ def momentum_beats_sgd(runs) -> tuple[str, str]:
     return (HOLDS if holds else FAILS), f"train loss after the last epoch: {shown}"
 
 
+# -------------------------------------------------------------------------------------------- mc_dropout
+
+
+def wrong_more_uncertain(runs) -> tuple[str, str]:
+    pairs = [(r.choices.get("trainer.seed"), r.metrics.get("test/mc_entropy_correct"),
+              r.metrics.get("test/mc_entropy_wrong")) for r in runs]
+    pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
+    if not pairs:
+        return INCONCLUSIVE, "no run with both right and wrong test samples"
+    shown = "; ".join(f"seed {s}: right {c:.3f}, wrong {w:.3f} nats" for s, c, w in pairs)
+    return (HOLDS if all(w > c for _, c, w in pairs) else FAILS), shown
+
+
+def mc_dropout_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    seeds = [r.choices.get("trainer.seed", r.name) for r in runs]
+    xs = range(len(runs))
+    ax.bar([x - 0.2 for x in xs], [r.metrics.get("test/mc_entropy_correct") or 0 for r in runs], 0.4, label="right")
+    ax.bar([x + 0.2 for x in xs], [r.metrics.get("test/mc_entropy_wrong") or 0 for r in runs], 0.4, label="wrong")
+    ax.set_xticks(list(xs), [f"seed {s}" for s in seeds])
+    ax.set(ylabel="mean predictive entropy (nats)", title="MC dropout: test samples predicted right vs wrong")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "mc_dropout.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 STUDIES = {
     "activations": Study(
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
@@ -315,4 +349,13 @@ STUDIES = {
         ),
         figures=lambda runs, out: [plot_curves(runs, out, "optimizers", "loss/train", "optimizer",
                                                "training loss per optimizer", "train loss (log)")]),
+    "mc_dropout": Study(
+        claim="Monte-Carlo dropout's predictions are more uncertain (higher predictive entropy) on the test samples "
+              "the model gets wrong than on those it gets right.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("wrong predictions carry more entropy", "in every seed, the mean entropy of the MC-dropout "
+                  "prediction over wrong test samples exceeds that over right ones", wrong_more_uncertain),
+        ),
+        figures=mc_dropout_figures),
 }

@@ -384,20 +384,25 @@ def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autoca
 
 
 @torch.no_grad()
-def evaluate_mc_dropout(model, split: Split, data: Data, samples: int, batch_size: int) -> float:
-    """Monte-Carlo dropout: accuracy of the mean softmax over `samples` passes with dropout on."""
+def evaluate_mc_dropout(model, split: Split, data: Data, samples: int, batch_size: int) -> dict[str, float]:
+    """Monte-Carlo dropout: accuracy of the mean softmax over `samples` passes with dropout on, and the mean
+    predictive entropy (of that mean softmax, in nats) over the samples it gets right and those it gets wrong."""
     model.eval()
     for m in model.modules():
         if isinstance(m, (torch.nn.Dropout, torch.nn.AlphaDropout)):
             m.train()
-    correct = 0
+    correct, entropy = [], []
     for start in range(0, len(split), batch_size):
         x, y = data.fetch(split, slice(start, start + batch_size))
         x = data.normalize(x)
         probs = torch.stack([model(x).float().softmax(1) for _ in range(samples)]).mean(0)
-        correct += int((probs.argmax(1) == y).sum())
+        correct.append(probs.argmax(1) == y)
+        entropy.append(-(probs * probs.clamp_min(1e-12).log()).sum(1))
     model.eval()
-    return correct / max(len(split), 1)
+    correct, entropy = torch.cat(correct), torch.cat(entropy)
+    mean = lambda t: float(t.mean()) if len(t) else None  # noqa: E731  (no sample of that kind)
+    return {"test/mc_acc": float(correct.float().mean()) if len(correct) else 0.0,
+            "test/mc_entropy_correct": mean(entropy[correct]), "test/mc_entropy_wrong": mean(entropy[~correct])}
 
 
 def probe_batch(data: Data, size: int) -> torch.Tensor:
@@ -416,7 +421,7 @@ def report(run: Run, overrides: dict) -> dict:
     test = evaluate(p.model, p.data.test, p.data, p.criterion, eval_bs, p.autocast)
     metrics = {**best.best_metrics, **{f"test/{k}": v for k, v in test.items()}}
     if cfg.regularization.mc_dropout_samples and p.data.task == "classification":
-        metrics["test/mc_acc"] = evaluate_mc_dropout(p.model, p.data.test, p.data, cfg.regularization.mc_dropout_samples,
+        metrics |= evaluate_mc_dropout(p.model, p.data.test, p.data, cfg.regularization.mc_dropout_samples,
                                                      eval_bs)
     stop_reason, message = run.stop_reason, run.stop.message if run.stop else ""
     nonfinite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
