@@ -396,6 +396,17 @@ class LoggerConfig:
 
 
 @dataclass
+class TuneConfig:
+    """trainrun tune=lr_find: a learning-rate range test (tune.py) instead of training."""
+    kind: str = setting(MISSING, choices=("lr_find",))
+    min_lr: float = setting(1e-7, gt=0)
+    max_lr: float = setting(10.0, gt=0)
+    steps: int = setting(100, ge=10)  # one optimizer step per learning rate, spaced evenly in log
+    stop_factor: float = setting(4.0, gt=1)  # stop once the smoothed loss exceeds this times its minimum
+    smoothing: float = setting(0.05, gt=0, lt=1)  # weight of each new loss in the running average
+
+
+@dataclass
 class StudyConfig:
     """trainrun -m study=<name>: a lecture's claim as a sweep and a report (study.py)."""
     name: Optional[str] = None
@@ -418,6 +429,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    tune: Optional[TuneConfig] = None  # None: train
 
 
 def register() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, tune
 from .build import Parts, build, metric_name, preflight, spans_run_guard
 from .config import ConfigError, typed, values_of
 from .console import SilentConsole
@@ -53,6 +53,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved is not None and saved.get("finished"):
         return saved["metrics"]
     cfg = typed(cfg)
+    if cfg.tune is not None:
+        tune.check(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
         log.info("torch threads: %d", cfg.trainer.threads)
@@ -73,6 +75,11 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved and "model" in saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
+    if cfg.tune is not None:  # a range test instead of training
+        result = tune.lr_find(run, ui, overrides)
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"suggested_lr": result["suggested_lr"], "stop_reason": "lr_find"}, indent=2) + "\n")
+        return {"stop_reason": "lr_find", "suggested_lr": result["suggested_lr"]}
     if cfg.logger.layers and world.is_main:  # per-layer statistics at initialization, then after each epoch
         run.layer_log = LayerLog(run_dir, resumed_epoch=run.epoch if run.step else None)
         if not run.step:
