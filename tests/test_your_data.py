@@ -141,3 +141,31 @@ def test_bad_tables_are_one_line(tmp_path, content, args, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr and len(result.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "outputs").exists()
+
+
+def test_classes_keeps_and_relabels_and_per_class_is_stratified(tmp_path):
+    from trainrun import data as data_module
+    from trainrun.data import load
+
+    from conftest import make_config
+
+    cfg = make_config(["data.classes=[7,2,9]", "data.per_class=5"])
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=False)  # the stored images as they are
+    assert data.num_outputs == 3 and len(data.train) == 15
+    assert sorted(data.train.y.tolist()) == [0] * 5 + [1] * 5 + [2] * 5
+    assert set(data.test.y.tolist()) == {0, 1, 2} and len(data.test) < 0.35 * 1797 * 0.2 + 50
+    # relabelled in the order given: label 0 holds class 7's images
+    x, y, _, _ = data_module.digits(None, None)
+    sevens = {tuple(img.flatten().tolist()) for img in x[y == 7]}
+    assert all(tuple(img.flatten().tolist()) in sevens for img in data.test.x[data.test.y == 0])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["data.classes=[3]"], "data.classes=[3]: expected at least two distinct classes"),
+    (["data.classes=[1,12]"], "12 is not one"),
+    (["data.per_class=500"], "data.per_class=500: class 0 has only"),
+    (["data=polynomial", "data.per_class=3"], "data.per_class applies to classification data"),
+])
+def test_bad_class_filters_are_one_line(tmp_path, args, message):
+    result = cli(*args, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and not (tmp_path / "r").exists()

@@ -133,6 +133,8 @@ class DataConfig:
     val_fraction: float = setting(0.1, **FRACTION)
     test_fraction: float = setting(0.2, gt=0, lt=1)  # for datasets without an official test split
     subset: Optional[int] = setting(None, **POSITIVE_INT)
+    classes: Optional[list[int]] = setting(None, ge=0)  # keep these classes only, relabelled 0..k-1 in this order
+    per_class: Optional[int] = setting(None, **POSITIVE_INT)  # a stratified few-shot train split: N per class
     sampler: str = setting("shuffle", choices="sampler")
     normalize: str = setting("standardize", choices="normalize")
     device_memory_gb: Optional[float] = setting(None, **NON_NEGATIVE)  # data kept on an accelerator up to this; null: half

@@ -503,9 +503,13 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     if isinstance(loaded, Datasets):
         return _dataset_data(cfg, loaded, g, device)
     loaded = loaded if isinstance(loaded, Loaded) else Loaded(*loaded)
+    if cfg.classes is not None:
+        loaded = only_classes(loaded, list(cfg.classes))
     train, val, test = _split_rows(cfg, g, len(loaded.y),
                                    None if loaded.x_val is None else len(loaded.y_val),
                                    None if loaded.x_test is None else len(loaded.y_test))
+    if cfg.per_class is not None:
+        train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
     parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
     parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
     y_train = loaded.y if train is None else loaded.y[train]
@@ -542,6 +546,43 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     train, val, test = (Split(s.x.to(home), s.y.to(home)) for s in splits)
     return Data(train, val, test, tuple(train.x.shape[1:]), task, num_outputs, normalizer.to(device), device,
                 home=where, class_names=loaded.class_names)
+
+
+def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
+    """data.classes: the samples of these classes, in every split, relabelled 0..k-1 in the order given."""
+    if loaded.y.dtype != torch.int64:
+        raise ConfigError("data.classes applies to classification data; these targets are regression values")
+    present = set(torch.unique(loaded.y).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(f"data.classes={classes}: expected at least two distinct classes of the data "
+                          f"(its classes: 0..{max(present)})" + (f"; {missing[0]} is not one" if missing else ""))
+    relabel = torch.full((max(max(present), max(classes)) + 1,), -1, dtype=torch.int64)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def keep(x, y):
+        if x is None:
+            return None, None
+        rows = (relabel[y] >= 0).nonzero().flatten()
+        return x[rows], relabel[y[rows]]
+
+    names = [loaded.class_names[c] for c in classes] if loaded.class_names else None
+    return Loaded(*keep(loaded.x, loaded.y), *keep(loaded.x_test, loaded.y_test), *keep(loaded.x_val, loaded.y_val),
+                  class_names=names)
+
+
+def per_class(y: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """data.per_class: the first `n` train rows of each class (the rows are already in a seeded random order),
+    a stratified few-shot split."""
+    if y.dtype != torch.int64:
+        raise ConfigError("data.per_class applies to classification data; these targets are regression values")
+    labels, keep = y[rows], torch.zeros(len(rows), dtype=torch.bool)
+    for c in torch.unique(labels).tolist():
+        positions = (labels == c).nonzero().flatten()
+        if len(positions) < n:
+            raise ConfigError(f"data.per_class={n}: class {c} has only {len(positions)} training samples")
+        keep[positions[:n]] = True
+    return rows[keep]  # in the seeded order the rows had
 
 
 def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):

@@ -14,7 +14,6 @@ import math
 from itertools import count
 from pathlib import Path
 
-import torch
 
 from .config import ConfigError
 from .registry import OPTIMIZERS, SCHEDULERS
