@@ -69,7 +69,8 @@ def test_init_depth_rules():
     assert verdict("init_depth", 3, [net("kaiming_normal", 20, 1.0, acc=0.6), deep[1]]) == FAILS
 
 
-@pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7)])
+@pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
+                                        ("mc_dropout", 3)])
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
@@ -98,10 +99,45 @@ def test_optimizers_rule():
     assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.2), opt("nesterov", 0.04)]) == FAILS
 
 
+def test_mc_dropout_rule():
+    def seed(s, right, wrong):
+        return run({"trainer.seed": s}, {"test/mc_entropy_correct": right, "test/mc_entropy_wrong": wrong})
+
+    assert verdict("mc_dropout", 0, [seed(0, 0.2, 0.9), seed(1, 0.3, 0.8)]) == HOLDS
+    assert verdict("mc_dropout", 0, [seed(0, 0.2, 0.9), seed(1, 0.8, 0.3)]) == FAILS
+
+
+def test_transfer_rule():
+    def learn(checkpoint, head_only, acc):
+        return Run(f"learn-{checkpoint}-{head_only}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
+                   {"test/acc": acc}, [], {})
+
+    scratch = learn("null", "false", 0.6)
+    assert verdict("transfer", 0, [learn("/x/best.pt", "false", 0.8), learn("/x/best.pt", "True", 0.7), scratch]) == HOLDS
+    assert verdict("transfer", 0, [learn("/x/best.pt", "false", 0.8), learn("/x/best.pt", "true", 0.5), scratch]) == FAILS
+
+
+def test_lr_diagnosis_rules():
+    def swept(factor, scheduler, loss, stop="completed"):
+        return Run("s", {"optimizer.lr": f"{0.5 * factor:.4g}", "scheduler": scheduler}, {"stop_reason": stop}, [],
+                   {"loss/val": [(1, 0.1, 2.3), (2, 0.2, loss)]})
+
+    find = Run("find-0", {"tune": "lr_find"}, {"suggested_lr": 0.5}, [], {})
+    good = [find, swept(0.001, "none", 2.2), swept(1, "none", 0.3), swept(100, "none", float("nan"), "diverged"),
+            swept(10, "none", 2.4), swept(10, "step", 0.5)]
+    assert [verdict("lr_diagnosis", i, good) for i in range(3)] == [HOLDS, HOLDS, HOLDS]
+    bad = [find, swept(0.001, "none", 0.4), swept(1, "none", 0.3), swept(100, "none", 0.35),
+           swept(10, "none", 2.4), swept(10, "step", 2.3)]
+    assert [verdict("lr_diagnosis", i, bad) for i in range(3)] == [FAILS, FAILS, FAILS]
+    assert verdict("lr_diagnosis", 0, good[1:]) == INCONCLUSIVE  # no range test
+
+
 def test_help_lists_each_study_with_its_claim(tmp_path):
     shown = cli("--help", cwd=tmp_path).stdout
     assert "activations  sign passes no gradient to the hidden layers" in shown
     assert "init_depth   zeros keeps units identical" in shown
+    from trainrun.studies import STUDIES as all_studies
+    assert all(f"\n  {name} " in shown for name in all_studies)
 
 
 def test_measuring_layers_changes_nothing_in_the_run(tmp_path):
@@ -128,6 +164,19 @@ def test_the_activations_study_end_to_end(tmp_path):
     assert "| sign: the hidden layers receive exactly zero gradient |" in report and "**holds**" in report
     assert (sweep / "activations.png").stat().st_size > 10_000
     assert read_metrics(sweep / "5_activation-sign")["epochs_run"] == 2
+
+
+@pytest.mark.slow  # two stages: a range test, then 10 runs
+def test_the_staged_lr_diagnosis_study_end_to_end_and_resumed(tmp_path):
+    sweep = tmp_path / "s"
+    args = ["-m", "study=lr_diagnosis", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}"]
+    result = cli(*args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    suggested = read_metrics(sweep / "find-0")["suggested_lr"]
+    lrs = sorted(float(p.name.split("_lr-")[1].split("_")[0]) for p in sweep.glob("sweep-*"))
+    assert len(lrs) == 10 and lrs[0] == pytest.approx(suggested * 0.001, rel=1e-3)  # the second stage used the first's
+    again = cli(*args, cwd=tmp_path, timeout=600)
+    assert "stage find: 1 finished" in again.stdout and "stage sweep: 10 finished" in again.stdout
 
 
 @pytest.mark.slow  # 15 runs

@@ -5,6 +5,7 @@ cannot read its numbers (a run missing, a statistic that exploded to null) says 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Study, fmt, hidden, hidden_weights, pick
@@ -299,6 +300,120 @@ def mc_dropout_figures(runs, out: Path) -> list[Path]:
     return [path]
 
 
+# -------------------------------------------------------------------------------------------- transfer
+
+
+def transfer_runs(runs) -> dict:
+    """The learning stage's runs by approach."""
+    learn = [r for r in runs if r.name.startswith("learn-")]
+    approach = {("best.pt", "false"): "fine-tuned", ("best.pt", "true"): "frozen backbone",
+                ("null", "false"): "from scratch", ("null", "true"): "frozen random features"}
+    out = {}
+    for r in learn:
+        checkpoint = "null" if r.choices.get("model.checkpoint") in (None, "null") else "best.pt"
+        out[approach[(checkpoint, r.choices.get("model.head_only", "false").lower())]] = r.metrics.get("test/acc")
+    return out
+
+
+def pretrained_beats_scratch(runs) -> tuple[str, str]:
+    acc = transfer_runs(runs)
+    if any(acc.get(k) is None for k in ("fine-tuned", "frozen backbone", "from scratch")):
+        return INCONCLUSIVE, "a run of the learning stage is missing"
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if v is not None)
+    holds = acc["fine-tuned"] > acc["from scratch"] and acc["frozen backbone"] > acc["from scratch"]
+    return (HOLDS if holds else FAILS), f"test accuracy on 5-9 from 10 labels per class: {shown}"
+
+
+def transfer_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = transfer_runs(runs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(list(acc), [v or 0 for v in acc.values()])
+    ax.set(ylabel="test accuracy (digits 5-9)", ylim=(0, 1), title="learning 5-9 from 10 labels per class")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    path = out / "transfer.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# -------------------------------------------------------------------------------------------- lr_diagnosis
+
+
+FACTORS = (0.001, 0.1, 1.0, 10.0, 100.0)  # the sweep stage's learning rates, times the suggestion
+
+
+def diagnosis_runs(runs) -> tuple[float | None, dict]:
+    """(the suggested lr, {(factor, scheduler): final val loss or inf when diverged})."""
+    found = [r for r in runs if r.choices.get("tune") == "lr_find"]
+    suggested = found[0].metrics.get("suggested_lr") if found else None
+    out = {}
+    for r in runs:
+        if "optimizer.lr" in r.choices and suggested:
+            ratio = float(r.choices["optimizer.lr"]) / suggested  # the stage's values are rounded to 4 digits
+            factor = min(FACTORS, key=lambda f: abs(math.log(ratio / f)))
+            loss = r.val_loss[-1][1] if r.val_loss else None
+            diverged = r.metrics.get("stop_reason") == "diverged" or loss is None or loss != loss
+            out[(factor, r.choices.get("scheduler", "none"))] = float("inf") if diverged else loss
+    return suggested, out
+
+
+def lr_too_low_crawls(runs) -> tuple[str, str]:
+    suggested, loss = diagnosis_runs(runs)
+    low, mid = loss.get((0.001, "none")), loss.get((1.0, "none"))
+    if suggested is None or low is None or mid is None:
+        return INCONCLUSIVE, "the range test or a run is missing"
+    return (HOLDS if low >= 2 * mid else FAILS), \
+        f"suggested lr {suggested:.3g}; final val loss at 0.001x: {fmt(low)}, at 1x: {fmt(mid)}"
+
+
+def lr_too_high_fails(runs) -> tuple[str, str]:
+    suggested, loss = diagnosis_runs(runs)
+    high, mid = loss.get((100.0, "none")), loss.get((1.0, "none"))
+    if suggested is None or high is None or mid is None:
+        return INCONCLUSIVE, "the range test or a run is missing"
+    return (HOLDS if high >= 2 * mid else FAILS), f"final val loss at 100x: {fmt(high)} (inf: diverged), at 1x: {fmt(mid)}"
+
+
+def staircase_recovers(runs) -> tuple[str, str]:
+    _, loss = diagnosis_runs(runs)
+    constant, stepped, mid = loss.get((10.0, "none")), loss.get((10.0, "step")), loss.get((1.0, "none"))
+    if constant is None or stepped is None or mid is None:
+        return INCONCLUSIVE, "a run at 10x or 1x is missing"
+    return (HOLDS if stepped < constant and stepped <= 2 * mid else FAILS), \
+        f"final val loss at 10x: constant {fmt(constant)}, staircase {fmt(stepped)}; at 1x: {fmt(mid)}"
+
+
+def diagnosis_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suggested, _ = diagnosis_runs(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, scheduler in zip(axes, ("none", "step")):
+        for r in sorted((r for r in runs if r.choices.get("scheduler", "none") == scheduler and "optimizer.lr" in r.choices),
+                        key=lambda r: float(r.choices["optimizer.lr"])):
+            if r.val_loss:
+                ratio = float(r.choices["optimizer.lr"]) / suggested
+                factor = min(FACTORS, key=lambda f: abs(math.log(ratio / f)))
+                ax.plot(*zip(*r.val_loss), marker=".", label=f"{factor:g}x suggested")
+        ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (step) schedule")
+    axes[0].set_ylabel("validation loss (log)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "lr_diagnosis.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 STUDIES = {
     "activations": Study(
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
@@ -358,4 +473,26 @@ STUDIES = {
                   "prediction over wrong test samples exceeds that over right ones", wrong_more_uncertain),
         ),
         figures=mc_dropout_figures),
+    "transfer": Study(
+        claim="Features learned on digits 0-4 help learn 5-9 from 10 labels per class: a frozen pretrained backbone "
+              "with a new head, and the backbone fine-tuned, both beat training from scratch.",
+        source="Yingfan, Machine Learning: Training DNN (../shared/seeds/001)",
+        claims=(
+            Claim("pretrained beats scratch with few labels", "test accuracy on 5-9 of the fine-tuned and of the "
+                  "frozen-backbone runs both above the from-scratch run's", pretrained_beats_scratch),
+        ),
+        figures=transfer_figures),
+    "lr_diagnosis": Study(
+        claim="Around the learning rate a range test suggests: too low crawls, too high stalls or diverges, and a "
+              "staircase schedule recovers a rate that is too high.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("too low crawls", "constant lr at 0.001x the suggestion: final val loss >= 2x the suggestion's",
+                  lr_too_low_crawls),
+            Claim("too high stalls or diverges", "constant lr at 100x: final val loss >= 2x the suggestion's, or "
+                  "diverged", lr_too_high_fails),
+            Claim("the staircase recovers", "at 10x, scheduler=step (lr / 10 at epoch 10) ends below the constant "
+                  "lr's val loss and within 2x of the suggestion's", staircase_recovers),
+        ),
+        figures=diagnosis_figures),
 }

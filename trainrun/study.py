@@ -108,7 +108,10 @@ def report(sweep_dir: Path, name: str) -> str:
     runs = load_runs(sweep_dir)
     config = OmegaConf.load(sweep_dir / "multirun.yaml")
     size = OmegaConf.select(config, "study.size")
-    swept = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {})
+    stages = OmegaConf.select(config, "study.stages")
+    params = OmegaConf.select(config, "hydra.sweeper.params")
+    swept = {k: v for stage in OmegaConf.to_container(stages) for k, v in stage["params"].items()} if stages else \
+        (OmegaConf.to_container(params) if params else {})
     results = [(claim, *claim.check(runs)) for claim in study.claims]
     figures = study.figures(runs, sweep_dir) if runs else []
     counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}

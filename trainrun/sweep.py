@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 from collections import Counter
@@ -29,7 +30,8 @@ def run_name(number: int, values: dict[str, str], keys: list[str]) -> str:
     parts = [str(number)]
     for key in keys:
         short = key.lstrip("+~").rsplit(".", 1)[-1]
-        value = NOT_IN_A_NAME.sub("-", str(values.get(key, ""))).strip("-")
+        value = str(values.get(key, ""))
+        value = NOT_IN_A_NAME.sub("-", value.rsplit("/", 1)[-1] if "/" in value else value).strip("-")  # a path: its file
         parts.append(f"{short if last[short] == 1 else key.lstrip('+~')}-{value}")
     return NOT_IN_A_NAME.sub("-", "_".join(parts))[:NAME_LENGTH]
 
@@ -129,6 +131,28 @@ def claim(sweep_dir: Path) -> None:
         raise ConfigError(f"cannot write the sweep directory {sweep_dir}: {e.strerror or e}") from None
 
 
+STAGE_RESULT = re.compile(r"\{(\w+)\.([\w./]+?)(?:\*([0-9.eE+-]+))?\}")
+
+
+def fill(text: str, stages: dict) -> str:
+    """A study stage's value with an earlier stage's results in: `{find.suggested_lr*0.1}` (a value of that
+    stage's first run's metrics.json, times 0.1) or `{pretrain.dir}` (its run directory)."""
+    def result(match) -> str:
+        stage, key, factor = match.groups()
+        if stage not in stages:
+            raise ConfigError(f"study stage value {match.group(0)}: no earlier stage named {stage}")
+        run_dir = stages[stage]
+        if key == "dir":
+            return str(run_dir)
+        metrics = run_dir / "metrics.json"
+        value = json.loads(metrics.read_text()).get(key) if metrics.is_file() else None
+        if value is None:
+            raise ConfigError(f"study stage {stage} gave no {key} ({run_dir}): the next stage cannot start")
+        return f"{float(value) * float(factor):.4g}" if factor else str(value)
+
+    return STAGE_RESULT.sub(result, text)
+
+
 def hparam_value(text: str):
     """An override's value as HParams compares it: a number, a boolean, or the text."""
     if text.lower() in ("true", "false"):
@@ -155,6 +179,9 @@ def write_experiment(sweep_dir: Path, space: dict) -> None:
 
     params = []
     for key, domain in space.items():
+        if domain is None:  # not known when the sweep starts (a study stage's value from an earlier stage)
+            params.append(hp.HParam(key))
+            continue
         if isinstance(domain, tuple):  # an interval
             low, high = domain
             kind = hp.IntInterval if isinstance(low, int) and isinstance(high, int) else hp.RealInterval

@@ -17,7 +17,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.sweep import INTERRUPTED, FINISHED, claim, found_line, resuming, run_names, run_state, write_experiment
+from trainrun.sweep import INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, write_experiment
 
 log = logging.getLogger("trainrun")
 
@@ -50,26 +50,40 @@ class TrainrunGridSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
+        """The grid, or a study's stages one after another (each a grid; a later stage's values may name an
+        earlier stage's results, e.g. `{find.suggested_lr*0.1}` or `{pretrain.dir}/best.pt`)."""
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-        jobs = BasicSweeper.split_arguments(overrides, None)[0]
-        swept = list(dict.fromkeys(o.get_key_element() for o in overrides if o.is_sweep_override()))
-        names = run_names(jobs, swept)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         claim(sweep_dir)
-        states = [run_state(sweep_dir / name) for name in names]
-        if resumed:
-            print(f"resuming the sweep in {sweep_dir}: {found_line(states)}", flush=True)
+        staged = OmegaConf.select(self.config, "study.stages")
+        stages = OmegaConf.to_container(staged) if staged else [{"name": None, "params": self.params}]
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        plans, returns, done = list(stages), [], {}
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not resumed:
-            write_experiment(sweep_dir, {o.get_key_element(): list(o.sweep_string_iterator())
-                                         for o in overrides if o.is_sweep_override()})
-        batch = [[*job, f"hydra.sweep.subdir={name}",
-                  *([f"trainer.resume={sweep_dir / name}"] if state == INTERRUPTED else [])]
-                 for job, name, state in zip(jobs, names, states) if state != FINISHED]
+            write_experiment(sweep_dir, {k: None if "{" in str(v) else str(v).split(",")
+                                         for stage in stages for k, v in stage["params"].items()})
+        for stage in plans:
+            params = {k: fill(str(v), done) for k, v in stage["params"].items()}
+            overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(arguments))
+            jobs = BasicSweeper.split_arguments(overrides, None)[0]
+            swept = list(dict.fromkeys(o.get_key_element() for o in overrides if o.is_sweep_override()))
+            names = [f"{stage['name']}-{n}" if stage["name"] else n for n in run_names(jobs, swept)]
+            states = [run_state(sweep_dir / name) for name in names]
+            if resumed:
+                print(f"resuming the sweep in {sweep_dir}" + (f", stage {stage['name']}" if stage["name"] else "")
+                      + f": {found_line(states)}", flush=True)
+            batch = [[*job, f"hydra.sweep.subdir={name}",
+                      *([f"trainer.resume={sweep_dir / name}"] if state == INTERRUPTED else [])]
+                     for job, name, state in zip(jobs, names, states) if state != FINISHED]
+            returns += self.launch(batch)
+            if stage["name"]:
+                done[stage["name"]] = sweep_dir / names[0]
+        return returns
+
+    def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0
         for chunk in batches(batch, self.max_batch_size) if batch else []:
             self.validate_batch_is_legal(chunk)
