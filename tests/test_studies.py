@@ -70,7 +70,7 @@ def test_init_depth_rules():
 
 
 @pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
-                                        ("mc_dropout", 3)])
+                                        ("mc_dropout", 3), ("normalization", 8), ("regularization", 4)])
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
@@ -130,6 +130,27 @@ def test_lr_diagnosis_rules():
            swept(10, "none", 2.4), swept(10, "step", 2.3)]
     assert [verdict("lr_diagnosis", i, bad) for i in range(3)] == [FAILS, FAILS, FAILS]
     assert verdict("lr_diagnosis", 0, good[1:]) == INCONCLUSIVE  # no range test
+
+
+def test_normalization_rules():
+    def net(norm, position, lr, loss3, acc):
+        return Run("n", {"norm": norm, "norm.position": position, "optimizer.lr": lr}, {"test/acc": acc}, [],
+                   {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
+
+    good = [net("none", "before", "0.01", 2.0, 0.5), net("batch", "before", "0.01", 1.0, 0.9),
+            net("batch", "after", "0.01", 1.1, 0.9), net("none", "before", "1.0", 2.3, 0.1),
+            net("batch", "before", "1.0", 0.3, 0.95), net("batch", "after", "1.0", 0.4, 0.9)]
+    assert verdict("normalization", 0, good) == HOLDS and verdict("normalization", 1, good) == HOLDS
+    bad = [*good[:2], net("batch", "after", "0.01", 2.1, 0.9), good[3], good[4], net("batch", "after", "1.0", 2, 0.7)]
+    assert verdict("normalization", 0, bad) == FAILS and verdict("normalization", 1, bad) == FAILS
+
+
+def test_regularization_rule():
+    def reg(name, gap):
+        return Run(name, {"regularization": name}, {}, [], {"acc/train": [(1, 0.1, 1.0)], "acc/val": [(1, 0.1, 1.0 - gap)]})
+
+    assert verdict("regularization", 0, [reg("none", 0.2), reg("l2", 0.1), reg("l1", 0.15), reg("dropout", 0.05)]) == HOLDS
+    assert verdict("regularization", 0, [reg("none", 0.2), reg("l2", 0.1), reg("l1", 0.2), reg("dropout", 0.05)]) == FAILS
 
 
 def test_help_lists_each_study_with_its_claim(tmp_path):

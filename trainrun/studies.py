@@ -414,6 +414,106 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
     return [path]
 
 
+# -------------------------------------------------------------------------------------------- normalization
+
+
+def norm_runs(runs, lr: str) -> dict:
+    """{"none" | "batch before" | "batch after": run} at learning rate `lr` (none's two positions are one setting)."""
+    out = {}
+    for r in runs:
+        if r.choices.get("optimizer.lr") == lr:
+            key = "none" if r.choices.get("norm") == "none" else f"batch {r.choices.get('norm.position')}"
+            out.setdefault(key, r)
+    return out
+
+
+def val_loss_at(run, epoch: int) -> float | None:
+    return next((v for e, v in run.val_loss if e == epoch), None)
+
+
+def batch_norm_faster(runs) -> tuple[str, str]:
+    low = norm_runs(runs, "0.01")
+    if len(low) < 3:
+        return INCONCLUSIVE, "a run at lr 0.01 is missing"
+    at3 = {k: val_loss_at(r, 3) for k, r in low.items()}
+    if any(v is None for v in at3.values()):
+        return INCONCLUSIVE, "no val loss at epoch 3"
+    holds = at3["batch before"] < at3["none"] and at3["batch after"] < at3["none"]
+    return (HOLDS if holds else FAILS), "val loss after 3 epochs at lr 0.01: " + ", ".join(f"{k} {fmt(v)}" for k, v in at3.items())
+
+
+def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
+    high = norm_runs(runs, "1.0")
+    if len(high) < 3:
+        return INCONCLUSIVE, "a run at lr 1.0 is missing"
+    acc = {k: r.metrics.get("test/acc") or 0.0 for k, r in high.items()}
+    holds = acc["batch before"] >= 0.85 and acc["batch after"] >= 0.85 and acc["none"] < 0.85
+    return (HOLDS if holds else FAILS), "test accuracy at lr 1.0: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+
+
+def normalization_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, lr in zip(axes, ("0.01", "1.0")):
+        for key, r in norm_runs(runs, lr).items():
+            if r.val_loss:
+                ax.plot(*zip(*r.val_loss), marker=".", label=key)
+        ax.set(yscale="log", xlabel="epoch", title=f"SGD, lr {lr}, 10-layer MLP")
+    axes[0].set_ylabel("validation loss (log)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "normalization.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# -------------------------------------------------------------------------------------------- regularization
+
+
+def final_gap(run) -> float | None:
+    train, val = run.curves.get("acc/train"), run.curves.get("acc/val")
+    return train[-1][2] - val[-1][2] if train and val else None
+
+
+def regularizers_shrink_the_gap(runs) -> tuple[str, str]:
+    gaps = {r.choices.get("regularization"): final_gap(r) for r in runs}
+    if any(gaps.get(k) is None for k in ("none", "l2", "l1", "dropout")):
+        return INCONCLUSIVE, "a run is missing"
+    holds = all(gaps[k] < gaps["none"] for k in ("l2", "l1", "dropout"))
+    return (HOLDS if holds else FAILS), "train - val accuracy after the last epoch: " + \
+        ", ".join(f"{k} {v:.3f}" for k, v in gaps.items())
+
+
+def regularization_figures(runs, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], runs):
+        for tag, style in (("loss/train", "-"), ("loss/val", "--")):
+            points = r.curves.get(tag, [])
+            if points:
+                ax.plot([p[0] for p in points], [p[2] for p in points], style, label=tag.split("/")[1])
+        if r.val_loss:
+            stop = min(r.val_loss, key=lambda p: p[1])[0]
+            ax.axvline(stop, color="gray", linestyle=":", label=f"early stop (epoch {stop})")
+        ax.set(yscale="log", xlabel="epoch", title=r.choices.get("regularization"))
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("loss (log)")
+    fig.tight_layout()
+    path = out / "regularization.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 STUDIES = {
     "activations": Study(
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
@@ -495,4 +595,24 @@ STUDIES = {
                   "lr's val loss and within 2x of the suggestion's", staircase_recovers),
         ),
         figures=diagnosis_figures),
+    "normalization": Study(
+        claim="Batch normalization, before or after the activation, makes a deep MLP train faster and tolerate a "
+              "larger learning rate (Ioffe and Szegedy 2015).",
+        source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
+        claims=(
+            Claim("batch norm converges faster", "at lr 0.01, both batch-norm runs' val loss after 3 epochs below "
+                  "no normalization's", batch_norm_faster),
+            Claim("batch norm tolerates a larger lr", "at lr 1.0, both batch-norm runs reach test accuracy >= 0.85, "
+                  "the run without normalization does not", batch_norm_tolerates_large_lr),
+        ),
+        figures=normalization_figures),
+    "regularization": Study(
+        claim="On a small training set, L2, L1 and dropout shrink the gap between training and validation "
+              "accuracy; early stopping stops where the validation loss is lowest.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("regularizers shrink the train-validation gap", "after the last epoch, train minus val accuracy "
+                  "of l2, l1 and dropout each below no regularization's", regularizers_shrink_the_gap),
+        ),
+        figures=regularization_figures),
 }
