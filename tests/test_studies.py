@@ -71,6 +71,7 @@ def test_init_depth_rules():
 
 @pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
                                         ("mc_dropout", 3), ("normalization", 8), ("regularization", 4)])
+# (staged studies plan per stage: test_the_staged_lr_diagnosis_study_end_to_end_and_resumed)
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
@@ -151,6 +152,20 @@ def test_regularization_rule():
 
     assert verdict("regularization", 0, [reg("none", 0.2), reg("l2", 0.1), reg("l1", 0.15), reg("dropout", 0.05)]) == HOLDS
     assert verdict("regularization", 0, [reg("none", 0.2), reg("l2", 0.1), reg("l1", 0.2), reg("dropout", 0.05)]) == FAILS
+
+
+def test_gd_vs_sgd_rules():
+    def stage(name, scheduler, losses):
+        return Run(f"{name}-0", {"scheduler": scheduler}, {}, [],
+                   {"loss/train": [(i + 1, 0.1 * i, v) for i, v in enumerate(losses)]})
+
+    gd = stage("gd", "none", [1.0, 0.1, 0.01, 0.001])
+    stalled = stage("sgd", "none", [1.0, 0.1, 0.099, 0.098])
+    descending = stage("sgd", "inverse_time", [1.0, 0.1, 0.05, 0.02])
+    assert verdict("gd_vs_sgd", 0, [gd, stalled]) == HOLDS and verdict("gd_vs_sgd", 1, [stalled, descending]) == HOLDS
+    still_falling = stage("sgd", "none", [1.0, 0.1, 0.05, 0.01])
+    assert verdict("gd_vs_sgd", 0, [gd, still_falling]) == FAILS
+    assert verdict("gd_vs_sgd", 1, [still_falling, descending]) == FAILS
 
 
 def test_help_lists_each_study_with_its_claim(tmp_path):

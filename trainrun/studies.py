@@ -514,6 +514,41 @@ def regularization_figures(runs, out: Path) -> list[Path]:
     return [path]
 
 
+# -------------------------------------------------------------------------------------------- gd_vs_sgd
+
+
+def stage_run(runs, stage: str, scheduler: str):
+    return next((r for r in runs if r.name.startswith(f"{stage}-") and r.choices.get("scheduler") == scheduler), None)
+
+
+def sgd_stalls(runs) -> tuple[str, str]:
+    sgd, gd = stage_run(runs, "sgd", "none"), stage_run(runs, "gd", "none")
+    if not sgd or not gd or not sgd.curves.get("loss/train") or not gd.curves.get("loss/train"):
+        return INCONCLUSIVE, "a run is missing"
+    losses = [p[2] for p in sgd.curves["loss/train"]]
+    half = losses[len(losses) // 2 - 1]
+    fall = (half - losses[-1]) / half
+    gd_final = gd.curves["loss/train"][-1][2]
+    holds = fall < 0.1 and losses[-1] > 2 * gd_final
+    return (HOLDS if holds else FAILS), (f"batch 1, constant step: train loss {half:.4g} at mid-run, {losses[-1]:.4g} at "
+                                         f"the end ({100 * fall:.1f}% lower); full-batch GD ends at {gd_final:.4g}")
+
+
+def inverse_time_descends(runs) -> tuple[str, str]:
+    constant, decaying = stage_run(runs, "sgd", "none"), stage_run(runs, "sgd", "inverse_time")
+    if not constant or not decaying or not constant.curves.get("loss/train") or not decaying.curves.get("loss/train"):
+        return INCONCLUSIVE, "a run is missing"
+    a, b = constant.curves["loss/train"][-1][2], decaying.curves["loss/train"][-1][2]
+    return (HOLDS if b < a else FAILS), f"batch 1, final train loss: constant {a:.4g}, 1/t schedule {b:.4g}"
+
+
+def gd_vs_sgd_figures(runs, out: Path) -> list[Path]:
+    for r in runs:  # one legend entry per stage and schedule
+        r.choices["method"] = f"{r.name.split('-')[0]}, {r.choices.get('scheduler')}"
+    return [plot_curves(runs, out, "gd_vs_sgd", "loss/train", "method", "least squares: training loss",
+                        "train loss (log)")]
+
+
 STUDIES = {
     "activations": Study(
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
@@ -615,4 +650,15 @@ STUDIES = {
                   "of l2, l1 and dropout each below no regularization's", regularizers_shrink_the_gap),
         ),
         figures=regularization_figures),
+    "gd_vs_sgd": Study(
+        claim="On least squares, SGD with a constant step stalls at a noise floor above full-batch gradient "
+              "descent, while a 1/t step schedule keeps it descending.",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claims=(
+            Claim("constant-step SGD stalls", "batch 1 with a constant step: train loss falls < 10% over the second "
+                  "half of the epochs and ends above 2x full-batch GD's", sgd_stalls),
+            Claim("a 1/t schedule keeps descending", "batch 1: the inverse_time schedule ends below the constant "
+                  "step", inverse_time_descends),
+        ),
+        figures=gd_vs_sgd_figures),
 }
