@@ -10,6 +10,25 @@ from pathlib import Path
 
 from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Study, fmt, hidden, hidden_weights, pick
 
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 # -------------------------------------------------------------------------------------------- activations
 
 
@@ -50,11 +69,7 @@ def abs_is_acceptable(runs) -> tuple[str, str]:
 
 
 def activation_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
         norms = run.at_init()["grad_norms"]
@@ -67,11 +82,7 @@ def activation_figures(runs, out: Path) -> list[Path]:
     names = [r.choices.get("activation") for r in runs]
     right.bar(names, [r.metrics.get("test/acc") or 0 for r in runs])
     right.set(ylabel="test accuracy", title="after training", ylim=(0, 1))
-    fig.tight_layout()
-    path = out / "activations.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "activations.png")]
 
 
 # -------------------------------------------------------------------------------------------- init_depth
@@ -133,11 +144,7 @@ def kaiming_trains_deepest(runs) -> tuple[str, str]:
 
 
 def init_depth_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     inits = sorted({r.choices["init"] for r in runs})
     fig, axes = plt.subplots(1, len(inits), figsize=(3.2 * len(inits), 3.4), sharey=True, squeeze=False)
     axes = axes[0]
@@ -150,10 +157,7 @@ def init_depth_figures(runs, out: Path) -> list[Path]:
         ax.set(yscale="log", title=init, xlabel="hidden layer")
     axes[0].set_ylabel("activation std at init (log)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    stds = out / "init_depth_activations.png"
-    fig.savefig(stds, dpi=110)
-    plt.close(fig)
+    stds = save(fig, out / "init_depth_activations.png")
     deepest = depths(runs)[-1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in pick(runs, **{"model.depth": deepest}):
@@ -161,20 +165,13 @@ def init_depth_figures(runs, out: Path) -> list[Path]:
             ax.plot(*zip(*run.val_loss), marker=".", label=run.choices["init"])
     ax.set(yscale="log", xlabel="epoch", ylabel="validation loss (log)", title=f"training the {deepest}-layer MLP")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    curves = out / "init_depth_loss.png"
-    fig.savefig(curves, dpi=110)
-    plt.close(fig)
+    curves = save(fig, out / "init_depth_loss.png")
     return [stds, curves]
 
 
 def plot_curves(runs, out: Path, name: str, tag: str, label_key: str, title: str, ylabel: str) -> Path:
     """`tag` per epoch and per second of wall time, one line per run (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for run in runs:
         points = run.curves.get(tag, [])
@@ -185,11 +182,7 @@ def plot_curves(runs, out: Path, name: str, tag: str, label_key: str, title: str
     by_epoch.set(yscale="log", xlabel="epoch", ylabel=ylabel, title=title)
     by_time.set(xlabel="wall time (s, log)", xscale="log", title="the same, against time")
     by_epoch.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"{name}.png")
 
 
 # -------------------------------------------------------------------------------------------- selu
@@ -227,11 +220,7 @@ def other_inits_drift(runs) -> tuple[str, str]:
 
 
 def selu_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (means, stds) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
         moments = layer_moments(run)
@@ -242,11 +231,7 @@ def selu_figures(runs, out: Path) -> list[Path]:
     stds.set(xlabel="hidden layer", ylabel="activation std at init (log)", yscale="log", title="SELU: std per layer")
     stds.axhspan(*SELU_DEPTH_STAT, color="green", alpha=0.1)
     means.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "selu.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "selu.png")]
 
 
 # -------------------------------------------------------------------------------------------- optimizers
@@ -280,11 +265,7 @@ def wrong_more_uncertain(runs) -> tuple[str, str]:
 
 
 def mc_dropout_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     seeds = [r.choices.get("trainer.seed", r.name) for r in runs]
     xs = range(len(runs))
@@ -293,11 +274,7 @@ def mc_dropout_figures(runs, out: Path) -> list[Path]:
     ax.set_xticks(list(xs), [f"seed {s}" for s in seeds])
     ax.set(ylabel="mean predictive entropy (nats)", title="MC dropout: test samples predicted right vs wrong")
     ax.legend()
-    fig.tight_layout()
-    path = out / "mc_dropout.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "mc_dropout.png")]
 
 
 # -------------------------------------------------------------------------------------------- transfer
@@ -325,21 +302,13 @@ def pretrained_beats_scratch(runs) -> tuple[str, str]:
 
 
 def transfer_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     acc = transfer_runs(runs)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(list(acc), [v or 0 for v in acc.values()])
     ax.set(ylabel="test accuracy (digits 5-9)", ylim=(0, 1), title="learning 5-9 from 10 labels per class")
     ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    path = out / "transfer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "transfer.png")]
 
 
 # -------------------------------------------------------------------------------------------- lr_diagnosis
@@ -390,11 +359,7 @@ def staircase_recovers(runs) -> tuple[str, str]:
 
 
 def diagnosis_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     suggested, _ = diagnosis_runs(runs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, scheduler in zip(axes, ("none", "step")):
@@ -407,11 +372,7 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
         ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (step) schedule")
     axes[0].set_ylabel("validation loss (log)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "lr_diagnosis.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "lr_diagnosis.png")]
 
 
 # -------------------------------------------------------------------------------------------- normalization
@@ -452,11 +413,7 @@ def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
 
 
 def normalization_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, lr in zip(axes, ("0.01", "1.0")):
         for key, r in norm_runs(runs, lr).items():
@@ -465,11 +422,7 @@ def normalization_figures(runs, out: Path) -> list[Path]:
         ax.set(yscale="log", xlabel="epoch", title=f"SGD, lr {lr}, 10-layer MLP")
     axes[0].set_ylabel("validation loss (log)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "normalization.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "normalization.png")]
 
 
 # -------------------------------------------------------------------------------------------- regularization
@@ -490,11 +443,7 @@ def regularizers_shrink_the_gap(runs) -> tuple[str, str]:
 
 
 def regularization_figures(runs, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], runs):
         for tag, style in (("loss/train", "-"), ("loss/val", "--")):
@@ -507,11 +456,7 @@ def regularization_figures(runs, out: Path) -> list[Path]:
         ax.set(yscale="log", xlabel="epoch", title=r.choices.get("regularization"))
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss (log)")
-    fig.tight_layout()
-    path = out / "regularization.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save(fig, out / "regularization.png")]
 
 
 # -------------------------------------------------------------------------------------------- gd_vs_sgd
