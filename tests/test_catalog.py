@@ -68,6 +68,7 @@ def test_mnist_loader_reads_the_real_test_set(tmp_path):
     assert sorted(data.train.y.unique().tolist()) == list(range(10))
 
 
+@pytest.mark.slow  # 8,000 real images; data=folder's real-PNG test covers MNIST in the everyday suite
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist is not here")
 def test_mlp_learns_real_mnist(tmp_path):
     metrics = train_run(tmp_path, ["data=mnist", f"data.root={MNIST_DIR}", "data.test_set_only=true",

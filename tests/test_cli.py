@@ -135,6 +135,7 @@ def test_a_run_directory_that_holds_a_run_is_never_written_into(tmp_path):
     assert after == before  # .hydra/ included: nothing changed
 
 
+@pytest.mark.slow  # three processes at once
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "trainrun", "trainer.epochs=1", "data.subset=200",
                                "logger.enabled=false"], cwd=tmp_path, stdout=subprocess.DEVNULL,

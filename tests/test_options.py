@@ -80,6 +80,7 @@ INIT_STATISTICS = {
     "lecun_normal": (1 / FAN_IN, None),
     "orthogonal": (1 / FAN_OUT, None),  # orthonormal columns of a 512 x 128 matrix
     "normal": (0.01 ** 2, None),
+    "standard_normal": (1.0, None),  # N(0, 1) whatever the width
     "uniform": (0.1 ** 2 / 12, 0.05),
     "zeros": (0.0, 0.0),
 }

@@ -34,6 +34,7 @@ def test_streamed_from_disk_trains_exactly_as_in_memory(tmp_path, extra):
     assert same_metrics(in_memory, streamed)
 
 
+@pytest.mark.slow  # two processes; the in-process tests check Data.home
 def test_the_header_says_where_the_data_live(tmp_path):
     disk = cli("trainer.epochs=1", "data.subset=200", TINY_BUDGET, f"hydra.run.dir={tmp_path / 'd'}", cwd=tmp_path)
     assert disk.returncode == 0, disk.stderr

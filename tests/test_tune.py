@@ -20,6 +20,7 @@ def test_the_range_test_writes_its_curve_and_a_suggestion(tmp_path, args):
     assert result["suggested_lr"] == suggestion and read_metrics(tmp_path)["stop_reason"] == "lr_find"
 
 
+@pytest.mark.slow  # three full digits runs
 def test_the_suggestion_trains_better_than_lrs_far_from_it(tmp_path):
     """On digits with SGD: the suggested lr beats one 100x below it after the same short training."""
     train_run(tmp_path / "find", ["tune=lr_find", "optimizer=sgd"], tiny=False)

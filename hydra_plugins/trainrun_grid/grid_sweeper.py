@@ -62,9 +62,12 @@ class TrainrunGridSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         plans, returns, done = list(stages), [], {}
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if not resumed:
-            write_experiment(sweep_dir, {k: None if "{" in str(v) else str(v).split(",")
-                                         for stage in stages for k, v in stage["params"].items()})
+        if not resumed:  # the swept keys of every stage and of the command line; an earlier stage's result is unknown yet
+            given = [f"{k}={v}" for stage in stages for k, v in stage["params"].items() if "{" not in str(v)]
+            swept = {k: None for stage in stages for k, v in stage["params"].items() if "{" in str(v)}
+            swept |= {o.get_key_element(): list(o.sweep_string_iterator())
+                      for o in parser.parse_overrides(given + list(arguments)) if o.is_sweep_override()}
+            write_experiment(sweep_dir, swept)
         for stage in plans:
             params = {k: fill(str(v), done) for k, v in stage["params"].items()}
             overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(arguments))
