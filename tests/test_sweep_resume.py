@@ -101,7 +101,8 @@ def test_a_finished_sweep_repeated_runs_nothing_and_a_failed_run_stays_failed(tm
 
 @pytest.mark.parametrize("change,message", [
     (["optimizer=sgd,rmsprop"], "holds a different sweep: optimizer=sgd,rmsprop here, optimizer=sgd,adam there"),
-    (["optimizer=sgd,adam", "optimizer.lr=0.1"], "holds a different sweep: optimizer.lr=0.1 here, not set there"),
+    pytest.param(["optimizer=sgd,adam", "optimizer.lr=0.1"], "holds a different sweep: optimizer.lr=0.1 here, not set there",
+                 marks=pytest.mark.slow),
 ])
 def test_a_different_sweep_into_a_sweeps_directory_is_refused_and_changes_nothing(tmp_path, change, message):
     base = ["-m", "trainer.epochs=1", "data.subset=200", "logger.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
