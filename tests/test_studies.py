@@ -70,7 +70,7 @@ def test_init_depth_rules():
 
 
 @pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
-                                        ("mc_dropout", 3), ("normalization", 8), ("regularization", 4)])
+                                        ("mc_dropout", 3), ("regularization", 4)])
 # (staged studies plan per stage: test_the_staged_lr_diagnosis_study_end_to_end_and_resumed)
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
@@ -135,7 +135,7 @@ def test_lr_diagnosis_rules():
 
 def test_normalization_rules():
     def net(norm, position, lr, loss3, acc):
-        return Run("n", {"norm": norm, "norm.position": position, "optimizer.lr": lr}, {"test/acc": acc}, [],
+        return Run("batchnorm-0", {"norm": norm, "norm.position": position, "optimizer.lr": lr}, {"test/acc": acc}, [],
                    {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
 
     good = [net("none", "before", "0.01", 2.0, 0.5), net("batch", "before", "0.01", 1.0, 0.9),
@@ -144,6 +144,13 @@ def test_normalization_rules():
     assert verdict("normalization", 0, good) == HOLDS and verdict("normalization", 1, good) == HOLDS
     bad = [*good[:2], net("batch", "after", "0.01", 2.1, 0.9), good[3], good[4], net("batch", "after", "1.0", 2, 0.7)]
     assert verdict("normalization", 0, bad) == FAILS and verdict("normalization", 1, bad) == FAILS
+
+    def inputs(normalize, loss3):
+        return Run("inputs-0", {"data.normalize": normalize}, {}, [], {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
+
+    raw = inputs("none", 1.0)
+    assert verdict("normalization", 2, [raw, inputs("standardize", 0.5), inputs("pca", 0.6), inputs("whiten", 0.4)]) == HOLDS
+    assert verdict("normalization", 2, [raw, inputs("standardize", 0.5), inputs("pca", 1.2), inputs("whiten", 0.4)]) == FAILS
 
 
 def test_regularization_rule():

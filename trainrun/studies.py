@@ -382,10 +382,19 @@ def norm_runs(runs, lr: str) -> dict:
     """{"none" | "batch before" | "batch after": run} at learning rate `lr` (none's two positions are one setting)."""
     out = {}
     for r in runs:
-        if r.choices.get("optimizer.lr") == lr:
+        if r.name.startswith("batchnorm-") and r.choices.get("optimizer.lr") == lr:
             key = "none" if r.choices.get("norm") == "none" else f"batch {r.choices.get('norm.position')}"
             out.setdefault(key, r)
     return out
+
+
+def input_normalization_faster(runs) -> tuple[str, str]:
+    inputs = {r.choices.get("data.normalize"): val_loss_at(r, 3) for r in runs if r.name.startswith("inputs-")}
+    if len(inputs) < 4 or any(v is None for v in inputs.values()):
+        return INCONCLUSIVE, "a run of the inputs stage is missing"
+    holds = all(inputs[k] < inputs["none"] for k in ("standardize", "pca", "whiten"))
+    return (HOLDS if holds else FAILS), "val loss after 3 epochs at lr 0.01: " + \
+        ", ".join(f"{k} {fmt(v)}" for k, v in inputs.items())
 
 
 def val_loss_at(run, epoch: int) -> float | None:
@@ -414,14 +423,19 @@ def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
 
 def normalization_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, lr in zip(axes, ("0.01", "1.0")):
         for key, r in norm_runs(runs, lr).items():
             if r.val_loss:
                 ax.plot(*zip(*r.val_loss), marker=".", label=key)
-        ax.set(yscale="log", xlabel="epoch", title=f"SGD, lr {lr}, 10-layer MLP")
+        ax.set(yscale="log", xlabel="epoch", title=f"batch norm: SGD, lr {lr}, 10-layer MLP")
+        ax.legend(fontsize=8)
+    for r in (r for r in runs if r.name.startswith("inputs-")):
+        if r.val_loss:
+            axes[2].plot(*zip(*r.val_loss), marker=".", label=f"data.normalize={r.choices.get('data.normalize')}")
+    axes[2].set(yscale="log", xlabel="epoch", title="input normalization: 2-layer MLP, lr 0.01")
+    axes[2].legend(fontsize=8)
     axes[0].set_ylabel("validation loss (log)")
-    axes[0].legend(fontsize=8)
     return [save(fig, out / "normalization.png")]
 
 
@@ -577,13 +591,15 @@ STUDIES = {
         figures=diagnosis_figures),
     "normalization": Study(
         claim="Batch normalization, before or after the activation, makes a deep MLP train faster and tolerate a "
-              "larger learning rate (Ioffe and Szegedy 2015).",
+              "larger learning rate (Ioffe and Szegedy 2015); normalized inputs train faster than raw ones.",
         source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
         claims=(
             Claim("batch norm converges faster", "at lr 0.01, both batch-norm runs' val loss after 3 epochs below "
                   "no normalization's", batch_norm_faster),
             Claim("batch norm tolerates a larger lr", "at lr 1.0, both batch-norm runs reach test accuracy >= 0.85, "
                   "the run without normalization does not", batch_norm_tolerates_large_lr),
+            Claim("normalized inputs train faster", "a 2-layer MLP at lr 0.01, no batch norm: the val loss after 3 epochs "
+                  "with standardized, PCA'd and whitened inputs each below raw inputs'", input_normalization_faster),
         ),
         figures=normalization_figures),
     "regularization": Study(
