@@ -2,8 +2,10 @@
 and studies end to end at a reduced size with their exact claims asserted as numbers."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from re import escape as re_escape
 
 import pytest
 
@@ -109,8 +111,10 @@ def test_mc_dropout_rule():
 
 
 def test_transfer_rule():
-    def learn(checkpoint, head_only, acc):
-        return Run(f"learn-{checkpoint}-{head_only}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
+    number = itertools.count()
+
+    def learn(checkpoint, head_only, acc):  # named as the stage names its runs: learn-<n>_<what varies>
+        return Run(f"learn-{next(number)}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
                    {"test/acc": acc}, [], {})
 
     scratch = learn("null", "false", 0.6)
@@ -177,8 +181,8 @@ def test_gd_vs_sgd_rules():
 
 def test_help_lists_each_study_with_its_claim(tmp_path):
     shown = cli("--help", cwd=tmp_path).stdout
-    assert "activations  sign passes no gradient to the hidden layers" in shown
-    assert "init_depth   zeros keeps units identical" in shown
+    assert "activations    sign passes no gradient to the hidden layers" in shown
+    assert "init_depth     zeros keeps units identical" in shown
     from trainrun.studies import STUDIES as all_studies
     assert all(f"\n  {name} " in shown for name in all_studies)
 
@@ -234,3 +238,104 @@ def test_the_init_depth_study_end_to_end(tmp_path):
     report = (sweep / "study.md").read_text()
     assert report.count("| **") == 4 and "**Verdict:** study init_depth:" in report
     assert (sweep / "init_depth_activations.png").is_file() and (sweep / "init_depth_loss.png").is_file()
+
+
+def test_search_rules():
+    def searched(stage, seed, lr, wd, loss, acc):
+        return Run(f"{stage}-{next(number)}_lr-{lr}", {"optimizer.lr": str(lr), "optimizer.weight_decay": str(wd),
+                                                     "trainer.seed": str(seed)}, {"val/loss": loss, "val/acc": acc}, [], {})
+
+    number = itertools.count()
+    grid = [searched("grid", s, lr, wd, {1e-4: 2.0, 1e-2: 0.9, 1.0: 0.5}[lr], {1e-4: 0.1, 1e-2: 0.7, 1.0: 0.9}[lr] + wd)
+            for s in (0, 1, 2) for lr in (1e-4, 1e-2, 1.0) for wd in (1e-6, 1e-3)]
+    better = [searched("random", s, 0.3, 1e-5, 0.2, 0.95) for s in (0, 1)] + [searched("random", 2, 0.3, 1e-5, 0.6, 0.9)]
+    assert verdict("search", 0, grid) == HOLDS  # weight decay moves val accuracy by 0.001, lr by 0.8
+    assert verdict("search", 1, grid + better) == HOLDS  # random better in 2 of 3 seeds
+    worse = better[:1] + [searched("random", s, 0.3, 1e-5, 0.7, 0.9) for s in (1, 2)]
+    assert verdict("search", 1, grid + worse) == FAILS
+    diverged = [searched("random", s, 0.3, 1e-5, float("nan"), 0.1) for s in (0, 1, 2)]
+    assert verdict("search", 1, grid + diverged) == FAILS  # a diverged run is no better configuration
+    wd_matters = [*grid, searched("grid", 0, 1.0, 1e-2, 0.5, 0.2)]
+    assert verdict("search", 0, wd_matters) == FAILS
+    assert verdict("search", 1, grid) == INCONCLUSIVE
+
+
+def test_gd_vs_sgd_rules_on_the_classification_task():
+    def stage(name, scheduler, losses):
+        return Run(f"digits-{name}-0_scheduler-{scheduler}", {"scheduler": scheduler}, {}, [],
+                   {"loss/train": [(i + 1, 0.1 * i, v) for i, v in enumerate(losses)]})
+
+    gd, stalled = stage("gd", "none", [1.0, 0.1, 0.01, 0.001]), stage("sgd", "none", [1.0, 0.1, 0.099, 0.098])
+    titles = [c.text for c in STUDIES["gd_vs_sgd"].claims]
+    digits = titles.index("logistic regression (digits): constant-step SGD stalls")
+    assert verdict("gd_vs_sgd", digits, [gd, stalled]) == HOLDS
+    assert verdict("gd_vs_sgd", digits - 2, [gd, stalled]) == INCONCLUSIVE  # least squares' runs are not these
+    descending = stage("sgd", "inverse_time", [1.0, 0.1, 0.05, 0.2])
+    assert verdict("gd_vs_sgd", digits + 1, [stalled, descending]) == FAILS
+
+
+def planned(study: str) -> dict:
+    """Each stage's jobs as the grid sweeper plans them, without training (stages that read an earlier
+    stage's results are planned by test_the_staged_lr_diagnosis_study_end_to_end_and_resumed)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
+
+    parser = OverridesParser.create()
+    stages = OmegaConf.to_container(OmegaConf.load(f"conf/study/{study}.yaml").study.stages)
+    return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={v}" for k, v in s["params"].items()]),
+                                  s.get("samples"), s.get("seed", 0)) for s in stages}
+
+
+def test_the_search_study_plans_equal_budgets_and_draws_the_same_runs_again():
+    jobs = planned("search")
+    assert len(jobs["grid"]) == len(jobs["random"]) == 90
+    for search in ("grid", "random"):
+        per_seed = {}
+        for job in jobs[search]:
+            values = dict(o.split("=", 1) for o in job)
+            per_seed.setdefault(values["trainer.seed"], []).append(float(values["optimizer.lr"]))
+            assert 1e-6 <= float(values["optimizer.weight_decay"]) <= 1e-3
+        assert len(per_seed) == 10 and all(len(lrs) == 9 for lrs in per_seed.values())
+        distinct = {len(set(lrs)) for lrs in per_seed.values()}
+        assert distinct == ({3} if search == "grid" else {9})  # the point of random search: 9 values, not 3
+        assert all(1e-4 <= lr <= 1.0 for lrs in per_seed.values() for lr in lrs)
+    assert planned("search")["random"] == jobs["random"]  # a repeated command draws the same runs (resumes them)
+    seed_0 = [j for j in jobs["random"] if "trainer.seed=0" in j]
+    assert seed_0 != [[o.replace("trainer.seed=1", "trainer.seed=0") for o in j] for j in jobs["random"] if "trainer.seed=1" in j]
+
+
+def test_random_draws_are_log_uniform_and_whole_where_asked():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
+
+    parse = OverridesParser.create().parse_overrides
+    lrs = [float(j[0].split("=")[1]) for j in stage_jobs(parse(["lr=tag(log, interval(1e-4, 1))"]), 2000, 0)]
+    decades = [sum(10 ** -(d + 1) <= lr < 10 ** -d for lr in lrs) for d in range(4)]
+    assert all(400 <= n <= 600 for n in decades), decades  # a quarter per decade
+    widths = [j[0].split("=")[1] for j in stage_jobs(parse(["w=int(interval(8, 64))"]), 50, 0)]
+    assert all(w.isdigit() and 8 <= int(w) <= 64 for w in widths)
+
+
+@pytest.mark.parametrize("override,samples,message", [
+    ("lr=interval(0.1, 1)", None, "lr=interval(0.1, 1): an interval is drawn at random, which needs the stage's `samples: N`"),
+    ("lr=interval(1, 0.1)", 3, "lr=interval(1, 0.1): needs low < high"),
+    ("lr=tag(log, interval(0, 1))", 3, "needs low < high, both above 0 on a log scale"),
+])
+def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
+    from trainrun.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re_escape(message)):
+        stage_jobs(OverridesParser.create().parse_overrides([override]), samples, 0)
+
+
+def test_the_gd_vs_sgd_study_plans_both_tasks():
+    jobs = planned("gd_vs_sgd")
+    assert list(jobs) == ["gd", "sgd", "minibatch", "digits-gd", "digits-sgd", "digits-minibatch"]
+    assert all(len(j) == 2 for j in jobs.values())  # constant step and 1/t
+    assert all("data=digits" in job for stage in ("digits-gd", "digits-sgd") for job in jobs[stage])

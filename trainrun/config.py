@@ -414,7 +414,7 @@ class StudyConfig:
     name: Optional[str] = None
     size: str = setting("small", choices=("small", "full"))  # small: minutes on 2 CPU cores
     epochs: dict[str, int] = field(default_factory=dict)  # per size; trainer.epochs reads it
-    stages: list[Any] = field(default_factory=list)  # [{name, params}]: sweeps run in order (the grid sweeper)
+    stages: list[Any] = field(default_factory=list)  # [{name, params[, samples, seed]}]: sweeps run in order (the grid sweeper)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .sweep import run_id, run_order
+
 
 @dataclass
 class RunResult:
@@ -40,7 +42,7 @@ class RunResult:
 
 def collect(sweep_dir: Path) -> list[RunResult]:
     results = []
-    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: _job_number(p.parents[1])):
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: run_order(p.parents[1])):
         run_dir = overrides_file.parents[1]
         # trainer.pruning.* is the search's bookkeeping (storage, trial number), not a choice
         overrides = [str(o) for o in OmegaConf.load(overrides_file) if not str(o).startswith("trainer.pruning.")]
@@ -55,12 +57,6 @@ def collect(sweep_dir: Path) -> list[RunResult]:
         else:
             results.append(RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)"))
     return results
-
-
-def _job_number(run_dir: Path) -> tuple[int, str]:
-    """Runs are named <n> or <n>_<what varies> (trainrun's sweepers): ordered by n."""
-    number = run_dir.name.split("_", 1)[0]
-    return (int(number), run_dir.name) if number.isdigit() else (1 << 30, run_dir.name)
 
 
 def varying(results: list[RunResult]) -> list[str]:
@@ -180,7 +176,7 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
                         justify="left" if column in (*keys, "state") else "right", no_wrap=True)
     styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
     for row, result in zip(table, ranked(results, monitor, mode)):
-        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), str(_job_number(result.run_dir)[0]),
+        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), run_id(result.run_dir.name),
                      *(_fmt_value(row[k]) for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
                      _fmt(row[test]), _fmt(row["wall_time_s"]),
                      style="bold green" if row["best"] else styles[row["state"]])

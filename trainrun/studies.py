@@ -282,7 +282,7 @@ def mc_dropout_figures(runs, out: Path) -> list[Path]:
 
 def transfer_runs(runs) -> dict:
     """The learning stage's runs by approach."""
-    learn = [r for r in runs if r.name.startswith("learn-")]
+    learn = [r for r in runs if r.stage == "learn"]
     approach = {("best.pt", "false"): "fine-tuned", ("best.pt", "true"): "frozen backbone",
                 ("null", "false"): "from scratch", ("null", "true"): "frozen random features"}
     out = {}
@@ -382,14 +382,14 @@ def norm_runs(runs, lr: str) -> dict:
     """{"none" | "batch before" | "batch after": run} at learning rate `lr` (none's two positions are one setting)."""
     out = {}
     for r in runs:
-        if r.name.startswith("batchnorm-") and r.choices.get("optimizer.lr") == lr:
+        if r.stage == "batchnorm" and r.choices.get("optimizer.lr") == lr:
             key = "none" if r.choices.get("norm") == "none" else f"batch {r.choices.get('norm.position')}"
             out.setdefault(key, r)
     return out
 
 
 def input_normalization_faster(runs) -> tuple[str, str]:
-    inputs = {r.choices.get("data.normalize"): val_loss_at(r, 3) for r in runs if r.name.startswith("inputs-")}
+    inputs = {r.choices.get("data.normalize"): val_loss_at(r, 3) for r in runs if r.stage == "inputs"}
     if len(inputs) < 4 or any(v is None for v in inputs.values()):
         return INCONCLUSIVE, "a run of the inputs stage is missing"
     holds = all(inputs[k] < inputs["none"] for k in ("standardize", "pca", "whiten"))
@@ -430,7 +430,7 @@ def normalization_figures(runs, out: Path) -> list[Path]:
                 ax.plot(*zip(*r.val_loss), marker=".", label=key)
         ax.set(yscale="log", xlabel="epoch", title=f"batch norm: SGD, lr {lr}, 10-layer MLP")
         ax.legend(fontsize=8)
-    for r in (r for r in runs if r.name.startswith("inputs-")):
+    for r in (r for r in runs if r.stage == "inputs"):
         if r.val_loss:
             axes[2].plot(*zip(*r.val_loss), marker=".", label=f"data.normalize={r.choices.get('data.normalize')}")
     axes[2].set(yscale="log", xlabel="epoch", title="input normalization: 2-layer MLP, lr 0.01")
@@ -477,11 +477,14 @@ def regularization_figures(runs, out: Path) -> list[Path]:
 
 
 def stage_run(runs, stage: str, scheduler: str):
-    return next((r for r in runs if r.name.startswith(f"{stage}-") and r.choices.get("scheduler") == scheduler), None)
+    return next((r for r in runs if r.stage == stage and r.choices.get("scheduler") == scheduler), None)
 
 
-def sgd_stalls(runs) -> tuple[str, str]:
-    sgd, gd = stage_run(runs, "sgd", "none"), stage_run(runs, "gd", "none")
+TASKS = {"": "least squares", "digits-": "logistic regression (digits)"}  # stage-name prefix -> task
+
+
+def sgd_stalls(runs, task: str = "") -> tuple[str, str]:
+    sgd, gd = stage_run(runs, f"{task}sgd", "none"), stage_run(runs, f"{task}gd", "none")
     if not sgd or not gd or not sgd.curves.get("loss/train") or not gd.curves.get("loss/train"):
         return INCONCLUSIVE, "a run is missing"
     losses = [p[2] for p in sgd.curves["loss/train"]]
@@ -493,8 +496,8 @@ def sgd_stalls(runs) -> tuple[str, str]:
                                          f"the end ({100 * fall:.1f}% lower); full-batch GD ends at {gd_final:.4g}")
 
 
-def inverse_time_descends(runs) -> tuple[str, str]:
-    constant, decaying = stage_run(runs, "sgd", "none"), stage_run(runs, "sgd", "inverse_time")
+def inverse_time_descends(runs, task: str = "") -> tuple[str, str]:
+    constant, decaying = stage_run(runs, f"{task}sgd", "none"), stage_run(runs, f"{task}sgd", "inverse_time")
     if not constant or not decaying or not constant.curves.get("loss/train") or not decaying.curves.get("loss/train"):
         return INCONCLUSIVE, "a run is missing"
     a, b = constant.curves["loss/train"][-1][2], decaying.curves["loss/train"][-1][2]
@@ -502,10 +505,91 @@ def inverse_time_descends(runs) -> tuple[str, str]:
 
 
 def gd_vs_sgd_figures(runs, out: Path) -> list[Path]:
-    for r in runs:  # one legend entry per stage and schedule
-        r.choices["method"] = f"{r.name.split('-')[0]}, {r.choices.get('scheduler')}"
-    return [plot_curves(runs, out, "gd_vs_sgd", "loss/train", "method", "least squares: training loss",
-                        "train loss (log)")]
+    figures = []
+    for task, title in TASKS.items():
+        own = [r for r in runs if r.stage in {task + method for method in ("gd", "sgd", "minibatch")}]
+        for r in own:  # one legend entry per stage and schedule
+            r.choices["method"] = f"{r.stage.removeprefix(task)}, {r.choices.get('scheduler')}"
+        figures.append(plot_curves(own, out, f"gd_vs_sgd_{title.split()[0]}", "loss/train", "method",
+                                   f"{title}: training loss", "train loss (log)"))
+    return figures
+
+
+# -------------------------------------------------------------------------------------------- search
+
+
+def finite(value) -> float:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
+
+
+def search_bests(runs) -> dict:
+    """{seed: {"grid" | "random": the search's best run by val loss (a diverged run counts as inf)}}."""
+    out = {}
+    for r in runs:
+        if r.stage in ("grid", "random"):
+            best = out.setdefault(r.choices.get("trainer.seed"), {}).get(r.stage)
+            if best is None or finite(r.metrics.get("val/loss")) < finite(best.metrics.get("val/loss")):
+                out[r.choices.get("trainer.seed")][r.stage] = r
+    return {seed: bests for seed, bests in out.items() if len(bests) == 2}
+
+
+def random_beats_grid(runs) -> tuple[str, str]:
+    bests = search_bests(runs)
+    if not bests:
+        return INCONCLUSIVE, "no seed with both searches"
+    loss = lambda r: finite(r.metrics.get("val/loss"))  # noqa: E731
+    wins = sum(loss(b["random"]) < loss(b["grid"]) for b in bests.values())
+    shown = "; ".join(f"seed {s}: random {fmt(loss(b['random']))} (lr {b['random'].choices['optimizer.lr']}), "
+                      f"grid {fmt(loss(b['grid']))} (lr {b['grid'].choices['optimizer.lr']})"
+                      for s, b in sorted(bests.items()))
+    return (HOLDS if wins > len(bests) / 2 else FAILS), f"random better in {wins} of {len(bests)} seeds; best val loss: {shown}"
+
+
+def spreads(runs, seed, fixed: str, varied: str) -> list[float]:
+    """Over the grid runs of `seed`: for each value of `fixed`, the range of val accuracy as `varied` changes."""
+    groups = {}
+    for r in runs:
+        if r.stage == "grid" and r.choices.get("trainer.seed") == seed:
+            groups.setdefault(r.choices.get(fixed), []).append(r.metrics.get("val/acc") or 0.0)
+    return [max(v) - min(v) for v in groups.values() if len(v) > 1]
+
+
+def only_lr_matters(runs) -> tuple[str, str]:
+    seeds = sorted({r.choices.get("trainer.seed") for r in runs if r.stage == "grid"})
+    pairs = [(max(spreads(runs, s, "optimizer.lr", "optimizer.weight_decay") or [math.nan]),
+              min(spreads(runs, s, "optimizer.weight_decay", "optimizer.lr") or [math.nan])) for s in seeds]
+    if not pairs or any(math.isnan(a) or math.isnan(b) for a, b in pairs):
+        return INCONCLUSIVE, "the grid is incomplete"
+    holds = all(by_wd < 0.1 * by_lr for by_wd, by_lr in pairs)
+    return (HOLDS if holds else FAILS), "largest val-accuracy range over weight decay / smallest over lr: " + \
+        ", ".join(f"seed {s}: {a:.3f} / {b:.3f}" for s, (a, b) in zip(seeds, pairs))
+
+
+def search_figures(runs, out: Path) -> list[Path]:
+    plt = pyplot()
+    fig, (tried, by_lr, best) = plt.subplots(1, 3, figsize=(15, 4))
+    seeds = sorted({r.choices.get("trainer.seed") for r in runs}, key=str)
+    for search, marker in (("grid", "s"), ("random", "o")):
+        own = [r for r in runs if r.stage == search]
+        first = [r for r in own if r.choices.get("trainer.seed") == seeds[0]]
+        tried.scatter([float(r.choices["optimizer.lr"]) for r in first],
+                      [float(r.choices["optimizer.weight_decay"]) for r in first], marker=marker, label=search)
+        by_lr.scatter([float(r.choices["optimizer.lr"]) for r in own], [r.metrics.get("val/acc") or 0 for r in own],
+                      marker=marker, alpha=0.6, label=search)
+    tried.set(xscale="log", yscale="log", xlabel="learning rate (log)", ylabel="weight decay (log)",
+              title=f"the 9 configurations tried (seed {seeds[0]})")
+    by_lr.set(xscale="log", xlabel="learning rate (log)", ylabel="val accuracy (best epoch)",
+              title="what each run reached, every seed")
+    bests = search_bests(runs)
+    xs = range(len(bests))
+    for offset, search in ((-0.2, "grid"), (0.2, "random")):
+        best.bar([x + offset for x in xs], [finite(b[search].metrics.get("val/loss")) for b in bests.values()],
+                 0.4, label=search)
+    best.set_xticks(list(xs), [f"seed {s}" for s in bests])
+    best.set(ylabel="best val loss found (lower is better)", title="each search's best run")
+    for ax in (tried, by_lr, best):
+        ax.legend(fontsize=8)
+    return [save(fig, out / "search.png")]
 
 
 STUDIES = {
@@ -612,14 +696,29 @@ STUDIES = {
         ),
         figures=regularization_figures),
     "gd_vs_sgd": Study(
-        claim="On least squares, SGD with a constant step stalls at a noise floor above full-batch gradient "
-              "descent, while a 1/t step schedule keeps it descending.",
+        claim="On least squares and on logistic regression, SGD with a constant step stalls at a noise floor above "
+              "full-batch gradient descent, while a 1/t step schedule keeps it descending.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
-        claims=(
-            Claim("constant-step SGD stalls", "batch 1 with a constant step: train loss falls < 10% over the second "
-                  "half of the epochs and ends above 2x full-batch GD's", sgd_stalls),
-            Claim("a 1/t schedule keeps descending", "batch 1: the inverse_time schedule ends below the constant "
-                  "step", inverse_time_descends),
-        ),
+        claims=tuple(claim for task, title in TASKS.items() for claim in (
+            Claim(f"{title}: constant-step SGD stalls", "batch 1 with a constant step: train loss falls < 10% over "
+                  "the second half of the epochs and ends above 2x full-batch GD's",
+                  lambda runs, task=task: sgd_stalls(runs, task)),
+            Claim(f"{title}: a 1/t schedule keeps descending", "batch 1: the inverse_time schedule ends below "
+                  "the constant step", lambda runs, task=task: inverse_time_descends(runs, task)),
+        )),
         figures=gd_vs_sgd_figures),
+    "search": Study(
+        claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
+              "finds a better configuration than grid search more often, because it tries 9 values of the one "
+              "that matters where the grid tries 3 (Bergstra and Bengio 2012).",
+        source="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
+        claims=(
+            Claim("only the learning rate matters", "in the grid, per seed: the largest range of val accuracy over "
+                  "weight decay at a fixed lr is below a tenth of the smallest range over lr at a fixed weight "
+                  "decay", only_lr_matters),
+            Claim("random search finds the better configuration more often", "per seed, the best val loss of "
+                  "the 9 random runs below the 3x3 grid's, in more than half of the seeds", random_beats_grid),
+        ),
+        figures=search_figures),
 }
+

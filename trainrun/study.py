@@ -17,6 +17,8 @@ from typing import Callable
 
 from omegaconf import OmegaConf
 
+from .sweep import run_id, run_order
+
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 
@@ -29,6 +31,11 @@ class Run:
     metrics: dict
     layers: list
     curves: dict  # TensorBoard tag -> [(epoch, seconds since the run's first event, value)]
+
+    @property
+    def stage(self) -> str:
+        """The study stage that ran it ("" outside stages): `digits-sgd` of `digits-sgd-0_scheduler-none`."""
+        return run_id(self.name).rpartition("-")[0]
 
     @property
     def val_loss(self) -> list:
@@ -55,8 +62,7 @@ class Study:
 
 def load_runs(sweep_dir: Path) -> list[Run]:
     runs = []
-    number = lambda p: int(p.parent.name.split("_", 1)[0]) if p.parent.name.split("_", 1)[0].isdigit() else 1 << 30  # noqa: E731
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=number):
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: run_order(p.parent)):
         run_dir = metrics_file.parent
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
         choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
@@ -110,8 +116,11 @@ def report(sweep_dir: Path, name: str) -> str:
     size = OmegaConf.select(config, "study.size")
     stages = OmegaConf.select(config, "study.stages")
     params = OmegaConf.select(config, "hydra.sweeper.params")
-    swept = {k: v for stage in OmegaConf.to_container(stages) for k, v in stage["params"].items()} if stages else \
-        (OmegaConf.to_container(params) if params else {})
+    listed = lambda values: ", ".join(f"`{k}={v}`" for k, v in values.items())  # noqa: E731
+    swept = "; ".join(f"stage {stage['name']}: {listed(stage['params'])}"
+                      + (f" ({stage['samples']} random draws per point)" if stage.get("samples") else "")
+                      for stage in OmegaConf.to_container(stages)) if stages else \
+        listed(OmegaConf.to_container(params) if params else {})
     results = [(claim, *claim.check(runs)) for claim in study.claims]
     figures = study.figures(runs, sweep_dir) if runs else []
     counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}
@@ -120,8 +129,7 @@ def report(sweep_dir: Path, name: str) -> str:
                + (f", {counts[INCONCLUSIVE]} inconclusive" if counts[INCONCLUSIVE] else "")
                + f" (size {size}, {len(runs)} runs)")
     lines = [f"# Study: {name}", "", f"**Claim.** {study.claim}", "", f"Source: {study.source}.", "",
-             "## Settings", "", f"Size `{size}`; the sweep: "
-             + ", ".join(f"`{k}={v}`" for k, v in swept.items()) + f"; {len(runs)} runs. "
+             "## Settings", "", f"Size `{size}`; the sweep: {swept}; {len(runs)} runs. "
              + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in
                                      ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")),
              "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]

@@ -41,6 +41,17 @@ def run_names(jobs: list[list[str]], swept: list[str]) -> list[str]:
     return [run_name(number, dict(o.split("=", 1) for o in job), swept) for number, job in enumerate(jobs)]
 
 
+def run_id(name: str) -> str:
+    """What a run's name starts with: its number, after its study stage's name if any (`7`, `grid-7`)."""
+    return name.split("_", 1)[0]
+
+
+def run_order(run_dir: Path) -> tuple:
+    """Runs in the order they were planned: by stage, then number (`grid-2` before `grid-10`)."""
+    stage, _, number = run_id(run_dir.name).rpartition("-")
+    return (stage, int(number), "") if number.isdigit() else (stage, 1 << 30, run_dir.name)
+
+
 def resuming(sweep_dir: Path, task_overrides: list[str]) -> bool:
     """True when `sweep_dir` holds this sweep already (the command was repeated); False when it is new or
     empty. Refuses (ConfigError) a directory that holds something else, or another sweep: its first

@@ -1,5 +1,9 @@
 """trainrun's grid sweeper (the default for `trainrun -m`): Hydra's basic sweeper, resumable.
 
+A study's stage may also search at random: with `samples: N`, each of its `interval(low, high)` values
+(`tag(log, ...)`: log-uniform; `int(...)`: whole numbers) is drawn N times for every point of its grid of listed
+values, from a generator seeded by the stage's `seed` and the point, so a repeated command draws the same runs.
+
 Repeating a sweep's command with the same hydra.sweep.dir continues it: finished runs are never launched
 again (their files stay byte-identical), interrupted ones resume from their checkpoints, the rest start.
 Every run is named after what it varies (`3_optimizer-adam_lr-0.01`), so its directory is found again
@@ -7,6 +11,8 @@ and its TensorBoard legend reads at a glance.
 """
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in sys.modules.
 import logging
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -17,6 +23,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from trainrun.config import ConfigError
 from trainrun.sweep import INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, write_experiment
 
 log = logging.getLogger("trainrun")
@@ -38,6 +45,40 @@ def batches(jobs: list, size: Optional[int]) -> list:
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
+def stage_jobs(overrides: list, samples: Optional[int], seed: int) -> List[List[str]]:
+    """The grid of the listed values; with `samples`, each grid point repeated with that many random draws
+    of the intervals."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    intervals = [o for o in overrides if o.is_interval_sweep()]
+    if intervals and not samples:
+        raise ConfigError(f"{intervals[0].input_line}: an interval is drawn at random, which needs the stage's "
+                          "`samples: N` (a plain grid takes listed values, e.g. 0.01,0.1,1)")
+    grid = BasicSweeper.split_arguments([o for o in overrides if not o.is_interval_sweep()], None)[0]
+    if not intervals:
+        return grid
+    for o in intervals:
+        low, high = o.value().start, o.value().end
+        if not low < high or ("log" in o.value().tags and low <= 0):
+            raise ConfigError(f"{o.input_line}: needs low < high" + (", both above 0 on a log scale" if low < high else ""))
+    jobs = []
+    for number, point in enumerate(grid):
+        rng = random.Random(seed * 1_000_003 + number)
+        for _ in range(samples):
+            jobs.append([*point, *(f"{o.get_key_element()}={draw(o.value(), rng)}" for o in intervals)])
+    return jobs
+
+
+def draw(interval, rng: random.Random) -> str:
+    low, high = interval.start, interval.end
+    whole = isinstance(low, int) and isinstance(high, int)
+    if "log" in interval.tags:
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        value = rng.uniform(low, high)
+    return str(round(value)) if whole else f"{value:.4g}"
+
+
 class TrainrunGridSweeper(Sweeper):
     # Not a subclass of Hydra's BasicSweeper: Hydra's plugin scan executes its module again, which rebinds
     # the class its __init__ names, and super() then fails. Its grid expansion is borrowed as a function.
@@ -52,8 +93,6 @@ class TrainrunGridSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         """The grid, or a study's stages one after another (each a grid; a later stage's values may name an
         earlier stage's results, e.g. `{find.suggested_lr*0.1}` or `{pretrain.dir}/best.pt`)."""
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
         sweep_dir = Path(self.config.hydra.sweep.dir)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         claim(sweep_dir)
@@ -65,13 +104,14 @@ class TrainrunGridSweeper(Sweeper):
         if not resumed:  # the swept keys of every stage and of the command line; an earlier stage's result is unknown yet
             given = [f"{k}={v}" for stage in stages for k, v in stage["params"].items() if "{" not in str(v)]
             swept = {k: None for stage in stages for k, v in stage["params"].items() if "{" in str(v)}
-            swept |= {o.get_key_element(): list(o.sweep_string_iterator())
+            swept |= {o.get_key_element(): (o.value().start, o.value().end) if o.is_interval_sweep()
+                      else list(o.sweep_string_iterator())
                       for o in parser.parse_overrides(given + list(arguments)) if o.is_sweep_override()}
             write_experiment(sweep_dir, swept)
         for stage in plans:
             params = {k: fill(str(v), done) for k, v in stage["params"].items()}
             overrides = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(arguments))
-            jobs = BasicSweeper.split_arguments(overrides, None)[0]
+            jobs = stage_jobs(overrides, stage.get("samples"), stage.get("seed", 0))
             swept = list(dict.fromkeys(o.get_key_element() for o in overrides if o.is_sweep_override()))
             names = [f"{stage['name']}-{n}" if stage["name"] else n for n in run_names(jobs, swept)]
             states = [run_state(sweep_dir / name) for name in names]
