@@ -210,6 +210,17 @@ def test_the_activations_study_end_to_end(tmp_path):
     report = (sweep / "study.md").read_text()
     assert "| sign: the hidden layers receive exactly zero gradient |" in report and "**holds**" in report
     assert (sweep / "activations.png").stat().st_size > 10_000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torchvision.io import read_image
+
+    shown = EventAccumulator(str(sweep / "study_figures"), size_guidance={"images": 0})
+    shown.Reload()
+    image = shown.Images("study/activations")[0]  # the same figure, in TensorBoard's Images tab
+    assert (image.height, image.width) == tuple(read_image(str(sweep / "activations.png")).shape[1:])
+    again = cli("-m", "study=activations", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}",
+                cwd=tmp_path, timeout=600)
+    assert "6 finished, 0 interrupted (resuming), 0 to run" in again.stdout
+    assert len(list((sweep / "study_figures").glob("events.out.tfevents.*"))) == 1  # replaced, not doubled
     assert read_metrics(sweep / "5_activation-sign")["epochs_run"] == 2
 
 

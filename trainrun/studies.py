@@ -585,8 +585,8 @@ def search_figures(runs, out: Path) -> list[Path]:
     for offset, search in ((-0.2, "grid"), (0.2, "random")):
         best.bar([x + offset for x in xs], [finite(b[search].metrics.get("val/loss")) for b in bests.values()],
                  0.4, label=search)
-    best.set_xticks(list(xs), [f"seed {s}" for s in bests])
-    best.set(ylabel="best val loss found (lower is better)", title="each search's best run")
+    best.set_xticks(list(xs), [str(s) for s in bests])
+    best.set(xlabel="seed", ylabel="best val loss found (lower is better)", title="each search's best run")
     for ax in (tried, by_lr, best):
         ax.legend(fontsize=8)
     return [save(fig, out / "search.png")]

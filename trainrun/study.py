@@ -106,6 +106,21 @@ def fmt(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+FIGURES_RUN = "study_figures"  # beside the runs: `tensorboard --logdir <sweep dir>` shows the figures too
+
+
+def to_tensorboard(figures: list[Path], log_dir: Path) -> None:
+    """The report's figures in TensorBoard's Images tab (tag `study/<figure>`), replaced by each report."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torchvision.io import ImageReadMode, decode_png, read_file
+
+    for old in log_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for figure in figures:
+            writer.add_image(f"study/{figure.stem}", decode_png(read_file(str(figure)), ImageReadMode.RGB), 0)
+
+
 def report(sweep_dir: Path, name: str) -> str:
     """Write study.md and the figures; returns the verdict line."""
     from . import studies
@@ -116,13 +131,17 @@ def report(sweep_dir: Path, name: str) -> str:
     size = OmegaConf.select(config, "study.size")
     stages = OmegaConf.select(config, "study.stages")
     params = OmegaConf.select(config, "hydra.sweeper.params")
+    stages = OmegaConf.to_container(stages) if stages else [{"params": OmegaConf.to_container(params) if params else {}}]
     listed = lambda values: ", ".join(f"`{k}={v}`" for k, v in values.items())  # noqa: E731
-    swept = "; ".join(f"stage {stage['name']}: {listed(stage['params'])}"
+    swept = "; ".join((f"stage {stage['name']}: " if stage.get("name") else "") + listed(stage["params"])
                       + (f" ({stage['samples']} random draws per point)" if stage.get("samples") else "")
-                      for stage in OmegaConf.to_container(stages)) if stages else \
-        listed(OmegaConf.to_container(params) if params else {})
+                      for stage in stages)
+    varied = {key for stage in stages for key in stage["params"]}
+    fixed = [k for k in ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")
+             if k not in varied and k.removesuffix(".kind") not in varied]  # `data=digits` sets data.kind
     results = [(claim, *claim.check(runs)) for claim in study.claims]
     figures = study.figures(runs, sweep_dir) if runs else []
+    to_tensorboard(figures, sweep_dir / FIGURES_RUN)
     counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}
     verdict = (f"study {name}: {counts[HOLDS]} of {len(results)} claims hold"
                + (f", {counts[FAILS]} do not" if counts[FAILS] else "")
@@ -130,8 +149,7 @@ def report(sweep_dir: Path, name: str) -> str:
                + f" (size {size}, {len(runs)} runs)")
     lines = [f"# Study: {name}", "", f"**Claim.** {study.claim}", "", f"Source: {study.source}.", "",
              "## Settings", "", f"Size `{size}`; the sweep: {swept}; {len(runs)} runs. "
-             + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in
-                                     ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")),
+             + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in fixed),
              "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731  (a rule may say |mean|)
     lines += [f"| {cell(c.text)} | {cell(c.rule)} | {cell(numbers)} | **{v}** |" for c, v, numbers in results]
@@ -139,7 +157,8 @@ def report(sweep_dir: Path, name: str) -> str:
     for r in runs:
         test = r.metrics.get("test/acc", r.metrics.get("test/mae"))
         lines.append(f"| {r.name} | {fmt(test)} | {r.metrics.get('best_epoch')} | {r.metrics.get('stop_reason')} |")
-    lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures]
+    lines += ["", "## Figures", "", f"Also in TensorBoard (Images, run `{FIGURES_RUN}`): `tensorboard --logdir {sweep_dir}`.", ""]
+    lines += [f"![{f.stem}]({f.name})" for f in figures]
     lines += ["", f"**Verdict:** {verdict}.", ""]
     (sweep_dir / "study.md").write_text("\n".join(lines))
     return verdict
