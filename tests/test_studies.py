@@ -73,7 +73,7 @@ def test_init_depth_rules():
 
 @pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
                                         ("mc_dropout", 3), ("regularization", 4)])
-# (staged studies plan per stage: test_the_staged_lr_diagnosis_study_end_to_end_and_resumed)
+# (staged studies: test_each_staged_study_plans_its_stages_without_training)
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
@@ -285,18 +285,33 @@ def test_gd_vs_sgd_rules_on_the_classification_task():
     assert verdict("gd_vs_sgd", digits + 1, [stalled, descending]) == FAILS
 
 
-def planned(study: str) -> dict:
-    """Each stage's jobs as the grid sweeper plans them, without training (stages that read an earlier
-    stage's results are planned by test_the_staged_lr_diagnosis_study_end_to_end_and_resumed)."""
+def planned(study: str, earlier=None) -> dict:
+    """Each stage's jobs as the grid sweeper plans them, without training; a stage that reads an earlier
+    stage's result reads it from `earlier` (a run directory holding a metrics.json)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
+    from trainrun.sweep import fill
 
     parser = OverridesParser.create()
     stages = OmegaConf.to_container(OmegaConf.load(f"conf/study/{study}.yaml").study.stages)
-    return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={v}" for k, v in s["params"].items()]),
+    done = {s["name"]: earlier for s in stages}
+    return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={fill(str(v), done)}" for k, v in s["params"].items()]),
                                   s.get("samples"), s.get("seed", 0)) for s in stages}
+
+
+@pytest.mark.parametrize("study,runs", [("normalization", {"batchnorm": 8, "inputs": 4}),
+                                        ("lr_diagnosis", {"find": 1, "sweep": 10}),
+                                        ("transfer", {"pretrain": 1, "learn": 4}),
+                                        ("gd_vs_sgd", {s: 2 for s in ("gd", "sgd", "minibatch", "digits-gd",
+                                                                      "digits-sgd", "digits-minibatch")}),
+                                        ("search", {"grid": 90, "random": 90})])
+def test_each_staged_study_plans_its_stages_without_training(tmp_path, study, runs):
+    (tmp_path / "metrics.json").write_text(json.dumps({"suggested_lr": 0.5}))
+    jobs = planned(study, tmp_path)
+    assert {stage: len(j) for stage, j in jobs.items()} == runs
+    assert not any("{" in o for j in jobs.values() for job in j for o in job)  # every earlier result filled in
 
 
 def test_the_search_study_plans_equal_budgets_and_draws_the_same_runs_again():
@@ -345,8 +360,6 @@ def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
         stage_jobs(OverridesParser.create().parse_overrides([override]), samples, 0)
 
 
-def test_the_gd_vs_sgd_study_plans_both_tasks():
+def test_the_gd_vs_sgd_study_runs_both_tasks():
     jobs = planned("gd_vs_sgd")
-    assert list(jobs) == ["gd", "sgd", "minibatch", "digits-gd", "digits-sgd", "digits-minibatch"]
-    assert all(len(j) == 2 for j in jobs.values())  # constant step and 1/t
-    assert all("data=digits" in job for stage in ("digits-gd", "digits-sgd") for job in jobs[stage])
+    assert all(("data=digits" in job) == stage.startswith("digits-") for stage, j in jobs.items() for job in j)
