@@ -363,3 +363,25 @@ def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
 def test_the_gd_vs_sgd_study_runs_both_tasks():
     jobs = planned("gd_vs_sgd")
     assert all(("data=digits" in job) == stage.startswith("digits-") for stage, j in jobs.items() for job in j)
+
+
+@pytest.mark.slow  # 180 one-epoch runs
+def test_the_search_study_end_to_end_and_repeated(tmp_path):
+    from test_search import hparams_content
+
+    sweep = tmp_path / "s"
+    args = ["-m", "study=search", "study.epochs.small=1", "data.subset=300", f"hydra.sweep.dir={sweep}"]
+    result = cli(*args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    random_runs = sorted(p.name for p in sweep.glob("random-*"))
+    assert len(random_runs) == 90 and len(list(sweep.glob("grid-*"))) == 90
+    lrs = {float(name.split("_lr-")[1].split("_")[0]) for name in random_runs}
+    assert len(lrs) == 90 and all(1e-4 <= lr <= 1.0 for lr in lrs)  # drawn, not gridded
+    declared = {h.name: h for h in hparams_content(sweep)["_hparams_/experiment"].experiment.hparam_infos}
+    interval = declared["optimizer.lr"].domain_interval  # the random stage's interval holds the grid's values too
+    assert (interval.min_value, interval.max_value) == (1e-4, 1.0)
+    assert len(declared["trainer.seed"].domain_discrete.values) == 10
+    assert "**Verdict:** study search:" in (sweep / "study.md").read_text() and (sweep / "search.png").is_file()
+    again = cli(*args, cwd=tmp_path, timeout=900)
+    assert "stage grid: 90 finished" in again.stdout and "stage random: 90 finished, 0 interrupted (resuming), 0 to run" in again.stdout
+    assert sorted(p.name for p in sweep.glob("random-*")) == random_runs  # the same draws
