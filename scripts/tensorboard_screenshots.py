@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """What TensorBoard shows of a sweep, checked in a real browser: screenshots of Time Series, Scalars, Custom
-Scalars and HParams, and the browser console's errors.
+Scalars and HParams (and Images, for a study's sweep: its report's figures), and the browser console's errors.
 
     python scripts/tensorboard_screenshots.py [--out docs/images] [--sweep DIR]
 
 Runs a 4-run sweep (optimizer=sgd,adam x optimizer.lr=0.01,0.1 on digits; or reads --sweep DIR), serves it
 with TensorBoard, and drives headless Chromium (Debian's `chromium`, through Playwright: pip install playwright)
 to each dashboard. Fails (exit 1) when the console logs an error, when the first cards of Time Series are not
-the loss and accuracy curves, or when the HParams table does not show the swept keys.
+the loss and accuracy curves, when the HParams table does not show the swept keys, or when a study's figures
+are missing from Images.
 """
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("TensorBoard did not start")
 
 
+def swept_keys(sweep: Path) -> list[str]:
+    """The keys of the sweep's HParams experiment, as its event file holds them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(sweep), size_guidance={"tensors": 0})
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    return [h.name for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
@@ -72,7 +84,8 @@ def main() -> None:
                 browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                for view in ("timeseries", "scalars", "custom_scalars", "hparams"):
+                study = (sweep / "study_figures").is_dir()
+                for view in ("timeseries", "scalars", "custom_scalars", "hparams", *(["images"] if study else [])):
                     page.goto(f"{url}/#{view}")
                     page.wait_for_load_state("networkidle")
                     time.sleep(3)  # the charts draw after the data arrive
@@ -83,9 +96,14 @@ def main() -> None:
                         if first and not all(t.split("/")[0] in ("acc", "loss", "mae") for t in first):
                             problems.append(f"the first Time Series cards are {first}, not the curves")
                     if view == "hparams":
-                        for key in ("optimizer", "optimizer.lr"):  # the plugin is an iframe; locators pierce shadow DOM
+                        for key in swept_keys(sweep):  # the plugin is an iframe; locators pierce shadow DOM
                             if not any(frame.get_by_text(key, exact=True).count() for frame in page.frames):
                                 problems.append(f"the HParams view does not show {key}")
+                    if view == "images":
+                        shown = [t for frame in page.frames for t in frame.get_by_text("study/").all_inner_texts()]
+                        print(f"images: {shown}")
+                        if not shown:
+                            problems.append("the Images view shows no study/ figure")
                     page.screenshot(path=str(args.out / f"tensorboard_{view}.png"))
                     print(f"wrote {args.out / f'tensorboard_{view}.png'}")
                 browser.close()
