@@ -139,6 +139,13 @@ BAD_INPUT = [
     (["trainer.epochs=${nope}"], "trainer.epochs: Interpolation key 'nope' not found"),
     (["optimizer.lr=[0.1"], "cannot parse the override optimizer.lr=[0.1"),
     (["--foo"], "unknown flag --foo (see trainrun --help)"),
+    (["study=search"], "study=search is a sweep of runs: add -m (trainrun -m study=search)"),
+    (["study=null"], "study=null: no study is the default; leave study= out"),
+    (["tune=null"], "tune=null: no tune is the default"),
+    # a sweep whose every run would fail the same way is refused before it starts (its directory not made)
+    (["-m", "optimizer.lrr=0.1,0.2"], "unknown key 'optimizer.lrr' (did you mean lr?)"),
+    (["-m", "study=search", "study.size=big"], "study.size=big is invalid: expected one of small, full"),
+    (["-m", "optimizer=adam,sgd", "optimizer.lr=-1"], "optimizer.lr=-1.0 is invalid"),
     # missing data offline
     (["data=mnist", "data.download=false"], "data=mnist: no dataset under"),
     (["data=cifar10", "data.download=false"], "data=cifar10: no dataset under"),

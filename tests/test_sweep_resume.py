@@ -99,6 +99,16 @@ def test_a_finished_sweep_repeated_runs_nothing_and_a_failed_run_stays_failed(tm
     assert {p.name: fingerprint(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()} == before
 
 
+def test_a_sweep_refused_before_it_starts_leaves_its_directory_free_for_the_corrected_command(tmp_path):
+    base = ["-m", "trainer.epochs=1", "data.subset=200", "logger.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    refused = cli(*base, "optimizer.lrr=0.1,0.2", cwd=tmp_path)
+    assert refused.returncode == 2 and "unknown key 'optimizer.lrr' (did you mean lr?)" in refused.stderr
+    assert not (tmp_path / "sweep").exists()
+    corrected = cli(*base, "optimizer.lr=0.1,0.2", cwd=tmp_path)
+    assert corrected.returncode == 0, corrected.stderr
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
 @pytest.mark.parametrize("change,message", [
     (["optimizer=sgd,rmsprop"], "holds a different sweep: optimizer=sgd,rmsprop here, optimizer=sgd,adam there"),
     pytest.param(["optimizer=sgd,adam", "optimizer.lr=0.1"], "holds a different sweep: optimizer.lr=0.1 here, not set there",

@@ -175,9 +175,11 @@ def remove_if_unused(run_dir: Path) -> None:
     made_by_hydra = {".hydra", "trainrun.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= made_by_hydra:
         shutil.rmtree(run_dir)
-        for parent in (run_dir.parent, run_dir.parent.parent):  # outputs/<date>/ and outputs/ when now empty
-            if parent.name and not any(parent.iterdir()):
-                parent.rmdir()
+        cwd = Path.cwd()
+        for parent in run_dir.resolve().parents:  # outputs/[multirun/]<date>/ and up, below here, when now empty
+            if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def main() -> None:
@@ -211,6 +213,8 @@ def main() -> None:
         message = describe(error)
         if message is None:
             raise
+        for claimed in CLAIMED.values():  # a sweep refused before it started leaves no directory
+            remove_if_unused(Path(claimed))
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
@@ -238,6 +242,10 @@ def check_command_line(args: list[str]) -> str | None:
         if key in REQUIRED_GROUPS and (override.is_delete() or override.value() is None):
             return (f"{arg}: a run needs one {key} option; choose one of: "
                     f"{', '.join(sorted(group_options(key)))}")
+        if key in ("study", "tune") and override.value() is None and not override.is_delete():
+            return f"{arg}: no {key} is the default; leave {key}= out"
+        if key == "study" and override.value() and not (modes or parsed.help or parsed.hydra_help):
+            return f"{arg} is a sweep of runs: add -m (trainrun -m {' '.join(parsed.overrides)})"
     return None
 
 

@@ -492,7 +492,8 @@ def validate(cfg: DictConfig) -> None:
     unknown = _unknown_key(OmegaConf.to_container(cfg))
     if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
         raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
-    for path, f, hint in declared_fields():
+    # study.* first: a study's trainer.epochs reads ${study.epochs.${study.size}}, so a bad size is named as such
+    for path, f, hint in sorted(declared_fields(), key=lambda field: field[0][0] != "study"):
         rng, integer = f.metadata.get("range"), int in leaf_types(hint)
         key = ".".join(path)
         try:

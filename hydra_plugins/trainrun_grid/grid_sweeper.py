@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainrun.config import ConfigError
 from trainrun.sweep import INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, write_experiment
@@ -95,10 +95,14 @@ class TrainrunGridSweeper(Sweeper):
         earlier stage's results, e.g. `{find.suggested_lr*0.1}` or `{pretrain.dir}/best.pt`)."""
         sweep_dir = Path(self.config.hydra.sweep.dir)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
-        claim(sweep_dir)
         staged = OmegaConf.select(self.config, "study.stages")
         stages = OmegaConf.to_container(staged) if staged else [{"name": None, "params": self.params}]
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for stage in stages:  # what every run of a stage shares is refused now, before anything is written
+            if not any("{" in str(v) for v in stage["params"].values()):
+                params = parser.parse_overrides([f"{k}={v}" for k, v in stage["params"].items()] + list(arguments))
+                self.check(stage_jobs(params, stage.get("samples"), stage.get("seed", 0))[:1])
+        claim(sweep_dir)
         plans, returns, done = list(stages), [], {}
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not resumed:  # the swept keys of every stage and of the command line; an earlier stage's result is unknown yet
@@ -125,6 +129,16 @@ class TrainrunGridSweeper(Sweeper):
             if stage["name"]:
                 done[stage["name"]] = sweep_dir / names[0]
         return returns
+
+    def check(self, jobs: list) -> None:
+        """Compose and validate these jobs' configs as their runs will (an unknown key, a bad value)."""
+        from trainrun.config import validate
+
+        for job in jobs:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            with open_dict(config):
+                del config["hydra"]  # what the run is given
+            validate(config)
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0
