@@ -256,13 +256,10 @@ def momentum_beats_sgd(runs) -> tuple[str, str]:
 
 
 def wrong_more_uncertain(runs) -> tuple[str, str]:
-    pairs = [(r.choices.get("trainer.seed"), r.metrics.get("test/mc_entropy_correct"),
-              r.metrics.get("test/mc_entropy_wrong")) for r in runs]
-    pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
-    if not pairs:
-        return INCONCLUSIVE, "no run with both right and wrong test samples"
-    shown = "; ".join(f"seed {s}: right {c:.3f}, wrong {w:.3f} nats" for s, c, w in pairs)
-    return (HOLDS if all(w > c for _, c, w in pairs) else FAILS), shown
+    right, wrong = runs[0].metrics.get("test/mc_entropy_correct"), runs[0].metrics.get("test/mc_entropy_wrong")
+    if right is None or wrong is None:
+        return INCONCLUSIVE, "no right or no wrong test sample"
+    return (HOLDS if wrong > right else FAILS), f"right {right:.3f}, wrong {wrong:.3f} nats"
 
 
 def mc_dropout_figures(runs, out: Path) -> list[Path]:
@@ -389,13 +386,34 @@ def norm_runs(runs, lr: str) -> dict:
     return out
 
 
+def first_seed(runs) -> list:
+    """The runs of the first seed of a study swept over trainer.seed (its figure shows one seed)."""
+    first = min((r.choices.get("trainer.seed", "") for r in runs), key=str, default="")
+    return [r for r in runs if r.choices.get("trainer.seed", "") == first]
+
+
+def per_seed(check):
+    """A rule that holds when `check` holds on the runs of every seed (a study swept over trainer.seed)."""
+    def rule(runs) -> tuple[str, str]:
+        seeds = {}
+        for r in runs:
+            seeds.setdefault(r.choices.get("trainer.seed"), []).append(r)
+        results = {seed: check(own) for seed, own in sorted(seeds.items(), key=lambda s: str(s[0]))}
+        verdicts = [v for v, _ in results.values()]
+        verdict = INCONCLUSIVE if not results or INCONCLUSIVE in verdicts else HOLDS if set(verdicts) == {HOLDS} else FAILS
+        if len(results) == 1:
+            return verdict, next(iter(results.values()))[1]
+        return verdict, f"holds in {verdicts.count(HOLDS)} of {len(results)} seeds; " + \
+            "; ".join(f"seed {seed}: {numbers}" for seed, (_, numbers) in results.items())
+    return rule
+
+
 def input_normalization_faster(runs) -> tuple[str, str]:
     inputs = {r.choices.get("data.normalize"): val_loss_at(r, 3) for r in runs if r.stage == "inputs"}
     if len(inputs) < 4 or any(v is None for v in inputs.values()):
         return INCONCLUSIVE, "a run of the inputs stage is missing"
     holds = all(inputs[k] < inputs["none"] for k in ("standardize", "pca", "whiten"))
-    return (HOLDS if holds else FAILS), "val loss after 3 epochs at lr 0.01: " + \
-        ", ".join(f"{k} {fmt(v)}" for k, v in inputs.items())
+    return (HOLDS if holds else FAILS), "val loss after 3 epochs: " + ", ".join(f"{k} {v:.4g}" for k, v in inputs.items())
 
 
 def val_loss_at(run, epoch: int) -> float | None:
@@ -410,7 +428,7 @@ def batch_norm_faster(runs) -> tuple[str, str]:
     if any(v is None for v in at3.values()):
         return INCONCLUSIVE, "no val loss at epoch 3"
     holds = at3["batch before"] < at3["none"] and at3["batch after"] < at3["none"]
-    return (HOLDS if holds else FAILS), "val loss after 3 epochs at lr 0.01: " + ", ".join(f"{k} {fmt(v)}" for k, v in at3.items())
+    return (HOLDS if holds else FAILS), "val loss after 3 epochs: " + ", ".join(f"{k} {fmt(v)}" for k, v in at3.items())
 
 
 def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
@@ -419,11 +437,12 @@ def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
         return INCONCLUSIVE, "a run at lr 1.0 is missing"
     acc = {k: r.metrics.get("test/acc") or 0.0 for k, r in high.items()}
     holds = acc["batch before"] >= 0.85 and acc["batch after"] >= 0.85 and acc["none"] < 0.85
-    return (HOLDS if holds else FAILS), "test accuracy at lr 1.0: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+    return (HOLDS if holds else FAILS), "test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
 
 
 def normalization_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
+    runs = first_seed(runs)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, lr in zip(axes, ("0.01", "1.0")):
         for key, r in norm_runs(runs, lr).items():
@@ -467,8 +486,7 @@ def regularizers_shrink_the_gap(runs) -> tuple[str, str]:
 
 def regularization_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
-    first_seed = min((r.choices.get("trainer.seed", "0") for r in runs), key=str)
-    runs = [r for r in runs if r.choices.get("trainer.seed", "0") == first_seed]  # a panel per regularization
+    runs = first_seed(runs)  # a panel per regularization
     fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], runs):
         for tag, style in (("loss/train", "-"), ("loss/val", "--")):
@@ -659,7 +677,7 @@ STUDIES = {
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
         claims=(
             Claim("wrong predictions carry more entropy", "in every seed, the mean entropy of the MC-dropout "
-                  "prediction over wrong test samples exceeds that over right ones", wrong_more_uncertain),
+                  "prediction over wrong test samples exceeds that over right ones", per_seed(wrong_more_uncertain)),
         ),
         figures=mc_dropout_figures),
     "transfer": Study(
@@ -690,11 +708,12 @@ STUDIES = {
         source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
         claims=(
             Claim("batch norm converges faster", "at lr 0.01, both batch-norm runs' val loss after 3 epochs below "
-                  "no normalization's", batch_norm_faster),
+                  "no normalization's, in every seed", per_seed(batch_norm_faster)),
             Claim("batch norm tolerates a larger lr", "at lr 1.0, both batch-norm runs reach test accuracy >= 0.85, "
-                  "the run without normalization does not", batch_norm_tolerates_large_lr),
+                  "the run without normalization does not, in every seed", per_seed(batch_norm_tolerates_large_lr)),
             Claim("normalized inputs train faster", "a 2-layer MLP at lr 0.01, no batch norm: the val loss after 3 epochs "
-                  "with standardized, PCA'd and whitened inputs each below raw inputs'", input_normalization_faster),
+                  "with standardized, PCA'd and whitened inputs each below raw inputs', in every seed",
+                  per_seed(input_normalization_faster)),
         ),
         figures=normalization_figures),
     "regularization": Study(
