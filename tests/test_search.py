@@ -136,3 +136,27 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path
                  cwd=tmp_path)
     assert result.returncode == 2 and f"the Optuna storage {url} cannot be opened" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path):
+    """Its run directory exists before the run locks it; its sweeper's lock on its sweep directory says it lives
+    (two sweepers on one PostgreSQL study once closed each other's trials in that window)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
+    from trainrun.sweep import holding
+
+    study = optuna.create_study()
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)})
+    other = tmp_path / "other"
+    (other / "0" / ".hydra").mkdir(parents=True)  # started by Hydra, not yet locked by the run
+    trial.set_user_attr("sweep_dir", str(other))
+    trial.set_user_attr("run_dir", str(other / "0"))
+    sweeper = object.__new__(TrainrunOptunaSweeper)  # dead_trials reads only the study
+    with holding(other):  # the other sweeper lives
+        assert sweeper.dead_trials(study, tmp_path / "mine") == []
+        assert study.trials[0].state == TrialState.RUNNING and (other / "0").is_dir()
+    assert sweeper.dead_trials(study, tmp_path / "mine") == []  # its sweeper is gone: nothing trained to resume
+    assert study.trials[0].state == TrialState.FAIL and not (other / "0").exists()
+    assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again

@@ -401,3 +401,22 @@ def test_the_search_study_end_to_end_and_repeated(tmp_path):
     again = cli(*args, cwd=tmp_path, timeout=900)
     assert "stage grid: 90 finished" in again.stdout and "stage random: 90 finished, 0 interrupted (resuming), 0 to run" in again.stdout
     assert sorted(p.name for p in sweep.glob("random-*")) == random_runs  # the same draws
+
+
+@pytest.mark.slow  # 4 runs of a 32-layer MLP
+def test_the_selu_study_end_to_end(tmp_path):
+    sweep = tmp_path / "s"
+    result = cli("-m", "study=selu", "study.epochs.small=1", "data.subset=300", f"hydra.sweep.dir={sweep}",
+                 cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def at_init(init):  # (mean, std) of each hidden layer's activations at initialization
+        run_dir = next(sweep.glob(f"*_init-{init}"))
+        acts = json.loads((run_dir / "layers.json").read_text())["records"][0]["activations"]
+        return [(a["mean"], a["std"]) for name, a in acts.items() if name.startswith("fc")]
+
+    lecun = at_init("lecun_normal")
+    assert len(lecun) == 32  # self-normalizing: near zero mean and unit variance all the way down
+    assert all(abs(mean) <= 0.2 and 0.8 <= std <= 1.2 for mean, std in lecun), lecun
+    assert not 0.8 <= at_init("kaiming_normal")[-1][1] <= 1.2  # drifts
+    assert "| SELU + LeCun normal self-normalizes |" in (sweep / "study.md").read_text()

@@ -197,8 +197,8 @@ class TrainrunOptunaSweeper(Sweeper):
             run_dir = Path(trial.user_attrs.get("run_dir") or (sweep_dir / run_name(
                 trial.number, {k: short(v) for k, v in trial.params.items()}, list(space))).resolve())
             if isinstance(trial, optuna.Trial):  # where it runs and who asked, for a resume by any sweeper
-                trial.set_user_attr("run_dir", str(run_dir))
                 trial.set_user_attr("sweep_dir", str(sweep_dir.resolve()))
+                trial.set_user_attr("run_dir", str(run_dir))  # last: dead_trials reads a trial that has it
             name = run_dir.name
             resume = [f"trainer.resume={run_dir}"] if (run_dir / "last.pt").is_file() else []
             return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *pruning,
@@ -224,8 +224,8 @@ class TrainrunOptunaSweeper(Sweeper):
             return self.in_flight(study, space, job, unfinished, more)
 
     def dead_trials(self, study, sweep_dir: Path) -> list:
-        """Trials left running by a process that died: a started one whose directory no process holds, or
-        one asked by a sweeper that no longer holds its sweep directory. Those with a checkpoint are resumed;
+        """Trials left running by processes that died: neither their run directory nor their sweeper's
+        directory is held by any process. Those with a checkpoint are resumed;
         the others are closed as failed (not counted) and their parameters asked again."""
         from optuna.trial import TrialState
 
@@ -234,9 +234,10 @@ class TrainrunOptunaSweeper(Sweeper):
             if "run_dir" not in trial.user_attrs:
                 continue  # being asked by another sweeper this very moment
             run_dir = Path(trial.user_attrs["run_dir"])
-            started = (run_dir / ".hydra").is_dir()
-            if held(run_dir) or (not started and held(Path(trial.user_attrs["sweep_dir"]))):
-                continue  # a live run, or queued by a live sweeper (of this search or another on the storage)
+            # a live run, or one of a live sweeper (another on the storage: this one holds its directory only
+            # after this check), queued or starting: a run takes its own lock only once its job is set up
+            if held(run_dir) or held(Path(trial.user_attrs["sweep_dir"])):
+                continue
             if (run_dir / "last.pt").is_file():
                 resumable.append(study._storage.get_trial(trial._trial_id))
             else:  # nothing trained to keep: its directory goes (the summary and TensorBoard show each run once)
