@@ -70,7 +70,7 @@ def test_a_completed_run_resumed_with_more_epochs_continues_where_it_ended(tmp_p
     assert again.returncode == 0 and "already finished (completed)" in again.stdout.replace("\n", "")
 
 
-@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+@pytest.mark.parametrize("scheduler", ["onecycle", pytest.param("cosine", marks=pytest.mark.slow)])
 def test_resuming_a_run_length_schedule_with_more_epochs_is_refused(tmp_path, scheduler):
     run = cli(f"scheduler={scheduler}", "trainer.epochs=2", "data.subset=200", "logger.enabled=false",
               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

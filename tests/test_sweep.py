@@ -46,7 +46,8 @@ def test_seeds_give_mean_and_spread_per_configuration(tmp_path):
     assert "| optimizer=sgd | 3 | 3 |" in md and "| optimizer=adam | 3 | 3 |" in md
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "parallel", "submitit_local"])
+@pytest.mark.parametrize("launcher", [pytest.param("joblib", marks=pytest.mark.slow),  # parallel is joblib x 2
+                                      "parallel", "submitit_local"])
 def test_parallel_launchers_share_the_cores(tmp_path, launcher):
     result = cli("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", *TINY, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
