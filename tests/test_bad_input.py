@@ -146,6 +146,7 @@ BAD_INPUT = [
     (["-m", "optimizer.lrr=0.1,0.2"], "unknown key 'optimizer.lrr' (did you mean lr?)"),
     (["-m", "study=search", "study.size=big"], "study.size=big is invalid: expected one of small, full"),
     (["-m", "optimizer=adam,sgd", "optimizer.lr=-1"], "optimizer.lr=-1.0 is invalid"),
+    (["-m", "optimizer.lr=interval(0.01,0.1)"], "a grid takes listed values (e.g. 0.01,0.1,1); an interval is searched with"),
     # missing data offline
     (["data=mnist", "data.download=false"], "data=mnist: no dataset under"),
     (["data=cifar10", "data.download=false"], "data=cifar10: no dataset under"),

@@ -362,9 +362,13 @@ def test_random_draws_are_log_uniform_and_whole_where_asked():
 
 
 @pytest.mark.parametrize("override,samples,message", [
-    ("lr=interval(0.1, 1)", None, "lr=interval(0.1, 1): an interval is drawn at random, which needs the stage's `samples: N`"),
+    ("lr=interval(0.1, 1)", None, "lr=interval(0.1, 1): a grid takes listed values (e.g. 0.01,0.1,1); an interval is searched"),
     ("lr=interval(1, 0.1)", 3, "lr=interval(1, 0.1): needs low < high"),
     ("lr=tag(log, interval(0, 1))", 3, "needs low < high, both above 0 on a log scale"),
+    ("lr=interval(0.1, 1)", 0, "a study stage's samples: 0 is invalid: expected a positive integer"),
+    ("lr=interval(0.1, 1)", "9", "a study stage's samples: '9' is invalid"),
+    ("lr=interval(0.1, 1)", 2.5, "a study stage's samples: 2.5 is invalid"),
+    ("lr=0.1,1", 9, "a study stage's samples: 9 draws its interval(low, high) values, and it has none"),
 ])
 def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -374,6 +378,8 @@ def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
 
     with pytest.raises(ConfigError, match=re_escape(message)):
         stage_jobs(OverridesParser.create().parse_overrides([override]), samples, 0)
+    with pytest.raises(ConfigError, match=re_escape("a study stage's seed: -1 is invalid: expected an integer >= 0")):
+        stage_jobs(OverridesParser.create().parse_overrides(["lr=interval(0.1, 1)"]), 3, -1)
 
 
 def test_the_gd_vs_sgd_study_runs_both_tasks():

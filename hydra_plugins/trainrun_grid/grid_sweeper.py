@@ -50,10 +50,16 @@ def stage_jobs(overrides: list, samples: Optional[int], seed: int) -> List[List[
     of the intervals."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+    for knob, value in (("samples", samples), ("seed", seed)):
+        if value is not None and (type(value) is not int or value < (1 if knob == "samples" else 0)):
+            raise ConfigError(f"a study stage's {knob}: {value!r} is invalid: expected "
+                              + ("a positive integer" if knob == "samples" else "an integer >= 0"))
     intervals = [o for o in overrides if o.is_interval_sweep()]
     if intervals and not samples:
-        raise ConfigError(f"{intervals[0].input_line}: an interval is drawn at random, which needs the stage's "
-                          "`samples: N` (a plain grid takes listed values, e.g. 0.01,0.1,1)")
+        raise ConfigError(f"{intervals[0].input_line}: a grid takes listed values (e.g. 0.01,0.1,1); an interval is "
+                          "searched with hparams_search=optuna or random, or drawn by a study stage's `samples: N`")
+    if samples and not intervals:
+        raise ConfigError(f"a study stage's samples: {samples} draws its interval(low, high) values, and it has none")
     grid = BasicSweeper.split_arguments([o for o in overrides if not o.is_interval_sweep()], None)[0]
     if not intervals:
         return grid
