@@ -387,25 +387,51 @@ def test_the_gd_vs_sgd_study_runs_both_tasks():
     assert all(("data=digits" in job) == stage.startswith("digits-") for stage, j in jobs.items() for job in j)
 
 
-@pytest.mark.slow  # 180 one-epoch runs
-def test_the_search_study_end_to_end_and_repeated(tmp_path):
+TINY_SEARCH = """\
+# @package _global_
+defaults:
+  - search
+study:
+  stages:
+    - name: grid
+      params:
+        optimizer.lr: 0.001,1.0
+        optimizer.weight_decay: 1e-06,0.001
+        trainer.seed: 0,1
+    - name: random
+      samples: 4
+      params:
+        optimizer.lr: tag(log, interval(0.0001, 1.0))
+        optimizer.weight_decay: tag(log, interval(1e-06, 0.001))
+        trainer.seed: 0,1
+"""
+
+
+@pytest.mark.slow  # 16 one-epoch runs, twice
+def test_a_reduced_search_study_end_to_end_and_repeated(tmp_path):
+    """The search study at a reduced size, as a user's own study that extends it (--config-dir)."""
     from test_search import hparams_content
 
+    (tmp_path / "conf" / "study").mkdir(parents=True)
+    (tmp_path / "conf" / "study" / "search_tiny.yaml").write_text(TINY_SEARCH)
     sweep = tmp_path / "s"
-    args = ["-m", "study=search", "study.epochs.small=1", "data.subset=300", f"hydra.sweep.dir={sweep}"]
-    result = cli(*args, cwd=tmp_path, timeout=900)
+    args = ["-m", "--config-dir", str(tmp_path / "conf"), "study=search_tiny", "study.epochs.small=1",
+            "data.subset=300", f"hydra.sweep.dir={sweep}"]
+    result = cli(*args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     random_runs = sorted(p.name for p in sweep.glob("random-*"))
-    assert len(random_runs) == 90 and len(list(sweep.glob("grid-*"))) == 90
+    assert len(random_runs) == 8 and len(list(sweep.glob("grid-*"))) == 8
     lrs = {float(name.split("_lr-")[1].split("_")[0]) for name in random_runs}
-    assert len(lrs) == 90 and all(1e-4 <= lr <= 1.0 for lr in lrs)  # drawn, not gridded
+    assert len(lrs) == 8 and all(1e-4 <= lr <= 1.0 for lr in lrs)  # drawn, not gridded
     declared = {h.name: h for h in hparams_content(sweep)["_hparams_/experiment"].experiment.hparam_infos}
     interval = declared["optimizer.lr"].domain_interval  # the random stage's interval holds the grid's values too
     assert (interval.min_value, interval.max_value) == (1e-4, 1.0)
-    assert len(declared["trainer.seed"].domain_discrete.values) == 10
-    assert "**Verdict:** study search:" in (sweep / "study.md").read_text() and (sweep / "search.png").is_file()
-    again = cli(*args, cwd=tmp_path, timeout=900)
-    assert "stage grid: 90 finished" in again.stdout and "stage random: 90 finished, 0 interrupted (resuming), 0 to run" in again.stdout
+    assert len(declared["trainer.seed"].domain_discrete.values) == 2
+    report = (sweep / "study.md").read_text()
+    assert "random better in" in report and "of 2 seeds" in report and (sweep / "search.png").is_file()
+    assert "**Verdict:** study search:" in report and "stage random: `optimizer.lr=tag(log, interval(0.0001, 1.0))`" in report
+    again = cli(*args, cwd=tmp_path, timeout=600)
+    assert "stage grid: 8 finished" in again.stdout and "stage random: 8 finished, 0 interrupted (resuming), 0 to run" in again.stdout
     assert sorted(p.name for p in sweep.glob("random-*")) == random_runs  # the same draws
 
 
