@@ -21,6 +21,7 @@ def test_bench_measures_trainrun_the_bare_loop_and_the_tutorial_side_by_side():
     assert set(rows) == {"trainrun", "bare", "bare_fused", "tutorial"}
     for name, (low, median, high, images_per_s, acc, rss, cuda, vs_bare, vs_tutorial) in rows.items():
         assert 0 < float(low) <= float(median) <= float(high), name
-        assert abs(1438 / float(images_per_s) - float(median)) <= 0.0006  # the median is printed to 1 ms
+        # the median is printed to 1 ms and images/s to a whole number, which at ~1,000 images/s is ~0.7 ms of an epoch
+        assert abs(1438 / float(images_per_s) - float(median)) <= 0.0005 + 1438 * 0.5 / float(images_per_s) ** 2 + 1e-9
         assert float(acc) > 0.8 and float(rss) > 100, name  # every pipeline learned the digits
     assert float(rows["bare"][7]) == 1.0 and float(rows["tutorial"][8]) == 1.0
