@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from rich.console import Console
 
-from trainrun.config import register, validate
+from trainrun.check import check
+from trainrun.config import register
 from trainrun.console import RunConsole
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ TINY = ["data.subset=300", "trainer.epochs=2", "logger.enabled=false"]
 def make_config(overrides=()):
     with initialize_config_module("trainrun.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-    validate(cfg)
+    check(cfg)
     return cfg
 
 

@@ -78,7 +78,7 @@ def test_mlp_learns_real_mnist(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10", "mnist"])
 def test_missing_torchvision_dataset_offline_is_a_clear_error(tmp_path, dataset):
-    from trainrun.config import DataError
+    from trainrun.errors import DataError
 
     with pytest.raises(DataError, match=f"data={dataset}: no dataset under .*data.root"):
         train_run(tmp_path, [f"data={dataset}", f"data.root={tmp_path}", "data.download=false"])

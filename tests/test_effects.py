@@ -298,7 +298,7 @@ def test_crop_translates_by_whole_pixels_within_the_padding():
 
 def test_color_needs_rgb_and_jitters_rgb():
     from trainrun.augmentation import color
-    from trainrun.config import ConfigError
+    from trainrun.errors import ConfigError
 
     _, gray, _ = built([], ["data=digits"])
     knobs = AUGMENTATIONS.knobs(make_config(["augmentation=[color]"]).augmentation.color, "color")  # its YAML's values

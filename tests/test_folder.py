@@ -63,7 +63,7 @@ def write_mixed_folder(root):
 
 
 def test_mixed_sizes_and_modes_need_a_size_and_take_the_majority_channels(tmp_path):
-    from trainrun.config import ConfigError
+    from trainrun.errors import ConfigError
 
     write_mixed_folder(tmp_path / "photos")
     with pytest.raises(ConfigError, match=r"different sizes \(20x24, 24x24, 28x24\); set data.image_size"):

@@ -1,6 +1,6 @@
 """Hostile input drawn from the schema itself (Hypothesis): every option of every group, its own knobs in
 range, at their edges, out of range, of the wrong type, NaN and infinite, other options' knobs, and random
-combinations across groups. The promise: a run is built and checked (validate, build, preflight), or it is
+combinations across groups. The promise: a run is built and checked (check, build, preflight), or it is
 refused with a short message that names what is wrong; never a traceback. Most examples run in-process on
 the build step; a few go through the real command line.
 """
@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli, make_config
-from trainrun.config import ConfigError, DataError, declared_fields, schema_at
+from trainrun.config import declared_fields, schema_at
+from trainrun.errors import ConfigError, DataError
 from trainrun.registry import REGISTRIES
 
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
@@ -148,7 +149,7 @@ def is_short_and_named(message: str) -> bool:
 
 
 def built_or_refused(overrides: list[str]) -> None:
-    """In-process: compose, validate, build every part and preflight it (no training)."""
+    """In-process: compose, check, build every part and preflight it (no training)."""
     from trainrun.build import build, preflight
     from trainrun.cli import describe
     from trainrun.distributed import World

@@ -44,7 +44,7 @@ def test_each_knob_is_declared_once_in_the_yaml_and_taken_by_the_builder(group, 
 
 
 def test_help_and_config_errors_do_not_import_torch(tmp_path):
-    code = ("import sys; from trainrun.config import validate, register; import trainrun.registry, trainrun.cli; "
+    code = ("import sys; from trainrun.config import register; import trainrun.check, trainrun.registry, trainrun.cli; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "False", out.stderr

@@ -234,7 +234,7 @@ def test_an_unwritable_output_directory_is_a_clear_error(tmp_path):
 
 
 def test_truncated_dataset_file_is_a_clear_error(tmp_path):
-    from trainrun.config import DataError
+    from trainrun.errors import DataError
 
     good = ROOT.parent / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
     if not good.is_file():

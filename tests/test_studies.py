@@ -374,7 +374,7 @@ def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
-    from trainrun.config import ConfigError
+    from trainrun.errors import ConfigError
 
     with pytest.raises(ConfigError, match=re_escape(message)):
         stage_jobs(OverridesParser.create().parse_overrides([override]), samples, 0)

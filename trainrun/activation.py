@@ -23,7 +23,7 @@ class Sign(nn.Module):
 
 
 def hardtanh(min_val, max_val):
-    # nn.Hardtanh only asserts min_val < max_val; registry.check_combinations says it in words first
+    # nn.Hardtanh only asserts min_val < max_val; check.py says it in words first
     return nn.Hardtanh(min_val, max_val)
 
 

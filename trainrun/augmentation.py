@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .config import ConfigError
+from .errors import ConfigError
 from .data import Data
 from .registry import AUGMENTATIONS
 
@@ -44,28 +44,19 @@ def _random_affine(x, p, degrees=0.0, translate=0.0, scale=(1.0, 1.0), integer_s
     return torch.where(_chosen(x, p), moved, x)
 
 
-def _image_only(data: Data, name: str) -> None:
-    if not data.is_image:
-        raise ConfigError(f"augmentation {name} needs images; this data has shape {data.input_shape}")
-
-
 def flip(data, p):
-    _image_only(data, "flip")
     return lambda x, y: (torch.where(_chosen(x, p), x.flip(-1), x), y)
 
 
 def crop(data, p, padding):
-    _image_only(data, "crop")
     return lambda x, y: (_random_affine(x, p, integer_shift=padding), y)
 
 
 def rotate(data, p, degrees):
-    _image_only(data, "rotate")
     return lambda x, y: (_random_affine(x, p, degrees=degrees), y)
 
 
 def affine(data, p, degrees, translate, scale):
-    _image_only(data, "affine")
     return lambda x, y: (_random_affine(x, p, degrees, translate, tuple(scale)), y)
 
 
@@ -75,8 +66,6 @@ def noise(data, p, std):
 
 def erase(data, p, scale):
     """Random erasing: each chosen sample loses a random square covering scale[0]..scale[1] of its area."""
-    _image_only(data, "erase")
-
     def apply(x, y):
         n, (h, w), dev = len(x), x.shape[-2:], x.device
         side = (torch.empty(n, device=dev).uniform_(*scale) * h * w).sqrt()
@@ -92,8 +81,6 @@ def erase(data, p, scale):
 
 def blur(data, p, kernel_size, sigma):
     from torchvision.transforms.v2 import functional as TF
-
-    _image_only(data, "blur")
 
     def apply(x, y):
         s = float(torch.empty(1).uniform_(*sigma))
@@ -123,10 +110,9 @@ def color(data, p, brightness, contrast, saturation, hue, groups):
     return apply
 
 
-def _policy(name: str, make: Callable) -> Callable:
+def _policy(make: Callable) -> Callable:
     """A torchvision auto-augmentation policy, drawn once per group of samples."""
     def factory(data, groups, **knobs):
-        _image_only(data, name)
         policy = make(**knobs)
         return lambda x, y: (torch.cat([policy(c) for c in x.tensor_split(groups)]), y)
     return factory
@@ -134,28 +120,24 @@ def _policy(name: str, make: Callable) -> Callable:
 
 def randaugment(data, num_ops, magnitude, groups):
     from torchvision.transforms import v2
-    return _policy("randaugment", v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
+    return _policy(v2.RandAugment)(data, groups, num_ops=num_ops, magnitude=magnitude)
 
 
 def autoaugment(data, policy, groups):
     from torchvision.transforms import v2
-    return _policy("autoaugment", lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
+    return _policy(lambda: v2.AutoAugment(v2.AutoAugmentPolicy(policy)))(data, groups)
 
 
 def trivialaugment(data, groups):
     from torchvision.transforms import v2
-    return _policy("trivialaugment", v2.TrivialAugmentWide)(data, groups)
+    return _policy(v2.TrivialAugmentWide)(data, groups)
 
 
-def _mixing(name: str, transform: str, images_only: bool):
+def _mixing(transform: str):
     """MixUp / CutMix from torchvision v2: they mix whole batches and return soft labels."""
     def factory(data, alpha):
         from torchvision.transforms import v2
 
-        if data.task != "classification":
-            raise ConfigError(f"augmentation {name} mixes class labels; this data is regression")
-        if images_only:
-            _image_only(data, name)
         mix = getattr(v2, transform)(alpha=alpha, num_classes=data.num_classes)
 
         def apply(x, y):
@@ -167,8 +149,8 @@ def _mixing(name: str, transform: str, images_only: bool):
     return factory
 
 
-mixup = _mixing("mixup", "MixUp", images_only=False)
-cutmix = _mixing("cutmix", "CutMix", images_only=True)
+mixup = _mixing("MixUp")
+cutmix = _mixing("CutMix")
 
 
 def make_augmentation(cfg: DictConfig, data: Data) -> Augment | None:

@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 
 from . import distributed
 from .augmentation import make_augmentation
-from .config import ConfigError
+from .check import check_data
+from .config import direction
+from .errors import ConfigError
 from .data import Batches, Data, load
 from .loss import make_loss
 from .model import build_model
@@ -31,7 +33,7 @@ from .optimizer import make_optimizer
 from .regularization import Regularizer
 from .registry import MODELS, NORMS, PRECISIONS, SCHEDULERS, building
 from .scheduler import Plan, check_schedule, make_scheduler, plan_for
-from .stopping import EarlyStopping, monitor_mode
+from .stopping import EarlyStopping
 
 log = logging.getLogger("trainrun")
 
@@ -60,11 +62,7 @@ class Parts:
 
     @property
     def metric(self) -> str:
-        return metric_name(self.data)
-
-
-def metric_name(data: Data) -> str:
-    return "acc" if data.task == "classification" else "mae"
+        return self.data.metric
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -97,6 +95,8 @@ def build(cfg: DictConfig, world: distributed.World) -> Parts:
     seed_everything(tc.seed, tc.deterministic)
     device = distributed.setup(world, pick_device(tc.device))
     data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
+    batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
+    check_data(cfg, data, batch_size)
     model, reused = build_model(cfg, data)
     model.to(device)
     if tc.channels_last and data.is_image:
@@ -105,23 +105,11 @@ def build(cfg: DictConfig, world: distributed.World) -> Parts:
     augment = make_augmentation(cfg.augmentation, data)
     criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
     optimizer = make_optimizer(cfg.optimizer, model, reused)
-    batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
     plan = (lambda epoch: data.train.plan([world.shard(idx) for idx in epoch])) if data.train.streams else None
     batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.device, plan)
-    if NORMS.trait(cfg.norm.kind, "batch_statistics") and len(data.train) % batches.batch_size == 1:
-        raise ConfigError(f"norm={cfg.norm.kind}: the last training batch of each epoch would hold one sample "
-                          f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "
-                          "choose another data.batch_size or data.subset")
     steps_per_epoch = math.ceil(len(batches) / tc.grad_accum_steps)
     es = tc.early_stopping
-    stopper = EarlyStopping(es.monitor, monitor_mode(es), es.patience, es.min_delta, es.enabled)
-    known = {f"{split}/{name}" for split in ("train", "val") for name in ("loss", metric_name(data))}
-    if stopper.monitor not in known:
-        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} is not a metric of this run; "
-                          f"choose one of: {', '.join(sorted(known))}")
-    if stopper.monitor.startswith("val/") and len(data.val) == 0:
-        raise ConfigError(f"trainer.early_stopping.monitor={stopper.monitor} needs a validation split: "
-                          "set data.val_fraction > 0, or monitor train/loss")
+    stopper = EarlyStopping(es.monitor, direction(es.monitor, es.mode), es.patience, es.min_delta, es.enabled)
     plan = plan_for(cfg.scheduler, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
     scheduler = make_scheduler(cfg.scheduler, optimizer, plan)
     precision = PRECISIONS[tc.precision].traits
@@ -145,9 +133,6 @@ def build(cfg: DictConfig, world: distributed.World) -> Parts:
 def preflight(parts: Parts) -> None:
     """One forward and backward pass on two training samples, and the schedule over the whole run."""
     cfg, data, model = parts.cfg, parts.data, parts.model
-    if len(data.train) < 2:
-        raise ConfigError(f"data: {len(data.train)} training sample(s) left; a run needs at least 2 "
-                          f"(data.subset={cfg.data.subset}, data.val_fraction={cfg.data.val_fraction})")
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     cuda = [parts.device] if parts.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -171,14 +156,3 @@ def preflight(parts: Parts) -> None:
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     check_schedule(cfg.scheduler, parts.optimizer, parts.plan)
-
-
-def spans_run_guard(cfg: DictConfig, saved_cfg: dict) -> None:
-    """A schedule shaped by the run's length cannot be stretched when a resume changes that length."""
-    saved = saved_cfg["trainer"]
-    changed = [k for k in ("epochs", "max_steps") if saved.get(k) != cfg.trainer[k]]
-    if changed and SCHEDULERS.trait(cfg.scheduler.kind, "spans_run"):
-        key = changed[0]
-        raise ConfigError(f"scheduler={cfg.scheduler.kind} is shaped by the run's length (trainer.{key}="
-                          f"{saved.get(key)} when it started); a resume cannot change trainer.{key}: start a new run")
-

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from .errors import ConfigError
 
 # what may differ between a run and its resumption: where and how long it runs, not what it trains
 RESUMABLE_KEYS = ("trainer.resume", "trainer.epochs", "trainer.max_steps", "trainer.device", "trainer.checkpoint",

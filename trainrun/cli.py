@@ -15,7 +15,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, DataError, register, validate
+from .check import check
+from .config import OPTION_GROUPS, register
+from .errors import ConfigError, DataError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -103,7 +105,7 @@ def run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        validate(cfg)
+        check(cfg)
         if cfg.trainer.threads is None:
             cfg.trainer.threads = launcher_threads(hydra_cfg.launcher)
         from .console import RunConsole
@@ -249,8 +251,7 @@ def check_command_line(args: list[str]) -> str | None:
     return None
 
 
-# the groups every run has one option of (loss may be null: it follows the data's task)
-REQUIRED_GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "regularization")
+REQUIRED_GROUPS = (*OPTION_GROUPS, "regularization")  # loss may be null: it follows the data's task
 
 
 def describe(error: BaseException) -> str | None:

@@ -4,7 +4,7 @@ YAML files under conf/<group>/ hold the values; OmegaConf checks every key and t
 dataclasses while composing, so a typo or a wrong type fails before anything runs. Each numeric or
 choice field declares its range here, once, with `setting` (a key every option of the group has) or
 `knob` (a key only some options take: it defaults to None, the option's YAML sets it, and the group's
-registry in registry.py lists which options take it). `validate` enforces every declaration with one
+registry in registry.py lists which options take it). check.py enforces every declaration with one
 generic check. This module must not import torch: `--help` and config errors stay fast.
 """
 from __future__ import annotations
@@ -14,19 +14,11 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-
-class ConfigError(ValueError):
-    """A bad or impossible configuration: reported to the user in one line, exit code 2."""
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be loaded (missing files offline, corrupt files): one line, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -46,38 +38,40 @@ class Range:
     length: int | None = None
     expected: str | None = None  # wording where the generated one would be clumsy
 
-    def allowed(self) -> tuple:
+    def allowed(self, options: Mapping[str, Any] | None = None) -> tuple:
+        """The listed choices; a registry's name is resolved through `options` (registry.REGISTRIES), which
+        the schema does not import: the registry reads the schema, never the other way."""
         if isinstance(self.choices, str):
-            from .registry import REGISTRIES
-
-            return tuple(REGISTRIES[self.choices])
+            return tuple(options[self.choices]) if options else ()
         return self.choices or ()
 
-    def accepts(self, value) -> bool:
+    def accepts(self, value, options: Mapping[str, Any] | None = None) -> bool:
         if isinstance(value, (list, tuple, ListConfig)):
-            return (self.length is None or len(value) == self.length) and all(self._accepts_one(v) for v in value)
-        return self._accepts_one(value)
+            return (self.length is None or len(value) == self.length) and all(
+                self._accepts_one(v, options) for v in value)
+        return self._accepts_one(value, options)
 
-    def _accepts_one(self, value) -> bool:
-        if value in self.allowed():
+    def _accepts_one(self, value, options) -> bool:
+        allowed = self.allowed(options)
+        if value in allowed:
             return True
         if self.pattern is not None:
             return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
         bounded = any(b is not None for b in (self.ge, self.gt, self.le, self.lt))
         if not bounded:
-            return not self.allowed()
+            return not allowed
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 
-    def describe(self, integer: bool) -> str:
+    def describe(self, integer: bool, options: Mapping[str, Any] | None = None) -> str:
         if self.expected:
             return self.expected
         parts = []
         if self.ge is not None or self.gt is not None or self.le is not None or self.lt is not None:
             parts.append(_bounds(self, integer))
-        choices = ", ".join(map(str, self.allowed()))
+        choices = ", ".join(map(str, self.allowed(options)))
         text = " or ".join(filter(None, [*parts, choices and f"one of {choices}"]))
         if self.length is not None:
             return f"{self.length} values, each {text}"
@@ -325,6 +319,11 @@ class LossConfig:
 
 
 
+def direction(monitor: str, mode: str) -> str:
+    """min or max: trainer.early_stopping.mode, where `auto` means max for an accuracy and min for the rest."""
+    return mode if mode != "auto" else ("max" if monitor.endswith("acc") else "min")
+
+
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = True
@@ -417,6 +416,11 @@ class StudyConfig:
     stages: list[Any] = field(default_factory=list)  # [{name, params[, samples, seed]}]: sweeps run in order (the grid sweeper)
 
 
+# The groups every run chooses one option of, by `kind` from their registry; `loss` is one too, but may be null
+# (it then follows the data's task)
+OPTION_GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
+
+
 @dataclass
 class Config:
     data: DataConfig = MISSING
@@ -456,7 +460,7 @@ def values_of(node) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# One generic check of every declaration, then the per-option knobs and the traits that combine groups.
+# Reading the schema (check.py enforces it).
 
 def declared_fields(schema=Config, path: tuple[str, ...] = ()):
     """(key path, field, type hint) for every field of the schema, nested dataclasses included."""
@@ -476,43 +480,6 @@ def leaf_types(hint) -> set:
     return set().union(*map(leaf_types, args)) if args else {hint}
 
 
-def check_node(node: DictConfig, schema, where: str) -> None:
-    """Every declared range of `schema`'s fields on `node` (a group's config); None passes."""
-    for (name,), f, hint in declared_fields(schema):
-        rng, integer = f.metadata.get("range"), int in leaf_types(hint)
-        value = node[name] if name in node else None
-        if rng is not None and value is not None and value != MISSING and not rng.accepts(value):
-            raise ConfigError(f"{where}.{name}={_show(value)} is invalid: expected {rng.describe(integer)}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad value; types were already checked by the schema."""
-    from .registry import REGISTRIES, check_combinations
-
-    unknown = _unknown_key(OmegaConf.to_container(cfg))
-    if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
-        raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
-    # study.* first: a study's trainer.epochs reads ${study.epochs.${study.size}}, so a bad size is named as such
-    for path, f, hint in sorted(declared_fields(), key=lambda field: field[0][0] != "study"):
-        rng, integer = f.metadata.get("range"), int in leaf_types(hint)
-        key = ".".join(path)
-        try:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        except MissingMandatoryValue:
-            raise ConfigError(f"{key} is required here: set {key}=...") from None
-        except OmegaConfBaseException as error:  # an interpolation that does not resolve
-            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
-        if rng is not None and value is not None and not rng.accepts(value):
-            raise ConfigError(f"{key}={_show(value)} is invalid: expected {rng.describe(integer)}")
-    for group in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss"):
-        if cfg[group] is not None:
-            REGISTRIES[group].check_knobs(cfg[group], cfg[group].kind)
-    for name, aug in cfg.augmentation.items():
-        REGISTRIES["augmentation"].check_knobs(aug, name)
-        check_node(aug, AugmentConfig, f"augmentation.{name}")
-    check_combinations(cfg)
-
-
 def schema_at(path: list[str]):
     """The dataclass that describes the config node at `path` (e.g. ["trainer", "early_stopping"]), or None."""
     node, parts = Config, iter(path)
@@ -522,20 +489,3 @@ def schema_at(path: list[str]):
             next(parts, None)  # augmentation.<name>: the next part is a dict key
         node = next((t for t in (field_type, *typing.get_args(field_type)) if dataclasses.is_dataclass(t)), None)
     return node
-
-
-def _unknown_key(values: dict, path: tuple[str, ...] = ()) -> str | None:
-    schema = schema_at(list(path))
-    names = {f.name for f in dataclasses.fields(schema)} if schema else set()
-    for key, value in values.items():
-        if schema and not (key in names or (path == ("augmentation",))):
-            return ".".join((*path, key))
-        if isinstance(value, dict) and schema_at([*path, key]) is not None:
-            found = _unknown_key(value, (*path, key))
-            if found:
-                return found
-    return None
-
-
-def _show(value):
-    return list(value) if isinstance(value, ListConfig) else value

@@ -9,9 +9,8 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import values_of
+from .config import OPTION_GROUPS, values_of
 
-GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
 REFRESH_S = 0.1
 
 
@@ -24,7 +23,7 @@ class RunConsole:
     def header(self, cfg, device, data, model, run_dir: Path) -> None:
         params = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        choices = "  ".join(f"[bold]{g}[/]={getattr(cfg, g).kind}" for g in GROUPS)
+        choices = "  ".join(f"[bold]{g}[/]={getattr(cfg, g).kind}" for g in OPTION_GROUPS)
         extras = [f"[bold]loss[/]={cfg.loss.kind if cfg.loss else 'auto'}",
                   f"[bold]regularization[/]={','.join(k for k, v in values_of(cfg.regularization).items() if v) or 'none'}",
                   f"[bold]augmentation[/]={','.join(cfg.augmentation) or 'none'}"]

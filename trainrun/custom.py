@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 def resolve(target: str | None, group: str) -> Callable:

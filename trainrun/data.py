@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .config import ConfigError, DataError
+from .errors import ConfigError, DataError
 from . import stream
 from .registry import DATASETS, NORMALIZERS, SAMPLERS
 
@@ -110,6 +110,15 @@ class Data:
     @property
     def is_image(self) -> bool:
         return len(self.input_shape) == 3
+
+    @property
+    def gives(self) -> str:
+        """What a model or augmentation may need (registry: the `needs` trait): images, sequences or features."""
+        return {3: "images", 2: "sequences"}.get(len(self.input_shape), "features")
+
+    @property
+    def metric(self) -> str:
+        return "acc" if self.task == "classification" else "mae"
 
     @property
     def num_classes(self) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, DataError
+from .errors import ConfigError, DataError
 
 log = logging.getLogger("trainrun")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}

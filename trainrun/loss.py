@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .config import ConfigError
+from .errors import ConfigError
 from .registry import LOSSES
 
 

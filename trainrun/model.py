@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from .activation import make_activation, nonlinearity
-from .config import ConfigError
+from .errors import ConfigError
 from .data import Data
 from .init import LAYERS_WITH_WEIGHTS, initialize
 from .norm import make_norm
@@ -71,9 +71,6 @@ def linear(data: Data, layers: Layers):
 
 
 def convnet(data: Data, layers: Layers, dims: int, channels, kernel_size, pool, hidden):
-    if len(data.input_shape) != dims + 1:
-        want = "images (C, H, W)" if dims == 2 else "sequences (C, L)"
-        raise ConfigError(f"model={'cnn' if dims == 2 else 'cnn1d'} needs {want}; this data has shape {data.input_shape}")
     conv = nn.Conv2d if dims == 2 else nn.Conv1d
     pooling = {"max": nn.MaxPool2d if dims == 2 else nn.MaxPool1d, "avg": nn.AvgPool2d if dims == 2 else nn.AvgPool1d}
     modules, width, size = [], data.input_shape[0], list(data.input_shape[1:])
@@ -110,8 +107,6 @@ class BasicBlock(nn.Module):
 
 
 def resnet(data: Data, layers: Layers, depth, width):
-    if not data.is_image:
-        raise ConfigError(f"model=resnet needs images (C, H, W); this data has shape {data.input_shape}")
     if depth < 8 or (depth - 2) % 6:
         raise ConfigError(f"model.depth={depth} is invalid: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, ...)")
     n = (depth - 2) // 6
@@ -150,8 +145,6 @@ class RepeatChannels(nn.Module):
 def torchvision_model(data: Data, layers: Layers, name, weights=None):
     from torchvision import models
 
-    if not data.is_image:
-        raise ConfigError(f"model=torchvision needs images (C, H, W); this data has shape {data.input_shape}")
     try:
         net = models.get_model(name, weights=None, num_classes=data.num_outputs)
     except ValueError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from .config import ConfigError
+from .errors import ConfigError
 from .registry import NORMS
 
 

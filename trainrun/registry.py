@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
 from omegaconf import DictConfig
 
-from .config import ConfigError, DataError
+from .config import Range, values_of
+from .errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Option:
     knobs: tuple[str, ...] = ()  # the schema keys it takes; its YAML sets each
     preset: Mapping[str, Any] = field(default_factory=dict)  # arguments always passed (nesterov=True)
     traits: Mapping[str, Any] = field(default_factory=dict)
+    ranges: Mapping[str, Range] = field(default_factory=dict)  # a knob's range where narrower than the schema's
+    ordered: tuple[str, ...] = ()  # knobs that are [low, high]
 
     def builder(self) -> Callable:
         module, _, name = self.build.partition(":")
@@ -42,8 +46,10 @@ class FromKnob:
     knob: str
 
 
-def option(build: str | None, knobs: str = "", preset: Mapping | None = None, **traits) -> Option:
-    return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), MappingProxyType(traits))
+def option(build: str | None, knobs: str = "", preset: Mapping | None = None, ranges: Mapping | None = None,
+           ordered: str = "", **traits) -> Option:
+    return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), MappingProxyType(traits),
+                  MappingProxyType(dict(ranges or {})), tuple(ordered.split()))
 
 
 class Registry(Mapping[str, Option]):
@@ -72,21 +78,8 @@ class Registry(Mapping[str, Option]):
             return default if knob is None else knob
         return value
 
-    def check_knobs(self, cfg: DictConfig, kind: str) -> None:
-        """A knob set in `cfg` that option `kind` does not take is an error naming the ones it does."""
-        from .config import schema_at
-
-        takes = self[kind].knobs
-        per_option = [f.name for f in _fields(schema_at([self.group])) if f.metadata.get("per_option")]
-        for key in per_option:
-            if key in cfg and not unset(cfg[key]) and key not in takes:
-                where = f"augmentation.{kind}" if self.group == "augmentation" else f"{self.group}={kind}: {self.group}"
-                raise ConfigError(f"{where}.{key} does not apply here; it takes: {', '.join(takes) or 'no knobs'}")
-
     def knobs(self, cfg: DictConfig, kind: str) -> dict[str, Any]:
         """The knobs option `kind` takes that `cfg` sets, as plain Python values."""
-        from .config import values_of
-
         values = values_of(cfg)
         return {k: values[k] for k in self[kind].knobs if values.get(k) is not None}
 
@@ -105,8 +98,6 @@ class Registry(Mapping[str, Option]):
 
 
 def _required(builder: Callable, name: str) -> bool:
-    import inspect
-
     try:
         parameter = inspect.signature(builder).parameters.get(name)
     except (TypeError, ValueError):
@@ -116,12 +107,6 @@ def _required(builder: Callable, name: str) -> bool:
 
 def unset(value) -> bool:
     return value is None or (isinstance(value, (dict, DictConfig)) and len(value) == 0)
-
-
-def _fields(schema):
-    import dataclasses
-
-    return dataclasses.fields(schema) if schema else ()
 
 
 @contextlib.contextmanager
@@ -149,7 +134,9 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
 #   model: own_layers (ignores activation and norm), needs (images | sequences)
 #   augmentation: mixes_labels, needs (images)
-#   data: gives (images | sequences | features; unknown for arrays and custom until loaded)
+#   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
+#         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
+# Any option: ranges (a knob's range where narrower than the schema's), ordered (knobs that are [low, high])
 #   precision: autocast (dtype name), grad_scaler
 
 _SGD_KNOBS = "lr momentum dampening weight_decay"
@@ -261,10 +248,12 @@ AUGMENTATIONS = Registry("augmentation", {
     "flip": option("trainrun.augmentation:flip", "p", needs="images"),
     "crop": option("trainrun.augmentation:crop", "p padding", needs="images"),
     "rotate": option("trainrun.augmentation:rotate", "p degrees", needs="images"),
-    "affine": option("trainrun.augmentation:affine", "p degrees translate scale", needs="images"),
+    "affine": option("trainrun.augmentation:affine", "p degrees translate scale", ordered="scale", needs="images"),
     "noise": option("trainrun.augmentation:noise", "p std"),
-    "erase": option("trainrun.augmentation:erase", "p scale", needs="images"),
-    "blur": option("trainrun.augmentation:blur", "p kernel_size sigma", needs="images"),
+    # erase's scale is the erased fraction of the image's area (affine's is a zoom factor)
+    "erase": option("trainrun.augmentation:erase", "p scale", ranges={"scale": Range(gt=0, le=1, length=2)},
+                    ordered="scale", needs="images"),
+    "blur": option("trainrun.augmentation:blur", "p kernel_size sigma", ordered="sigma", needs="images"),
     "color": option("trainrun.augmentation:color", "p brightness contrast saturation hue groups", needs="images"),
     "randaugment": option("trainrun.augmentation:randaugment", "num_ops magnitude groups", needs="images"),
     "autoaugment": option("trainrun.augmentation:autoaugment", "policy groups", needs="images"),
@@ -283,9 +272,11 @@ DATASETS = Registry("data", {
     "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise", gives="features"),
     "spirals": option("trainrun.data:spirals", "n_samples noise turns", gives="features"),
     "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", gives="images"),
-    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", gives="images"),
-    "table": option("trainrun.data:table", "path target features task max_classes missing", gives="features"),
-    "arrays": option("trainrun.data:arrays", "path targets"),
+    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", gives="images",
+                     paths={"root": "folder"}),
+    "table": option("trainrun.data:table", "path target features task max_classes missing", gives="features",
+                    paths={"path": "file"}),
+    "arrays": option("trainrun.data:arrays", "path targets", paths={"path": "file", "targets": "file"}),
     "custom": option("trainrun.data:custom", "_target_ params num_workers num_classes"),
 })
 
@@ -322,34 +313,3 @@ SEARCH_SAMPLERS = Registry("hydra.sweeper.sampler", {
 
 REGISTRIES = {r.group: r for r in (OPTIMIZERS, SCHEDULERS, ACTIVATIONS, INITS, NORMS, LOSSES, MODELS, AUGMENTATIONS,
                                    DATASETS, NORMALIZERS, SAMPLERS, PRECISIONS, PRUNERS, SEARCH_SAMPLERS)}
-
-
-def check_combinations(cfg: DictConfig) -> None:
-    """What two groups' traits rule out together, before anything is built."""
-    norm = NORMS[cfg.norm.kind]
-    if norm.traits.get("batch_statistics") and cfg.data.batch_size == 1:
-        raise ConfigError(f"norm={cfg.norm.kind} cannot work with data.batch_size=1 (batch statistics of one sample); "
-                          "use norm=layer or norm=group, or a larger batch")
-    if cfg.regularization.max_norm is not None and norm.traits.get("reparametrizes"):
-        raise ConfigError(f"regularization.max_norm cannot bound weights that norm={cfg.norm.kind} reparametrizes; "
-                          "use one of them")
-    if OPTIMIZERS.trait(cfg.optimizer, "needs_closure") and PRECISIONS.trait(cfg.trainer.precision, "grad_scaler"):
-        raise ConfigError(f"optimizer={cfg.optimizer.kind} cannot run with trainer.precision={cfg.trainer.precision} "
-                          "(GradScaler has no closures)")
-    if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric") and cfg.scheduler.interval == "step":
-        raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
-                          "set scheduler.interval=epoch")
-    gives = DATASETS.trait(cfg.data.kind, "gives", None)  # checked before a long load, where the data say
-    for group, kind, registry in [("model", cfg.model.kind, MODELS),
-                                  *(("augmentation", name, AUGMENTATIONS) for name in cfg.augmentation)]:
-        needs = registry.trait(kind, "needs", None)
-        if gives and needs and needs != gives:
-            where = f"model={kind}" if group == "model" else f"augmentation {kind}"
-            raise ConfigError(f"{where} needs {needs}; data={cfg.data.kind} gives {gives}")
-    act = cfg.activation
-    if act.lower is not None and act.upper is not None and act.lower > act.upper:
-        raise ConfigError(f"activation={act.kind}: activation.lower={act.lower} must not exceed activation.upper={act.upper}")
-    if act.min_val is not None and act.max_val is not None and act.min_val >= act.max_val:
-        raise ConfigError(f"activation={act.kind}: activation.min_val={act.min_val} must be below activation.max_val={act.max_val}")
-    if cfg.init.a is not None and cfg.init.b is not None and cfg.init.a >= cfg.init.b:
-        raise ConfigError(f"init={cfg.init.kind}: init.a={cfg.init.a} must be below init.b={cfg.init.b}")

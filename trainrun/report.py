@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .config import direction
 from .sweep import run_id, run_order
 
 
@@ -74,7 +75,7 @@ def objective(sweep_dir: Path) -> tuple[str, str]:
     cfg = OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").is_file() else OmegaConf.create()
     monitor = OmegaConf.select(cfg, "trainer.early_stopping.monitor", default="val/loss")
     mode = OmegaConf.select(cfg, "trainer.early_stopping.mode", default="auto")
-    return monitor, mode if mode != "auto" else ("max" if monitor.endswith("acc") else "min")
+    return monitor, direction(monitor, mode)
 
 
 def ranked(results: list[RunResult], monitor: str, mode: str) -> list[RunResult]:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from omegaconf import DictConfig
 from torch.optim import lr_scheduler as sched
 
-from .config import ConfigError
+from .errors import ConfigError
 from .registry import SCHEDULERS
 
 

@@ -5,7 +5,7 @@ import random
 import time
 from typing import Mapping
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 def make_pruner(cfg: Mapping):

@@ -56,12 +56,6 @@ class EarlyStopping:
             setattr(self, key, value)
 
 
-def monitor_mode(cfg) -> str:
-    if cfg.mode != "auto":
-        return cfg.mode
-    return "max" if cfg.monitor.endswith("acc") else "min"
-
-
 class StopRules:
     def __init__(self, stopper: EarlyStopping, stop_on_nonfinite: bool, lr: float, trial: Any, world, ui):
         self.stopper, self.stop_on_nonfinite, self.lr, self.trial, self.world, self.ui = (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config import ConfigError
+from .errors import ConfigError
 
 NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what stays valid in a path and in trainer.resume=<dir>
 NAME_LENGTH = 100

@@ -20,8 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, distributed, tune
-from .build import Parts, build, metric_name, preflight, spans_run_guard
-from .config import ConfigError, typed, values_of
+from .build import Parts, build, preflight
+from .check import check, check_resume
+from .config import OPTION_GROUPS, typed, values_of
+from .errors import ConfigError
 from .console import SilentConsole
 from .data import Data, Split
 from .layers import LayerLog, measure
@@ -53,8 +55,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved is not None and saved.get("finished"):
         return saved["metrics"]
     cfg = typed(cfg)
-    if cfg.tune is not None:
-        tune.check(cfg)
+    check(cfg)  # what this run will be (a resume merged the saved config)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
         log.info("torch threads: %d", cfg.trainer.threads)
@@ -113,7 +114,7 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple
         return cfg, {"step": 0}
     saved = checkpoint.load(last)
     cfg = checkpoint.resumed_config(cfg, saved["config"], [k.lstrip("+~") for k in overrides])
-    spans_run_guard(cfg, saved["config"])
+    check_resume(cfg, saved["config"])
     reason = saved["stop_reason"]
     longer = any((cfg.trainer[k] or math.inf) > (saved["config"]["trainer"][k] or math.inf)
                  for k in ("epochs", "max_steps"))
@@ -387,7 +388,7 @@ def evaluate(model, split: Split, data: Data, criterion, batch_size: int, autoca
         loss += criterion(out, y) * len(y)
         score += metric(out, y, data.task)
     n = max(len(split), 1)
-    return {"loss": float(loss) / n, metric_name(data): float(score) / n}
+    return {"loss": float(loss) / n, data.metric: float(score) / n}
 
 
 @torch.no_grad()
@@ -458,7 +459,7 @@ def report(run: Run, overrides: dict) -> dict:
 
 def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
     """What the HParams dashboard compares: every group's choice and the knobs most often swept."""
-    groups = {g: getattr(cfg, g).kind for g in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")}
+    groups = {g: getattr(cfg, g).kind for g in OPTION_GROUPS}
     reg = [k for k, v in values_of(cfg.regularization).items() if v]
     return {**groups, "loss": loss_name, "regularization": ",".join(reg) or "none",
             "augmentation": ",".join(cfg.augmentation) or "none", "lr": cfg.optimizer.lr,

@@ -15,22 +15,6 @@ from itertools import count
 from pathlib import Path
 
 
-from .config import ConfigError
-from .registry import OPTIMIZERS, SCHEDULERS
-
-
-def check(cfg) -> None:
-    """What a range test cannot do, in one line."""
-    t = cfg.tune
-    if OPTIMIZERS.trait(cfg.optimizer, "needs_closure"):
-        raise ConfigError(f"tune=lr_find: optimizer={cfg.optimizer.kind} evaluates the loss several times per step "
-                          "(a closure); a range test takes one step per learning rate")
-    if cfg.scheduler.kind != "none" and SCHEDULERS.trait(cfg.scheduler, "steps_on_metric"):
-        raise ConfigError(f"tune=lr_find: scheduler={cfg.scheduler.kind} moves the lr on a metric; the range test "
-                          "sets the lr itself (use scheduler=none)")
-    if t.min_lr >= t.max_lr:
-        raise ConfigError(f"tune.min_lr={t.min_lr:g} must be below tune.max_lr={t.max_lr:g}")
-
 
 def lr_find(run, ui, overrides: dict) -> dict:
     """Run the range test on `run` (a trainer.Run, built and checked); returns what lr_find.json holds.

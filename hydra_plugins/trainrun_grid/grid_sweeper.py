@@ -21,9 +21,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from trainrun.config import ConfigError
+from trainrun.check import check_job
+from trainrun.errors import ConfigError
 from trainrun.sweep import INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, write_experiment
 
 log = logging.getLogger("trainrun")
@@ -137,14 +138,9 @@ class TrainrunGridSweeper(Sweeper):
         return returns
 
     def check(self, jobs: list) -> None:
-        """Compose and validate these jobs' configs as their runs will (an unknown key, a bad value)."""
-        from trainrun.config import validate
-
+        """These jobs' configs refused as their runs would refuse them (trainrun.check)."""
         for job in jobs:
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-            with open_dict(config):
-                del config["hydra"]  # what the run is given
-            validate(config)
+            check_job(self.hydra_context, self.config, job)
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0

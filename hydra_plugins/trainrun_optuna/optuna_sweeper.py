@@ -33,7 +33,9 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from trainrun.config import ConfigError, PrunerConfig, check_node
+from trainrun.check import check_job, check_node
+from trainrun.config import PrunerConfig, direction
+from trainrun.errors import ConfigError
 from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.search import make_pruner, make_storage
 from trainrun.sweep import claim, held, holding, resuming, run_name, write_experiment
@@ -86,6 +88,18 @@ def choices(override: Override) -> list:
     return [v if v is None or isinstance(v, (bool, int, float, str)) else text
             for v, text in zip(override.sweep_iterator(transformer=lambda x: x),
                                override.sweep_string_iterator())]
+
+
+def probe_jobs(space: dict, fixed: list) -> list:
+    """Jobs that between them take every choice of the space once (an interval at its low end): a value that
+    every trial with it would fail on is refused before the search starts."""
+    import optuna.distributions as d
+
+    first = {key: dist.choices[0] if isinstance(dist, d.CategoricalDistribution) else dist.low
+             for key, dist in space.items()}
+    points = [first] + [{**first, key: choice} for key, dist in space.items()
+                        if isinstance(dist, d.CategoricalDistribution) for choice in dist.choices[1:]]
+    return [[*fixed, *(f"{k}={v}" for k, v in point.items())] for point in points]
 
 
 def domain(dist):
@@ -171,7 +185,9 @@ class TrainrunOptunaSweeper(Sweeper):
                 space[override.get_key_element()] = dist
         monitor = OmegaConf.select(self.config, "trainer.early_stopping.monitor")
         mode = OmegaConf.select(self.config, "trainer.early_stopping.mode")
-        maximize = mode == "max" or (mode == "auto" and monitor.endswith("acc"))
+        maximize = direction(monitor, mode) == "max"
+        for overrides in probe_jobs(space, fixed):  # refused as its runs would be, before anything is written
+            check_job(self.hydra_context, self.config, overrides)
         url = self.storage_url or f"journal:{(sweep_dir / 'optuna.journal').resolve()}"
         created = not sweep_dir.exists()
         claim(sweep_dir)

@@ -1,0 +1,254 @@
+"""Every refusal of a configuration, in one place: a new rule goes here, and nowhere else.
+
+`check(cfg)` runs every rule that needs only the config (and the file system): the run, the grid
+sweeper's up-front check and the Optuna sweeper call it, so a sweep that would fail on it is refused
+before its directory exists. `check_data(cfg, data)` runs the rules that need the loaded data (shapes,
+classes, sizes), once, right after loading. `check_resume` is what a resume may not change.
+
+Rules read traits from the option records (registry.py), never option names. No torch here: config
+errors answer at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from .config import OPTION_GROUPS, AugmentConfig, Range, declared_fields, leaf_types, schema_at
+from .errors import ConfigError
+from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS,
+                       unset)
+
+
+def check(cfg) -> None:
+    """Raise ConfigError naming the first bad value of `cfg` (a composed DictConfig or the typed schema)."""
+    if isinstance(cfg, DictConfig):
+        _known_keys(cfg)
+        _declared_ranges(cfg)
+    for group in (*OPTION_GROUPS, "loss"):
+        node = getattr(cfg, group)
+        if node is not None:
+            _knobs(REGISTRIES[group], node, node.kind)
+    for name, aug in cfg.augmentation.items():
+        _knobs(AUGMENTATIONS, aug, name)
+    _combinations(cfg)
+    _transfer(cfg.model)
+    _pruning(cfg.trainer.pruning)
+    if cfg.tune is not None:
+        _tune(cfg)
+    _paths(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema: known keys, declared ranges, and each option's knobs
+
+def check_job(hydra_context, sweep_config: DictConfig, overrides: list) -> None:
+    """One job of a sweep composed as its run will be, and checked as the run checks it: a sweeper calls this
+    before the sweep's directory exists."""
+    from omegaconf import open_dict
+
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    with open_dict(config):
+        del config["hydra"]  # what the run is given
+    check(config)
+
+
+def _known_keys(cfg: DictConfig) -> None:
+    unknown = _unknown_key(OmegaConf.to_container(cfg))
+    if unknown:  # added with Hydra's +key=value: outside the schema, nothing would read it
+        raise ConfigError(f"unknown key '{unknown}': not part of trainrun's config (see trainrun --cfg job)")
+
+
+def _unknown_key(values: dict, path: tuple[str, ...] = ()) -> str | None:
+    schema = schema_at(list(path))
+    names = {f.name for f in dataclasses.fields(schema)} if schema else set()
+    for key, value in values.items():
+        if schema and not (key in names or (path == ("augmentation",))):
+            return ".".join((*path, key))
+        if isinstance(value, dict) and schema_at([*path, key]) is not None:
+            found = _unknown_key(value, (*path, key))
+            if found:
+                return found
+    return None
+
+
+def _declared_ranges(cfg: DictConfig) -> None:
+    # study.* first: a study's trainer.epochs reads ${study.epochs.${study.size}}, so a bad size is named as such
+    for path, f, hint in sorted(declared_fields(), key=lambda field: field[0][0] != "study"):
+        key = ".".join(path)
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise ConfigError(f"{key} is required here: set {key}=...") from None
+        except OmegaConfBaseException as error:  # an interpolation that does not resolve
+            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+        _in_range(key, value, f.metadata.get("range"), int in leaf_types(hint))
+
+
+def _in_range(key: str, value: Any, rng: Range | None, integer: bool) -> None:
+    if rng is not None and value is not None and value != MISSING and not rng.accepts(value, REGISTRIES):
+        shown = list(value) if isinstance(value, ListConfig) else value
+        raise ConfigError(f"{key}={shown} is invalid: expected {rng.describe(integer, REGISTRIES)}")
+
+
+def check_node(node, schema, where: str) -> None:
+    """Every declared range of `schema`'s fields on `node` (one group's config, e.g. the sweeper's pruner)."""
+    for (name,), f, hint in declared_fields(schema):
+        value = node[name] if name in node else None
+        _in_range(f"{where}.{name}", value, f.metadata.get("range"), int in leaf_types(hint))
+
+
+def _knobs(registry, node, kind: str) -> None:
+    """A knob set that option `kind` does not take is an error naming the ones it does; a knob the option
+    takes in a narrower range than the schema's (erase's `scale` is a fraction of the image) is checked in it."""
+    record = registry[kind]
+    where = f"augmentation.{kind}" if registry.group == "augmentation" else registry.group
+    schema = schema_at([registry.group, kind] if registry.group == "augmentation" else [registry.group])
+    for f, hint in ((f, h) for (_, f, h) in declared_fields(schema) if f.metadata.get("per_option")):
+        value = node[f.name] if isinstance(node, DictConfig) else getattr(node, f.name)
+        if unset(value):
+            continue
+        if f.name not in record.knobs:
+            prefix = where if registry.group == "augmentation" else f"{registry.group}={kind}: {where}"
+            raise ConfigError(f"{prefix}.{f.name} does not apply here; it takes: {', '.join(record.knobs) or 'no knobs'}")
+        _in_range(f"{where}.{f.name}", value, record.ranges.get(f.name, f.metadata.get("range")),
+                  int in leaf_types(hint))
+        if f.name in record.ordered and value[0] > value[1]:
+            raise ConfigError(f"{where}.{f.name}={list(value)} is invalid: [low, high] with low <= high")
+
+
+# ---------------------------------------------------------------------------------------------
+# What groups rule out together, from their options' traits
+
+def _combinations(cfg) -> None:
+    norm = NORMS[cfg.norm.kind]
+    if norm.traits.get("batch_statistics") and cfg.data.batch_size == 1:
+        raise ConfigError(f"norm={cfg.norm.kind} cannot work with data.batch_size=1 (batch statistics of one sample); "
+                          "use norm=layer or norm=group, or a larger batch")
+    if cfg.regularization.max_norm is not None and norm.traits.get("reparametrizes"):
+        raise ConfigError(f"regularization.max_norm cannot bound weights that norm={cfg.norm.kind} reparametrizes; "
+                          "use one of them")
+    if OPTIMIZERS.trait(cfg.optimizer, "needs_closure") and PRECISIONS.trait(cfg.trainer.precision, "grad_scaler"):
+        raise ConfigError(f"optimizer={cfg.optimizer.kind} cannot run with trainer.precision={cfg.trainer.precision} "
+                          "(GradScaler has no closures)")
+    if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric") and cfg.scheduler.interval == "step":
+        raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
+                          "set scheduler.interval=epoch")
+    gives = DATASETS.trait(cfg.data.kind, "gives", None)  # checked before a long load, where the data say
+    if gives:
+        _needs(cfg, gives, f"data={cfg.data.kind} gives {gives}")
+    act = cfg.activation
+    _ordered(f"activation={act.kind}: activation.lower", act.lower, "activation.upper", act.upper, strict=False)
+    _ordered(f"activation={act.kind}: activation.min_val", act.min_val, "activation.max_val", act.max_val)
+    _ordered(f"init={cfg.init.kind}: init.a", cfg.init.a, "init.b", cfg.init.b)
+
+
+def _ordered(low_key: str, low, high_key: str, high, strict: bool = True) -> None:
+    if low is not None and high is not None and (low >= high if strict else low > high):
+        relation = "be below" if strict else "not exceed"
+        raise ConfigError(f"{low_key}={low} must {relation} {high_key}={high}")
+
+
+def _needs(cfg, gives: str, what_data_gives: str) -> None:
+    """The model and each augmentation that needs images (or sequences) against what the data give."""
+    wanted = [(f"model={cfg.model.kind}", MODELS.trait(cfg.model.kind, "needs", None))]
+    wanted += [(f"augmentation {name}", AUGMENTATIONS.trait(name, "needs", None)) for name in cfg.augmentation]
+    for who, needs in wanted:
+        if needs and needs != gives:
+            raise ConfigError(f"{who} needs {needs}; {what_data_gives}")
+
+
+def _transfer(model) -> None:
+    freeze = model.freeze
+    whole = isinstance(freeze, int) and not isinstance(freeze, bool)
+    names = isinstance(freeze, (list, tuple, ListConfig)) and all(isinstance(n, str) for n in freeze)
+    if freeze is not None and not ((whole and freeze >= 0) or names):
+        shown = list(freeze) if isinstance(freeze, ListConfig) else freeze
+        raise ConfigError(f"model.freeze={shown} is invalid: expected the number of first layers to freeze "
+                          "(an integer >= 0) or a list of layer names, e.g. model.freeze=[conv1,conv2]")
+    if model.head_only and freeze is not None:
+        raise ConfigError("model.head_only=true already freezes every layer but the head; leave model.freeze out")
+
+
+def _pruning(pruning) -> None:
+    """trainer.pruning is filled in by the Optuna sweeper; by hand it needs the storage its trial lives in."""
+    if pruning.trial is not None and not pruning.storage:
+        raise ConfigError(f"trainer.pruning.trial={pruning.trial} needs trainer.pruning.storage (the search's "
+                          "Optuna storage); the Optuna sweeper sets both: trainrun -m hparams_search=optuna")
+    if pruning.storage and pruning.trial is None:
+        raise ConfigError("trainer.pruning.storage is set without trainer.pruning.trial (the trial this run is); "
+                          "the Optuna sweeper sets both: trainrun -m hparams_search=optuna")
+
+
+def _tune(cfg) -> None:
+    """What a learning-rate range test cannot do."""
+    t = cfg.tune
+    if OPTIMIZERS.trait(cfg.optimizer, "needs_closure"):
+        raise ConfigError(f"tune=lr_find: optimizer={cfg.optimizer.kind} evaluates the loss several times per step "
+                          "(a closure); a range test takes one step per learning rate")
+    if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric"):
+        raise ConfigError(f"tune=lr_find: scheduler={cfg.scheduler.kind} moves the lr on a metric; the range test "
+                          "sets the lr itself (use scheduler=none)")
+    _ordered("tune.min_lr", t.min_lr, "tune.max_lr", t.max_lr)
+
+
+def _paths(cfg) -> None:
+    """The user's own files that the config names exist, as files or folders as their option reads them
+    (a sweep over them is refused before it starts, not one failed run at a time)."""
+    data = cfg.data
+    for key, want in DATASETS[data.kind].traits.get("paths", {}).items():
+        _exists(f"data.{key}", getattr(data, key), want)
+    for weights in (cfg.model.checkpoint, cfg.model.weights):
+        if weights is not None and not Path(weights).expanduser().exists():
+            raise ConfigError(f"model checkpoint {weights} not found (give a run directory or a .pt file)")
+
+
+def _exists(key: str, value, want: str) -> None:
+    if value is None:
+        return
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{key}={value}: no such {want}")
+    if want == "file" and not path.is_file():
+        raise ConfigError(f"{key}={value} is a folder; it needs a file")
+    if want == "folder" and not path.is_dir():
+        raise ConfigError(f"{key}={value} is a file; it needs a folder")
+
+
+# ---------------------------------------------------------------------------------------------
+# After loading, and on resume
+
+def check_data(cfg, data, batch_size: int) -> None:
+    """What needs the loaded data: what they give against what the model and augmentations need, the sizes."""
+    _needs(cfg, data.gives, f"this data has shape {data.input_shape}")
+    mixing = [name for name in cfg.augmentation if AUGMENTATIONS.trait(name, "mixes_labels")]
+    if mixing and data.task != "classification":
+        raise ConfigError(f"augmentation {mixing[0]} mixes class labels; this data is {data.task}")
+    if len(data.train) < 2:
+        raise ConfigError(f"data: {len(data.train)} training sample(s) left; a run needs at least 2 "
+                          f"(data.subset={cfg.data.subset}, data.val_fraction={cfg.data.val_fraction})")
+    if NORMS.trait(cfg.norm.kind, "batch_statistics") and len(data.train) % batch_size == 1:
+        raise ConfigError(f"norm={cfg.norm.kind}: the last training batch of each epoch would hold one sample "
+                          f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "
+                          "choose another data.batch_size or data.subset")
+    monitor = cfg.trainer.early_stopping.monitor
+    known = {f"{split}/{name}" for split in ("train", "val") for name in ("loss", data.metric)}
+    if monitor not in known:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} is not a metric of this run; "
+                          f"choose one of: {', '.join(sorted(known))}")
+    if monitor.startswith("val/") and len(data.val) == 0:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} needs a validation split: "
+                          "set data.val_fraction > 0, or monitor train/loss")
+
+
+def check_resume(cfg, saved_cfg: dict) -> None:
+    """A schedule shaped by the run's length cannot be stretched when a resume changes that length."""
+    saved = saved_cfg["trainer"]
+    changed = [k for k in ("epochs", "max_steps") if saved.get(k) != getattr(cfg.trainer, k)]
+    if changed and SCHEDULERS.trait(cfg.scheduler.kind, "spans_run"):
+        key = changed[0]
+        raise ConfigError(f"scheduler={cfg.scheduler.kind} is shaped by the run's length (trainer.{key}="
+                          f"{saved.get(key)} when it started); a resume cannot change trainer.{key}: start a new run")
