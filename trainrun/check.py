@@ -149,7 +149,7 @@ def _combinations(cfg) -> None:
 def _ordered(low_key: str, low, high_key: str, high, strict: bool = True) -> None:
     if low is not None and high is not None and (low >= high if strict else low > high):
         relation = "be below" if strict else "not exceed"
-        raise ConfigError(f"{low_key}={low} must {relation} {high_key}={high}")
+        raise ConfigError(f"{low_key}={low:g} must {relation} {high_key}={high:g}")
 
 
 def _needs(cfg, gives: str, what_data_gives: str) -> None:

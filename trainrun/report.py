@@ -226,7 +226,8 @@ def study_report(sweep_dir: Path) -> None:
     record = sweep_dir / "multirun.yaml"
     name = OmegaConf.select(OmegaConf.load(record), "study.name") if record.is_file() else None
     if name:
+        from .studies import STUDIES
         from .study import report
 
-        print(report(sweep_dir, name))
+        print(report(sweep_dir, name, STUDIES[name]))
         print(f"report: {sweep_dir / 'study.md'}")

@@ -57,9 +57,9 @@ class EarlyStopping:
 
 
 class StopRules:
-    def __init__(self, stopper: EarlyStopping, stop_on_nonfinite: bool, lr: float, trial: Any, world, ui):
-        self.stopper, self.stop_on_nonfinite, self.lr, self.trial, self.world, self.ui = (
-            stopper, stop_on_nonfinite, lr, trial, world, ui)
+    def __init__(self, stopper: EarlyStopping, stop_on_nonfinite: bool, lr: float, trial: Any, world, ui, run_dir):
+        self.stopper, self.stop_on_nonfinite, self.lr, self.trial, self.world, self.ui, self.run_dir = (
+            stopper, stop_on_nonfinite, lr, trial, world, ui, run_dir)
         self.signal: int | None = None
 
     def diverged(self, value: float, epoch: int, step: int) -> Stop:
@@ -67,11 +67,11 @@ class StopRules:
                                 f"Try a lower learning rate (optimizer.lr={self.lr:g} now), "
                                 "gradient clipping (regularization=clip) or a normalization layer")
 
-    def after_step(self, loss, check_loss: bool, checkpoint_due: bool, epoch: int, step: int,
-                   run_dir) -> tuple[Stop | None, bool]:
-        """A signal, or a non-finite loss (read only when `check_loss`: on a GPU reading it is a host sync).
+    def after_step(self, loss, epoch: int, step: int, *, read_loss: bool,
+                   checkpoint_due: bool) -> tuple[Stop | None, bool]:
+        """A signal, or a non-finite loss (read only when `read_loss`: on a GPU reading it is a host sync).
         Returns the stop and whether to checkpoint now (on a signal, or when a checkpoint is due on any rank)."""
-        nonfinite = check_loss and self.stop_on_nonfinite and not math.isfinite(float(loss))
+        nonfinite = read_loss and self.stop_on_nonfinite and not math.isfinite(float(loss))
         signalled = self.signal is not None
         if self.world.size > 1:  # every rank stops, and checkpoints, at the same step
             nonfinite, signalled, checkpoint_due = self.world.any(nonfinite, signalled, checkpoint_due)
@@ -82,7 +82,7 @@ class StopRules:
         if signalled:
             name = signal.Signals(self.signal).name
             return Stop("interrupted", f"{name}: stopped at epoch {epoch}, step {step}; checkpoint saved. "
-                                       f"Resume with: trainrun trainer.resume={run_dir}"), True
+                                       f"Resume with: trainrun trainer.resume={self.run_dir}"), True
         return None, checkpoint_due
 
     def after_epoch(self, values: dict, epoch: int) -> tuple[Stop | None, bool]:

@@ -121,11 +121,8 @@ def to_tensorboard(figures: list[Path], log_dir: Path) -> None:
             writer.add_image(f"study/{figure.stem}", decode_png(read_file(str(figure)), ImageReadMode.RGB), 0)
 
 
-def report(sweep_dir: Path, name: str) -> str:
-    """Write study.md and the figures; returns the verdict line."""
-    from . import studies
-
-    study = studies.STUDIES[name]
+def report(sweep_dir: Path, name: str, study: Study) -> str:
+    """Write study.md and the figures of the study `name` (its record: `study`); returns the verdict line."""
     runs = load_runs(sweep_dir)
     config = OmegaConf.load(sweep_dir / "multirun.yaml")
     size = OmegaConf.select(config, "study.size")

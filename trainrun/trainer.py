@@ -139,6 +139,37 @@ class EpochProgress:
     seconds: float = 0.0
 
 
+class EpochSums:
+    """The epoch's summed train loss and metric, kept on the device (a read is a host sync), and its clock."""
+
+    def __init__(self, progress: EpochProgress, device: torch.device):
+        self.progress, self.started = progress, time.perf_counter() - progress.seconds
+        self.loss = torch.tensor(progress.loss_sum, device=device)
+        self.score = torch.tensor(progress.score_sum, device=device)
+
+    def add(self, loss: torch.Tensor, score: torch.Tensor, batch: list) -> int:
+        """A step's mean loss and summed metric over its micro-batches; returns its number of samples."""
+        n = sum(len(y) for _, y, _ in batch)
+        self.loss.add_(loss, alpha=n)
+        self.score += score
+        self.progress.seen += n
+        return n
+
+    def keep(self) -> None:
+        """Into the progress a checkpoint saves, so a resume mid-epoch ends with the same epoch metrics."""
+        e = self.progress
+        e.loss_sum, e.score_sum, e.seconds = float(self.loss), float(self.score), self.seconds()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def total(self, world: distributed.World, metric: str) -> tuple[dict, int]:
+        """The epoch's train metrics over every rank's shard, and the number of samples they cover."""
+        loss, score, seen = world.sum(torch.stack([self.loss, self.score, torch.tensor(
+            float(self.progress.seen), device=self.loss.device)])).tolist()
+        return {"train/loss": loss / seen, f"train/{metric}": score / seen}, int(seen)
+
+
 @dataclass
 class Run:
     """The loop over what `build` made, and the counters it updates."""
@@ -166,7 +197,7 @@ class Run:
                            "early_stopping": p.stopper},
             asdict(cfg), self.world, cfg.trainer.checkpoint)
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
-                               self.trial, self.world, self.ui)
+                               self.trial, self.world, self.ui, self.run_dir)
 
     @property
     def epoch(self) -> int:
@@ -178,70 +209,72 @@ class Run:
         return self.stop.reason if self.stop else "completed"
 
     def fit(self) -> None:
-        p, tc = self.parts, self.parts.cfg.trainer
-        epochs, accum, log_every, max_steps = tc.epochs, tc.grad_accum_steps, tc.log_every_n_steps, tc.max_steps
-        step_scheduler = p.scheduler if p.cfg.scheduler.interval == "step" else None
-        on_cpu = p.device.type == "cpu"
+        """Epochs until trainer.epochs, trainer.max_steps or a stop (early stopping, divergence, pruning, a signal)."""
         if self.stop:  # restored from a run that had already stopped, killed before it wrote metrics.json
             return
-        self.ui.start(epochs, p.steps_per_epoch, done=self.step)
+        tc = self.parts.cfg.trainer
+        self.ui.start(tc.epochs, self.parts.steps_per_epoch, done=self.step)
         with self.rules.catching_signals():
             try:
-                for epoch in range(self.progress.epoch, epochs + 1):
-                    e = self.progress
-                    epoch_start = time.perf_counter() - e.seconds
-                    loss_sum = torch.tensor(e.loss_sum, device=p.device)
-                    score_sum = torch.tensor(e.score_sum, device=p.device)
-                    p.model.train()
-                    for i, micro in enumerate(grouped(p.batches.epoch(epoch), accum)):
-                        if i < e.steps_done:
-                            continue  # trained before a resume: the same batches, in the same order
-                        batch = [self.prepare(idx) for idx in micro]
-                        loss, score = self.optimizer_step(batch)
-                        self.step += 1
-                        n = sum(len(y) for _, y, _ in batch)
-                        loss_sum.add_(loss, alpha=n)
-                        score_sum += score
-                        e.seen += n
-                        e.steps_done += 1
-                        if step_scheduler is not None:
-                            step_scheduler.step()
-                        log_now = self.step % log_every == 0 or self.step == 1  # step 1: the curves start at init
-                        last_step = e.steps_done == p.steps_per_epoch or bool(max_steps and self.step >= max_steps)
-                        stop, save_now = self.rules.after_step(
-                            loss, log_now or on_cpu, not last_step and self.checkpointer.due(self.step),
-                            e.epoch, self.step, self.run_dir)  # the epoch's end has its own checkpoint
-                        if stop and stop.reason == "diverged":
-                            return self.stopped(stop)
-                        if self.tb:  # the lr every step (a schedule's steps show as steps)
-                            self.tb.scalars({"step/lr": p.optimizer.param_groups[0]["lr"]}, self.step)
-                        if log_now:
-                            self.log_step(float(loss), float(score) / n)
-                        self.ui.step(float(loss) if log_now else None)
-                        if save_now:
-                            e.loss_sum, e.score_sum = float(loss_sum), float(score_sum)
-                            e.seconds = time.perf_counter() - epoch_start
-                            if stop:
-                                self.stopped(stop)
-                            self.save_checkpoint()
-                        if stop:
-                            return
-                        if last_step:
-                            break
-                    loss_sum, score_sum, seen = self.world.sum(torch.stack([loss_sum, score_sum, torch.tensor(
-                        float(e.seen), device=p.device)])).tolist()  # over every rank's shard
-                    train_metrics = {"train/loss": loss_sum / seen, f"train/{p.metric}": score_sum / seen}
-                    self.progress = EpochProgress(epoch + 1)
-                    stop = self.end_of_epoch(epoch, train_metrics, time.perf_counter() - epoch_start, int(seen))
-                    if stop:
-                        return self.stopped(stop)
-                    if max_steps and self.step >= max_steps:
+                for epoch in range(self.progress.epoch, tc.epochs + 1):
+                    if self.train_epoch(epoch) or self.out_of_steps():
                         break
-                self.completed = True
+                self.completed = self.stop is None
             finally:
                 self.ui.stop()
                 if self.stop is None or self.stop.reason != "interrupted":
                     self.save_checkpoint()  # the last checkpoint records how the run ended, so a resume knows
+
+    def out_of_steps(self) -> bool:
+        return bool(self.parts.cfg.trainer.max_steps and self.step >= self.parts.cfg.trainer.max_steps)
+
+    def train_epoch(self, epoch: int) -> Stop | None:
+        """The epoch's optimizer steps from where it stands (mid-epoch after a resume), then its evaluation."""
+        p, e = self.parts, self.progress
+        sums = EpochSums(e, p.device)
+        p.model.train()
+        for i, micro in enumerate(grouped(p.batches.epoch(epoch), p.cfg.trainer.grad_accum_steps)):
+            if i < e.steps_done:
+                continue  # trained before a resume: the same batches, in the same order
+            stop, last_step = self.train_step(micro, sums)
+            if stop:
+                return stop
+            if last_step:
+                break
+        train_metrics, seen = sums.total(self.world, p.metric)
+        self.progress = EpochProgress(epoch + 1)
+        return self.end_of_epoch(epoch, train_metrics, sums.seconds(), seen)
+
+    def train_step(self, micro: list, sums: EpochSums) -> tuple[Stop | None, bool]:
+        """One optimizer step over the micro-batches `micro`; returns the stop it ended in, and whether it was
+        the epoch's last step."""
+        p, e = self.parts, self.progress
+        batch = [self.prepare(idx) for idx in micro]
+        loss, score = self.optimizer_step(batch)
+        self.step += 1
+        n = sums.add(loss, score, batch)
+        e.steps_done += 1
+        if p.scheduler is not None and p.cfg.scheduler.interval == "step":
+            p.scheduler.step()
+        log_now = self.step % p.cfg.trainer.log_every_n_steps == 0 or self.step == 1  # step 1: curves start at init
+        last_step = e.steps_done == p.steps_per_epoch or self.out_of_steps()
+        # the epoch's end has its own checkpoint; on the CPU reading the loss costs nothing, so every step is checked
+        stop, save_now = self.rules.after_step(loss, e.epoch, self.step, read_loss=log_now or p.device.type == "cpu",
+                                               checkpoint_due=not last_step and self.checkpointer.due(self.step))
+        if stop and stop.reason == "diverged":
+            self.stopped(stop)
+            return stop, True
+        if self.tb:  # the lr every step (a schedule's steps show as steps)
+            self.tb.scalars({"step/lr": p.optimizer.param_groups[0]["lr"]}, self.step)
+        if log_now:
+            self.log_step(float(loss), float(score) / n)
+        self.ui.step(float(loss) if log_now else None)
+        if stop:  # a signal: the checkpoint below records it
+            self.stopped(stop)
+        if save_now:
+            sums.keep()
+            self.save_checkpoint()
+        return stop, last_step
 
     def stopped(self, stop: Stop) -> None:
         self.stop = stop
@@ -308,7 +341,8 @@ class Run:
         p, tc = self.parts, self.parts.cfg.trainer
         values = {**train_metrics, "epoch": epoch, "time/epoch_s": seconds, "time/samples_per_s": seen / seconds}
         if not math.isfinite(train_metrics["train/loss"]) and tc.early_stopping.stop_on_nonfinite:
-            return self.rules.diverged(train_metrics["train/loss"], epoch, self.step)
+            self.stopped(self.rules.diverged(train_metrics["train/loss"], epoch, self.step))
+            return self.stop
         if (epoch % tc.eval_every == 0 or epoch == tc.epochs) and len(p.data.val):
             val = evaluate(p.forward, p.data.val, p.data, p.criterion, p.cfg.data.eval_batch_size, p.autocast)
             values.update({f"val/{k}": v for k, v in val.items()})
@@ -327,8 +361,10 @@ class Run:
             metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
             self.checkpointer.keep_best(p.model, epoch, metrics)
         self.ui.epoch(epoch, values, improved)
-        final = epoch == tc.epochs or bool(tc.max_steps and self.step >= tc.max_steps)  # fit's end checkpoints it
-        if not stop and self.world.agree(self.checkpointer.due(self.step, epoch) and not final):
+        final = epoch == tc.epochs or self.out_of_steps()  # fit's end checkpoints it
+        if stop:
+            self.stopped(stop)
+        elif self.world.agree(self.checkpointer.due(self.step, epoch) and not final):
             self.save_checkpoint()
         return stop
 
