@@ -291,6 +291,11 @@ def as_splits(source: str, arrays) -> tuple:
     for i in range(0, len(tensors), 2):
         if len(tensors[i]) != len(tensors[i + 1]):
             raise DataError(f"{source}: {names[i]} has {len(tensors[i])} rows, {names[i + 1]} has {len(tensors[i + 1])}")
+    if len(tensors[0]) == 0:
+        raise DataError(f"{source}: x has no rows")
+    if len(tensors) == 4 and tuple(tensors[2].shape[1:]) != tuple(tensors[0].shape[1:]):
+        raise DataError(f"{source}: each x_test row has shape {tuple(tensors[2].shape[1:])}, each x row "
+                        f"{tuple(tensors[0].shape[1:])}; they must be the same")
     ys = tensors[1::2]
     if any(y.is_floating_point() for y in ys):
         ys = [y.float().reshape(len(y), -1) for y in ys]
@@ -370,7 +375,12 @@ def table(cfg, g, path, target, max_classes, missing, task, features=None):
             rows = np.flatnonzero(~np.asarray(keep))[:5].tolist()
             raise DataError(f"column {target} (the target) has {nulls[target]} missing values (rows {rows}); "
                             "set data.missing=drop")
+        dropped = len(frame) - pc.sum(keep).as_py()
         frame = frame.filter(keep)
+        if len(frame) == 0:
+            with_nulls = [c for c in frame.column_names if nulls[c]]
+            raise DataError(f"data.missing=drop dropped every row of {file.name} ({dropped}): each has a missing "
+                            f"value in {', '.join(with_nulls[:5])}; use data.missing=mean or data.features=[...]")
     if missing == "error":
         for c in features:
             if nulls[c]:
@@ -611,6 +621,10 @@ def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):
 
 def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
     """A user's torch Datasets, streamed by a DataLoader; shape and task from the first sample."""
+    for name in ("train", "val", "test"):
+        dataset = getattr(datasets, name)
+        if dataset is not None and len(dataset) == 0:
+            raise DataError(f"data._target_: the {name} {type(dataset).__name__} it returned is empty")
     train_rows, val_rows, test_rows = _split_rows(
         cfg, g, len(datasets.train), None if datasets.val is None else len(datasets.val),
         None if datasets.test is None else len(datasets.test))

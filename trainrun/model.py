@@ -173,7 +173,8 @@ def build_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, set[str]]:
     reused = set()
     if cfg.model.checkpoint:
         reused = load_matching(model, read_state(cfg.model.checkpoint))
-        log.info("model.checkpoint: reused %d tensors from %s", len(reused), cfg.model.checkpoint)
+        log.warning("model.checkpoint: loaded %d of the model's %d tensors from %s", len(reused),
+                    len(model.state_dict()), cfg.model.checkpoint)
     freeze(model, cfg.model.freeze, cfg.model.head_only)
     return model, reused
 
@@ -193,24 +194,43 @@ def read_state(path: str) -> dict:
 
 
 def load_matching(model: nn.Module, state: dict) -> set[str]:
-    """Copy every tensor whose name and shape match; a new head of another size is left as initialized."""
+    """Every tensor of the checkpoint into the model, which must have the same layers: the one expected
+    difference is an output layer of another number of classes, left as initialized. Returns the names loaded."""
     own = model.state_dict()
-    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matching:
-        raise ConfigError("model checkpoint: no layer matches this model (different architecture?)")
-    model.load_state_dict(matching, strict=False)
-    return set(matching)
+    head = head_name(model)
+    replaced = {k for k in own if head and k.startswith(head + ".") and k in state and own[k].shape != state[k].shape}
+    for name, tensor in own.items():
+        if name in replaced:
+            continue
+        if name not in state:
+            raise ConfigError(f"model checkpoint: it has no tensor {name} of this model (another architecture?); "
+                              f"it holds {len(state)} tensors, e.g. {next(iter(state), 'none')}")
+        if state[name].shape != tensor.shape:
+            raise ConfigError(f"model checkpoint: {name} has shape {tuple(state[name].shape)} there and "
+                              f"{tuple(tensor.shape)} here (another architecture or width?)")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ConfigError(f"model checkpoint: its tensor {extra[0]} is not part of this model "
+                          f"({len(extra)} such; another architecture?)")
+    model.load_state_dict({k: v for k, v in state.items() if k not in replaced}, strict=False)
+    if replaced:
+        log.warning("model checkpoint: the output layer %s has another number of classes; it is replaced "
+                    "(initialized anew)", head)
+    return set(own) - replaced
 
 
-def head_name(model: nn.Module) -> str:
-    """The output layer: the last Linear in the model."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+def head_name(model: nn.Module) -> str | None:
+    """The output layer: the last Linear in the model (None for a model without one)."""
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else None
 
 
 def freeze(model: nn.Module, layers, head_only: bool) -> None:
     """Freeze named layers, the first N top-level layers, or (head_only) all but a freshly reset head."""
     if head_only:
         head = head_name(model)
+        if head is None:
+            raise ConfigError("model.head_only=true needs a Linear output layer; this model has none: use model.freeze")
         model.get_submodule(head).reset_parameters()
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(head + "."))
@@ -229,3 +249,6 @@ def freeze(model: nn.Module, layers, head_only: bool) -> None:
                 raise ConfigError(f"model.freeze: no layer '{name}'; layers: {', '.join(trainable)}") from None
     for name in names:
         model.get_submodule(name).requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model.freeze={layers} freezes every layer ({', '.join(trainable)}): nothing is left "
+                          "to train; freeze fewer layers")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from .errors import DataError
 
 AHEAD = 4  # batches gathered ahead of the step: enough to hide a gather behind a step, few enough to stay small
 
@@ -153,9 +157,9 @@ class DatasetSplit:
     def __init__(self, dataset, rows: torch.Tensor, num_workers: int, pin: bool, persistent: bool):
         from torch.utils.data import DataLoader
 
-        self.dataset, self.rows = dataset, rows
+        self.dataset, self.rows = ItemReader(dataset), rows
         self.sampler = PlannedBatches()
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers, pin_memory=pin,
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=num_workers, pin_memory=pin,
                                  persistent_workers=persistent and num_workers > 0, collate_fn=collate)
         self.pending: Iterator | None = None
 
@@ -167,16 +171,51 @@ class DatasetSplit:
         self.pending = zip(batches, iter(self.loader))
 
     def take(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        for planned, rows in self.pending or ():
-            if same(planned, idx):
-                return rows
-        self.pending = None
-        return collate([self.dataset[i] for i in self.rows[idx].tolist()])
+        batch = next((rows for planned, rows in self.pending or () if same(planned, idx)), None)
+        if batch is None:
+            self.pending = None
+            batch = collate([self.dataset[i] for i in self.rows[idx].tolist()])
+        if isinstance(batch, UnreadableItem):
+            raise DataError(batch.message)
+        return batch
 
 
-def collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class UnreadableItem:
+    """An item whose reading raised, in the user's code: passed back from a DataLoader worker as a value (an
+    exception from a worker arrives wrapped in its traceback), and raised as one DataError line in the run."""
+
+    message: str
+
+
+class ItemReader:
+    """A user's Dataset, whose failing item becomes an UnreadableItem naming the item, the exception, and
+    the user's file and line."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[i]
+        except Exception as error:
+            frames = traceback.extract_tb(error.__traceback__)
+            own = [f for f in frames if "site-packages" not in f.filename and "/trainrun/" not in f.filename]
+            where = (own or frames)[-1]
+            text = " ".join(str(error).split())[:160]
+            return UnreadableItem(f"data: item {i} of the {type(self.dataset).__name__} raised "
+                                  f"{type(error).__name__}: {text} ({where.filename}:{where.lineno})")
+
+
+def collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | UnreadableItem:
     """(input, target) pairs -> a batch: inputs stacked, float inputs as float32; integer targets as int64
-    class indices, float targets as float32 rows (regression)."""
+    class indices, float targets as float32 rows (regression). An unreadable item is passed on."""
+    failed = next((item for item in items if isinstance(item, UnreadableItem)), None)
+    if failed is not None:
+        return failed
     xs = [torch.as_tensor(x) for x, _ in items]
     ys = [torch.as_tensor(y) for _, y in items]
     x = torch.stack(xs)

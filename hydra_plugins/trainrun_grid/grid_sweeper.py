@@ -76,6 +76,18 @@ def stage_jobs(overrides: list, samples: Optional[int], seed: int) -> List[List[
     return jobs
 
 
+def covering(jobs: List[List[str]], keys: set) -> List[List[str]]:
+    """The first job, and each job that gives one of `keys` a value no job before it had: between them every
+    listed value is checked once (a missing file among data.path=a.csv,b.csv), not every combination."""
+    seen, chosen = set(), []
+    for job in jobs:
+        values = {o for o in job if o.split("=", 1)[0].lstrip("+~") in keys}
+        if not chosen or values - seen:
+            chosen.append(job)
+            seen |= values
+    return chosen
+
+
 def draw(interval, rng: random.Random) -> str:
     low, high = interval.start, interval.end
     whole = isinstance(low, int) and isinstance(high, int)
@@ -108,7 +120,8 @@ class TrainrunGridSweeper(Sweeper):
         for stage in stages:  # what every run of a stage shares is refused now, before anything is written
             if not any("{" in str(v) for v in stage["params"].values()):
                 params = parser.parse_overrides([f"{k}={v}" for k, v in stage["params"].items()] + list(arguments))
-                self.check(stage_jobs(params, stage.get("samples"), stage.get("seed", 0))[:1])
+                listed = {o.get_key_element() for o in params if o.is_sweep_override() and not o.is_interval_sweep()}
+                self.check(covering(stage_jobs(params, stage.get("samples"), stage.get("seed", 0)), listed))
         claim(sweep_dir)
         plans, returns, done = list(stages), [], {}
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
