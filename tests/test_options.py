@@ -39,6 +39,26 @@ def test_optimizer_is_its_class_with_every_knob_of_its_yaml(kind):
         assert (group["momentum"], group["nesterov"]) == expected
 
 
+# values that are neither a YAML's nor torch's default: a knob that is not passed on fails here
+UNUSUAL = {"lr": 0.0123, "momentum": 0.37, "dampening": 0.21, "weight_decay": 0.0031, "betas": [0.81, 0.97],
+           "eps": 3e-7, "alpha": 0.77, "rho": 0.66, "lr_decay": 0.013, "initial_accumulator_value": 0.05,
+           "amsgrad": True, "centered": True, "momentum_decay": 0.007, "decoupled_weight_decay": True, "max_iter": 7,
+           "history_size": 11, "line_search_fn": "strong_wolfe"}
+
+
+@pytest.mark.parametrize("kind", shipped("optimizer"))
+def test_optimizer_passes_on_every_knob_set_to_an_unusual_value(kind):
+    from trainrun.optimizer import make_optimizer
+
+    record = REGISTRIES["optimizer"][kind]
+    values = {knob: UNUSUAL[knob] for knob in record.knobs}
+    overrides = [f"optimizer.{k}={str(v).lower() if isinstance(v, bool) else v}".replace(" ", "") for k, v in values.items()]
+    cfg = make_config([f"optimizer={kind}", *overrides])
+    group = make_optimizer(cfg.optimizer, nn.Linear(4, 2), set()).param_groups[0]
+    for knob, value in values.items():
+        assert (list(group[knob]) == value) if knob == "betas" else group[knob] == value, knob
+
+
 # ---------------------------------------------------------------------------- activations
 REFERENCE = {
     "relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.01), "prelu": lambda x: F.leaky_relu(x, 0.25),

@@ -70,6 +70,19 @@ def test_a_completed_run_resumed_with_more_epochs_continues_where_it_ended(tmp_p
     assert again.returncode == 0 and "already finished (completed)" in again.stdout.replace("\n", "")
 
 
+def test_a_resume_on_another_thread_count_says_results_are_equal_up_to_rounding(tmp_path):
+    args = ["data.subset=200", "logger.enabled=false", "trainer.early_stopping.patience=100"]
+    one = {"OMP_NUM_THREADS": "1"}
+    first = cli(*args, "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=one)
+    assert first.returncode == 0, first.stderr
+    same = cli(f"trainer.resume={tmp_path / 'run'}", "trainer.epochs=2", cwd=tmp_path, env=one)
+    assert same.returncode == 0 and "up to rounding" not in same.stdout  # the same count: bit for bit
+    other = cli(f"trainer.resume={tmp_path / 'run'}", "trainer.epochs=3", cwd=tmp_path, env={"OMP_NUM_THREADS": "2"})
+    assert other.returncode == 0, other.stderr
+    said = " ".join(other.stdout.split())
+    assert "resumed on 2 threads, where it ran on 1" in said and "up to rounding, not bit for bit" in said
+
+
 @pytest.mark.parametrize("scheduler", ["onecycle", pytest.param("cosine", marks=pytest.mark.slow)])
 def test_resuming_a_run_length_schedule_with_more_epochs_is_refused(tmp_path, scheduler):
     run = cli(f"scheduler={scheduler}", "trainer.epochs=2", "data.subset=200", "logger.enabled=false",

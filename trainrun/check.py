@@ -39,21 +39,21 @@ def check(cfg) -> None:
     _pruning(cfg.trainer.pruning)
     if cfg.tune is not None:
         _tune(cfg)
-    _paths(cfg)
+    check_files(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
 # The schema: known keys, declared ranges, and each option's knobs
 
-def check_job(hydra_context, sweep_config: DictConfig, overrides: list) -> None:
-    """One job of a sweep composed as its run will be, and checked as the run checks it: a sweeper calls this
-    before the sweep's directory exists."""
+def check_job(hydra_context, sweep_config: DictConfig, overrides: list, files_only: bool = False) -> None:
+    """One job of a sweep composed as its run will be, and checked as the run checks it (`files_only`: only
+    that the user's files it names exist): a sweeper calls this before the sweep's directory exists."""
     from omegaconf import open_dict
 
     config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
     with open_dict(config):
         del config["hydra"]  # what the run is given
-    check(config)
+    (check_files if files_only else check)(config)
 
 
 def _known_keys(cfg: DictConfig) -> None:
@@ -146,10 +146,10 @@ def _combinations(cfg) -> None:
     _ordered(f"init={cfg.init.kind}: init.a", cfg.init.a, "init.b", cfg.init.b)
 
 
-def _ordered(low_key: str, low, high_key: str, high, strict: bool = True) -> None:
+def _ordered(low_key: str, low, high_key: str, high, strict: bool = True, spec: str = "") -> None:
     if low is not None and high is not None and (low >= high if strict else low > high):
         relation = "be below" if strict else "not exceed"
-        raise ConfigError(f"{low_key}={low:g} must {relation} {high_key}={high:g}")
+        raise ConfigError(f"{low_key}={low:{spec}} must {relation} {high_key}={high:{spec}}")
 
 
 def _needs(cfg, gives: str, what_data_gives: str) -> None:
@@ -192,10 +192,10 @@ def _tune(cfg) -> None:
     if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric"):
         raise ConfigError(f"tune=lr_find: scheduler={cfg.scheduler.kind} moves the lr on a metric; the range test "
                           "sets the lr itself (use scheduler=none)")
-    _ordered("tune.min_lr", t.min_lr, "tune.max_lr", t.max_lr)
+    _ordered("tune.min_lr", t.min_lr, "tune.max_lr", t.max_lr, spec="g")
 
 
-def _paths(cfg) -> None:
+def check_files(cfg) -> None:
     """The user's own files that the config names exist, as files or folders as their option reads them
     (a sweep over them is refused before it starts, not one failed run at a time)."""
     data = cfg.data

@@ -235,6 +235,13 @@ def check_command_line(args: list[str]) -> str | None:
     if len(modes) > 1:
         return f"{' and '.join(modes)} cannot be given together: {modes[1]} shows a config without running"
     parser = OverridesParser.create()
+    # loss and tune are null unless chosen: a key inside one needs its choice first (OmegaConf asserts otherwise)
+    chosen = {arg.split("=", 1)[0].lstrip("~+") for arg in parsed.overrides or []}
+    for arg in parsed.overrides or []:
+        group, dot, _ = arg.lstrip("~+").partition(".")
+        if dot and group in NULL_UNLESS_CHOSEN and group not in chosen and "=" in arg:
+            return (f"{arg}: no {group} is chosen ({'it follows the data' if group == 'loss' else 'none by default'}); "
+                    f"choose one first: {group}=<{', '.join(sorted(group_options(group)))}> {arg}")
     for arg in parsed.overrides or []:
         try:
             override = parser.parse_override(arg)
@@ -251,7 +258,8 @@ def check_command_line(args: list[str]) -> str | None:
     return None
 
 
-REQUIRED_GROUPS = (*OPTION_GROUPS, "regularization")  # loss may be null: it follows the data's task
+REQUIRED_GROUPS = (*OPTION_GROUPS, "regularization")
+NULL_UNLESS_CHOSEN = ("loss", "tune", "study")  # loss may be null: it follows the data's task
 
 
 def describe(error: BaseException) -> str | None:

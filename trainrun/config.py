@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -116,10 +118,18 @@ FRACTION = {"ge": 0, "lt": 1}
 PROBABILITY = {"ge": 0, "le": 1}
 
 
+DATA_HOME = "~/.cache/trainrun/data"  # where trainrun keeps data and caches; $TRAINRUN_DATA moves it
+
+
+def data_home() -> Path:
+    """$TRAINRUN_DATA, or DATA_HOME: the shipped datasets, the folder cache, streamed spills."""
+    return Path(os.environ.get("TRAINRUN_DATA", DATA_HOME)).expanduser()
+
+
 @dataclass
 class DataConfig:
     kind: str = setting(MISSING, choices="data")
-    root: str = "${oc.env:TRAINRUN_DATA,'~/.cache/trainrun/data'}"
+    root: str = f"${{oc.env:TRAINRUN_DATA,'{DATA_HOME}'}}"
     download: bool = True
     test_set_only: bool = False  # carve train/val/test from the official test files alone
     batch_size: Any = setting(64, ge=1, choices=("full",), expected="a positive integer or 'full'")  # "full": full-batch GD
@@ -225,7 +235,7 @@ class NormConfig:
 @dataclass
 class OptimizerConfig:
     kind: str = setting(MISSING, choices="optimizer")
-    lr: float = setting(1e-3, **POSITIVE)
+    lr: float = setting(MISSING, **POSITIVE)  # each optimizer's YAML gives its usual value
     backbone_lr_scale: float = setting(1.0, **NON_NEGATIVE)  # lr factor for layers reused from a checkpoint
     weight_decay: Optional[float] = knob(**NON_NEGATIVE)  # every optimizer but L-BFGS takes it
     momentum: Optional[float] = knob(**FRACTION)
@@ -352,8 +362,8 @@ class PrunerConfig:
     """The search's pruner (hydra.sweeper.pruner): which, and its knobs (registry.PRUNERS lists who takes which)."""
 
     kind: str = setting("median", choices="pruner")
-    n_startup_trials: int = setting(2, **NON_NEGATIVE)  # median: trials that finish before any is pruned
-    n_warmup_steps: int = setting(1, **NON_NEGATIVE)  # median: epochs a trial runs before it can be pruned
+    n_startup_trials: int = setting(3, **NON_NEGATIVE)  # median: trials that finish before any is pruned
+    n_warmup_steps: int = setting(2, **NON_NEGATIVE)  # median: epochs a trial runs before it can be pruned
     min_resource: int = setting(1, **POSITIVE_INT)  # successive_halving, hyperband
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from .config import data_home
 from .errors import ConfigError, DataError
 from . import stream
 from .registry import DATASETS, NORMALIZERS, SAMPLERS
@@ -539,7 +540,7 @@ def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -
     budget = stream.host_budget_bytes(cfg.host_memory_gb)
     if nbytes > budget:  # rows gathered from a memory map, a batch at a time, ahead of the step
         mapped = {}  # each input tensor once (val and test may be rows of the train tensor)
-        spill = Path(os.environ.get("TRAINRUN_DATA", "~/.cache/trainrun/data")).expanduser() / "stream"
+        spill = data_home() / "stream"
         for x, _, _ in parts:
             if not loaded.on_disk and id(x) not in mapped:
                 mapped[id(x)] = stream.mapped(x, spill)

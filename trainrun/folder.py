@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .config import data_home
 from .errors import ConfigError, DataError
 
 log = logging.getLogger("trainrun")
@@ -84,7 +85,7 @@ def cache_path(root: Path, files: dict, settings: dict, cache_dir: str | None) -
             digest.update(f"{split}\0{path.relative_to(root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     # beside trainrun's other data (data.root's default), never inside the user's folder
     base = Path(cache_dir).expanduser() if cache_dir else \
-        Path(os.environ.get("TRAINRUN_DATA", "~/.cache/trainrun/data")).expanduser() / "folder-cache"
+        data_home() / "folder-cache"
     return base / f"{root.name}-{digest.hexdigest()[:20]}.pt"
 
 

@@ -194,29 +194,31 @@ def read_state(path: str) -> dict:
 
 
 def load_matching(model: nn.Module, state: dict) -> set[str]:
-    """Every tensor of the checkpoint into the model, which must have the same layers: the one expected
-    difference is an output layer of another number of classes, left as initialized. Returns the names loaded."""
+    """The checkpoint's tensors into a model with the same layers (the same tensor names, so the same
+    architecture): a tensor of another shape (another width, or a head for another number of classes) stays
+    as initialized, and is said. Returns the names loaded."""
     own = model.state_dict()
-    head = head_name(model)
-    replaced = {k for k in own if head and k.startswith(head + ".") and k in state and own[k].shape != state[k].shape}
-    for name, tensor in own.items():
-        if name in replaced:
-            continue
-        if name not in state:
-            raise ConfigError(f"model checkpoint: it has no tensor {name} of this model (another architecture?); "
-                              f"it holds {len(state)} tensors, e.g. {next(iter(state), 'none')}")
-        if state[name].shape != tensor.shape:
-            raise ConfigError(f"model checkpoint: {name} has shape {tuple(state[name].shape)} there and "
-                              f"{tuple(tensor.shape)} here (another architecture or width?)")
+    missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
-    if extra:
-        raise ConfigError(f"model checkpoint: its tensor {extra[0]} is not part of this model "
-                          f"({len(extra)} such; another architecture?)")
-    model.load_state_dict({k: v for k, v in state.items() if k not in replaced}, strict=False)
-    if replaced:
-        log.warning("model checkpoint: the output layer %s has another number of classes; it is replaced "
-                    "(initialized anew)", head)
-    return set(own) - replaced
+    if missing or extra:
+        first = f"it has no tensor {missing[0]}" if missing else f"its tensor {extra[0]} is not part of this model"
+        raise ConfigError(f"model checkpoint: {first} (another architecture?); it holds {len(state)} tensors, "
+                          f"this model {len(own)}")
+    reshaped = [k for k in own if state[k].shape != own[k].shape]
+    if len(reshaped) == len(own):
+        name = reshaped[0]
+        raise ConfigError(f"model checkpoint: no tensor has this model's shape, e.g. {name}: "
+                          f"{tuple(state[name].shape)} there, {tuple(own[name].shape)} here")
+    model.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
+    head = head_name(model)
+    if any(k.startswith(f"{head}.") for k in reshaped):
+        log.warning("model checkpoint: the output layer %s has another size here; it is replaced (initialized anew)",
+                    head)
+    others = [k for k in reshaped if not k.startswith(f"{head}.")]
+    if others:
+        log.warning("model checkpoint: %d tensors of another shape stay as initialized: %s", len(others),
+                    ", ".join(others[:4]) + (", ..." if len(others) > 4 else ""))
+    return set(own) - set(reshaped)
 
 
 def head_name(model: nn.Module) -> str | None:

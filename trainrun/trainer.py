@@ -76,6 +76,10 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved and "model" in saved:
         run.restore(saved)
         ui.note(f"resuming {run_dir} at epoch {run.progress.epoch}, step {run.step}")
+        if saved.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            ui.note(f"resumed on {torch.get_num_threads()} threads, where it ran on {saved['threads']} (another launcher "
+                    "or n_jobs): sums are added in another order, so results equal an uninterrupted run's up to "
+                    "rounding, not bit for bit")
     if cfg.tune is not None:  # a range test instead of training
         result = tune.lr_find(run, ui, overrides)
         (run_dir / "metrics.json").write_text(json.dumps(
@@ -386,7 +390,8 @@ class Run:
         reason = self.stop.reason if self.stop else "completed" if self.completed else "running"
         counters = {"step": self.step, "epoch": self.epoch, "stop_reason": reason,
                     "stop_message": self.stop.message if self.stop else "",
-                    "seconds": self.earlier_seconds + time.perf_counter() - self.started}
+                    "seconds": self.earlier_seconds + time.perf_counter() - self.started,
+                    "threads": torch.get_num_threads()}  # a resume on another count is equal only up to rounding
         self.checkpointer.save(counters, {"progress": asdict(self.progress)})
 
     def restore(self, saved: dict) -> None:

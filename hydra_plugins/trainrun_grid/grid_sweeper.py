@@ -78,7 +78,7 @@ def stage_jobs(overrides: list, samples: Optional[int], seed: int) -> List[List[
 
 def covering(jobs: List[List[str]], keys: set) -> List[List[str]]:
     """The first job, and each job that gives one of `keys` a value no job before it had: between them every
-    listed value is checked once (a missing file among data.path=a.csv,b.csv), not every combination."""
+    listed value is seen once (a missing file among data.path=a.csv,b.csv), not every combination."""
     seen, chosen = set(), []
     for job in jobs:
         values = {o for o in job if o.split("=", 1)[0].lstrip("+~") in keys}
@@ -151,9 +151,11 @@ class TrainrunGridSweeper(Sweeper):
         return returns
 
     def check(self, jobs: list) -> None:
-        """These jobs' configs refused as their runs would refuse them (trainrun.check)."""
-        for job in jobs:
-            check_job(self.hydra_context, self.config, job)
+        """The first job refused as its run would refuse it (trainrun.check), and the user's files that each
+        other job names: a bad value fails only its own runs (the summary shows them), a missing file is
+        refused before the sweep starts."""
+        for number, job in enumerate(jobs):
+            check_job(self.hydra_context, self.config, job, files_only=number > 0)
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0

@@ -19,6 +19,7 @@ failed and its parameters tried again.
 """
 # No `from __future__ import annotations` here: Hydra's plugin scan executes this module before it is in
 # sys.modules, and dataclasses with string annotations look the module up there.
+import json
 import logging
 import os
 import shutil
@@ -88,6 +89,25 @@ def choices(override: Override) -> list:
     return [v if v is None or isinstance(v, (bool, int, float, str)) else text
             for v, text in zip(override.sweep_iterator(transformer=lambda x: x),
                                override.sweep_string_iterator())]
+
+
+def search_space(params: dict, arguments: list) -> tuple[dict, list]:
+    """The searched keys' distributions and the fixed overrides, from the configured space and the command
+    line, which replaces it key by key (a fixed value there fixes that key)."""
+    parser = OverridesParser.create()
+    by_key = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+              + parser.parse_overrides(arguments)}
+    space, fixed = {}, []
+    for override in by_key.values():
+        try:
+            dist = distribution(override)
+        except ValueError as error:  # e.g. a log scale over negative values
+            raise ConfigError(f"cannot search {override.input_line}: {' '.join(str(error).split())}") from None
+        if dist is None:
+            fixed.append(override.input_line)
+        else:
+            space[override.get_key_element()] = dist
+    return space, fixed
 
 
 def probe_jobs(space: dict, fixed: list) -> list:
@@ -169,38 +189,13 @@ class TrainrunOptunaSweeper(Sweeper):
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
-        parser = OverridesParser.create()
-        # the command line replaces the configured space key by key: a fixed value there fixes that key
-        by_key = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])
-                  + parser.parse_overrides(arguments)}
-        space, fixed = {}, []
-        for override in by_key.values():
-            try:
-                dist = distribution(override)
-            except ValueError as error:  # e.g. a log scale over negative values
-                raise ConfigError(f"cannot search {override.input_line}: {' '.join(str(error).split())}") from None
-            if dist is None:
-                fixed.append(override.input_line)
-            else:
-                space[override.get_key_element()] = dist
-        monitor = OmegaConf.select(self.config, "trainer.early_stopping.monitor")
-        mode = OmegaConf.select(self.config, "trainer.early_stopping.mode")
-        maximize = direction(monitor, mode) == "max"
+        space, fixed = search_space(self.params, arguments)
+        self.monitor = monitor = OmegaConf.select(self.config, "trainer.early_stopping.monitor")
+        maximize = direction(monitor, OmegaConf.select(self.config, "trainer.early_stopping.mode")) == "max"
         for overrides in probe_jobs(space, fixed):  # refused as its runs would be, before anything is written
             check_job(self.hydra_context, self.config, overrides)
         url = self.storage_url or f"journal:{(sweep_dir / 'optuna.journal').resolve()}"
-        created = not sweep_dir.exists()
-        claim(sweep_dir)
-        try:
-            storage = make_storage(url)
-        except ConfigError:
-            if created:  # nothing left behind
-                sweep_dir.rmdir()
-            raise
-        sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
-                                    pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
-                                    direction="maximize" if maximize else "minimize")
+        study = self.open_study(sweep_dir, url, maximize)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not resumed:
             write_experiment(sweep_dir, {key: domain(dist) for key, dist in space.items()})
@@ -239,10 +234,29 @@ class TrainrunOptunaSweeper(Sweeper):
                 return self.batched(study, space, job, unfinished, more)
             return self.in_flight(study, space, job, unfinished, more)
 
+    def open_study(self, sweep_dir: Path, url: str, maximize: bool):
+        """The sweep's directory claimed and its study created or loaded; a storage that cannot be opened
+        leaves nothing behind."""
+        import optuna
+
+        created = not sweep_dir.exists()
+        claim(sweep_dir)
+        try:
+            storage = make_storage(url)
+        except ConfigError:
+            if created:
+                sweep_dir.rmdir()
+            raise
+        sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
+        return optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
+                                   pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
+                                   direction="maximize" if maximize else "minimize")
+
     def dead_trials(self, study, sweep_dir: Path) -> list:
         """Trials left running by processes that died: neither their run directory nor their sweeper's
-        directory is held by any process. Those with a checkpoint are resumed;
-        the others are closed as failed (not counted) and their parameters asked again."""
+        directory is held by any process. A run that finished (its metrics.json) is told to the study and
+        never launched again; those with a checkpoint are resumed; the others are closed as failed (not
+        counted) and their parameters asked again."""
         from optuna.trial import TrialState
 
         resumable = []
@@ -254,7 +268,10 @@ class TrainrunOptunaSweeper(Sweeper):
             # after this check), queued or starting: a run takes its own lock only once its job is set up
             if held(run_dir) or held(Path(trial.user_attrs["sweep_dir"])):
                 continue
-            if (run_dir / "last.pt").is_file():
+            if (run_dir / "metrics.json").is_file():  # it finished; the sweeper died before it heard
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                study.tell(trial.number, *outcome_of({**metrics, "objective": metrics.get(self.monitor)}))
+            elif (run_dir / "last.pt").is_file():
                 resumable.append(study._storage.get_trial(trial._trial_id))
             else:  # nothing trained to keep: its directory goes (the summary and TensorBoard show each run once)
                 study._storage.set_trial_user_attr(trial._trial_id, "died", True)
@@ -329,6 +346,13 @@ def outcome(result) -> tuple:
         metrics = result.return_value
     except Exception:  # the job raised: a failed trial, not a failed study
         return None, TrialState.FAIL
+    return outcome_of(metrics)
+
+
+def outcome_of(metrics: dict | None) -> tuple:
+    """(value, state) for study.tell from a run's metrics (with `objective`: the monitored one)."""
+    from optuna.trial import TrialState
+
     if not metrics:
         return None, TrialState.FAIL
     if metrics.get("stop_reason") == "pruned":

@@ -1,0 +1,294 @@
+"""check.py is the one home of every refusal: drawn from the schema and the option records, an invalid value
+of any key is refused by `check` with a line that names that key; the run and both sweepers call it, so a
+sweep that would fail is refused before its directory exists."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import TINY, cli, make_config
+from trainrun.check import check
+from trainrun.config import declared_fields, leaf_types, schema_at
+from trainrun.errors import ConfigError
+from trainrun.registry import AUGMENTATIONS, REGISTRIES
+
+GROUPS = ["data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss"]
+FIELDS = {".".join(path): (f, hint) for path, f, hint in declared_fields()}
+AUGMENT_FIELDS = {path[0]: (f, hint) for path, f, hint in declared_fields(schema_at(["augmentation", "any"]))}
+
+
+def show(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(show(v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return str(value)
+
+
+def bounded(rng) -> bool:
+    return rng is not None and any(b is not None for b in (rng.ge, rng.gt, rng.le, rng.lt))
+
+
+@st.composite
+def outside(draw, rng, integer: bool):
+    """A number outside `rng`: below its lower bound or above its upper one (an open bound itself too), or
+    not finite."""
+    ways = []
+    if rng.ge is not None or rng.gt is not None:
+        low = rng.ge if rng.ge is not None else rng.gt
+        ways += [low - draw(st.integers(1, 10))] + ([rng.gt] if rng.gt is not None else [])
+    if rng.le is not None or rng.lt is not None:
+        high = rng.le if rng.le is not None else rng.lt
+        ways += [high + draw(st.integers(1, 10))] + ([rng.lt] if rng.lt is not None else [])
+    if not integer:
+        ways += [math.nan, math.inf]
+    value = draw(st.sampled_from(ways))
+    return int(value) if integer and math.isfinite(value) and float(value).is_integer() else value
+
+
+@st.composite
+def invalid_value(draw, f, hint):
+    """A value the declared range refuses."""
+    rng = f.metadata["range"]
+    integer = int in leaf_types(hint)
+    if rng.length:  # a list of fixed length: too short or too long, or one element outside
+        if draw(st.booleans()) or not bounded(rng):
+            return [1] * draw(st.sampled_from([rng.length - 1, rng.length + 1]))
+        inside = rng.ge if rng.ge is not None else rng.le if rng.le is not None else 0.5
+        values = [inside] * rng.length
+        values[draw(st.integers(0, rng.length - 1))] = draw(outside(rng, integer))
+        return values
+    if list in {getattr(t, "__origin__", t) for t in leaf_types(hint)} and bounded(rng):
+        return [draw(outside(rng, integer))]
+    if bounded(rng):
+        return draw(outside(rng, integer))
+    return "bogus_" + draw(st.sampled_from("xyz"))  # a choice that is not one
+
+
+def option_taking(group: str, knob: str) -> str | None:
+    takers = [kind for kind, record in REGISTRIES[group].items() if knob in record.knobs]
+    return takers[0] if takers else None
+
+
+@st.composite
+def one_invalid_key(draw):
+    """(overrides, the key that must be named): one drawn key of the schema (a group's setting, or a knob with
+    an option that takes it, or an augmentation's knob) given a value outside its range."""
+    where = draw(st.sampled_from(["schema", "augmentation"]))
+    if where == "augmentation":
+        name = draw(st.sampled_from(sorted(AUGMENTATIONS)))
+        knobs = AUGMENTATIONS[name].knobs
+        knob = draw(st.sampled_from(knobs))
+        f, hint = AUGMENT_FIELDS[knob]
+        value = draw(invalid_value(f, hint)) if knob not in AUGMENTATIONS[name].ranges else \
+            draw(st.sampled_from([[0.5, 1.5], [0.0, 0.5], [0.3, 2.0]]))  # a narrower range than the schema's
+        return [f"augmentation=[{name}]", f"augmentation.{name}.{knob}={show(value)}"], f"augmentation.{name}.{knob}"
+    keys = [k for k, (f, _) in FIELDS.items() if f.metadata.get("range") is not None and not k.startswith("study.")]
+    key = draw(st.sampled_from(sorted(keys)))
+    f, hint = FIELDS[key]
+    group, knob = key.split(".", 1)[0], key.rsplit(".", 1)[1]
+    overrides = {"loss": ["loss=mse"], "tune": ["tune=lr_find"]}.get(group, [])  # null unless chosen
+    if f.metadata.get("per_option"):
+        kind = option_taking(group, knob)
+        if kind is None:
+            return [f"{key}={show(draw(invalid_value(f, hint)))}"], key
+        overrides = [f"{group}={kind}"]
+    return [*overrides, f"{key}={show(draw(invalid_value(f, hint)))}"], key
+
+
+def refused_naming(overrides: list[str], key: str) -> None:
+    try:
+        cfg = make_config(overrides)
+    except ConfigError as error:
+        assert key in str(error), (overrides, str(error))
+        return
+    except Exception as error:  # OmegaConf's own type check while composing: it names the key too
+        assert key in str(error), (overrides, repr(error))
+        return
+    check(cfg)  # make_config ran it already: again, to be sure nothing passes
+    pytest.fail(f"{overrides} was accepted")
+
+
+@settings(deadline=None, max_examples=60)
+@given(one_invalid_key())
+def test_an_invalid_value_of_any_key_is_refused_naming_that_key(drawn):
+    refused_naming(*drawn)
+
+
+FREEZE = st.one_of(st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: not float(v).is_integer()),
+                   st.integers(max_value=-1), st.just("true"), st.just("[conv1,1]"))
+
+
+@settings(deadline=None, max_examples=12)
+@given(FREEZE)
+def test_model_freeze_of_a_wrong_type_or_sign_is_refused(value):
+    refused_naming([f"model.freeze={value}"], "model.freeze")
+
+
+@settings(deadline=None, max_examples=5)
+@given(st.integers(0, 10**6))
+def test_a_pruning_trial_without_its_storage_is_refused(trial):
+    refused_naming([f"trainer.pruning.trial={trial}"], "trainer.pruning.storage")
+
+
+@settings(deadline=None, max_examples=10)
+@given(name=st.sampled_from(sorted(n for n, r in AUGMENTATIONS.items() if r.ordered)), low=st.floats(0.05, 0.9),
+       gap=st.floats(0.01, 0.09))
+def test_a_low_high_knob_given_high_first_is_refused(name, low, gap):
+    knob = AUGMENTATIONS[name].ordered[0]
+    refused_naming([f"augmentation=[{name}]", f"augmentation.{name}.{knob}=[{low + gap},{low}]"],
+                   f"augmentation.{name}.{knob}")
+
+
+@settings(deadline=None, max_examples=8)
+@given(kind=st.sampled_from(["table", "arrays", "folder"]), name=st.text("abcdef", min_size=1, max_size=8))
+def test_a_users_file_that_does_not_exist_is_refused_by_check(tmp_path_factory, kind, name):
+    missing = tmp_path_factory.getbasetemp() / "nowhere" / name
+    key = {"table": "data.path", "arrays": "data.path", "folder": "data.root"}[kind]
+    extra = ["data.target=y"] if kind == "table" else []
+    refused_naming([f"data={kind}", f"{key}={missing}", *extra], key)
+
+
+@pytest.mark.parametrize("arg", ["loss.delta=2", "tune.max_lr=1", "study.size=full"])
+def test_a_key_of_a_group_that_is_null_unless_chosen_needs_its_choice_first(tmp_path, arg):
+    result = cli(arg, cwd=tmp_path)
+    group = arg.split(".")[0]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith(f"error: {arg}: no {group} is chosen") and f"choose one first: {group}=" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_file_where_a_folder_is_needed_is_refused(tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"")
+    refused_naming(["data=folder", f"data.root={tmp_path / 'photo.png'}"], "data.root")
+
+
+# ------------------------------------------------------------------------------------------------
+# The sweepers call the same check, before their directory exists
+
+def test_a_grid_sweep_over_files_where_one_is_missing_is_refused_before_it_starts(tmp_path):
+    (tmp_path / "a.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "data=table", "data.target=y", f"data.path={tmp_path / 'a.csv'},{tmp_path / 'b.csv'}",
+                 *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"data.path={tmp_path / 'b.csv'}: no such file" in result.stderr
+    assert not sweep.exists()
+
+
+def test_an_optuna_search_that_every_trial_would_fail_is_refused_before_it_starts(tmp_path):
+    sweep = tmp_path / "search"
+    result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer=lbfgs", "tune=lr_find",
+                 *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "tune=lr_find: optimizer=lbfgs" in result.stderr  # a tune rule: the runs' own check, up front
+    assert not sweep.exists()
+
+
+def test_an_optuna_search_with_one_bad_choice_is_refused_before_it_starts(tmp_path):
+    sweep = tmp_path / "search"
+    result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "model.hidden=choice([64],[64,0])",
+                 *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "model.hidden=[64, 0] is invalid" in result.stderr
+    assert not sweep.exists()
+
+
+NARROWED = sorted((name, knob) for name, record in AUGMENTATIONS.items() for knob in record.ranges)
+
+
+@settings(deadline=None, max_examples=10)
+@given(which=st.sampled_from(NARROWED), excess=st.floats(0.01, 5.0))
+def test_a_knob_outside_its_options_narrower_range_is_refused(which, excess):
+    """erase's scale is a fraction of the image: above 1 it is refused, though the schema's scale (affine's
+    zoom) allows up to 10."""
+    name, knob = which
+    narrow = AUGMENTATIONS[name].ranges[knob]
+    value = min(narrow.le + excess, AUGMENT_FIELDS[knob][0].metadata["range"].le)
+    refused_naming([f"augmentation=[{name}]", f"augmentation.{name}.{knob}=[0.1,{value}]"], f"augmentation.{name}.{knob}")
+
+
+# ------------------------------------------------------------------------------------------------
+# What needs the loaded data or the user's files and code: one line naming what is wrong in them
+
+def test_a_checkpoint_of_another_architecture_is_refused_naming_the_first_mismatch(tmp_path):
+    first = cli("model=mlp", *TINY, f"hydra.run.dir={tmp_path / 'mlp'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    other = cli("model=cnn", f"model.checkpoint={tmp_path / 'mlp'}", *TINY, f"hydra.run.dir={tmp_path / 'cnn'}",
+                cwd=tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.startswith("error: model checkpoint: it has no tensor conv1.") and "another architecture" in other.stderr
+    assert not (tmp_path / "cnn").exists()
+    fewer = cli("data.classes=[0,1,2]", f"model.checkpoint={tmp_path / 'mlp'}", *TINY,
+                f"hydra.run.dir={tmp_path / 'three'}", cwd=tmp_path)
+    assert fewer.returncode == 0, fewer.stderr[-2000:]
+    said = " ".join(fewer.stdout.split())
+    assert "the output layer head has another size here; it is replaced" in said
+    assert "loaded 4 of the model's 6 tensors" in said  # fc1 and fc2, weights and biases; not the head
+
+
+def test_a_freeze_that_leaves_nothing_to_train_is_refused(tmp_path):
+    result = cli("model=mlp", "model.freeze=3", *TINY, cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "outputs").exists()
+    assert "model.freeze=3 freezes every layer (fc1, fc2, head): nothing is left to train" in result.stderr
+
+
+USER_CODE = '''
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class Records(Dataset):
+    classes = ["a", "b"]
+
+    def __init__(self, n, broken=None):
+        self.n, self.broken = n, broken
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.broken:
+            raise ValueError(f"record {i} is corrupt")
+        return torch.full((4,), float(i % 2)), i % 2
+
+
+def broken(seed):
+    return Records(80, broken=37)
+
+
+def empty(seed):
+    return Records(80), Records(0)
+
+
+def uneven(seed):
+    return np.zeros((50, 4)), np.arange(50) % 2, np.zeros((10, 5)), np.arange(10) % 2
+'''
+
+
+@pytest.mark.parametrize("target,message", [
+    ("broken", "data: item 37 of the Records raised ValueError: record 37 is corrupt ({file}:{line})"),
+    ("empty", "data._target_: the test Records it returned is empty"),
+    ("uneven", "each x_test row has shape (5,), each x row (4,)"),
+])
+def test_the_users_own_data_that_fail_are_named_in_one_line(tmp_path, target, message):
+    (tmp_path / "records.py").write_text(USER_CODE)
+    result = cli("data=custom", f"data._target_=records.{target}", "data.num_workers=1", *TINY, cwd=tmp_path,
+                 env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1
+    line = next(n for n, text in enumerate(USER_CODE.split("\n"), 1) if "raise ValueError" in text)
+    assert message.format(file=tmp_path / "records.py", line=line) in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_table_emptied_by_missing_drop_says_so(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,,0\n,2,1\n3,,0\n")
+    result = cli("data=table", f"data.path={tmp_path / 't.csv'}", "data.target=y", "data.missing=drop", *TINY,
+                 cwd=tmp_path)
+    assert result.returncode == 2
+    assert "data.missing=drop dropped every row of t.csv (3): each has a missing value in a, b" in result.stderr
