@@ -19,7 +19,7 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 def write_pngs(out: Path, limit: int | None = None, source: Path = MNIST) -> int:
     from torchvision.io import write_png
 
-    from trainrun.data import read_idx
+    from trainrun.data.shipped import read_idx
 
     images = torch.from_numpy(read_idx(source / "t10k-images-idx3-ubyte.gz").copy())[:limit]
     labels = read_idx(source / "t10k-labels-idx1-ubyte.gz")[:limit]

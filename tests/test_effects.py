@@ -501,7 +501,7 @@ def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_p
 def test_digits_read_from_sklearns_file_equal_sklearns_loader():
     from sklearn.datasets import load_digits
 
-    from trainrun.data import digits
+    from trainrun.data.shipped import digits
 
     x, y, _, _ = digits(None, None)
     bunch = load_digits()

@@ -33,7 +33,7 @@ def mnist_pngs(tmp_path_factory):
 
 
 def test_real_mnist_pngs_train_and_match_the_idx_pixels(tmp_path, mnist_pngs):
-    from trainrun.data import read_idx
+    from trainrun.data.shipped import read_idx
 
     data = load_folder(mnist_pngs, cache=tmp_path / "cache")
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10 and data.class_names == [str(d) for d in range(10)]
@@ -79,7 +79,7 @@ def test_mixed_sizes_and_modes_need_a_size_and_take_the_majority_channels(tmp_pa
 
 
 def test_the_cache_is_reused_and_refreshed_when_a_file_changes(tmp_path, monkeypatch):
-    from trainrun import folder
+    from trainrun.data import folder
 
     write_mixed_folder(tmp_path / "photos")
     decodes = []

@@ -95,7 +95,7 @@ def test_arrays_npz_npy_memory_mapped_and_pt(tmp_path):
 
 
 def test_npy_is_memory_mapped_not_copied(tmp_path):
-    from trainrun import data
+    from trainrun.data import arrays as data
 
     np.save(tmp_path / "x.npy", np.arange(30, dtype=np.float32).reshape(10, 3))
     np.save(tmp_path / "y.npy", np.arange(10) % 2)
@@ -144,7 +144,7 @@ def test_bad_tables_are_one_line(tmp_path, content, args, message):
 
 
 def test_classes_keeps_and_relabels_and_per_class_is_stratified(tmp_path):
-    from trainrun import data as data_module
+    from trainrun.data import shipped as data_module
     from trainrun.data import load
 
     from conftest import make_config

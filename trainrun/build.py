@@ -31,7 +31,7 @@ from .loss import make_loss
 from .model import build_model
 from .optimizer import make_optimizer
 from .regularization import Regularizer
-from .registry import MODELS, NORMS, PRECISIONS, SCHEDULERS, building
+from .registry import MODELS, PRECISIONS, building
 from .scheduler import Plan, check_schedule, make_scheduler, plan_for
 from .stopping import EarlyStopping
 

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from .config import OPTION_GROUPS, AugmentConfig, Range, declared_fields, leaf_types, schema_at
+from .config import OPTION_GROUPS, Range, declared_fields, leaf_types, schema_at
 from .errors import ConfigError
 from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS,
                        unset)

@@ -263,34 +263,34 @@ AUGMENTATIONS = Registry("augmentation", {
 })
 
 DATASETS = Registry("data", {
-    "digits": option("trainrun.data:digits", gives="images"),
-    "mnist": option("trainrun.data:mnist", gives="images"),
-    "fashion_mnist": option("trainrun.data:fashion_mnist", gives="images"),
-    "cifar10": option("trainrun.data:cifar10", gives="images"),
-    "mnist1d": option("trainrun.data:mnist1d", gives="sequences"),
-    "polynomial": option("trainrun.data:polynomial", "n_samples noise", gives="features"),
-    "least_squares": option("trainrun.data:least_squares", "n_samples n_features noise", gives="features"),
-    "spirals": option("trainrun.data:spirals", "n_samples noise turns", gives="features"),
-    "synthetic_images": option("trainrun.data:synthetic_images", "n_samples image_shape num_classes", gives="images"),
-    "folder": option("trainrun.folder:folder", "on_bad_file image_size channels cache_dir", gives="images",
+    "digits": option("trainrun.data.shipped:digits", gives="images"),
+    "mnist": option("trainrun.data.shipped:mnist", gives="images"),
+    "fashion_mnist": option("trainrun.data.shipped:fashion_mnist", gives="images"),
+    "cifar10": option("trainrun.data.shipped:cifar10", gives="images"),
+    "mnist1d": option("trainrun.data.shipped:mnist1d", gives="sequences"),
+    "polynomial": option("trainrun.data.shipped:polynomial", "n_samples noise", gives="features"),
+    "least_squares": option("trainrun.data.shipped:least_squares", "n_samples n_features noise", gives="features"),
+    "spirals": option("trainrun.data.shipped:spirals", "n_samples noise turns", gives="features"),
+    "synthetic_images": option("trainrun.data.shipped:synthetic_images", "n_samples image_shape num_classes", gives="images"),
+    "folder": option("trainrun.data.folder:folder", "on_bad_file image_size channels cache_dir", gives="images",
                      paths={"root": "folder"}),
-    "table": option("trainrun.data:table", "path target features task max_classes missing", gives="features",
+    "table": option("trainrun.data.table:table", "path target features task max_classes missing", gives="features",
                     paths={"path": "file"}),
-    "arrays": option("trainrun.data:arrays", "path targets", paths={"path": "file", "targets": "file"}),
-    "custom": option("trainrun.data:custom", "_target_ params num_workers num_classes"),
+    "arrays": option("trainrun.data.arrays:arrays", "path targets", paths={"path": "file", "targets": "file"}),
+    "custom": option("trainrun.data.custom:custom", "_target_ params num_workers num_classes"),
 })
 
 NORMALIZERS = Registry("normalize", {
-    "none": option("trainrun.data:Identity"),
-    "standardize": option("trainrun.data:Standardize"),
-    "pca": option("trainrun.data:PCA", preset={"whiten": False}),
-    "whiten": option("trainrun.data:PCA", preset={"whiten": True}),
+    "none": option("trainrun.data.normalize:Identity"),
+    "standardize": option("trainrun.data.normalize:Standardize"),
+    "pca": option("trainrun.data.normalize:PCA", preset={"whiten": False}),
+    "whiten": option("trainrun.data.normalize:PCA", preset={"whiten": True}),
 })
 
 SAMPLERS = Registry("sampler", {
-    "shuffle": option("trainrun.data:shuffled"),  # a new permutation every epoch (practical SGD)
-    "replacement": option("trainrun.data:with_replacement"),  # every batch drawn at random (canonical SGD)
-    "sequential": option("trainrun.data:sequential"),
+    "shuffle": option("trainrun.data.batches:shuffled"),  # a new permutation every epoch (practical SGD)
+    "replacement": option("trainrun.data.batches:with_replacement"),  # every batch drawn at random (canonical SGD)
+    "sequential": option("trainrun.data.batches:sequential"),
 })
 
 PRECISIONS = Registry("precision", {

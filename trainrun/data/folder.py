@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .config import data_home
-from .errors import ConfigError, DataError
+from ..config import data_home
+from ..errors import ConfigError, DataError
+from .types import Loaded
 
 log = logging.getLogger("trainrun")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
@@ -30,7 +31,6 @@ SMALL_FILE_BYTES = 16_384  # files smaller than this on average decode on one th
 
 
 def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
-    from .data import Loaded
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():

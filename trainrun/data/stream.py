@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 AHEAD = 4  # batches gathered ahead of the step: enough to hide a gather behind a step, few enough to stay small
 
@@ -31,7 +31,7 @@ def host_budget_bytes(budget_gb: float | None) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
 
 
-def mapped(x: torch.Tensor, directory: Path) -> torch.Tensor:
+def memory_map(x: torch.Tensor, directory: Path) -> torch.Tensor:
     """`x`, written once to a file under `directory` and memory-mapped back: its pages become the page
     cache's, which the kernel can drop, not the process's. The file is unlinked at once (the mapping
     keeps it alive until the process ends), so nothing is left behind."""

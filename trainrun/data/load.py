@@ -1,0 +1,189 @@
+"""Load, keep the chosen classes, split (seeded), normalize with train statistics, and place the data where
+they fit: on the training device, in host memory, memory-mapped from disk, or streamed from a user's Datasets."""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from omegaconf import DictConfig
+
+from ..config import data_home
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS, NORMALIZERS
+from .stream import DatasetSplit, DiskSplit, host_budget_bytes, memory_map
+from .normalize import Identity
+from .types import Data, Datasets, Loaded, Split
+
+log = logging.getLogger("trainrun")
+
+
+STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from this many train samples
+
+
+def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
+    """Load, split (seeded), normalize with train statistics, and put where the data fit: on `device`,
+    in (pinned) host memory, or memory-mapped from disk; a user's torch Datasets stream through a DataLoader.
+
+    With `prenormalize`, the normalization is applied once to the stored tensors and Data.normalize
+    is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    loaded = DATASETS.create(cfg, cfg, g)
+    if isinstance(loaded, Datasets):
+        return _dataset_data(cfg, loaded, g, device)
+    loaded = loaded if isinstance(loaded, Loaded) else Loaded(*loaded)
+    if cfg.classes is not None:
+        loaded = only_classes(loaded, list(cfg.classes))
+    train, val, test = _split_rows(cfg, g, len(loaded.y),
+                                   None if loaded.x_val is None else len(loaded.y_val),
+                                   None if loaded.x_test is None else len(loaded.y_test))
+    if cfg.per_class is not None:
+        train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
+    parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
+    parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
+    y_train = loaded.y if train is None else loaded.y[train]
+    task = "classification" if y_train.dtype == torch.int64 else "regression"
+    all_y = [y if rows is None else y[rows] for _, y, rows in parts]
+    num_outputs = int(torch.cat([all_y[0], all_y[2]]).max()) + 1 if task == "classification" else y_train.shape[1]
+    nbytes = sum(x.numel() * x.element_size() * (1 if rows is None else len(rows) / len(x)) for x, _, rows in parts)
+    budget = host_budget_bytes(cfg.host_memory_gb)
+    if nbytes > budget:  # rows gathered from a memory map, a batch at a time, ahead of the step
+        mapped = {}  # each input tensor once (val and test may be rows of the train tensor)
+        spill = data_home() / "stream"
+        for x, _, _ in parts:
+            if not loaded.on_disk and id(x) not in mapped:
+                mapped[id(x)] = memory_map(x, spill)
+        splits = [DiskSplit(mapped.get(id(x), x), y, torch.arange(len(y)) if rows is None else rows,
+                            pin=device.type == "cuda") for x, y, rows in parts]
+        normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+        home = (f"disk, memory-mapped ({nbytes / 2**20:,.1f} MiB, more than data.host_memory_gb: "
+                f"{budget / 2**20:,.1f} MiB); batches gathered "
+                f"{'ahead into pinned memory by a thread' if device.type == 'cuda' else 'in the step'}")
+        return Data(*splits, tuple(splits[0].x.shape[1:]), task, num_outputs, normalizer.to(device), device,
+                    home=home, class_names=loaded.class_names)
+    splits = [Split(x, y) if rows is None else Split(x[rows], y[rows]) for x, y, rows in parts]
+    normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+    if prenormalize and splits[0].x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
+        splits = [Split(normalizer(s.x), s.y) for s in splits]
+        normalizer = Identity(None)
+    storage = storage_device(sum(t.numel() * t.element_size() for s in splits for t in (s.x, s.y)), device,
+                             cfg.device_memory_gb)
+    home = f"{device.type} memory"
+    if storage != device:
+        home = "host memory, pinned (more than data.device_memory_gb); batches copied without blocking"
+        splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
+    train, val, test = (Split(s.x.to(storage), s.y.to(storage)) for s in splits)
+    return Data(train, val, test, tuple(train.x.shape[1:]), task, num_outputs, normalizer.to(device), device,
+                home=home, class_names=loaded.class_names)
+
+
+def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
+    """data.classes: the samples of these classes, in every split, relabelled 0..k-1 in the order given."""
+    if loaded.y.dtype != torch.int64:
+        raise ConfigError("data.classes applies to classification data; these targets are regression values")
+    present = set(torch.unique(loaded.y).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing or len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(f"data.classes={classes}: expected at least two distinct classes of the data "
+                          f"(its classes: 0..{max(present)})" + (f"; {missing[0]} is not one" if missing else ""))
+    relabel = torch.full((max(max(present), max(classes)) + 1,), -1, dtype=torch.int64)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def keep(x, y):
+        if x is None:
+            return None, None
+        rows = (relabel[y] >= 0).nonzero().flatten()
+        return x[rows], relabel[y[rows]]
+
+    names = [loaded.class_names[c] for c in classes] if loaded.class_names else None
+    return Loaded(*keep(loaded.x, loaded.y), *keep(loaded.x_test, loaded.y_test), *keep(loaded.x_val, loaded.y_val),
+                  class_names=names)
+
+
+def per_class(y: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """data.per_class: the first `n` train rows of each class (the rows are already in a seeded random order),
+    a stratified few-shot split."""
+    if y.dtype != torch.int64:
+        raise ConfigError("data.per_class applies to classification data; these targets are regression values")
+    labels, keep = y[rows], torch.zeros(len(rows), dtype=torch.bool)
+    for c in torch.unique(labels).tolist():
+        positions = (labels == c).nonzero().flatten()
+        if len(positions) < n:
+            raise ConfigError(f"data.per_class={n}: class {c} has only {len(positions)} training samples")
+        keep[positions[:n]] = True
+    return rows[keep]  # in the seeded order the rows had
+
+
+def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):
+    """Row indices of train, val and test: None for a split that is a whole given tensor; rows of the train
+    data for a carved one. Carving draws the same permutations whatever the data's storage."""
+    train = val = test = None
+    if n_test is None:
+        train, test = _carve(torch.arange(n), cfg.test_fraction, g)
+    if n_val is None:
+        train, val = _carve(torch.arange(n) if train is None else train, cfg.val_fraction, g)
+    if cfg.subset is not None:
+        train = (torch.arange(n) if train is None else train)[: cfg.subset]
+    if (n if train is None else len(train)) == 0:
+        raise ConfigError(f"data: no training samples left (data.subset={cfg.subset}, data.val_fraction={cfg.val_fraction})")
+    return train, val, test
+
+
+def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
+    """A user's torch Datasets, streamed by a DataLoader; shape and task from the first sample."""
+    for name in ("train", "val", "test"):
+        dataset = getattr(datasets, name)
+        if dataset is not None and len(dataset) == 0:
+            raise DataError(f"data._target_: the {name} {type(dataset).__name__} it returned is empty")
+    train_rows, val_rows, test_rows = _split_rows(
+        cfg, g, len(datasets.train), None if datasets.val is None else len(datasets.val),
+        None if datasets.test is None else len(datasets.test))
+    pin = device.type == "cuda"
+    splits = []
+    for name, dataset, rows in (("train", datasets.train, train_rows), ("val", datasets.val, val_rows),
+                                ("test", datasets.test, test_rows)):
+        dataset = datasets.train if dataset is None else dataset
+        rows = torch.arange(len(dataset)) if rows is None else rows
+        splits.append(DatasetSplit(dataset, rows, datasets.num_workers, pin, persistent=name == "train"))
+    train = splits[0]
+    sample_rows = torch.randperm(len(train), generator=g)[:STATISTICS_SAMPLE].sort().values
+    x, y = train.take(sample_rows)
+    task = "classification" if y.dtype == torch.int64 else "regression"
+    num_outputs = _dataset_classes(datasets) if task == "classification" else y.shape[1]
+    normalizer = NORMALIZERS.create(None, Split(x, y), kind=cfg.normalize)
+    home = (f"a torch Dataset, streamed by a DataLoader ({datasets.num_workers} workers); "
+            "exact resume at epoch boundaries")
+    return Data(*splits, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device, home=home,
+                class_names=list(getattr(datasets.train, "classes", None) or []) or None)
+
+
+def _dataset_classes(datasets: Datasets) -> int:
+    if datasets.num_classes:
+        return datasets.num_classes
+    dataset = datasets.train
+    if getattr(dataset, "classes", None):
+        return len(dataset.classes)
+    if getattr(dataset, "targets", None) is not None:
+        return int(max(int(t) for t in dataset.targets)) + 1
+    raise ConfigError(f"data._target_: the {type(dataset).__name__} it returned has neither .classes nor .targets: "
+                      "set data.num_classes")
+
+
+def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -> torch.device:
+    """Where the data live: on the training device when they fit its budget (by default half of an
+    accelerator's memory), otherwise in host memory."""
+    if device.type == "cpu":
+        return device
+    if budget_gb is None:
+        budget = torch.cuda.get_device_properties(device).total_memory / 2 if device.type == "cuda" else math.inf
+    else:
+        budget = budget_gb * 2**30
+    return device if nbytes <= budget else torch.device("cpu")
+
+
+def _carve(rows: torch.Tensor, fraction: float, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split off a seeded random `fraction` of `rows`: returns the rest, then the part."""
+    order = torch.randperm(len(rows), generator=g)
+    n_part = int(round(fraction * len(rows)))
+    return rows[order[n_part:]], rows[order[:n_part]]
