@@ -23,7 +23,7 @@ def run(choices: dict, metrics: dict = None, activations: dict = None, grads: di
 
 
 def verdict(study: str, index: int, runs: list) -> str:
-    return STUDIES[study].claims[index].check(runs)[0]
+    return STUDIES[study].claims[index].verdict(runs)[0]
 
 
 def act(std, spread=1.0):
@@ -155,7 +155,7 @@ def test_normalization_rules():
     seed_1 = [net(r.choices["norm"], r.choices["norm.position"], r.choices["optimizer.lr"], 1.5, 0.9, seed=1)
               for r in good]  # every val loss 1.5 after 3 epochs: batch norm not faster in this seed
     assert verdict("normalization", 0, good + seed_1) == FAILS
-    assert STUDIES["normalization"].claims[0].check(good + seed_1)[1].startswith("holds in 1 of 2 seeds")
+    assert STUDIES["normalization"].claims[0].verdict(good + seed_1)[1].startswith("holds in 1 of 2 seeds")
 
     def inputs(normalize, loss3):
         return Run("inputs-0", {"data.normalize": normalize}, {}, [], {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
@@ -452,3 +452,31 @@ def test_the_selu_study_end_to_end(tmp_path):
     assert all(abs(mean) <= 0.2 and 0.8 <= std <= 1.2 for mean, std in lecun), lecun
     assert not 0.8 <= at_init("kaiming_normal")[-1][1] <= 1.2  # drifts
     assert "| SELU + LeCun normal self-normalizes |" in (sweep / "study.md").read_text()
+
+
+def test_every_claim_without_its_runs_is_inconclusive_and_says_what_is_missing():
+    for name, study in STUDIES.items():
+        for claim in study.claims:
+            result, numbers = claim.verdict([])
+            assert result == INCONCLUSIVE and "missing" in numbers, (name, claim.text, numbers)
+
+
+def test_a_rules_thresholds_and_settings_come_from_its_record_and_its_text_is_formatted_from_them():
+    import dataclasses
+
+    for name, study in STUDIES.items():
+        for claim in study.claims:
+            assert "{" not in claim.stated and "}" not in claim.stated, (name, claim.stated)
+    tolerates = STUDIES["normalization"].claims[1]
+    assert "at lr 1, both batch-norm runs reach test accuracy >= 0.85" in tolerates.stated
+
+    def net(norm, position, lr, acc):  # the lr as a user may type it: 1 is the record's 1.0
+        return Run("batchnorm-0", {"norm": norm, "norm.position": position, "optimizer.lr": lr, "trainer.seed": "0"},
+                   {"test/acc": acc}, [], {})
+
+    runs = [net("none", "before", "1", 0.5), net("batch", "before", "1", 0.9), net("batch", "after", "1.00", 0.9)]
+    assert tolerates.verdict(runs)[0] == HOLDS
+    stricter = dataclasses.replace(tolerates, given={**tolerates.given, "accuracy": 0.95})
+    assert stricter.verdict(runs)[0] == FAILS and ">= 0.95" in stricter.stated
+    elsewhere = dataclasses.replace(tolerates, given={**tolerates.given, "lr": 0.5})
+    assert elsewhere.verdict(runs) == (INCONCLUSIVE, "the none run at lr 0.5 is missing")

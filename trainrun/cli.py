@@ -89,6 +89,16 @@ def refuse_to_overwrite(args: list[str]) -> str | None:
     return None
 
 
+def studies_help() -> str:
+    """--help's list of studies, from their records (studies.py: no torch)."""
+    from .studies import STUDIES
+
+    width = max(map(len, STUDIES))
+    return "\n".join(["Studies (trainrun -m study=NAME [study.size=full]; the report: <sweep dir>/study.md, with a verdict):",
+                      *(f"  {name:<{width}} {study.summary}" for name, study in STUDIES.items())])
+
+
+OmegaConf.register_new_resolver("trainrun_studies", studies_help, replace=True)
 OmegaConf.register_new_resolver("trainrun_run_dir", run_dir_for, replace=True)
 # cached like Hydra's own `now`: a sweep's jobs (in worker processes too) get the directory the sweep claimed
 OmegaConf.register_new_resolver("trainrun_new_dir", new_dir, replace=True, use_cache=True)

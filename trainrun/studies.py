@@ -1,15 +1,18 @@
 """The studies' records: each claim's rule over the measured numbers, and the figures (matplotlib).
 
-Rules read layers.json's record at initialization (epoch 0) or after training, and metrics.json. A rule that
-cannot read its numbers (a run missing, a statistic that exploded to null) says `inconclusive`.
+Rules read layers.json's record at initialization (epoch 0) or after training, and metrics.json. A rule takes
+its thresholds and the settings it reads runs at from its Claim's `given` (the rule's text is formatted from
+them), finds runs by value (`pick`), and asks for each number it reads through `need`: one that it cannot read
+(a run missing, a statistic that exploded to null) makes the claim `inconclusive`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
 
-from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Study, fmt, hidden, hidden_weights, pick
+from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Inconclusive, Study, fmt, hidden, hidden_weights, judged, need, pick, same
 
 
 def pyplot():
@@ -34,10 +37,7 @@ def save(fig, path: Path) -> Path:
 
 
 def sign_hidden_gradients(runs) -> tuple[str, str]:
-    runs = pick(runs, activation="sign")
-    if not runs or not runs[0].layers:
-        return INCONCLUSIVE, "no sign run with layers.json"
-    records = runs[0].layers
+    records = need(need(pick(runs, activation="sign"), "the sign run")[0].layers, "the sign run's layers.json")
     hidden_norms = [r["grad_norms"][n] for r in records for n in hidden_weights(r["grad_norms"])]
     head = [r["grad_norms"].get("head.weight") for r in records]
     measured = f"largest hidden-layer gradient norm {max(hidden_norms):g} over {len(records)} measurements; head's {fmt(min(head))} to {fmt(max(head))}"
@@ -51,22 +51,17 @@ def first_to_last_ratio(run) -> float | None:
     return first / last if first is not None and last else None
 
 
-def sigmoid_vanishes(runs) -> tuple[str, str]:
-    sigmoid, relu = pick(runs, activation="sigmoid"), pick(runs, activation="relu")
-    if not sigmoid or not relu:
-        return INCONCLUSIVE, "sigmoid or relu run missing"
-    s, r = first_to_last_ratio(sigmoid[0]), first_to_last_ratio(relu[0])
-    if s is None or r is None:
-        return INCONCLUSIVE, "a gradient norm is missing"
-    return (HOLDS if s < 0.01 and r > 0.1 else FAILS), f"first/last hidden gradient norm at init: sigmoid {s:.2g}, relu {r:.2g}"
+def sigmoid_vanishes(runs, vanished: float, kept: float) -> tuple[str, str]:
+    sigmoid, relu = need(pick(runs, activation="sigmoid"), "the sigmoid run"), need(pick(runs, activation="relu"), "the relu run")
+    s = need(first_to_last_ratio(sigmoid[0]), "sigmoid's gradient norm")
+    r = need(first_to_last_ratio(relu[0]), "relu's gradient norm")
+    return (HOLDS if s < vanished and r > kept else FAILS), f"first/last hidden gradient norm at init: sigmoid {s:.2g}, relu {r:.2g}"
 
 
-def abs_is_acceptable(runs) -> tuple[str, str]:
-    a, r = pick(runs, activation="abs"), pick(runs, activation="relu")
-    if not a or not r:
-        return INCONCLUSIVE, "abs or relu run missing"
-    acc_a, acc_r = a[0].metrics.get("test/acc"), r[0].metrics.get("test/acc")
-    return (HOLDS if acc_a >= acc_r - 0.05 else FAILS), f"test accuracy: abs {acc_a:.3f}, relu {acc_r:.3f}"
+def abs_is_acceptable(runs, within: float) -> tuple[str, str]:
+    acc_a = need(need(pick(runs, activation="abs"), "the abs run")[0].metrics.get("test/acc"), "abs's test accuracy")
+    acc_r = need(need(pick(runs, activation="relu"), "the relu run")[0].metrics.get("test/acc"), "relu's test accuracy")
+    return (HOLDS if acc_a >= acc_r - within else FAILS), f"test accuracy: abs {acc_a:.3f}, relu {acc_r:.3f}"
 
 
 def activation_figures(runs, out: Path) -> list[Path]:
@@ -100,48 +95,43 @@ def last_hidden_std(run) -> float | None:
 
 
 def zeros_identical_units(runs) -> tuple[str, str]:
-    runs = pick(runs, init="zeros")
-    if not runs or not runs[0].layers:
-        return INCONCLUSIVE, "no zeros run with layers.json"
+    runs = need(pick(runs, init="zeros"), "the zeros run")
+    need(runs[0].layers, "the zeros run's layers.json")
     spreads = [a["unit_spread"] for run in runs for record in run.layers
                for name, a in record["activations"].items() if name.startswith("fc")]
     return (HOLDS if spreads and max(spreads) == 0 else FAILS), \
         f"largest spread across a hidden layer's units: {max(spreads):g} ({len(spreads)} layer measurements)"
 
 
-def std_growth(runs, init) -> float | None:
+def std_growth(runs, init) -> float:
     """Last hidden layer's activation std at init, deepest net over shallowest."""
-    d = depths(runs)
-    deep, shallow = pick(runs, init=init, **{"model.depth": d[-1]}), pick(runs, init=init, **{"model.depth": d[0]})
-    if not deep or not shallow:
-        return None
-    a, b = last_hidden_std(deep[0]), last_hidden_std(shallow[0])
-    return a / b if a is not None and b else None
+    d = need(depths(runs), "a run with model.depth")
+    deep = need(pick(runs, init=init, **{"model.depth": d[-1]}), f"the {init} run at depth {d[-1]}")
+    shallow = need(pick(runs, init=init, **{"model.depth": d[0]}), f"the {init} run at depth {d[0]}")
+    # an std that exploded past float range is null in layers.json
+    a = need(last_hidden_std(deep[0]), f"{init}'s activation std at depth {d[-1]}")
+    b = need(last_hidden_std(shallow[0]) or None, f"{init}'s activation std at depth {d[0]}")
+    return a / b
 
 
-def naive_normal_explodes(runs) -> tuple[str, str]:
-    growth = std_growth(runs, "standard_normal")
-    if growth is None:
-        return INCONCLUSIVE, "activation std missing (exploded past float range, or a run missing)"
-    return (HOLDS if growth >= 100 else FAILS), f"last hidden std, deepest / shallowest: {growth:.3g}"
+def naive_normal_explodes(runs, growth: float) -> tuple[str, str]:
+    measured = std_growth(runs, "standard_normal")
+    return (HOLDS if measured >= growth else FAILS), f"last hidden std, deepest / shallowest: {measured:.3g}"
 
 
-def xavier_shrinks_kaiming_keeps(runs) -> tuple[str, str]:
+def xavier_shrinks_kaiming_keeps(runs, shrunk: float, kept: tuple) -> tuple[str, str]:
     x, k = std_growth(runs, "xavier_normal"), std_growth(runs, "kaiming_normal")
-    if x is None or k is None:
-        return INCONCLUSIVE, "a run missing"
-    return (HOLDS if x < 0.5 and 0.5 <= k <= 2 else FAILS), \
+    return (HOLDS if x < shrunk and kept[0] <= k <= kept[1] else FAILS), \
         f"last hidden std, deepest / shallowest: xavier {x:.3g}, kaiming {k:.3g}"
 
 
-def kaiming_trains_deepest(runs) -> tuple[str, str]:
-    d = depths(runs)
+def kaiming_trains_deepest(runs, within: float) -> tuple[str, str]:
+    d = need(depths(runs), "a run with model.depth")
     at_depth = {r.choices["init"]: r.metrics.get("test/acc") for r in pick(runs, **{"model.depth": d[-1]})}
-    if "kaiming_normal" not in at_depth:
-        return INCONCLUSIVE, "no kaiming run at the largest depth"
+    kaiming = need(at_depth.get("kaiming_normal"), f"the kaiming run at depth {d[-1]}")
     best = max(v for v in at_depth.values() if v is not None)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(at_depth.items()) if v is not None)
-    return (HOLDS if at_depth["kaiming_normal"] >= best - 0.01 else FAILS), f"test accuracy at depth {d[-1]}: {shown}"
+    return (HOLDS if kaiming >= best - within else FAILS), f"test accuracy at depth {d[-1]}: {shown}"
 
 
 def init_depth_figures(runs, out: Path) -> list[Path]:
@@ -188,7 +178,7 @@ def plot_curves(runs, out: Path, name: str, tag: str, label_key: str, title: str
 
 # -------------------------------------------------------------------------------------------- selu
 
-SELU_DEPTH_STAT = (0.8, 1.2)  # the std band of "about unit variance"
+SELU_UNIT_STD = (0.8, 1.2)  # the std band of "about unit variance"
 
 
 def layer_moments(run) -> list[tuple[float, float]]:
@@ -196,26 +186,21 @@ def layer_moments(run) -> list[tuple[float, float]]:
     return [(acts[n]["mean"], acts[n]["std"]) for n in hidden(acts)]
 
 
-def selu_self_normalizes(runs) -> tuple[str, str]:
-    lecun = pick(runs, init="lecun_normal")
-    if not lecun:
-        return INCONCLUSIVE, "no lecun_normal run"
-    moments = layer_moments(lecun[0])
-    if not moments or any(m is None or s is None for m, s in moments):
-        return INCONCLUSIVE, "a statistic is missing"
+def selu_self_normalizes(runs, mean: float, std: tuple) -> tuple[str, str]:
+    moments = need(layer_moments(need(pick(runs, init="lecun_normal"), "the lecun_normal run")[0]), "its statistics")
+    for m, s in moments:
+        need(m, "an activation mean"), need(s, "an activation std")
     worst_mean = max(abs(m) for m, _ in moments)
     stds = [s for _, s in moments]
-    holds = worst_mean <= 0.2 and all(SELU_DEPTH_STAT[0] <= s <= SELU_DEPTH_STAT[1] for s in stds)
+    holds = worst_mean <= mean and all(std[0] <= s <= std[1] for s in stds)
     return (HOLDS if holds else FAILS), (f"{len(moments)} layers: largest |mean| {worst_mean:.3f}, "
                                          f"std from {min(stds):.3f} to {max(stds):.3f}")
 
 
-def other_inits_drift(runs) -> tuple[str, str]:
-    others = [r for r in runs if r.choices.get("init") != "lecun_normal"]
-    if not others:
-        return INCONCLUSIVE, "no other init"
+def other_inits_drift(runs, std: tuple) -> tuple[str, str]:
+    others = need([r for r in runs if r.choices.get("init") != "lecun_normal"], "a run of another init")
     last = {r.choices["init"]: layer_moments(r)[-1][1] for r in others}
-    drifted = {k: v for k, v in last.items() if v is None or not SELU_DEPTH_STAT[0] <= v <= SELU_DEPTH_STAT[1]}
+    drifted = {k: v for k, v in last.items() if v is None or not std[0] <= v <= std[1]}
     shown = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(last.items()))
     return (HOLDS if len(drifted) == len(last) else FAILS), f"last hidden layer's std: {shown}"
 
@@ -230,7 +215,7 @@ def selu_figures(runs, out: Path) -> list[Path]:
         stds.plot(layers, [s for _, s in moments], marker=".", label=run.choices.get("init"))
     means.set(xlabel="hidden layer", ylabel="activation mean at init", title="SELU: mean per layer")
     stds.set(xlabel="hidden layer", ylabel="activation std at init (log)", yscale="log", title="SELU: std per layer")
-    stds.axhspan(*SELU_DEPTH_STAT, color="green", alpha=0.1)
+    stds.axhspan(*SELU_UNIT_STD, color="green", alpha=0.1)
     means.legend(fontsize=8)
     return [save(fig, out / "selu.png")]
 
@@ -245,8 +230,8 @@ def final_train_loss(run) -> float | None:
 
 def momentum_beats_sgd(runs) -> tuple[str, str]:
     losses = {r.choices.get("optimizer"): final_train_loss(r) for r in runs}
-    if any(losses.get(k) is None for k in ("sgd", "momentum", "nesterov")):
-        return INCONCLUSIVE, "sgd, momentum or nesterov missing"
+    for kind in ("sgd", "momentum", "nesterov"):
+        need(losses.get(kind), f"the {kind} run's train loss")
     holds = losses["momentum"] < losses["sgd"] and losses["nesterov"] < losses["sgd"]
     shown = ", ".join(f"{k} {fmt(v)}" for k, v in losses.items())
     return (HOLDS if holds else FAILS), f"train loss after the last epoch: {shown}"
@@ -256,9 +241,9 @@ def momentum_beats_sgd(runs) -> tuple[str, str]:
 
 
 def wrong_more_uncertain(runs) -> tuple[str, str]:
-    right, wrong = runs[0].metrics.get("test/mc_entropy_correct"), runs[0].metrics.get("test/mc_entropy_wrong")
-    if right is None or wrong is None:
-        return INCONCLUSIVE, "no right or no wrong test sample"
+    metrics = need(runs, "the run")[0].metrics
+    right = need(metrics.get("test/mc_entropy_correct"), "a test sample predicted right")
+    wrong = need(metrics.get("test/mc_entropy_wrong"), "a test sample predicted wrong")
     return (HOLDS if wrong > right else FAILS), f"right {right:.3f}, wrong {wrong:.3f} nats"
 
 
@@ -286,14 +271,15 @@ def transfer_runs(runs) -> dict:
     out = {}
     for r in learn:
         checkpoint = "null" if r.choices.get("model.checkpoint") in (None, "null") else "best.pt"
-        out[approach[(checkpoint, r.choices.get("model.head_only", "false").lower())]] = r.metrics.get("test/acc")
+        head_only = "true" if same(r.choices.get("model.head_only"), True) else "false"
+        out[approach[(checkpoint, head_only)]] = r.metrics.get("test/acc")
     return out
 
 
 def pretrained_beats_scratch(runs) -> tuple[str, str]:
     acc = transfer_runs(runs)
-    if any(acc.get(k) is None for k in ("fine-tuned", "frozen backbone", "from scratch")):
-        return INCONCLUSIVE, "a run of the learning stage is missing"
+    for approach in ("fine-tuned", "frozen backbone", "from scratch"):
+        need(acc.get(approach), f"the learning stage's {approach} run")
     shown = ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if v is not None)
     holds = acc["fine-tuned"] > acc["from scratch"] and acc["frozen backbone"] > acc["from scratch"]
     return (HOLDS if holds else FAILS), f"test accuracy on 5-9 from 10 labels per class: {shown}"
@@ -312,61 +298,61 @@ def transfer_figures(runs, out: Path) -> list[Path]:
 # -------------------------------------------------------------------------------------------- lr_diagnosis
 
 
-FACTORS = (0.001, 0.1, 1.0, 10.0, 100.0)  # the sweep stage's learning rates, times the suggestion
+def factor_of(run, suggested: float) -> float:
+    """The run's lr as a power of ten times the suggestion (the sweep's values are rounded to 4 digits)."""
+    return 10.0 ** round(math.log10(float(run.choices["optimizer.lr"]) / suggested))
 
 
-def diagnosis_runs(runs) -> tuple[float | None, dict]:
+def diagnosis_runs(runs) -> tuple[float, dict]:
     """(the suggested lr, {(factor, scheduler): final val loss or inf when diverged})."""
-    found = [r for r in runs if r.choices.get("tune") == "lr_find"]
-    suggested = found[0].metrics.get("suggested_lr") if found else None
+    found = need(pick(runs, tune="lr_find"), "the range test")
+    suggested = need(found[0].metrics.get("suggested_lr"), "the range test's suggestion")
     out = {}
     for r in runs:
-        if "optimizer.lr" in r.choices and suggested:
-            ratio = float(r.choices["optimizer.lr"]) / suggested  # the stage's values are rounded to 4 digits
-            factor = min(FACTORS, key=lambda f: abs(math.log(ratio / f)))
+        if "optimizer.lr" in r.choices:
+            factor = factor_of(r, suggested)
             loss = r.val_loss[-1][1] if r.val_loss else None
             diverged = r.metrics.get("stop_reason") == "diverged" or loss is None or loss != loss
             out[(factor, r.choices.get("scheduler", "none"))] = float("inf") if diverged else loss
     return suggested, out
 
 
-def lr_too_low_crawls(runs) -> tuple[str, str]:
+def diagnosis_loss(loss: dict, factor: float, scheduler: str = "none") -> float:
+    return need(loss.get((factor, scheduler)), f"the run at {factor:g}x the suggestion, scheduler={scheduler},")
+
+
+def lr_too_low_crawls(runs, low: float, worse: float) -> tuple[str, str]:
     suggested, loss = diagnosis_runs(runs)
-    low, mid = loss.get((0.001, "none")), loss.get((1.0, "none"))
-    if suggested is None or low is None or mid is None:
-        return INCONCLUSIVE, "the range test or a run is missing"
-    return (HOLDS if low >= 2 * mid else FAILS), \
-        f"suggested lr {suggested:.3g}; final val loss at 0.001x: {fmt(low)}, at 1x: {fmt(mid)}"
+    crawl, mid = diagnosis_loss(loss, low), diagnosis_loss(loss, 1.0)
+    return (HOLDS if crawl >= worse * mid else FAILS), \
+        f"suggested lr {suggested:.3g}; final val loss at {low:g}x: {fmt(crawl)}, at 1x: {fmt(mid)}"
 
 
-def lr_too_high_fails(runs) -> tuple[str, str]:
-    suggested, loss = diagnosis_runs(runs)
-    high, mid = loss.get((100.0, "none")), loss.get((1.0, "none"))
-    if suggested is None or high is None or mid is None:
-        return INCONCLUSIVE, "the range test or a run is missing"
-    return (HOLDS if high >= 2 * mid else FAILS), f"final val loss at 100x: {fmt(high)} (inf: diverged), at 1x: {fmt(mid)}"
-
-
-def staircase_recovers(runs) -> tuple[str, str]:
+def lr_too_high_fails(runs, high: float, worse: float) -> tuple[str, str]:
     _, loss = diagnosis_runs(runs)
-    constant, stepped, mid = loss.get((10.0, "none")), loss.get((10.0, "step")), loss.get((1.0, "none"))
-    if constant is None or stepped is None or mid is None:
-        return INCONCLUSIVE, "a run at 10x or 1x is missing"
-    return (HOLDS if stepped < constant and stepped <= 2 * mid else FAILS), \
-        f"final val loss at 10x: constant {fmt(constant)}, staircase {fmt(stepped)}; at 1x: {fmt(mid)}"
+    far, mid = diagnosis_loss(loss, high), diagnosis_loss(loss, 1.0)
+    return (HOLDS if far >= worse * mid else FAILS), f"final val loss at {high:g}x: {fmt(far)} (inf: diverged), at 1x: {fmt(mid)}"
+
+
+def staircase_recovers(runs, high: float, within: float) -> tuple[str, str]:
+    _, loss = diagnosis_runs(runs)
+    constant, stepped, mid = diagnosis_loss(loss, high), diagnosis_loss(loss, high, "step"), diagnosis_loss(loss, 1.0)
+    return (HOLDS if stepped < constant and stepped <= within * mid else FAILS), \
+        f"final val loss at {high:g}x: constant {fmt(constant)}, staircase {fmt(stepped)}; at 1x: {fmt(mid)}"
 
 
 def diagnosis_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
-    suggested, _ = diagnosis_runs(runs)
+    try:
+        suggested = diagnosis_runs(runs)[0]
+    except Inconclusive:
+        suggested = None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, scheduler in zip(axes, ("none", "step")):
         for r in sorted((r for r in runs if r.choices.get("scheduler", "none") == scheduler and "optimizer.lr" in r.choices),
                         key=lambda r: float(r.choices["optimizer.lr"])):
-            if r.val_loss:
-                ratio = float(r.choices["optimizer.lr"]) / suggested
-                factor = min(FACTORS, key=lambda f: abs(math.log(ratio / f)))
-                ax.plot(*zip(*r.val_loss), marker=".", label=f"{factor:g}x suggested")
+            if r.val_loss and suggested:
+                ax.plot(*zip(*r.val_loss), marker=".", label=f"{factor_of(r, suggested):g}x suggested")
         ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (step) schedule")
     axes[0].set_ylabel("validation loss (log)")
     axes[0].legend(fontsize=8)
@@ -376,11 +362,11 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
 # -------------------------------------------------------------------------------------------- normalization
 
 
-def norm_runs(runs, lr: str) -> dict:
+def norm_runs(runs, lr: float) -> dict:
     """{"none" | "batch before" | "batch after": run} at learning rate `lr` (none's two positions are one setting)."""
     out = {}
     for r in runs:
-        if r.stage == "batchnorm" and r.choices.get("optimizer.lr") == lr:
+        if r.stage == "batchnorm" and same(r.choices.get("optimizer.lr"), lr):
             key = "none" if r.choices.get("norm") == "none" else f"batch {r.choices.get('norm.position')}"
             out.setdefault(key, r)
     return out
@@ -394,11 +380,12 @@ def first_seed(runs) -> list:
 
 def per_seed(check):
     """A rule that holds when `check` holds on the runs of every seed (a study swept over trainer.seed)."""
-    def rule(runs) -> tuple[str, str]:
+    def rule(runs, **given) -> tuple[str, str]:
         seeds = {}
         for r in runs:
             seeds.setdefault(r.choices.get("trainer.seed"), []).append(r)
-        results = {seed: check(own) for seed, own in sorted(seeds.items(), key=lambda s: str(s[0]))}
+        need(seeds, "a run")
+        results = {seed: judged(check, own, given) for seed, own in sorted(seeds.items(), key=lambda s: str(s[0]))}
         verdicts = [v for v, _ in results.values()]
         verdict = INCONCLUSIVE if not results or INCONCLUSIVE in verdicts else HOLDS if set(verdicts) == {HOLDS} else FAILS
         if len(results) == 1:
@@ -408,35 +395,33 @@ def per_seed(check):
     return rule
 
 
-def input_normalization_faster(runs) -> tuple[str, str]:
-    inputs = {r.choices.get("data.normalize"): val_loss_at(r, 3) for r in runs if r.stage == "inputs"}
-    if len(inputs) < 4 or any(v is None for v in inputs.values()):
-        return INCONCLUSIVE, "a run of the inputs stage is missing"
+def input_normalization_faster(runs, epoch: int) -> tuple[str, str]:
+    inputs = {r.choices.get("data.normalize"): val_loss_at(r, epoch) for r in runs if r.stage == "inputs"}
+    for kind in ("none", "standardize", "pca", "whiten"):
+        need(inputs.get(kind), f"the inputs stage's {kind} run's val loss at epoch {epoch}")
     holds = all(inputs[k] < inputs["none"] for k in ("standardize", "pca", "whiten"))
-    return (HOLDS if holds else FAILS), "val loss after 3 epochs: " + ", ".join(f"{k} {v:.4g}" for k, v in inputs.items())
+    return (HOLDS if holds else FAILS), f"val loss after {epoch} epochs: " + ", ".join(f"{k} {v:.4g}" for k, v in inputs.items())
 
 
 def val_loss_at(run, epoch: int) -> float | None:
     return next((v for e, v in run.val_loss if e == epoch), None)
 
 
-def batch_norm_faster(runs) -> tuple[str, str]:
-    low = norm_runs(runs, "0.01")
-    if len(low) < 3:
-        return INCONCLUSIVE, "a run at lr 0.01 is missing"
-    at3 = {k: val_loss_at(r, 3) for k, r in low.items()}
-    if any(v is None for v in at3.values()):
-        return INCONCLUSIVE, "no val loss at epoch 3"
-    holds = at3["batch before"] < at3["none"] and at3["batch after"] < at3["none"]
-    return (HOLDS if holds else FAILS), "val loss after 3 epochs: " + ", ".join(f"{k} {fmt(v)}" for k, v in at3.items())
+NORMS = ("none", "batch before", "batch after")
 
 
-def batch_norm_tolerates_large_lr(runs) -> tuple[str, str]:
-    high = norm_runs(runs, "1.0")
-    if len(high) < 3:
-        return INCONCLUSIVE, "a run at lr 1.0 is missing"
-    acc = {k: r.metrics.get("test/acc") or 0.0 for k, r in high.items()}
-    holds = acc["batch before"] >= 0.85 and acc["batch after"] >= 0.85 and acc["none"] < 0.85
+def batch_norm_faster(runs, lr: float, epoch: int) -> tuple[str, str]:
+    at_lr = norm_runs(runs, lr)
+    loss = {k: need(val_loss_at(need(at_lr.get(k), f"the {k} run at lr {lr:g}"), epoch),
+                    f"the {k} run's val loss at epoch {epoch}") for k in NORMS}
+    holds = loss["batch before"] < loss["none"] and loss["batch after"] < loss["none"]
+    return (HOLDS if holds else FAILS), f"val loss after {epoch} epochs: " + ", ".join(f"{k} {fmt(v)}" for k, v in loss.items())
+
+
+def batch_norm_tolerates_large_lr(runs, lr: float, accuracy: float) -> tuple[str, str]:
+    at_lr = norm_runs(runs, lr)
+    acc = {k: need(at_lr.get(k), f"the {k} run at lr {lr:g}").metrics.get("test/acc") or 0.0 for k in NORMS}
+    holds = acc["batch before"] >= accuracy and acc["batch after"] >= accuracy and acc["none"] < accuracy
     return (HOLDS if holds else FAILS), "test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
 
 
@@ -444,11 +429,12 @@ def normalization_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
     runs = first_seed(runs)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-    for ax, lr in zip(axes, ("0.01", "1.0")):
+    rates = sorted({float(r.choices["optimizer.lr"]) for r in runs if r.stage == "batchnorm"})  # the sweep's own
+    for ax, lr in zip(axes, rates):
         for key, r in norm_runs(runs, lr).items():
             if r.val_loss:
                 ax.plot(*zip(*r.val_loss), marker=".", label=key)
-        ax.set(yscale="log", xlabel="epoch", title=f"batch norm: SGD, lr {lr}, 10-layer MLP")
+        ax.set(yscale="log", xlabel="epoch", title=f"batch norm: SGD, lr {lr:g}, 10-layer MLP")
         ax.legend(fontsize=8)
     for r in (r for r in runs if r.stage == "inputs"):
         if r.val_loss:
@@ -467,18 +453,20 @@ def final_gap(run) -> float | None:
     return train[-1][2] - val[-1][2] if train and val else None
 
 
-def regularizers_shrink_the_gap(runs) -> tuple[str, str]:
+def regularizers_shrink_the_gap(runs, errors: float) -> tuple[str, str]:
     gaps = {}  # regularization -> {seed: its gap}
     for r in runs:
         gaps.setdefault(r.choices.get("regularization"), {})[r.choices.get("trainer.seed")] = final_gap(r)
     seeds = sorted(gaps.get("none", {}), key=str)
-    if len(seeds) < 2 or any(gaps.get(k, {}).get(s) is None for k in ("none", "l2", "l1", "dropout") for s in seeds):
-        return INCONCLUSIVE, "a run is missing (the rule needs 2 seeds or more)"
+    need(seeds[1:], "a second seed (the rule pairs seeds)")
+    for k in ("none", "l2", "l1", "dropout"):
+        for seed in seeds:
+            need(gaps.get(k, {}).get(seed), f"the {k} run of seed {seed}")
     shown, holds = [], True
     for k in ("l2", "l1", "dropout"):
         change = [gaps[k][s] - gaps["none"][s] for s in seeds]  # paired: the same seed draws the same subset
         mean, error = statistics.fmean(change), statistics.stdev(change) / math.sqrt(len(change))
-        holds &= mean + 2 * error < 0
+        holds &= mean + errors * error < 0
         shown.append(f"{k} {mean:+.4f} ± {error:.4f}")
     return (HOLDS if holds else FAILS), f"change of the train - val accuracy gap against none, mean over {len(seeds)} " \
         "seeds ± standard error: " + ", ".join(shown) + f" (none's gap {statistics.fmean(gaps['none'].values()):.3f})"
@@ -512,33 +500,32 @@ def stage_run(runs, stage: str, scheduler: str):
 TASKS = {"": "least squares", "digits-": "logistic regression (digits)"}  # stage-name prefix -> task
 
 
-def sgd_stalls(runs, task: str = "") -> tuple[str, str]:
-    sgd, gd = stage_run(runs, f"{task}sgd", "none"), stage_run(runs, f"{task}gd", "none")
-    if not sgd or not gd or not sgd.curves.get("loss/train") or not gd.curves.get("loss/train"):
-        return INCONCLUSIVE, "a run is missing"
-    losses = [p[2] for p in sgd.curves["loss/train"]]
+def train_curve(runs, stage: str, scheduler: str) -> list:
+    run = need(stage_run(runs, stage, scheduler), f"the {stage} run with scheduler={scheduler}")
+    return need(run.curves.get("loss/train"), f"the {stage} run's train loss")
+
+
+def sgd_stalls(runs, task: str, fall_below: float, above: float) -> tuple[str, str]:
+    losses = [p[2] for p in train_curve(runs, f"{task}sgd", "none")]
     half = losses[len(losses) // 2 - 1]
     fall = (half - losses[-1]) / half
-    gd_final = gd.curves["loss/train"][-1][2]
-    holds = fall < 0.1 and losses[-1] > 2 * gd_final
+    gd_final = train_curve(runs, f"{task}gd", "none")[-1][2]
+    holds = fall < fall_below and losses[-1] > above * gd_final
     return (HOLDS if holds else FAILS), (f"batch 1, constant step: train loss {half:.4g} at mid-run, {losses[-1]:.4g} at "
                                          f"the end ({100 * fall:.1f}% lower); full-batch GD ends at {gd_final:.4g}")
 
 
-def inverse_time_descends(runs, task: str = "") -> tuple[str, str]:
-    constant, decaying = stage_run(runs, f"{task}sgd", "none"), stage_run(runs, f"{task}sgd", "inverse_time")
-    if not constant or not decaying or not constant.curves.get("loss/train") or not decaying.curves.get("loss/train"):
-        return INCONCLUSIVE, "a run is missing"
-    a, b = constant.curves["loss/train"][-1][2], decaying.curves["loss/train"][-1][2]
+def inverse_time_descends(runs, task: str) -> tuple[str, str]:
+    a, b = train_curve(runs, f"{task}sgd", "none")[-1][2], train_curve(runs, f"{task}sgd", "inverse_time")[-1][2]
     return (HOLDS if b < a else FAILS), f"batch 1, final train loss: constant {a:.4g}, 1/t schedule {b:.4g}"
 
 
 def gd_vs_sgd_figures(runs, out: Path) -> list[Path]:
     figures = []
     for task, title in TASKS.items():
-        own = [r for r in runs if r.stage in {task + method for method in ("gd", "sgd", "minibatch")}]
-        for r in own:  # one legend entry per stage and schedule
-            r.choices["method"] = f"{r.stage.removeprefix(task)}, {r.choices.get('scheduler')}"
+        own = [dataclasses.replace(r, choices={**r.choices, "method": f"{r.stage.removeprefix(task)}, "
+                                                                       f"{r.choices.get('scheduler')}"})
+               for r in runs if r.stage in {task + method for method in ("gd", "sgd", "minibatch")}]
         figures.append(plot_curves(own, out, f"gd_vs_sgd_{title.split()[0]}", "loss/train", "method",
                                    f"{title}: training loss", "train loss (log)"))
     return figures
@@ -563,9 +550,7 @@ def search_bests(runs) -> dict:
 
 
 def random_beats_grid(runs) -> tuple[str, str]:
-    bests = search_bests(runs)
-    if not bests:
-        return INCONCLUSIVE, "no seed with both searches"
+    bests = need(search_bests(runs), "a seed with both searches")
     loss = lambda r: finite(r.metrics.get("val/loss"))  # noqa: E731
     wins = sum(loss(b["random"]) < loss(b["grid"]) for b in bests.values())
     shown = "; ".join(f"seed {s}: random {fmt(loss(b['random']))} (lr {b['random'].choices['optimizer.lr']}), "
@@ -583,13 +568,12 @@ def spreads(runs, seed, fixed: str, varied: str) -> list[float]:
     return [max(v) - min(v) for v in groups.values() if len(v) > 1]
 
 
-def only_lr_matters(runs) -> tuple[str, str]:
-    seeds = sorted({r.choices.get("trainer.seed") for r in runs if r.stage == "grid"})
-    pairs = [(max(spreads(runs, s, "optimizer.lr", "optimizer.weight_decay") or [math.nan]),
-              min(spreads(runs, s, "optimizer.weight_decay", "optimizer.lr") or [math.nan])) for s in seeds]
-    if not pairs or any(math.isnan(a) or math.isnan(b) for a, b in pairs):
-        return INCONCLUSIVE, "the grid is incomplete"
-    holds = all(by_wd < 0.1 * by_lr for by_wd, by_lr in pairs)
+def only_lr_matters(runs, ratio: float) -> tuple[str, str]:
+    seeds = need(sorted({r.choices.get("trainer.seed") for r in runs if r.stage == "grid"}), "the grid")
+    pairs = [(max(need(spreads(runs, s, "optimizer.lr", "optimizer.weight_decay"), f"seed {s}'s full grid")),
+              min(need(spreads(runs, s, "optimizer.weight_decay", "optimizer.lr"), f"seed {s}'s full grid")))
+             for s in seeds]
+    holds = all(by_wd < ratio * by_lr for by_wd, by_lr in pairs)
     return (HOLDS if holds else FAILS), "largest val-accuracy range over weight decay / smallest over lr: " + \
         ", ".join(f"seed {s}: {a:.3f} / {b:.3f}" for s, (a, b) in zip(seeds, pairs))
 
@@ -623,6 +607,7 @@ def search_figures(runs, out: Path) -> list[Path]:
 
 STUDIES = {
     "activations": Study(
+        summary="sign passes no gradient to the hidden layers; sigmoid's vanish toward the input, ReLU's do not; abs is acceptable",
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
               "sigmoid's gradients vanish toward the input while ReLU's do not, and abs is an acceptable activation.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
@@ -630,11 +615,14 @@ STUDIES = {
             Claim("sign: the hidden layers receive exactly zero gradient", "every hidden weight's gradient norm is "
                   "exactly 0 at init and after every epoch, the head's is not", sign_hidden_gradients),
             Claim("sigmoid's gradient vanishes toward the input, ReLU's does not", "at init, first/last hidden "
-                  "gradient norm < 0.01 under sigmoid and > 0.1 under ReLU", sigmoid_vanishes),
-            Claim("abs is acceptable", "abs's test accuracy within 0.05 of ReLU's", abs_is_acceptable),
+                  "gradient norm < {vanished} under sigmoid and > {kept} under ReLU", sigmoid_vanishes,
+                  {"vanished": 0.01, "kept": 0.1}),
+            Claim("abs is acceptable", "abs's test accuracy within {within} of ReLU's", abs_is_acceptable,
+                  {"within": 0.05}),
         ),
         figures=activation_figures),
     "init_depth": Study(
+        summary="zeros keeps units identical; N(0,1) explodes; Xavier shrinks with depth, Kaiming keeps the scale and trains the deepest",
         claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
               "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
               "(He et al. 2015).",
@@ -642,26 +630,29 @@ STUDIES = {
         claims=(
             Claim("zeros keeps hidden units identical", "the spread across each hidden layer's units is exactly 0 "
                   "in every measurement", zeros_identical_units),
-            Claim("naive N(0,1) explodes", "last hidden activation std at init grows >= 100x from the shallowest "
-                  "to the deepest net", naive_normal_explodes),
-            Claim("Xavier shrinks with depth, Kaiming keeps the scale", "deepest/shallowest last hidden std < 0.5 "
-                  "under Xavier, within [0.5, 2] under Kaiming", xavier_shrinks_kaiming_keeps),
-            Claim("Kaiming trains the deepest net", "at the largest depth, Kaiming's test accuracy is within 0.01 of "
-                  "the best init's", kaiming_trains_deepest),
+            Claim("naive N(0,1) explodes", "last hidden activation std at init grows >= {growth:g}x from the "
+                  "shallowest to the deepest net", naive_normal_explodes, {"growth": 100}),
+            Claim("Xavier shrinks with depth, Kaiming keeps the scale", "deepest/shallowest last hidden std < {shrunk} "
+                  "under Xavier, within [{kept[0]}, {kept[1]}] under Kaiming", xavier_shrinks_kaiming_keeps,
+                  {"shrunk": 0.5, "kept": (0.5, 2)}),
+            Claim("Kaiming trains the deepest net", "at the largest depth, Kaiming's test accuracy is within {within} "
+                  "of the best init's", kaiming_trains_deepest, {"within": 0.01}),
         ),
         figures=init_depth_figures),
     "selu": Study(
+        summary="SELU + LeCun normal keeps zero mean, unit variance through 32 layers; other inits drift",
         claim="SELU with LeCun-normal initialization keeps activations near zero mean and unit variance through 32 "
               "layers without normalization; with other initializations they drift (Klambauer et al. 2017).",
         source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
         claims=(
-            Claim("SELU + LeCun normal self-normalizes", "at init, every hidden layer's |mean| <= 0.2 and std in "
-                  "[0.8, 1.2]", selu_self_normalizes),
+            Claim("SELU + LeCun normal self-normalizes", "at init, every hidden layer's |mean| <= {mean} and std in "
+                  "[{std[0]}, {std[1]}]", selu_self_normalizes, {"mean": 0.2, "std": SELU_UNIT_STD}),
             Claim("other initializations drift", "at init, every other init's last hidden std is outside "
-                  "[0.8, 1.2]", other_inits_drift),
+                  "[{std[0]}, {std[1]}]", other_inits_drift, {"std": SELU_UNIT_STD}),
         ),
         figures=selu_figures),
     "optimizers": Study(
+        summary="momentum and Nesterov beat plain SGD; every optimizer on steps and on wall time",
         claim="On the same problem, momentum and Nesterov momentum bring the training loss down faster than "
               "plain SGD; adaptive methods and L-BFGS compared on steps and on wall time.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
@@ -672,6 +663,7 @@ STUDIES = {
         figures=lambda runs, out: [plot_curves(runs, out, "optimizers", "loss/train", "optimizer",
                                                "training loss per optimizer", "train loss (log)")]),
     "mc_dropout": Study(
+        summary="MC-dropout predictions are more uncertain on the test samples the model gets wrong",
         claim="Monte-Carlo dropout's predictions are more uncertain (higher predictive entropy) on the test samples "
               "the model gets wrong than on those it gets right.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
@@ -681,6 +673,7 @@ STUDIES = {
         ),
         figures=mc_dropout_figures),
     "transfer": Study(
+        summary="features from digits 0-4 help learn 5-9 from 10 labels per class (frozen or fine-tuned)",
         claim="Features learned on digits 0-4 help learn 5-9 from 10 labels per class: a frozen pretrained backbone "
               "with a new head, and the backbone fine-tuned, both beat training from scratch.",
         source="Yingfan, Machine Learning: Training DNN (../shared/seeds/001)",
@@ -690,63 +683,70 @@ STUDIES = {
         ),
         figures=transfer_figures),
     "lr_diagnosis": Study(
+        summary="a range test, then decades around it: too low crawls, too high diverges, a staircase recovers",
         claim="Around the learning rate a range test suggests: too low crawls, too high stalls or diverges, and a "
               "staircase schedule recovers a rate that is too high.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
         claims=(
-            Claim("too low crawls", "constant lr at 0.001x the suggestion: final val loss >= 2x the suggestion's",
-                  lr_too_low_crawls),
-            Claim("too high stalls or diverges", "constant lr at 100x: final val loss >= 2x the suggestion's, or "
-                  "diverged", lr_too_high_fails),
-            Claim("the staircase recovers", "at 10x, scheduler=step (lr / 10 at epoch 10) ends below the constant "
-                  "lr's val loss and within 2x of the suggestion's", staircase_recovers),
+            Claim("too low crawls", "constant lr at {low:g}x the suggestion: final val loss >= {worse:g}x the "
+                  "suggestion's", lr_too_low_crawls, {"low": 0.001, "worse": 2}),
+            Claim("too high stalls or diverges", "constant lr at {high:g}x: final val loss >= {worse:g}x the "
+                  "suggestion's, or diverged", lr_too_high_fails, {"high": 100, "worse": 2}),
+            Claim("the staircase recovers", "at {high:g}x, scheduler=step (lr / 10 at epoch 10) ends below the "
+                  "constant lr's val loss and within {within:g}x of the suggestion's", staircase_recovers,
+                  {"high": 10, "within": 2}),
         ),
         figures=diagnosis_figures),
     "normalization": Study(
+        summary="batch norm (before or after the activation) trains a deep MLP faster and tolerates a larger lr",
         claim="Batch normalization, before or after the activation, makes a deep MLP train faster and tolerate a "
               "larger learning rate (Ioffe and Szegedy 2015); normalized inputs train faster than raw ones.",
         source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
         claims=(
-            Claim("batch norm converges faster", "at lr 0.01, both batch-norm runs' val loss after 3 epochs below "
-                  "no normalization's, in every seed", per_seed(batch_norm_faster)),
-            Claim("batch norm tolerates a larger lr", "at lr 1.0, both batch-norm runs reach test accuracy >= 0.85, "
-                  "the run without normalization does not, in every seed", per_seed(batch_norm_tolerates_large_lr)),
-            Claim("normalized inputs train faster", "a 2-layer MLP at lr 0.01, no batch norm: the val loss after 3 epochs "
-                  "with standardized, PCA'd and whitened inputs each below raw inputs', in every seed",
-                  per_seed(input_normalization_faster)),
+            Claim("batch norm converges faster", "at lr {lr:g}, both batch-norm runs' val loss after {epoch} epochs "
+                  "below no normalization's, in every seed", per_seed(batch_norm_faster), {"lr": 0.01, "epoch": 3}),
+            Claim("batch norm tolerates a larger lr", "at lr {lr:g}, both batch-norm runs reach test accuracy >= "
+                  "{accuracy}, the run without normalization does not, in every seed",
+                  per_seed(batch_norm_tolerates_large_lr), {"lr": 1.0, "accuracy": 0.85}),
+            Claim("normalized inputs train faster", "a 2-layer MLP at lr 0.01, no batch norm: the val loss after "
+                  "{epoch} epochs with standardized, PCA'd and whitened inputs each below raw inputs', in every seed",
+                  per_seed(input_normalization_faster), {"epoch": 3}),
         ),
         figures=normalization_figures),
     "regularization": Study(
+        summary="L2, L1 and dropout shrink the train-validation gap on a small training set",
         claim="On a small training set, L2, L1 and dropout shrink the gap between training and validation "
               "accuracy; early stopping stops where the validation loss is lowest.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
         claims=(
             Claim("regularizers shrink the train-validation gap", "train minus val accuracy after the last epoch, "
                   "paired by seed: for each of l2, l1 and dropout, the mean change against none is below 0 by more "
-                  "than 2 standard errors", regularizers_shrink_the_gap),
+                  "than {errors:g} standard errors", regularizers_shrink_the_gap, {"errors": 2}),
         ),
         figures=regularization_figures),
     "gd_vs_sgd": Study(
+        summary="least squares and logistic regression: constant-step SGD stalls at a noise floor, a 1/t schedule descends",
         claim="On least squares and on logistic regression, SGD with a constant step stalls at a noise floor above "
               "full-batch gradient descent, while a 1/t step schedule keeps it descending.",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
         claims=tuple(claim for task, title in TASKS.items() for claim in (
-            Claim(f"{title}: constant-step SGD stalls", "batch 1 with a constant step: train loss falls < 10% over "
-                  "the second half of the epochs and ends above 2x full-batch GD's",
-                  lambda runs, task=task: sgd_stalls(runs, task)),
+            Claim(f"{title}: constant-step SGD stalls", "batch 1 with a constant step: train loss falls < "
+                  "{fall_below:.0%} over the second half of the epochs and ends above {above:g}x full-batch GD's",
+                  sgd_stalls, {"task": task, "fall_below": 0.1, "above": 2}),
             Claim(f"{title}: a 1/t schedule keeps descending", "batch 1: the inverse_time schedule ends below "
-                  "the constant step", lambda runs, task=task: inverse_time_descends(runs, task)),
+                  "the constant step", inverse_time_descends, {"task": task}),
         )),
         figures=gd_vs_sgd_figures),
     "search": Study(
+        summary="with 9 runs over two knobs of which one matters, random search beats a 3x3 grid more often",
         claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
               "finds a better configuration than grid search more often, because it tries 9 values of the one "
               "that matters where the grid tries 3 (Bergstra and Bengio 2012).",
         source="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
         claims=(
             Claim("only the learning rate matters", "in the grid, per seed: the largest range of val accuracy over "
-                  "weight decay at a fixed lr is below a tenth of the smallest range over lr at a fixed weight "
-                  "decay", only_lr_matters),
+                  "weight decay at a fixed lr is below {ratio:g} times the smallest range over lr at a fixed weight "
+                  "decay", only_lr_matters, {"ratio": 0.1}),
             Claim("random search finds the better configuration more often", "per seed, the best val loss of "
                   "the 9 random runs below the 3x3 grid's, in more than half of the seeds", random_beats_grid),
         ),

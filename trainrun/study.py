@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from omegaconf import OmegaConf
 
@@ -45,16 +45,44 @@ class Run:
         return self.layers[0] if self.layers else {"activations": {}, "grad_norms": {}}
 
 
+class Inconclusive(Exception):
+    """A rule cannot read a number it needs: a run is missing, or a statistic exploded to null."""
+
+
+def need(value, what: str):
+    """`value`, unless it is missing (None or empty): then the rule is inconclusive, saying what is missing."""
+    if value is None or (isinstance(value, (list, tuple, dict, set)) and not value):
+        raise Inconclusive(f"{what} is missing")
+    return value
+
+
+def judged(check: Callable, runs: list, given: Mapping) -> tuple[str, str]:
+    """(verdict, the numbers it read) of a rule, inconclusive where it could not read them."""
+    try:
+        return check(runs, **given)
+    except Inconclusive as why:
+        return INCONCLUSIVE, str(why)
+
+
 @dataclass(frozen=True)
 class Claim:
     text: str
-    rule: str  # the rule, as the report states it
-    check: Callable[[list], tuple[str, str]]  # runs -> (verdict, the numbers it read)
+    rule: str  # the rule as the report states it; its {fields} are filled from `given`
+    check: Callable[..., tuple[str, str]]  # (runs, **given) -> (verdict, the numbers it read)
+    given: Mapping[str, Any] = field(default_factory=dict)  # the rule's thresholds and the settings it reads
+
+    @property
+    def stated(self) -> str:
+        return self.rule.format(**self.given)
+
+    def verdict(self, runs: list) -> tuple[str, str]:
+        return judged(self.check, runs, self.given)
 
 
 @dataclass(frozen=True)
 class Study:
-    claim: str  # one sentence, for --help and the report's first line
+    summary: str  # one line for `trainrun --help`
+    claim: str  # one sentence, for the report's first line
     source: str  # the lecture notes it comes from
     claims: tuple
     figures: Callable[[list, Path], list]  # runs, sweep dir -> the PNG files written
@@ -96,8 +124,21 @@ def hidden_weights(grad_norms: dict) -> list[str]:
     return [name for name in grad_norms if name.startswith("fc")]
 
 
+def same(text: str | None, value) -> bool:
+    """Whether an override's text (`1.0`, `1`, `True`) gives `value`: numbers compare as numbers."""
+    if text is None:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return math.isclose(float(text), value, rel_tol=1e-9)
+        except ValueError:
+            return False
+    return text.lower() == str(value).lower()
+
+
 def pick(runs: list[Run], **choices) -> list[Run]:
-    return [r for r in runs if all(r.choices.get(k) == str(v) for k, v in choices.items())]
+    """The runs whose swept choices have these values (compared as values: lr 1 is lr 1.0)."""
+    return [r for r in runs if all(same(r.choices.get(k), v) for k, v in choices.items())]
 
 
 def fmt(value) -> str:
@@ -136,7 +177,7 @@ def report(sweep_dir: Path, name: str, study: Study) -> str:
     varied = {key for stage in stages for key in stage["params"]}
     fixed = [k for k in ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")
              if k not in varied and k.removesuffix(".kind") not in varied]  # `data=digits` sets data.kind
-    results = [(claim, *claim.check(runs)) for claim in study.claims]
+    results = [(claim, *claim.verdict(runs)) for claim in study.claims]
     figures = study.figures(runs, sweep_dir) if runs else []
     to_tensorboard(figures, sweep_dir / FIGURES_RUN)
     counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}
@@ -149,7 +190,7 @@ def report(sweep_dir: Path, name: str, study: Study) -> str:
              + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in fixed),
              "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731  (a rule may say |mean|)
-    lines += [f"| {cell(c.text)} | {cell(c.rule)} | {cell(numbers)} | **{v}** |" for c, v, numbers in results]
+    lines += [f"| {cell(c.text)} | {cell(c.stated)} | {cell(numbers)} | **{v}** |" for c, v, numbers in results]
     lines += ["", "## Runs", "", "| run | test metric | best epoch | stop |", "| --- | --- | --- | --- |"]
     for r in runs:
         test = r.metrics.get("test/acc", r.metrics.get("test/mae"))
