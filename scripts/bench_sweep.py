@@ -10,7 +10,8 @@
    Reports the command's wall time and worker utilization = sum of the trial durations / (workers x the
    search's span, from the first trial's start to the last one's end: the process start-up before any trial,
    ~3 s here, is the same for both); a trial lasts from the moment its job starts in a worker (Hydra writes its
-   .hydra/config.yaml) to the moment it ends (its metrics.json is written).
+   .hydra/config.yaml) to the moment it ends (its metrics.json is written); and how busy the workers were
+   training = the runs' own wall_time_s / (workers x the span by Optuna's timestamps).
 3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
    its command: total wall time against the same sweep uninterrupted, and how many finished runs were redone.
 """
@@ -47,6 +48,20 @@ def utilization(sweep: Path, workers: int) -> tuple[float, float, dict]:
     return sum(end - start for start, end in spans) / (workers * span), span, states
 
 
+def busy(sweep: Path, workers: int) -> float:
+    """The sum of the runs' own wall_time_s (metrics.json) over workers x the search's span by Optuna's
+    timestamps (the first trial's start to the last one's end): the share of the span workers spent training."""
+    import optuna
+
+    from trainrun.search import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}")).trials
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    trained = sum(json.loads(m.read_text())["wall_time_s"] for m in sweep.glob("*/metrics.json"))
+    return trained / (workers * span)
+
+
 def launchers(tmp: Path) -> None:
     common = ["-m", "optimizer=sgd,momentum,adam,rmsprop", "init=xavier_uniform,kaiming_normal", "trainer.epochs=8",
               "trainer.early_stopping.enabled=false", "logger.enabled=false"]
@@ -65,7 +80,8 @@ def search(tmp: Path, trials: int, epochs: int) -> None:
         sweep = tmp / label.split()[0]
         wall = trainrun([*common, *extra, f"hydra.sweep.dir={sweep}"], tmp)
         used, span, states = utilization(sweep, 2)
-        print(f"  {label:27s} command {wall:5.1f} s, trials' span {span:5.1f} s, utilization {used:.2f}  ({states})")
+        print(f"  {label:27s} command {wall:5.1f} s, trials' span {span:5.1f} s, utilization {used:.2f}, "
+              f"busy training {busy(sweep, 2):.2f}  ({states})")
 
 
 def grid(tmp: Path, runs: int) -> None:

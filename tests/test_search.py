@@ -162,3 +162,34 @@ def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path
     assert sweeper.dead_trials(study, tmp_path / "mine") == []  # its sweeper is gone: nothing trained to resume
     assert study.trials[0].state == TrialState.FAIL and not (other / "0").exists()
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
+
+
+def test_a_trial_composed_from_the_first_trials_config_equals_hydras_own_compose():
+    """The sweeper composes a trial that differs from the first only in values by setting them on a copy
+    (Hydra's compose cost a short trial's length): the config, its overrides record and override_dirname are
+    those Hydra composes."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+
+    import trainrun.cli  # noqa: F401  (its resolvers and sweepers)
+    from hydra_plugins.trainrun_optuna.optuna_sweeper import TrialComposer
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://trainrun.conf"))
+    config = loader.load_configuration("config", ["hydra.sweep.dir=/tmp/s", "trainer.epochs=5"], RunMode.MULTIRUN)
+    context = HydraContext(config_loader=loader, callbacks=None)
+
+    def job(number, lr, hidden):
+        return ["hparams_search=optuna", "trainer.epochs=5", f"optimizer.lr={lr}", f"model.hidden={hidden}",
+                f"trainer.pruning.trial={number}", f"hydra.sweep.subdir={number}_lr-{lr}"]
+
+    fast = TrialComposer(context, config)
+    fast.compose(0, job(0, 0.1, "[128]"))
+    copied = fast.compose(1, job(1, 0.0123, "[512,256]"))
+    assert fast.base is not None  # the second trial took the copy
+    composed = TrialComposer(context, config).compose(1, job(1, 0.0123, "[512,256]"))
+    assert OmegaConf.to_container(copied) == OmegaConf.to_container(composed)
+    assert copied.optimizer.lr == 0.0123 and list(copied.model.hidden) == [512, 256]
+    regrouped = fast.compose(2, [*job(2, 0.1, "[128]")[1:], "optimizer=adam"])  # a group: Hydra composes it
+    assert regrouped.optimizer.kind == "adam"

@@ -76,16 +76,32 @@ def _unknown_key(values: dict, path: tuple[str, ...] = ()) -> str | None:
 
 
 def _declared_ranges(cfg: DictConfig) -> None:
+    try:  # every value at once: a select per key costs more than all the checks together
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException:
+        values = None  # a value missing or not resolving: found and named key by key below
     # study.* first: a study's trainer.epochs reads ${study.epochs.${study.size}}, so a bad size is named as such
     for path, f, hint in sorted(declared_fields(), key=lambda field: field[0][0] != "study"):
         key = ".".join(path)
-        try:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        except MissingMandatoryValue:
-            raise ConfigError(f"{key} is required here: set {key}=...") from None
-        except OmegaConfBaseException as error:  # an interpolation that does not resolve
-            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+        value = _select(cfg, key) if values is None else _dig(values, path)
         _in_range(key, value, f.metadata.get("range"), int in leaf_types(hint))
+
+
+def _select(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required here: set {key}=...") from None
+    except OmegaConfBaseException as error:  # an interpolation that does not resolve
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+
+
+def _dig(values: dict, path: tuple):
+    for part in path:
+        if not isinstance(values, dict):
+            return None
+        values = values.get(part)
+    return values
 
 
 def _in_range(key: str, value: Any, rng: Range | None, integer: bool) -> None:

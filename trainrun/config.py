@@ -10,6 +10,7 @@ generic check. This module must not import torch: `--help` and config errors sta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -456,7 +457,9 @@ def typed(cfg: DictConfig) -> Config:
     """The validated config as the schema's dataclasses, once: plain attributes from then on (a read of an
     OmegaConf node costs microseconds; the loop reads some every step). A resumed run's saved config, an
     untyped dict, is merged onto the schema first."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
+    if OmegaConf.get_type(cfg) is not Config:  # composed by Hydra, it is already the schema's (10x faster)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    return OmegaConf.to_object(cfg)
 
 
 def values_of(node) -> dict:
@@ -471,11 +474,16 @@ def values_of(node) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Reading the schema (check.py enforces it).
 
+@functools.cache
+def hints(schema) -> dict:
+    """A dataclass's type hints, resolved once (resolving them is most of what a config check costs)."""
+    return typing.get_type_hints(schema)
+
+
 def declared_fields(schema=Config, path: tuple[str, ...] = ()):
     """(key path, field, type hint) for every field of the schema, nested dataclasses included."""
-    hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        hint = hints[f.name]
+        hint = hints(schema)[f.name]
         inner = [t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)]
         if inner and typing.get_origin(hint) is not dict:
             yield from declared_fields(inner[0], (*path, f.name))
@@ -493,7 +501,7 @@ def schema_at(path: list[str]):
     """The dataclass that describes the config node at `path` (e.g. ["trainer", "early_stopping"]), or None."""
     node, parts = Config, iter(path)
     for part in parts:
-        field_type = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+        field_type = hints(node).get(part) if dataclasses.is_dataclass(node) else None
         if typing.get_origin(field_type) is dict:
             next(parts, None)  # augmentation.<name>: the next part is a dict key
         node = next((t for t in (field_type, *typing.get_args(field_type)) if dataclasses.is_dataclass(t)), None)
