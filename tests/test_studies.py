@@ -13,12 +13,12 @@ import pytest
 
 from conftest import cli, read_metrics, train_run
 from trainrun.studies import STUDIES
-from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, Run
+from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, FinishedRun
 
 
-def run(choices: dict, metrics: dict = None, activations: dict = None, grads: dict = None, later=()) -> Run:
+def run(choices: dict, metrics: dict = None, activations: dict = None, grads: dict = None, later=()) -> FinishedRun:
     init = {"epoch": 0, "step": 0, "activations": activations or {}, "grad_norms": grads or {}}
-    return Run("_".join(f"{k}-{v}" for k, v in choices.items()), {k: str(v) for k, v in choices.items()},
+    return FinishedRun("_".join(f"{k}-{v}" for k, v in choices.items()), {k: str(v) for k, v in choices.items()},
                metrics or {}, [init, *later], {})
 
 
@@ -98,7 +98,7 @@ def test_selu_rules():
 
 def test_optimizers_rule():
     def opt(name, loss):
-        return Run(name, {"optimizer": name}, {}, [], {"loss/train": [(1, 0.1, 1.0), (2, 0.2, loss)]})
+        return FinishedRun(name, {"optimizer": name}, {}, [], {"loss/train": [(1, 0.1, 1.0), (2, 0.2, loss)]})
 
     assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.05), opt("nesterov", 0.04)]) == HOLDS
     assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.2), opt("nesterov", 0.04)]) == FAILS
@@ -117,7 +117,7 @@ def test_transfer_rule():
     number = itertools.count()
 
     def learn(checkpoint, head_only, acc):  # named as the stage names its runs: learn-<n>_<what varies>
-        return Run(f"learn-{next(number)}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
+        return FinishedRun(f"learn-{next(number)}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
                    {"test/acc": acc}, [], {})
 
     scratch = learn("null", "false", 0.6)
@@ -127,10 +127,10 @@ def test_transfer_rule():
 
 def test_lr_diagnosis_rules():
     def swept(factor, scheduler, loss, stop="completed"):
-        return Run("s", {"optimizer.lr": f"{0.5 * factor:.4g}", "scheduler": scheduler}, {"stop_reason": stop}, [],
+        return FinishedRun("s", {"optimizer.lr": f"{0.5 * factor:.4g}", "scheduler": scheduler}, {"stop_reason": stop}, [],
                    {"loss/val": [(1, 0.1, 2.3), (2, 0.2, loss)]})
 
-    find = Run("find-0", {"tune": "lr_find"}, {"suggested_lr": 0.5}, [], {})
+    find = FinishedRun("find-0", {"tune": "lr_find"}, {"suggested_lr": 0.5}, [], {})
     good = [find, swept(0.001, "none", 2.2), swept(1, "none", 0.3), swept(100, "none", float("nan"), "diverged"),
             swept(10, "none", 2.4), swept(10, "step", 0.5)]
     assert [verdict("lr_diagnosis", i, good) for i in range(3)] == [HOLDS, HOLDS, HOLDS]
@@ -142,7 +142,7 @@ def test_lr_diagnosis_rules():
 
 def test_normalization_rules():
     def net(norm, position, lr, loss3, acc, seed=0):
-        return Run(f"batchnorm-{seed}", {"norm": norm, "norm.position": position, "optimizer.lr": lr,
+        return FinishedRun(f"batchnorm-{seed}", {"norm": norm, "norm.position": position, "optimizer.lr": lr,
                                          "trainer.seed": str(seed)}, {"test/acc": acc}, [],
                    {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
 
@@ -158,7 +158,7 @@ def test_normalization_rules():
     assert STUDIES["normalization"].claims[0].verdict(good + seed_1)[1].startswith("holds in 1 of 2 seeds")
 
     def inputs(normalize, loss3):
-        return Run("inputs-0", {"data.normalize": normalize}, {}, [], {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
+        return FinishedRun("inputs-0", {"data.normalize": normalize}, {}, [], {"loss/val": [(1, 0.1, 2.3), (3, 0.3, loss3)]})
 
     raw = inputs("none", 1.0)
     assert verdict("normalization", 2, [raw, inputs("standardize", 0.5), inputs("pca", 0.6), inputs("whiten", 0.4)]) == HOLDS
@@ -167,7 +167,7 @@ def test_normalization_rules():
 
 def test_regularization_rule():
     def reg(name, seed, gap):
-        return Run(f"{name}-{seed}", {"regularization": name, "trainer.seed": str(seed)}, {}, [],
+        return FinishedRun(f"{name}-{seed}", {"regularization": name, "trainer.seed": str(seed)}, {}, [],
                    {"acc/train": [(1, 0.1, 1.0)], "acc/val": [(1, 0.1, 1.0 - gap)]})
 
     def seeds(name, gaps):
@@ -183,7 +183,7 @@ def test_regularization_rule():
 
 def test_gd_vs_sgd_rules():
     def stage(name, scheduler, losses):
-        return Run(f"{name}-0", {"scheduler": scheduler}, {}, [],
+        return FinishedRun(f"{name}-0", {"scheduler": scheduler}, {}, [],
                    {"loss/train": [(i + 1, 0.1 * i, v) for i, v in enumerate(losses)]})
 
     gd = stage("gd", "none", [1.0, 0.1, 0.01, 0.001])
@@ -269,7 +269,7 @@ def test_the_init_depth_study_end_to_end(tmp_path):
 
 def test_search_rules():
     def searched(stage, seed, lr, wd, loss, acc):
-        return Run(f"{stage}-{next(number)}_lr-{lr}", {"optimizer.lr": str(lr), "optimizer.weight_decay": str(wd),
+        return FinishedRun(f"{stage}-{next(number)}_lr-{lr}", {"optimizer.lr": str(lr), "optimizer.weight_decay": str(wd),
                                                      "trainer.seed": str(seed)}, {"val/loss": loss, "val/acc": acc}, [], {})
 
     number = itertools.count()
@@ -289,7 +289,7 @@ def test_search_rules():
 
 def test_gd_vs_sgd_rules_on_the_classification_task():
     def stage(name, scheduler, losses):
-        return Run(f"digits-{name}-0_scheduler-{scheduler}", {"scheduler": scheduler}, {}, [],
+        return FinishedRun(f"digits-{name}-0_scheduler-{scheduler}", {"scheduler": scheduler}, {}, [],
                    {"loss/train": [(i + 1, 0.1 * i, v) for i, v in enumerate(losses)]})
 
     gd, stalled = stage("gd", "none", [1.0, 0.1, 0.01, 0.001]), stage("sgd", "none", [1.0, 0.1, 0.099, 0.098])
@@ -471,7 +471,7 @@ def test_a_rules_thresholds_and_settings_come_from_its_record_and_its_text_is_fo
     assert "at lr 1, both batch-norm runs reach test accuracy >= 0.85" in tolerates.stated
 
     def net(norm, position, lr, acc):  # the lr as a user may type it: 1 is the record's 1.0
-        return Run("batchnorm-0", {"norm": norm, "norm.position": position, "optimizer.lr": lr, "trainer.seed": "0"},
+        return FinishedRun("batchnorm-0", {"norm": norm, "norm.position": position, "optimizer.lr": lr, "trainer.seed": "0"},
                    {"test/acc": acc}, [], {})
 
     runs = [net("none", "before", "1", 0.5), net("batch", "before", "1", 0.9), net("batch", "after", "1.00", 0.9)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import ActivationConfig
 from .registry import ACTIVATIONS
 
 
@@ -27,7 +27,7 @@ def hardtanh(min_val, max_val):
     return nn.Hardtanh(min_val, max_val)
 
 
-def make_activation(cfg: DictConfig) -> nn.Module:
+def make_activation(cfg: ActivationConfig) -> nn.Module:
     return ACTIVATIONS.create(cfg)
 
 
@@ -38,7 +38,7 @@ class Nonlinearity(NamedTuple):
     slope: float = 0.0
 
 
-def nonlinearity(cfg: DictConfig) -> Nonlinearity:
+def nonlinearity(cfg: ActivationConfig) -> Nonlinearity:
     """The activation's gain family (its record's `gain` trait) and, for leaky rectifiers, their slope."""
     traits = ACTIVATIONS[cfg.kind].traits
     slope = traits.get("slope")

@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
+from .config import AugmentConfig
 from .errors import ConfigError
 from .data import Data
 from .registry import AUGMENTATIONS
@@ -153,7 +153,7 @@ mixup = _mixing("MixUp")
 cutmix = _mixing("CutMix")
 
 
-def make_augmentation(cfg: DictConfig, data: Data) -> Augment | None:
+def make_augmentation(cfg: dict[str, AugmentConfig], data: Data) -> Augment | None:
     """The chosen augmentations in list order. With both mixup and cutmix, each batch gets one of them."""
     steps, mixers = [], []
     for name, aug_cfg in cfg.items():

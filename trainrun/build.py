@@ -19,12 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from . import distributed
 from .augmentation import make_augmentation
 from .check import check_data
-from .config import direction
+from .config import Config, direction
 from .errors import ConfigError
 from .data import Batches, Data, load
 from .loss import make_loss
@@ -42,7 +41,7 @@ log = logging.getLogger("trainrun")
 class Parts:
     """What a run is made of; the training loop reads these and changes only their state."""
 
-    cfg: DictConfig
+    cfg: Config
     device: torch.device
     data: Data
     model: torch.nn.Module
@@ -90,7 +89,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(cfg: DictConfig, world: distributed.World) -> Parts:
+def build(cfg: Config, world: distributed.World) -> Parts:
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic)
     device = distributed.setup(world, pick_device(tc.device))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .config import CheckpointConfig
 from .errors import ConfigError
 
 # what may differ between a run and its resumption: where and how long it runs, not what it trains
@@ -83,7 +84,7 @@ class Checkpointer:
     early stopping knows a better epoch than the weights in best.pt.
     """
 
-    def __init__(self, run_dir: Path, parts: dict, config: dict, world, cfg: DictConfig):
+    def __init__(self, run_dir: Path, parts: dict, config: dict, world, cfg: CheckpointConfig):
         import time
 
         self.run_dir, self.parts, self.config, self.world, self.cfg = run_dir, parts, config, world, cfg

@@ -1,9 +1,9 @@
 """Weight initializers for every Linear and Conv layer: functions(weight, nonlinearity, knobs) in registry.INITS."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import InitConfig
 from .activation import Nonlinearity
 from .registry import INITS
 
@@ -54,7 +54,7 @@ def zeros(w, act):
     nn.init.zeros_(w)
 
 
-def initialize(model: nn.Module, cfg: DictConfig, act: Nonlinearity) -> None:
+def initialize(model: nn.Module, cfg: InitConfig, act: Nonlinearity) -> None:
     """Apply the chosen initializer to every Linear/Conv weight; biases to zero when init.bias=zeros."""
     for layer in model.modules():
         if isinstance(layer, LAYERS_WITH_WEIGHTS):

@@ -18,10 +18,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
+
+from .config import LoggerConfig
 
 HISTOGRAM_SAMPLE = 1 << 16
 PENDING_EVENTS = 64
@@ -62,7 +64,7 @@ def use_c_checksums() -> None:
 
 
 class TensorBoard:
-    def __init__(self, cfg: DictConfig, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         use_c_checksums()

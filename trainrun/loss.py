@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
+from .config import LossConfig
 from .errors import ConfigError
 from .registry import LOSSES
 
@@ -57,7 +57,7 @@ def huber(task, num_classes, smoothing, delta):
     return _regression(F.huber_loss)(task, num_classes, smoothing, delta=delta)
 
 
-def make_loss(cfg: DictConfig | None, task: str, num_classes: int, smoothing: float):
+def make_loss(cfg: LossConfig | None, task: str, num_classes: int, smoothing: float):
     from omegaconf import OmegaConf
 
     if cfg is None:

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import ActivationConfig, Config, NormConfig
 from .activation import make_activation, nonlinearity
 from .errors import ConfigError
 from .data import Data
@@ -29,7 +29,7 @@ class Layers:
     """Builds hidden blocks the same way in every model: weight layer, norm and activation in the
     configured order, then dropout (alpha dropout under SELU, which it keeps self-normalizing)."""
 
-    def __init__(self, activation: DictConfig, norm: DictConfig, dropout: float):
+    def __init__(self, activation: ActivationConfig, norm: NormConfig, dropout: float):
         self.activation, self.norm, self.dropout = activation, norm, dropout
 
     def act(self) -> nn.Module:
@@ -157,7 +157,7 @@ def torchvision_model(data: Data, layers: Layers, name, weights=None):
     return net
 
 
-def build_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, set[str]]:
+def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
     """The initialized model and the names of parameters reused from model.checkpoint."""
     for registry, group in ((ACTIVATIONS, cfg.activation), (INITS, cfg.init)):
         if registry.trait(group.kind, "warning"):

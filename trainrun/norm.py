@@ -5,9 +5,9 @@ Weight normalization adds no layer: model.py reparametrizes the weights instead.
 """
 from __future__ import annotations
 
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import NormConfig
 from .errors import ConfigError
 from .registry import NORMS
 
@@ -38,5 +38,5 @@ def no_layer(channels, dims):
     return None
 
 
-def make_norm(cfg: DictConfig, channels: int, dims: int) -> nn.Module | None:
+def make_norm(cfg: NormConfig, channels: int, dims: int) -> nn.Module | None:
     return NORMS.create(cfg, channels, dims)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import inspect
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import OptimizerConfig
 from .registry import OPTIMIZERS
 
 
-def make_optimizer(cfg: DictConfig, model: nn.Module, reused: set[str]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: OptimizerConfig, model: nn.Module, reused: set[str]) -> torch.optim.Optimizer:
     """Layers reused from a checkpoint train at lr * backbone_lr_scale; frozen ones are left out."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if n not in reused]},

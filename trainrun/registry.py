@@ -25,6 +25,9 @@ from .config import Range, values_of
 from .errors import ConfigError, DataError
 
 
+GroupConfig = Any  # one group's config: the schema's dataclass (config.py), or its DictConfig before typed()
+
+
 @dataclass(frozen=True)
 class Option:
     build: str | None  # "module:attribute"; None for an option that is only its traits (precision)
@@ -69,7 +72,7 @@ class Registry(Mapping[str, Option]):
     def __len__(self) -> int:
         return len(self.options)
 
-    def trait(self, chosen: str | DictConfig, name: str, default: Any = False) -> Any:
+    def trait(self, chosen: str | GroupConfig, name: str, default: Any = False) -> Any:
         """A trait of the option `chosen` (its name, or its config node when the trait may come from a knob)."""
         kind = chosen if isinstance(chosen, str) else chosen.kind
         value = self[kind].traits.get(name, default)
@@ -78,12 +81,12 @@ class Registry(Mapping[str, Option]):
             return default if knob is None else knob
         return value
 
-    def knobs(self, cfg: DictConfig, kind: str) -> dict[str, Any]:
+    def knobs(self, cfg: GroupConfig, kind: str) -> dict[str, Any]:
         """The knobs option `kind` takes that `cfg` sets, as plain Python values."""
         values = values_of(cfg)
         return {k: values[k] for k in self[kind].knobs if values.get(k) is not None}
 
-    def create(self, cfg: DictConfig | None, *args: Any, kind: str | None = None, **context: Any) -> Any:
+    def create(self, cfg: GroupConfig | None, *args: Any, kind: str | None = None, **context: Any) -> Any:
         """The option's builder called with (*args, **context, **preset, **knobs)."""
         kind = kind or cfg.kind
         record = self[kind]

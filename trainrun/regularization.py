@@ -5,14 +5,14 @@ Dropout lives in model.Layers, label smoothing in loss.py, weight decay also in 
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
+from .config import RegularizationConfig
 from .init import LAYERS_WITH_WEIGHTS
 
 
 class Regularizer:
-    def __init__(self, cfg: DictConfig, model: nn.Module):
+    def __init__(self, cfg: RegularizationConfig, model: nn.Module):
         self.cfg = cfg
         # penalties and max-norm act on weight matrices and kernels, not on biases or norm scales
         # (layers, not tensors: under weight normalization `layer.weight` is recomputed on every access)

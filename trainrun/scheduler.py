@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from omegaconf import DictConfig
 from torch.optim import lr_scheduler as sched
 
+from .config import SchedulerConfig
 from .errors import ConfigError
 from .registry import SCHEDULERS
 
@@ -71,7 +71,7 @@ def plateau(opt, plan, factor, patience):
     return sched.ReduceLROnPlateau(opt, plan.monitor_mode, factor, patience)
 
 
-def plan_for(cfg: DictConfig, epochs: int, steps_per_epoch: int, max_steps: int | None, monitor_mode: str) -> Plan:
+def plan_for(cfg: SchedulerConfig, epochs: int, steps_per_epoch: int, max_steps: int | None, monitor_mode: str) -> Plan:
     per_epoch = steps_per_epoch if cfg.interval == "step" else 1
     total = epochs * per_epoch
     if max_steps is not None:
@@ -79,14 +79,14 @@ def plan_for(cfg: DictConfig, epochs: int, steps_per_epoch: int, max_steps: int 
     return Plan(total, per_epoch, monitor_mode)
 
 
-def make_scheduler(cfg: DictConfig, optimizer, plan: Plan):
+def make_scheduler(cfg: SchedulerConfig, optimizer, plan: Plan):
     return SCHEDULERS.create(cfg, optimizer, plan)
 
 
 SIMULATED_STEPS = 20_000  # ~0.2 s; past that the closed-form ranges in config.SchedulerConfig stand alone
 
 
-def check_schedule(cfg: DictConfig, optimizer, plan: Plan) -> None:
+def check_schedule(cfg: SchedulerConfig, optimizer, plan: Plan) -> None:
     """Step a copy of the schedule over the whole run on a dummy parameter: any lr it would set that is
     negative or not finite, or a step the scheduler refuses, is a ConfigError naming the scheduler."""
     import torch

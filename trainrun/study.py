@@ -23,7 +23,7 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 
 @dataclass
-class Run:
+class FinishedRun:
     """What one run of a study left: its swept choices, metrics.json, layers.json's records, the val curve."""
 
     name: str
@@ -88,14 +88,14 @@ class Study:
     figures: Callable[[list, Path], list]  # runs, sweep dir -> the PNG files written
 
 
-def load_runs(sweep_dir: Path) -> list[Run]:
+def load_runs(sweep_dir: Path) -> list[FinishedRun]:
     runs = []
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: run_order(p.parent)):
         run_dir = metrics_file.parent
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
         choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
         layers = json.loads((run_dir / "layers.json").read_text())["records"] if (run_dir / "layers.json").is_file() else []
-        runs.append(Run(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, epoch_curves(run_dir)))
+        runs.append(FinishedRun(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, epoch_curves(run_dir)))
     return runs
 
 
@@ -136,7 +136,7 @@ def same(text: str | None, value) -> bool:
     return text.lower() == str(value).lower()
 
 
-def pick(runs: list[Run], **choices) -> list[Run]:
+def pick(runs: list[FinishedRun], **choices) -> list[FinishedRun]:
     """The runs whose swept choices have these values (compared as values: lr 1 is lr 1.0)."""
     return [r for r in runs if all(same(r.choices.get(k), v) for k, v in choices.items())]
 

@@ -1,6 +1,6 @@
 """The training run: build it, fit it, test it and report.
 
-`train(cfg, run_dir, ui)` is the whole product without the command line. `Run.fit` is the loop and reads
+`train(cfg, run_dir, ui)` is the whole product without the command line. `Training.fit` is the loop and reads
 top to bottom: batches are index slices of tensors already on the device, augmented and normalized as
 whole batches, then one optimizer step (a closure, so L-BFGS and the rest share it). Why a run stops is
 decided in stopping.py, what a checkpoint holds in checkpoint.Checkpointer, what the run is made of in
@@ -8,6 +8,7 @@ build.py.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint, distributed, tune
 from .build import Parts, build, preflight
 from .check import check, check_resume
-from .config import OPTION_GROUPS, typed, values_of
+from .config import Config, OPTION_GROUPS, typed, values_of
 from .errors import ConfigError
 from .console import SilentConsole
 from .data import Data, Split
@@ -71,7 +72,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
         if failure:
             log.info("model graph not logged: %s", failure)
     ui.header(cfg, parts.device, parts.data, parts.model, run_dir)
-    run = Run(parts, run_dir, tb, ui, world, started=started,
+    run = Training(parts, run_dir, tb, ui, world, started=started,
               trial=open_trial(cfg.trainer.pruning) if world.is_main else None)
     if saved and "model" in saved:
         run.restore(saved)
@@ -175,7 +176,7 @@ class EpochSums:
 
 
 @dataclass
-class Run:
+class Training:
     """The loop over what `build` made, and the counters it updates."""
 
     parts: Parts
@@ -218,16 +219,22 @@ class Run:
             return
         tc = self.parts.cfg.trainer
         self.ui.start(tc.epochs, self.parts.steps_per_epoch, done=self.step)
-        with self.rules.catching_signals():
-            try:
-                for epoch in range(self.progress.epoch, tc.epochs + 1):
-                    if self.train_epoch(epoch) or self.out_of_steps():
-                        break
-                self.completed = self.stop is None
-            finally:
-                self.ui.stop()
-                if self.stop is None or self.stop.reason != "interrupted":
-                    self.save_checkpoint()  # the last checkpoint records how the run ended, so a resume knows
+        with self.rules.catching_signals(), self.ending():
+            for epoch in range(self.progress.epoch, tc.epochs + 1):
+                if self.train_epoch(epoch) or self.out_of_steps():
+                    break
+            self.completed = self.stop is None
+
+    @contextlib.contextmanager
+    def ending(self):
+        """However the loop ends: the progress display stops, and the last checkpoint records how the run ended,
+        so a resume knows (an interrupted run checkpointed when the signal came)."""
+        try:
+            yield
+        finally:
+            self.ui.stop()
+            if self.stop is None or self.stop.reason != "interrupted":
+                self.save_checkpoint()
 
     def out_of_steps(self) -> bool:
         return bool(self.parts.cfg.trainer.max_steps and self.step >= self.parts.cfg.trainer.max_steps)
@@ -460,7 +467,7 @@ def probe_batch(data: Data, size: int) -> torch.Tensor:
     return data.normalize(data.fetch(split, slice(0, size))[0])
 
 
-def report(run: Run, overrides: dict) -> dict:
+def report(run: Training, overrides: dict) -> dict:
     """Test the best weights, write metrics.json (strict JSON), log the HParams, show the summary."""
     p, cfg = run.parts, run.parts.cfg
     best = run.checkpointer
@@ -498,7 +505,7 @@ def report(run: Run, overrides: dict) -> dict:
     return metrics
 
 
-def default_hparams(cfg: DictConfig, loss_name: str) -> dict:
+def default_hparams(cfg: Config, loss_name: str) -> dict:
     """What the HParams dashboard compares: every group's choice and the knobs most often swept."""
     groups = {g: getattr(cfg, g).kind for g in OPTION_GROUPS}
     reg = [k for k, v in values_of(cfg.regularization).items() if v]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def lr_find(run, ui, overrides: dict) -> dict:
-    """Run the range test on `run` (a trainer.Run, built and checked); returns what lr_find.json holds.
+    """Training the range test on `run` (a trainer.Training, built and checked); returns what lr_find.json holds.
     `overrides` (the command line's) make the printed command that trains with the suggestion."""
     t, parts = run.parts.cfg.tune, run.parts
     factor = (t.max_lr / t.min_lr) ** (1 / (t.steps - 1))

@@ -6,9 +6,8 @@ import logging
 import math
 
 import torch
-from omegaconf import DictConfig
 
-from ..config import data_home
+from ..config import DataConfig, data_home
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS, NORMALIZERS
 from .stream import DatasetSplit, DiskSplit, host_budget_bytes, memory_map
@@ -21,7 +20,7 @@ log = logging.getLogger("trainrun")
 STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from this many train samples
 
 
-def load(cfg: DictConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
+def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
     """Load, split (seeded), normalize with train statistics, and put where the data fit: on `device`,
     in (pinned) host memory, or memory-mapped from disk; a user's torch Datasets stream through a DataLoader.
 
