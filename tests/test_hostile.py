@@ -40,6 +40,12 @@ AUGMENT_FIELDS = {path[0]: (f, hint) for path, f, hint in declared_fields(schema
 STOP_REASONS = {"completed", "early_stopping", "diverged", "pruned"}
 
 
+# valid values of plain text knobs (no declared choices): what a user would type
+TEXT = {"name": ["resnet18", "squeezenet1_0", "mobilenet_v3_small", "alexnet"], "weights": ["nowhere/weights.pt"],
+        "_target_": ["torch.nn.Identity", "no_such_module.thing"], "target": ["label", "colour"],
+        "path": ["nowhere.csv"], "cache_dir": ["cache"]}
+
+
 def base_type(hint):
     """(type, element type) of a field: Optional[list[int]] -> (list, int); Optional[float] -> (float, None)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
@@ -64,8 +70,9 @@ def scalar(draw, f, kind, integer: bool, how: str):
     high = None if rng is None else rng.le if rng.le is not None else rng.lt
     if kind is bool:
         return draw(st.booleans()) if how != "wrong_type" else "maybe"
-    if kind is str or (rng is not None and rng.allowed() and low is None):
-        choices = list(rng.allowed()) if rng is not None and rng.allowed() else ["abc"]
+    allowed = list(rng.allowed(REGISTRIES)) if rng is not None else []
+    if kind is str or (allowed and low is None):
+        choices = allowed or TEXT.get(f.name, ["abc"])
         return draw(st.sampled_from(choices)) if how in ("in", "edge", "open_edge") else "bogus_" + draw(st.sampled_from("xyz"))
     if how == "wrong_type":
         return draw(st.sampled_from(["abc", "[1,x]", "true"]))
@@ -211,6 +218,8 @@ def user_files(tmp_path_factory):
     rows = ["a,b,colour,label"] + [f"{i % 7},{i * 0.5},{'red' if i % 3 else 'blue'},{i % 2}" for i in range(60)]
     (base / "t.csv").write_text("\n".join(rows) + "\n")
     np.savez(base / "a.npz", x=np.random.default_rng(0).normal(size=(60, 3)), y=np.arange(60) % 3)
+    np.save(base / "x.npy", np.random.default_rng(1).normal(size=(60, 3)).astype(np.float32))
+    np.save(base / "y.npy", np.arange(60) % 3)
     import torch
     for label in ("cats", "dogs"):
         (base / "photos" / label).mkdir(parents=True)
@@ -222,7 +231,10 @@ def user_files(tmp_path_factory):
 @st.composite
 def user_data_overrides(draw, base):
     kind = draw(st.sampled_from(["table", "arrays", "folder"]))
-    fixed = {"table": [f"data.path={base / 't.csv'}", "data.target=label"], "arrays": [f"data.path={base / 'a.npz'}"],
+    # arrays: an .npz, or an .npy of inputs with its targets' .npy (drawn: the file kinds are its knobs' values)
+    npy = draw(st.booleans())
+    arrays = [f"data.path={base / 'x.npy'}", f"data.targets={base / 'y.npy'}"] if npy else [f"data.path={base / 'a.npz'}"]
+    fixed = {"table": [f"data.path={base / 't.csv'}", "data.target=label"], "arrays": arrays,
              "folder": [f"data.root={base / 'photos'}", f"data.cache_dir={base / 'cache'}"]}[kind]
     valid = draw(st.booleans())
     drawable = [k for k in REGISTRIES["data"][kind].knobs if k not in ("path", "targets", "cache_dir")]

@@ -32,6 +32,12 @@ def test_streamed_from_disk_trains_exactly_as_in_memory(tmp_path, extra):
     in_memory = train_run(tmp_path / "memory", args)
     streamed = train_run(tmp_path / "disk", [*args, TINY_BUDGET])
     assert same_metrics(in_memory, streamed)
+    from trainrun.data import load
+    from trainrun.data.stream import DiskSplit
+
+    cfg = make_config([*args, TINY_BUDGET])  # where the streamed run's data lived: rows of a map on disk
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=not cfg.augmentation)
+    assert data.home.startswith("disk, memory-mapped") and all(isinstance(s, DiskSplit) for s in (data.train, data.test))
 
 
 @pytest.mark.slow  # two processes; the in-process tests check Data.home
@@ -164,6 +170,43 @@ def test_a_torch_dataset_streams_through_worker_processes_and_learns(tmp_path, u
     assert workers["test/acc"] > 0.9
     assert same_metrics(in_process, workers)  # the same batches, whichever process loaded them
     assert json.loads((tmp_path / "w2" / "classes.json").read_text()) == [str(c) for c in range(10)]
+
+
+PIDS = """
+import os
+import torch
+from torch.utils.data import Dataset
+
+
+class ReaderPid(Dataset):
+    classes = ["a", "b"]
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return torch.tensor([float(os.getpid())]), i % 2
+
+
+def make(seed):
+    return ReaderPid()
+"""
+
+
+def test_a_torch_datasets_items_are_read_in_the_workers_not_the_training_process(tmp_path, monkeypatch):
+    import os
+
+    from trainrun.data import load
+
+    (tmp_path / "pids.py").write_text(PIDS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = make_config(["data=custom", "data._target_=pids.make", "data.num_workers=2", "data.normalize=none"])
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
+    batches = [slice(0, 16), slice(16, 32), slice(32, 48)]
+    data.train.plan(batches)
+    readers = {int(v) for idx in batches for v in data.train.take(idx)[0].flatten().tolist()}
+    assert os.getpid() not in readers and len(readers) == 2  # both workers, never this process
+    sys.modules.pop("pids", None)
 
 
 @pytest.mark.parametrize("function,sizes", [("split", (1260, 140, 397)), ("named_splits", (1200, 200, 397))])

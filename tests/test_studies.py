@@ -12,6 +12,7 @@ from re import escape as re_escape
 import pytest
 
 from conftest import cli, read_metrics, train_run
+from test_sweep_resume import fingerprint
 from trainrun.studies import STUDIES
 from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, FinishedRun
 
@@ -249,8 +250,10 @@ def test_the_staged_lr_diagnosis_study_end_to_end_and_resumed(tmp_path):
     suggested = read_metrics(sweep / "find-0")["suggested_lr"]
     lrs = sorted(float(p.name.split("_lr-")[1].split("_")[0]) for p in sweep.glob("sweep-*"))
     assert len(lrs) == 10 and lrs[0] == pytest.approx(suggested * 0.001, rel=1e-3)  # the second stage used the first's
+    finished = {p.parent.name: fingerprint(p.parent) for p in sweep.glob("*/metrics.json")}
     again = cli(*args, cwd=tmp_path, timeout=600)
     assert "stage find: 1 finished" in again.stdout and "stage sweep: 10 finished" in again.stdout
+    assert len(finished) == 11 and {name: fingerprint(sweep / name) for name in finished} == finished  # untouched
 
 
 @pytest.mark.slow  # 15 runs
@@ -259,7 +262,9 @@ def test_the_init_depth_study_end_to_end(tmp_path):
     result = cli("-m", "study=init_depth", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}",
                  cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    for run_dir in sweep.glob("*_init-zeros"):  # identical units: no spread at all, at init and after training
+    zeros = list(sweep.glob("*_init-zeros"))
+    assert len(zeros) == 3  # one per depth
+    for run_dir in zeros:  # identical units: no spread at all, at init and after training
         records = json.loads((run_dir / "layers.json").read_text())["records"]
         assert max(a["unit_spread"] for r in records for n, a in r["activations"].items() if n.startswith("fc")) == 0.0
     report = (sweep / "study.md").read_text()
@@ -430,7 +435,9 @@ def test_a_reduced_search_study_end_to_end_and_repeated(tmp_path):
     report = (sweep / "study.md").read_text()
     assert "random better in" in report and "of 2 seeds" in report and (sweep / "search.png").is_file()
     assert "**Verdict:** study search:" in report and "stage random: `optimizer.lr=tag(log, interval(0.0001, 1.0))`" in report
+    finished = {p.parent.name: fingerprint(p.parent) for p in sweep.glob("*/metrics.json")}
     again = cli(*args, cwd=tmp_path, timeout=600)
+    assert len(finished) == 16 and {name: fingerprint(sweep / name) for name in finished} == finished  # untouched
     assert "stage grid: 8 finished" in again.stdout and "stage random: 8 finished, 0 interrupted (resuming), 0 to run" in again.stdout
     assert sorted(p.name for p in sweep.glob("random-*")) == random_runs  # the same draws
 
