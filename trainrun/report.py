@@ -7,11 +7,9 @@ runs wrote (.hydra/overrides.yaml, metrics.json, error.json), so it needs no tor
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -21,43 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import direction
-from .sweep import run_id, run_order
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    overrides: list[str]
-    state: str  # complete | pruned | diverged | interrupted | failed
-    metrics: dict = field(default_factory=dict)
-    error: str = ""
-
-    def value(self, key: str) -> float:
-        v = self.metrics.get(key)
-        return v if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
-
-    @property
-    def label(self) -> str:
-        return " ".join(self.overrides) or "(defaults)"
-
-
-def collect(sweep_dir: Path) -> list[RunResult]:
-    results = []
-    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: run_order(p.parents[1])):
-        run_dir = overrides_file.parents[1]
-        # trainer.pruning.* is the search's bookkeeping (storage, trial number), not a choice
-        overrides = [str(o) for o in OmegaConf.load(overrides_file) if not str(o).startswith("trainer.pruning.")]
-        metrics_file, error_file = run_dir / "metrics.json", run_dir / "error.json"
-        if error_file.is_file():
-            results.append(RunResult(run_dir, overrides, "failed", error=json.loads(error_file.read_text())["error"]))
-        elif metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
-            state = {"diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}.get(
-                metrics["stop_reason"], "complete")
-            results.append(RunResult(run_dir, overrides, state, metrics))
-        else:
-            results.append(RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)"))
-    return results
+from .sweep import RunResult, collect, run_id
 
 
 def varying(results: list[RunResult]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from omegaconf import OmegaConf
 
-from .sweep import run_id, run_order
+from .sweep import collect, run_id
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -89,13 +89,15 @@ class Study:
 
 
 def load_runs(sweep_dir: Path) -> list[FinishedRun]:
+    """The sweep's runs that finished (sweep.collect reads them), with their layers.json and curves."""
     runs = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: run_order(p.parent)):
-        run_dir = metrics_file.parent
-        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-        choices = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
+    for result in collect(sweep_dir):
+        if not result.metrics:
+            continue  # failed, or killed before its metrics.json
+        run_dir = result.run_dir
+        choices = dict(o.split("=", 1) for o in result.overrides if "=" in o)
         layers = json.loads((run_dir / "layers.json").read_text())["records"] if (run_dir / "layers.json").is_file() else []
-        runs.append(FinishedRun(run_dir.name, choices, json.loads(metrics_file.read_text()), layers, epoch_curves(run_dir)))
+        runs.append(FinishedRun(run_dir.name, choices, result.metrics, layers, epoch_curves(run_dir)))
     return runs
 
 
