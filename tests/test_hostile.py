@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import cli, make_config
-from trainrun.config import declared_fields, schema_at
+from trainrun.config import declared_fields, leaf_types, schema_at
 from trainrun.errors import ConfigError, DataError
 from trainrun.registry import REGISTRIES
 
@@ -142,7 +142,30 @@ def hostile_overrides(draw) -> list[str]:
                 overrides.append(f"augmentation.{name}.{knob}={show(draw(value_for(AUGMENT_FIELDS[knob], valid)))}")
     for key in draw(st.lists(st.sampled_from(SETTINGS), max_size=2, unique=True)):
         overrides.append(f"{key}={show(draw(value_for(FIELDS[key], valid)))}")
+    if not valid:  # at least one value surely outside its declared range (below, above, or not finite)
+        key = draw(st.sampled_from(BOUNDED))
+        overrides.append(f"{key}={show(draw(beyond(FIELDS[key][0].metadata['range'], int in leaf_types(FIELDS[key][1]))))}")
     return overrides
+
+
+BOUNDED = [k for k in SETTINGS if FIELDS[k][0].metadata.get("range") is not None
+           and any(b is not None for b in (FIELDS[k][0].metadata["range"].ge, FIELDS[k][0].metadata["range"].gt,
+                                          FIELDS[k][0].metadata["range"].le, FIELDS[k][0].metadata["range"].lt))]
+
+
+@st.composite
+def beyond(draw, rng, integer: bool):
+    """Below the lower bound, above the upper one, an open bound itself, or not finite."""
+    ways = []
+    if rng.ge is not None or rng.gt is not None:
+        ways += [(rng.ge if rng.ge is not None else rng.gt) - draw(st.integers(1, 5))]
+        ways += [rng.gt] if rng.gt is not None else []
+    if rng.le is not None or rng.lt is not None:
+        ways += [(rng.le if rng.le is not None else rng.lt) + draw(st.integers(1, 5))]
+        ways += [rng.lt] if rng.lt is not None else []
+    ways += [] if integer else [math.nan, math.inf]
+    value = draw(st.sampled_from(ways))
+    return int(value) if integer and math.isfinite(value) else value
 
 
 NAMES = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss", "augmentation",
@@ -156,20 +179,38 @@ def is_short_and_named(message: str) -> bool:
 
 
 def built_or_refused(overrides: list[str]) -> None:
-    """In-process: compose, check, build every part and preflight it (no training)."""
+    """In-process: compose, check, build every part and preflight it (no training). A draw holding a value
+    outside its declared range must be refused, naming a key it set."""
     from trainrun.build import build, preflight
     from trainrun.cli import describe
     from trainrun.distributed import World
 
+    bounded_bad = any(o.split("=", 1)[0] in BOUNDED and not _in_range(o) for o in overrides)
+    keys = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
     try:
         cfg = make_config([*overrides, "data.subset=96", "logger.enabled=false", "trainer.epochs=2"])
         preflight(build(cfg, World()))
     except (ConfigError, DataError) as error:
-        assert is_short_and_named(str(error)), (overrides, str(error))
+        message = str(error)
     except Exception as error:  # composition errors (a wrong type) are Hydra's and OmegaConf's
         message = describe(error)
         assert message is not None, (overrides, repr(error))  # None: a bug, shown with a traceback
-        assert is_short_and_named(message), (overrides, message)
+    else:
+        assert not bounded_bad, f"{overrides} was built"
+        return
+    assert is_short_and_named(message), (overrides, message)
+    if bounded_bad:
+        assert any(key in message for key in keys), (overrides, message)
+
+
+def _in_range(override: str) -> bool:
+    key, text = override.split("=", 1)
+    f, hint = FIELDS[key]
+    try:
+        value = float(text)
+    except ValueError:
+        return True  # a word: its check is the schema's, not this bound's
+    return f.metadata["range"].accepts(int(value) if int in leaf_types(hint) and value.is_integer() else value)
 
 
 @settings(max_examples=150)
