@@ -292,3 +292,89 @@ def test_a_table_emptied_by_missing_drop_says_so(tmp_path):
                  cwd=tmp_path)
     assert result.returncode == 2
     assert "data.missing=drop dropped every row of t.csv (3): each has a missing value in a, b" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# The user's own data, drawn: which item fails and how, which split is empty, which shapes disagree
+
+class FailingRecords:
+    """A map-style Dataset whose item `broken` raises `error` (a torch Dataset by its protocol)."""
+
+    classes = ["a", "b"]
+
+    def __init__(self, n: int, broken: int, error: str):
+        self.n, self.broken, self.error = n, broken, error
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import torch
+
+        if i == self.broken:
+            raise {"ValueError": ValueError, "KeyError": KeyError, "OSError": OSError,
+                   "ZeroDivisionError": ZeroDivisionError}[self.error](f"record {i}")
+        return torch.full((3,), float(i)), i % 2
+
+
+def failing_records(seed, n, broken, error, empty_test=False):
+    from torch.utils.data import Dataset
+
+    records = type("FailingRecords", (FailingRecords, Dataset), {})  # a torch Dataset, as trainrun asks
+    return (records(n, broken, error), records(0 if empty_test else 8, -1, error))
+
+
+def arrays_of(seed, n, width, test_width):
+    import numpy as np
+
+    return np.zeros((n, width)), np.arange(n) % 2, np.zeros((6, test_width)), np.arange(6) % 2
+
+
+@settings(deadline=None, max_examples=12)
+@given(n=st.integers(8, 40), data=st.data(), error=st.sampled_from(["ValueError", "KeyError", "OSError", "ZeroDivisionError"]))
+def test_a_failing_item_anywhere_in_a_users_dataset_is_named(n, data, error):
+    import torch
+
+    from trainrun.data import load
+    from trainrun.errors import DataError
+
+    broken = data.draw(st.integers(0, n - 1))
+    cfg = make_config(["data=custom", "data._target_=test_check.failing_records", "data.num_workers=0",
+                       f"+data.params.n={n}", f"+data.params.broken={broken}", f"+data.params.error={error}",
+                       "data.normalize=none"])
+    with pytest.raises(DataError) as refused:
+        loaded = load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
+        for split in (loaded.train, loaded.val, loaded.test):
+            split.take(slice(0, len(split)))
+    message = str(refused.value)
+    assert f"data: item {broken} of the FailingRecords raised {error}:" in message and "record" in message
+    assert "test_check.py:" in message and "\n" not in message
+
+
+@settings(deadline=None, max_examples=6)
+@given(n=st.integers(8, 40))
+def test_an_empty_split_of_a_users_datasets_is_named(n):
+    import torch
+
+    from trainrun.data import load
+    from trainrun.errors import DataError
+
+    cfg = make_config(["data=custom", "data._target_=test_check.failing_records", "data.num_workers=0",
+                       f"+data.params.n={n}", "+data.params.broken=-1", "+data.params.error=ValueError",
+                       "+data.params.empty_test=true"])
+    with pytest.raises(DataError, match="the test FailingRecords it returned is empty"):
+        load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
+
+
+@settings(deadline=None, max_examples=10)
+@given(n=st.integers(4, 40), width=st.integers(1, 6), other=st.integers(1, 6))
+def test_test_inputs_of_another_shape_are_named(n, width, other):
+    import torch
+
+    from trainrun.data import load
+    from trainrun.errors import DataError
+
+    cfg = make_config(["data=custom", "data._target_=test_check.arrays_of",
+                       f"+data.params.n={n}", f"+data.params.width={width}", f"+data.params.test_width={width + other}"])
+    with pytest.raises(DataError, match=rf"each x_test row has shape \({width + other},\), each x row \({width},\)"):
+        load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
