@@ -130,8 +130,9 @@ def _knobs(registry, node, kind: str) -> None:
         if f.name not in record.knobs:
             prefix = where if registry.group == "augmentation" else f"{registry.group}={kind}: {where}"
             raise ConfigError(f"{prefix}.{f.name} does not apply here; it takes: {', '.join(record.knobs) or 'no knobs'}")
-        _in_range(f"{where}.{f.name}", value, record.ranges.get(f.name, f.metadata.get("range")),
-                  int in leaf_types(hint))
+        if f.name in record.ranges or registry.group == "augmentation":  # the rest: _declared_ranges did it
+            _in_range(f"{where}.{f.name}", value, record.ranges.get(f.name, f.metadata.get("range")),
+                      int in leaf_types(hint))
         if f.name in record.ordered and value[0] > value[1]:
             raise ConfigError(f"{where}.{f.name}={list(value)} is invalid: [low, high] with low <= high")
 

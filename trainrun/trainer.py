@@ -56,7 +56,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved is not None and saved.get("finished"):
         return saved["metrics"]
     cfg = typed(cfg)
-    check(cfg)  # what this run will be (a resume merged the saved config)
+    if saved is not None:  # the command line checked what it composed; a resume merged the saved config into it
+        check(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
         log.info("torch threads: %d", cfg.trainer.threads)
