@@ -13,7 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, cli, read_metrics, train_run
+from omegaconf import OmegaConf
+
+from conftest import ROOT, cli, make_config, quiet_console, read_metrics, train_run
 
 pytestmark = pytest.mark.timeout(600)  # every wait here has a deadline
 
@@ -81,6 +83,21 @@ def test_a_resume_on_another_thread_count_says_results_are_equal_up_to_rounding(
     assert other.returncode == 0, other.stderr
     said = " ".join(other.stdout.split())
     assert "resumed on 2 threads, where it ran on 1" in said and "up to rounding, not bit for bit" in said
+
+
+def test_a_sweep_job_restarted_before_its_first_checkpoint_keeps_its_launchers_thread_share(tmp_path):
+    from trainrun import distributed
+    from trainrun.trainer import resumed
+
+    # what Hydra wrote before the job started: the composed config, where trainer.threads is still unset
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(make_config(["data.subset=200"]), tmp_path / ".hydra" / "config.yaml")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- data.subset=200\n")
+    cfg = make_config(["data.subset=200", f"trainer.resume={tmp_path}"])
+    cfg.trainer.threads = 1  # the parallel launcher's share, set by the command line before train()
+    cfg, saved = resumed(cfg, tmp_path, {"data.subset": "200"}, quiet_console(), distributed.environment())
+    assert saved == {"step": 0}  # started over: bit for bit only on the thread count the sweep ran on
+    assert cfg.trainer.threads == 1
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", pytest.param("cosine", marks=pytest.mark.slow)])

@@ -115,7 +115,9 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple
             raise ConfigError(f"trainer.resume={cfg.trainer.resume}: the run was killed while it was being created; "
                               "nothing was trained: start it again")
         saved_cfg = OmegaConf.to_container(OmegaConf.load(resumed_dir / ".hydra" / "config.yaml"))
+        threads = cfg.trainer.threads  # a parallel launcher's share, which Hydra's config.yaml predates
         cfg = checkpoint.resumed_config(cfg, saved_cfg, [k.lstrip("+~") for k in overrides])
+        cfg.trainer.threads = cfg.trainer.threads or threads
         ui.note(f"{run_dir} was stopped before its first checkpoint; starting it over in its own directory")
         return cfg, {"step": 0}
     saved = checkpoint.load(last)
