@@ -63,6 +63,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
         log.info("torch threads: %d", cfg.trainer.threads)
     parts = build(cfg, world)
     preflight(parts)
+    if world.is_main:  # what predict and export need to prepare new inputs as this run's were
+        write_preprocessing(run_dir / "preprocessing.json", parts.data.preprocessing())
 
     # a resumed run appends to its event file; purge_step drops what the stopped process logged after its checkpoint
     tb = TensorBoard(cfg.logger, run_dir, purge_step=saved["step"] + 1 if saved else None) \
@@ -97,6 +99,13 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if not world.is_main:  # rank 0 tests and reports
         return {}
     return report(run, overrides)
+
+
+def write_preprocessing(path: Path, record: dict) -> None:
+    """One top-level key per line (long lists of statistics stay on theirs), written whole or not at all."""
+    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in record.items()) + "\n}\n"
+    path.with_name(path.name + ".tmp").write_text(text)
+    path.with_name(path.name + ".tmp").replace(path)
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple[DictConfig, dict | None]:

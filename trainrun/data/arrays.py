@@ -10,10 +10,11 @@ from ..errors import ConfigError, DataError
 from .types import Loaded
 
 
-def as_splits(source: str, arrays) -> tuple:
-    """(x, y[, x_test, y_test]) arrays or tensors -> the loaders' tuple: float32 inputs, except uint8 ones, which are
+def as_splits(source: str, arrays) -> Loaded:
+    """(x, y[, x_test, y_test]) arrays or tensors -> Loaded: float32 inputs, except uint8 ones, which are
     pixels: kept as uint8 and scaled to [0, 1] per batch, like every image dataset; integer targets are classes
-    (any integer labels, mapped to 0..k-1 in sorted order), float targets regression values (N, outputs)."""
+    (any integer labels, mapped to 0..k-1 in sorted order, the labels kept as the class names), float targets
+    regression values (N, outputs)."""
     # read-only arrays are copied here (memory-mapped ones come copy-on-write, so they are not)
     tensors = [torch.as_tensor(a if isinstance(a, torch.Tensor) or np.asarray(a).flags.writeable else np.array(a))
                for a in arrays]
@@ -26,15 +27,16 @@ def as_splits(source: str, arrays) -> tuple:
     if len(tensors) == 4 and tuple(tensors[2].shape[1:]) != tuple(tensors[0].shape[1:]):
         raise DataError(f"{source}: each x_test row has shape {tuple(tensors[2].shape[1:])}, each x row "
                         f"{tuple(tensors[0].shape[1:])}; they must be the same")
-    ys = tensors[1::2]
+    ys, class_names = tensors[1::2], None
     if any(y.is_floating_point() for y in ys):
         ys = [y.float().reshape(len(y), -1) for y in ys]
     else:
         labels = torch.unique(torch.cat([y.long().flatten() for y in ys]))
         ys = [torch.searchsorted(labels, y.long().flatten()) for y in ys]
+        class_names = [str(label) for label in labels.tolist()]
     xs = (x if x.dtype == torch.uint8 else x.float() for x in tensors[0::2])
     out = [t for pair in zip(xs, ys) for t in pair]
-    return tuple(out) if len(out) == 4 else (*out, None, None)
+    return Loaded(*out, class_names=class_names)
 
 
 def arrays(cfg, g, path, targets=None):
@@ -63,7 +65,7 @@ def arrays(cfg, g, path, targets=None):
         raise DataError(f"{file.name} has no {' or '.join(missing)}; it holds: {', '.join(found) or 'nothing'} "
                         "(expected x, y and optionally x_test, y_test)")
     keys = ("x", "y", "x_test", "y_test") if "x_test" in found and "y_test" in found else ("x", "y")
-    loaded = Loaded(*as_splits(f"data.path={path}", [found[k] for k in keys]))
+    loaded = as_splits(f"data.path={path}", [found[k] for k in keys])
     # still the file's pages (float32 and uint8 inputs are not converted): a run can stream them from the map
     loaded.on_disk = file.suffix != ".npz" and loaded.x.data_ptr() == torch.as_tensor(found["x"]).data_ptr()
     return loaded

@@ -55,7 +55,11 @@ def folder(cfg, g, on_bad_file, image_size=None, channels=None, cache_dir=None):
     parts = {s: (d["x"], d["y"]) for s, d in decoded["splits"].items()}  # uint8: Data.fetch makes floats
     x, y = parts["train"]
     test, val = parts.get("test", (None, None)), parts.get("val", (None, None))
-    return Loaded(x, y, *test, *val, class_names=decoded["classes"], on_disk=decoded.get("mapped", False))
+    # what new images go through before this run's model sees them (trainrun-predict, decode_as_trained)
+    inputs = {"kind": "images", "channels": int(x.shape[1]), "image_size": list(image_size) if image_size else None,
+              "converts_channels": True, "resize": "bilinear, antialiased"}
+    return Loaded(x, y, *test, *val, class_names=decoded["classes"], on_disk=decoded.get("mapped", False),
+                  inputs=inputs)
 
 
 def class_folders(directory: Path) -> list[str]:

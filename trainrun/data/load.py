@@ -12,6 +12,7 @@ from ..errors import ConfigError, DataError
 from ..registry import DATASETS, NORMALIZERS
 from .stream import DatasetSplit, DiskSplit, host_budget_bytes, memory_map
 from .normalize import Identity
+from .table import TableRows
 from .types import Data, Datasets, Loaded, Split
 
 log = logging.getLogger("trainrun")
@@ -39,6 +40,11 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
                                    None if loaded.x_test is None else len(loaded.y_test))
     if cfg.per_class is not None:
         train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
+    inputs = loaded.inputs
+    if isinstance(loaded.x, TableRows):  # encoded with categories and means of the train rows alone
+        encoding = (loaded.x if train is None else loaded.x[train]).fit()
+        # a category only val or test rows hold is no category of the model's: all zeros
+        loaded.x, inputs = encoding.encode(loaded.x.frame, unseen="zeros")[0], encoding.record()
     parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
     parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
     y_train = loaded.y if train is None else loaded.y[train]
@@ -56,13 +62,15 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
         splits = [DiskSplit(mapped.get(id(x), x), y, torch.arange(len(y)) if rows is None else rows,
                             pin=device.type == "cuda") for x, y, rows in parts]
         normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+        fitted = {"inputs": inputs, "normalize": {"kind": cfg.normalize, **normalizer.record()}}
         home = (f"disk, memory-mapped ({nbytes / 2**20:,.1f} MiB, more than data.host_memory_gb: "
                 f"{budget / 2**20:,.1f} MiB); batches gathered "
                 f"{'ahead into pinned memory by a thread' if device.type == 'cuda' else 'in the step'}")
         return Data(*splits, tuple(splits[0].x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                    home=home, class_names=loaded.class_names)
+                    home=home, class_names=loaded.class_names, fitted=fitted)
     splits = [Split(x, y) if rows is None else Split(x[rows], y[rows]) for x, y, rows in parts]
     normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
+    fitted = {"inputs": inputs, "normalize": {"kind": cfg.normalize, **normalizer.record()}}
     if prenormalize and splits[0].x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
         splits = [Split(normalizer(s.x), s.y) for s in splits]
         normalizer = Identity(None)
@@ -74,7 +82,7 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
         splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
     train, val, test = (Split(s.x.to(storage), s.y.to(storage)) for s in splits)
     return Data(train, val, test, tuple(train.x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                home=home, class_names=loaded.class_names)
+                home=home, class_names=loaded.class_names, fitted=fitted)
 
 
 def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
@@ -97,7 +105,7 @@ def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
 
     names = [loaded.class_names[c] for c in classes] if loaded.class_names else None
     return Loaded(*keep(loaded.x, loaded.y), *keep(loaded.x_test, loaded.y_test), *keep(loaded.x_val, loaded.y_val),
-                  class_names=names)
+                  class_names=names, inputs=loaded.inputs)
 
 
 def per_class(y: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -154,7 +162,8 @@ def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
     home = (f"a torch Dataset, streamed by a DataLoader ({datasets.num_workers} workers); "
             "exact resume at epoch boundaries")
     return Data(*splits, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device, home=home,
-                class_names=list(getattr(datasets.train, "classes", None) or []) or None)
+                class_names=list(getattr(datasets.train, "classes", None) or []) or None,
+                fitted={"inputs": None, "normalize": {"kind": cfg.normalize, **normalizer.record()}})
 
 
 def _dataset_classes(datasets: Datasets) -> int:

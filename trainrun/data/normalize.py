@@ -6,12 +6,31 @@ import math
 import torch
 
 
-class Identity:
+class Normalizer:
+    """Statistics fitted on the train split (tensors named in `fitted`), kept with the run in its
+    preprocessing.json (`record`) and read back from it (`restored`) by predict and export."""
+
+    fitted: tuple[str, ...] = ()
+
+    def record(self) -> dict:
+        return {name: getattr(self, name).cpu().tolist() for name in self.fitted}
+
+    @classmethod
+    def restored(cls, record: dict) -> "Normalizer":
+        normalizer = cls.__new__(cls)
+        for name in cls.fitted:  # float32 values written as float64: read back exactly
+            setattr(normalizer, name, torch.tensor(record[name], dtype=torch.float32))
+        return normalizer
+
+    def to(self, device) -> "Normalizer":
+        for name in self.fitted:
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+class Identity(Normalizer):
     def __init__(self, train):
         pass
-
-    def to(self, device) -> "Identity":
-        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -28,9 +47,11 @@ def _chunks(train, flat: bool = False):
         yield c.flatten(1) if flat else c
 
 
-class Standardize:
+class Standardize(Normalizer):
     """Zero mean, unit variance per feature; for images per channel (a per-pixel std is near zero at the
     borders, and would blow up any augmentation that moves ink there)."""
+
+    fitted = ("mean", "scale")
 
     def __init__(self, train):
         total = count = 0
@@ -45,16 +66,14 @@ class Standardize:
         self.mean = mean.float()
         self.scale = (1 / torch.where(std > 1e-8, std, torch.ones_like(std))).float()  # constant features stay put
 
-    def to(self, device) -> "Standardize":
-        self.mean, self.scale = self.mean.to(device), self.scale.to(device)
-        return self
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) * self.scale
 
 
-class PCA:
+class PCA(Normalizer):
     """x -> ((x - mean) @ principal axes), divided by sqrt(variance) when whitening, on flattened features."""
+
+    fitted = ("mean", "rotation", "scale")
 
     def __init__(self, train, whiten: bool):
         n = len(train)
@@ -65,10 +84,6 @@ class PCA:
         variances = variances.flip(0).clamp_min(0)
         # whitening divides by sqrt(variance); the floor keeps near-empty directions from exploding
         self.scale = ((variances + 1e-3 * variances.max()).rsqrt() if whiten else torch.ones_like(variances)).float()
-
-    def to(self, device) -> "PCA":
-        self.mean, self.scale, self.rotation = self.mean.to(device), self.scale.to(device), self.rotation.to(device)
-        return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (((x.flatten(1) - self.mean) @ self.rotation) * self.scale).view_as(x)

@@ -8,6 +8,9 @@ from typing import Callable, Iterator
 import torch
 
 
+PREPROCESSING_VERSION = 1
+
+
 @dataclass
 class Split:
     """A split held as tensors in memory (on the training device or the host). stream.DiskSplit and
@@ -47,6 +50,7 @@ class Loaded:
     y_val: torch.Tensor | None = None
     class_names: list[str] | None = None
     on_disk: bool = False  # the inputs are memory-mapped from a file already (nothing to spill to stream them)
+    inputs: dict | None = None  # how the loader made its inputs (data=folder: channels, size), for new ones
 
 
 @dataclass
@@ -73,6 +77,15 @@ class Data:
     home: str = "device"  # where the data live, and why: shown in the run header
     memory_format: torch.memory_format = torch.contiguous_format
     class_names: list[str] | None = None  # what class index i stands for, where the data name their classes
+    fitted: dict | None = None  # what was fitted on the train split: inputs' encoding, normalization
+
+    def preprocessing(self) -> dict:
+        """What predict and export need to turn new inputs into this run's (the run's preprocessing.json)."""
+        sample = getattr(self.train, "x", None)  # a user's Dataset streams: its inputs are made float
+        return {"version": PREPROCESSING_VERSION, "task": self.task, "num_outputs": self.num_outputs,
+                "class_names": self.class_names, "input_shape": list(self.input_shape),
+                "input_dtype": str(sample.dtype).removeprefix("torch.") if sample is not None else "float32",
+                **(self.fitted or {})}
 
     def fetch(self, split: Split, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows `idx` (a slice or an index tensor) of a split, on the training device, as float inputs."""
