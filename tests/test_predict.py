@@ -289,6 +289,8 @@ def test_a_file_that_is_not_an_image_is_named_or_skipped_and_counted(folder_run,
     (["{run}", "data.test_fractio=0.5"], "unknown key 'data.test_fractio'"),
     (["{run}", "data.test_fraction=1.5"], "data.test_fraction=1.5"),
     (["{run}", "optimizer.lr=0.5"], "only data.* may be given here"),
+    (["{run}", "--top-k", "x"], "argument --top-k: invalid int value: 'x'"),
+    (["{run}", "--mc-samples", "1"], "--mc-samples=1: 0 (off) or at least 2 passes"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(digits_run, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
@@ -416,3 +418,58 @@ def test_an_export_format_that_is_not_installed_names_the_extra(digits_run, tmp_
     assert not (tmp_path / "e").exists()
     code, _, err = export(digits_run, "--format", "torchscript")
     assert code == 2 and "--format=torchscript: choose from onnx, pt2" in err
+
+
+def test_a_transfer_run_normalizes_with_the_pretrained_runs_statistics_unless_told(tmp_path):
+    source = train(tmp_path, "source", "data.classes=[0,1,2,3,4]")
+    args = ["data.classes=[5,6,7,8,9]", f"model.checkpoint={source}"]
+    target = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'target'}", cwd=tmp_path)
+    assert target.returncode == 0, target.stderr[-2000:]
+    header = "".join(target.stdout.replace("│", "").split())  # the panel wraps long paths anywhere
+    assert "".join(f"standardize with the statistics of {source}".split()) in header
+    saved = {name: json.loads((tmp_path / name / "preprocessing.json").read_text())["normalize"]
+             for name in ("source", "target")}
+    assert saved["target"]["mean"] == saved["source"]["mean"] and saved["target"]["source"] == str(source)
+    own = cli(*TINY, *args, "data.normalize=standardize", f"hydra.run.dir={tmp_path / 'own'}", cwd=tmp_path)
+    assert own.returncode == 0 and "this run's train-split statistics" in own.stdout
+    assert json.loads((tmp_path / "own" / "preprocessing.json").read_text())["normalize"]["mean"] != \
+        saved["source"]["mean"]  # the digits 5-9 have more ink than 0-4
+
+
+def test_a_regression_run_predicts_values_and_scores_them(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    np.savez(tmp_path / "diabetes.npz", x=x[:400].astype(np.float32), y=y[:400].astype(np.float32))
+    np.savez(tmp_path / "new.npz", x=x[400:].astype(np.float32), y=y[400:].astype(np.float32))
+    run = train(tmp_path, "run", "data=arrays", f"data.path={tmp_path / 'diabetes.npz'}", "trainer.epochs=30",
+                "optimizer.lr=0.01")
+    code, out, err = predict(run, tmp_path / "new.npz", "--output", tmp_path / "p.csv")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "p.csv")
+    assert list(rows[0]) == ["id", "value", "target"] and len(rows) == len(x) - 400
+    mae = json.loads((tmp_path / "p.report.json").read_text())["metrics"]["mae"]
+    assert mae == pytest.approx(np.mean([abs(float(r["value"]) - float(r["target"])) for r in rows]), rel=1e-5)
+    assert mae < np.mean(np.abs(y[400:] - y[:400].mean()))  # better than predicting the mean
+    code, _, err = predict(run, "--top-k", "2", tmp_path / "new.npz")
+    assert code == 0, err  # top-k is a classification flag; a regression run has no labels to rank
+
+
+def test_a_custom_data_function_is_given_new_arguments(tmp_path):
+    (tmp_path / "my_data.py").write_text(textwrap.dedent('''
+        import torch
+
+        def blobs(n=600, seed=0):
+            g = torch.Generator().manual_seed(seed)
+            y = torch.randint(3, (n,), generator=g)
+            return torch.randn(n, 5, generator=g) + 3 * y[:, None].float(), y
+    '''))
+    run = train(tmp_path, "run", "data=custom", "data._target_=my_data.blobs")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        code, out, err = predict(run, "data.params.n=1000", "--output", tmp_path / "p.csv")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert code == 0, err
+    assert len(read_csv(tmp_path / "p.csv")) == 200  # data.test_fraction=0.2 of the 1000 it now makes
+    assert json.loads((tmp_path / "p.report.json").read_text())["metrics"]["acc"] > 0.9

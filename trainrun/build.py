@@ -89,11 +89,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(cfg: Config, world: distributed.World) -> Parts:
+def build(cfg: Config, world: distributed.World, statistics: dict | None = None) -> Parts:
+    """Every part of the run; `statistics`: the input normalization to use instead of fitting one (transfer)."""
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic)
     device = distributed.setup(world, pick_device(tc.device))
-    data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation)
+    data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation, statistics=statistics)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
     check_data(cfg, data, batch_size)
     model, reused = build_model(cfg, data)

@@ -33,7 +33,8 @@ class RunConsole:
                 f"[bold]lr[/]={cfg.optimizer.lr:g}  [bold]batch[/]={cfg.data.batch_size}  "
                 f"[bold]epochs[/]={cfg.trainer.epochs}  [bold]seed[/]={cfg.trainer.seed}\n"
                 f"{data.task}, input {tuple(data.input_shape)}, {split}; "
-                f"{params:,} parameters ({trainable:,} trainable)\n[bold]data in[/] {data.home}\n[dim]{run_dir}[/]")
+                f"{params:,} parameters ({trainable:,} trainable)\n[bold]data in[/] {data.home}\n"
+                f"[bold]inputs[/] {statistics(data)}\n[dim]{run_dir}[/]")
         self.console.print(Panel(body, title="trainrun", title_align="left", border_style="cyan"))
 
     def start(self, epochs: int, steps_per_epoch: int, done: int = 0) -> None:
@@ -89,3 +90,15 @@ class SilentConsole:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
+
+
+def statistics(data) -> str:
+    """Which normalization the inputs get, and whose statistics: the header's line."""
+    record = (data.fitted or {}).get("normalize", {})
+    kind = record.get("kind", "none")
+    if kind == "none":
+        return "not normalized (data.normalize=none)"
+    if "source" in record:
+        return (f"{kind} with the statistics of {record['source']} (model.checkpoint's run, as its weights expect; "
+                "data.normalize=... fits this run's own)")
+    return f"{kind} with this run's train-split statistics"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError, DataError
-from .trained import TrainedRun, open_run
+from .trained import Arguments, TrainedRun, open_run
 
 TOLERANCE = 1e-4
 FORMATS = ("onnx", "pt2")
@@ -96,11 +96,11 @@ def describe(run: TrainedRun, formats: list[str]) -> dict:
 
 
 def arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="trainrun-export", description="Export a trained run's model, verified.")
+    parser = Arguments(prog="trainrun-export", description="Export a trained run's model, verified.")
     parser.add_argument("run", help="a run directory (outputs/<date>/<time>) or a sweep's (its best run)")
     parser.add_argument("--format", default="onnx,pt2", help=f"comma-separated: {', '.join(FORMATS)} (default both)")
     parser.add_argument("--output", help="a new folder for the files (default: RUN/export, RUN/export-2, ...)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

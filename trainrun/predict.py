@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-from .trained import TrainedRun, open_run
+from .trained import Arguments, TrainedRun, open_run
 
 BATCH = 512  # inputs read, decoded and predicted at a time: a 10,000-image folder is never held whole
 FORMATS = {".csv", ".jsonl", ".parquet"}
@@ -422,7 +422,7 @@ def default_output(run: TrainedRun, name: str) -> Path:
 # The command
 
 def arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Arguments(
         prog="trainrun-predict", description="Predict with a trained run (or a sweep's best run).",
         epilog="INPUT: a folder of images (flat, or class sub-folders), an image, a glob, a CSV/Parquet table, or an "
                ".npz/.npy/.pt of arrays; none: the run's test split. data.key=value: new arguments for the run's data "
@@ -436,7 +436,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                         help="an unreadable image: stop (default), or skip it and count it")
     parser.add_argument("--unseen", choices=("error", "zeros"), default="error",
                         help="a table's text value not seen in training: stop (default), or encode it as all zeros")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

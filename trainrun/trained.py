@@ -4,7 +4,9 @@ neither needs the training data.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +75,26 @@ def open_run(path: str, data_overrides: list[str] = (), loads_data: bool = False
     return TrainedRun(run_dir, cfg, record, restore_model(cfg, record, run_dir / "best.pt"), normalize)
 
 
+def write_preprocessing(path: Path, record: dict) -> None:
+    """One top-level key per line (long lists of statistics stay on theirs), written whole or not at all."""
+    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in record.items()) + "\n}\n"
+    path.with_name(path.name + ".tmp").write_text(text)
+    path.with_name(path.name + ".tmp").replace(path)
+
+
+def saved_statistics(checkpoint: str | None) -> dict | None:
+    """The input normalization a pretrained run saved (model.checkpoint: its directory or a file in it), with
+    the input shape it applies to and where it came from; None where that run saved none."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint).expanduser()
+    record_file = (path if path.is_dir() else path.parent) / "preprocessing.json"
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    return {**record["normalize"], "input_shape": record["input_shape"], "source": str(record_file.parent)}
+
+
 def best_run(sweep_dir: Path) -> Path:
     """A sweep's best complete run by its objective (the monitored metric, in its direction)."""
     from .report import objective, ranked
@@ -102,3 +124,11 @@ def restore_model(cfg: Config, record: dict, weights: Path) -> torch.nn.Module:
     model, _ = build_model(cfg, data)
     model.load_state_dict(load(weights)["model"])
     return model.eval()
+
+
+class Arguments(argparse.ArgumentParser):
+    """trainrun-predict's and trainrun-export's flags: a bad one is said in two lines, not a usage screen."""
+
+    def error(self, message: str):
+        print(f"error: {message}\nsee {self.prog} --help", file=sys.stderr)
+        sys.exit(2)

@@ -34,6 +34,7 @@ from .registry import OPTIMIZERS, SCHEDULERS
 from .search import open_trial
 from .stopping import Stop, StopRules
 from .sweep import hparam_value
+from .trained import saved_statistics, write_preprocessing
 
 log = logging.getLogger("trainrun")
 PROBE = 256  # samples of the fixed batch that per-layer statistics are measured on
@@ -58,10 +59,9 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     cfg = typed(cfg)
     if saved is not None:  # the command line checked what it composed; a resume merged the saved config into it
         check(cfg)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-        log.info("torch threads: %d", cfg.trainer.threads)
-    parts = build(cfg, world)
+    use_threads(cfg.trainer.threads)
+    # transfer: the pretrained run's input statistics, as its weights expect, unless the command line chose
+    parts = build(cfg, world, None if "data.normalize" in overrides else saved_statistics(cfg.model.checkpoint))
     preflight(parts)
     if world.is_main:  # what predict and export need to prepare new inputs as this run's were
         write_preprocessing(run_dir / "preprocessing.json", parts.data.preprocessing())
@@ -101,11 +101,10 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     return report(run, overrides)
 
 
-def write_preprocessing(path: Path, record: dict) -> None:
-    """One top-level key per line (long lists of statistics stay on theirs), written whole or not at all."""
-    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in record.items()) + "\n}\n"
-    path.with_name(path.name + ".tmp").write_text(text)
-    path.with_name(path.name + ".tmp").replace(path)
+def use_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple[DictConfig, dict | None]:

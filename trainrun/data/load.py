@@ -21,17 +21,18 @@ log = logging.getLogger("trainrun")
 STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from this many train samples
 
 
-def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -> Data:
+def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, statistics: dict | None = None) -> Data:
     """Load, split (seeded), normalize with train statistics, and put where the data fit: on `device`,
     in (pinned) host memory, or memory-mapped from disk; a user's torch Datasets stream through a DataLoader.
 
     With `prenormalize`, the normalization is applied once to the stored tensors and Data.normalize
-    is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch.
+    is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch. `statistics`: a
+    pretrained run's saved normalization, used instead of fitting one where the inputs have its shape.
     """
     g = torch.Generator().manual_seed(seed)
     loaded = DATASETS.create(cfg, cfg, g)
     if isinstance(loaded, Datasets):
-        return _dataset_data(cfg, loaded, g, device)
+        return _dataset_data(cfg, loaded, g, device, statistics)
     loaded = loaded if isinstance(loaded, Loaded) else Loaded(*loaded)
     if cfg.classes is not None:
         loaded = only_classes(loaded, list(cfg.classes))
@@ -40,11 +41,7 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
                                    None if loaded.x_test is None else len(loaded.y_test))
     if cfg.per_class is not None:
         train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
-    inputs = loaded.inputs
-    if isinstance(loaded.x, TableRows):  # encoded with categories and means of the train rows alone
-        encoding = (loaded.x if train is None else loaded.x[train]).fit()
-        # a category only val or test rows hold is no category of the model's: all zeros
-        loaded.x, inputs = encoding.encode(loaded.x.frame, unseen="zeros")[0], encoding.record()
+    inputs = fit_inputs(loaded, train)
     parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
     parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
     y_train = loaded.y if train is None else loaded.y[train]
@@ -61,16 +58,15 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
                 mapped[id(x)] = memory_map(x, spill)
         splits = [DiskSplit(mapped.get(id(x), x), y, torch.arange(len(y)) if rows is None else rows,
                             pin=device.type == "cuda") for x, y, rows in parts]
-        normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
-        fitted = {"inputs": inputs, "normalize": {"kind": cfg.normalize, **normalizer.record()}}
+        normalizer, statistics = normalization(cfg, splits[0], statistics)
         home = (f"disk, memory-mapped ({nbytes / 2**20:,.1f} MiB, more than data.host_memory_gb: "
                 f"{budget / 2**20:,.1f} MiB); batches gathered "
                 f"{'ahead into pinned memory by a thread' if device.type == 'cuda' else 'in the step'}")
         return Data(*splits, tuple(splits[0].x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                    home=home, class_names=loaded.class_names, fitted=fitted)
+                    home=home, class_names=loaded.class_names,
+                    fitted={"inputs": inputs, "normalize": statistics})
     splits = [Split(x, y) if rows is None else Split(x[rows], y[rows]) for x, y, rows in parts]
-    normalizer = NORMALIZERS.create(None, splits[0], kind=cfg.normalize)
-    fitted = {"inputs": inputs, "normalize": {"kind": cfg.normalize, **normalizer.record()}}
+    normalizer, statistics = normalization(cfg, splits[0], statistics)
     if prenormalize and splits[0].x.dtype != torch.uint8:  # uint8 images stay uint8, normalized per batch
         splits = [Split(normalizer(s.x), s.y) for s in splits]
         normalizer = Identity(None)
@@ -82,7 +78,27 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool) -
         splits = [Split(s.x.pin_memory(), s.y.pin_memory()) for s in splits]
     train, val, test = (Split(s.x.to(storage), s.y.to(storage)) for s in splits)
     return Data(train, val, test, tuple(train.x.shape[1:]), task, num_outputs, normalizer.to(device), device,
-                home=home, class_names=loaded.class_names, fitted=fitted)
+                home=home, class_names=loaded.class_names, fitted={"inputs": inputs, "normalize": statistics})
+
+
+def fit_inputs(loaded: Loaded, train: torch.Tensor | None) -> dict | None:
+    """A table's encoding fitted on the train rows alone (loaded.x becomes its features), as preprocessing.json
+    records it; other loaders' inputs need no fit (their own record, if any)."""
+    if not isinstance(loaded.x, TableRows):
+        return loaded.inputs
+    encoding = (loaded.x if train is None else loaded.x[train]).fit()
+    # a category only val or test rows hold is no category of the model's: all zeros
+    loaded.x = encoding.encode(loaded.x.frame, unseen="zeros")[0]
+    return encoding.record()
+
+
+def normalization(cfg: DataConfig, train, statistics: dict | None) -> tuple:
+    """data.normalize fitted on the train split, or a pretrained run's saved statistics (transfer: its weights
+    expect inputs as it saw them) where its inputs had this shape; with the record preprocessing.json keeps."""
+    if statistics is not None and tuple(statistics["input_shape"]) == tuple(next(train.chunks(1)).shape[1:]):
+        return NORMALIZERS[statistics["kind"]].builder().restored(statistics), statistics
+    normalizer = NORMALIZERS.create(None, train, kind=cfg.normalize)
+    return normalizer, {"kind": cfg.normalize, **normalizer.record()}
 
 
 def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
@@ -137,7 +153,7 @@ def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):
     return train, val, test
 
 
-def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
+def _dataset_data(cfg, datasets: Datasets, g, device: torch.device, statistics: dict | None) -> Data:
     """A user's torch Datasets, streamed by a DataLoader; shape and task from the first sample."""
     for name in ("train", "val", "test"):
         dataset = getattr(datasets, name)
@@ -158,12 +174,12 @@ def _dataset_data(cfg, datasets: Datasets, g, device: torch.device) -> Data:
     x, y = train.take(sample_rows)
     task = "classification" if y.dtype == torch.int64 else "regression"
     num_outputs = _dataset_classes(datasets) if task == "classification" else y.shape[1]
-    normalizer = NORMALIZERS.create(None, Split(x, y), kind=cfg.normalize)
+    normalizer, statistics = normalization(cfg, Split(x, y), statistics)
     home = (f"a torch Dataset, streamed by a DataLoader ({datasets.num_workers} workers); "
             "exact resume at epoch boundaries")
     return Data(*splits, tuple(x.shape[1:]), task, num_outputs, normalizer.to(device), device, home=home,
                 class_names=list(getattr(datasets.train, "classes", None) or []) or None,
-                fitted={"inputs": None, "normalize": {"kind": cfg.normalize, **normalizer.record()}})
+                fitted={"inputs": None, "normalize": statistics})
 
 
 def _dataset_classes(datasets: Datasets) -> int:
