@@ -25,12 +25,10 @@ pytestmark = pytest.mark.timeout(600)
 TINY = ["trainer.epochs=2", "logger.enabled=false"]
 
 
-def predict(*args) -> tuple[int, str, str]:
-    """trainrun-predict in this process: (exit code, stdout, stderr)."""
+def command(main, *args) -> tuple[int, str, str]:
+    """A trainrun-predict or trainrun-export `main` in this process: (exit code, stdout, stderr)."""
     import contextlib
     import io
-
-    from trainrun.predict import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -40,22 +38,18 @@ def predict(*args) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code
     return code, out.getvalue(), err.getvalue()
+
+
+def predict(*args) -> tuple[int, str, str]:
+    from trainrun.predict import main
+
+    return command(main, *args)
 
 
 def export(*args) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
     from trainrun.export import main
 
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+    return command(main, *args)
 
 
 def read_csv(path: Path) -> list[dict]:

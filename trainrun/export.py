@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -95,20 +94,12 @@ def describe(run: TrainedRun, formats: list[str]) -> dict:
             "preprocessing": {k: record[k] for k in ("inputs", "normalize")}}
 
 
-def arguments(argv: list[str]) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> None:
     parser = Arguments(prog="trainrun-export", description="Export a trained run's model, verified.")
     parser.add_argument("run", help="a run directory (outputs/<date>/<time>) or a sweep's (its best run)")
     parser.add_argument("--format", default="onnx,pt2", help=f"comma-separated: {', '.join(FORMATS)} (default both)")
     parser.add_argument("--output", help="a new folder for the files (default: RUN/export, RUN/export-2, ...)")
-    return parser.parse_intermixed_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        run_export(arguments(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    parser.run(run_export, argv)
 
 
 def run_export(args: argparse.Namespace) -> None:

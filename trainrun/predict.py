@@ -14,7 +14,6 @@ import argparse
 import glob
 import importlib.util
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +26,6 @@ from .trained import Arguments, TrainedRun, open_run
 
 BATCH = 512  # inputs read, decoded and predicted at a time: a 10,000-image folder is never held whole
 FORMATS = {".csv", ".jsonl", ".parquet"}
-EXIT_BAD_INPUT = 2
 
 
 @dataclass
@@ -421,7 +419,7 @@ def default_output(run: TrainedRun, name: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The command
 
-def arguments(argv: list[str]) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> None:
     parser = Arguments(
         prog="trainrun-predict", description="Predict with a trained run (or a sweep's best run).",
         epilog="INPUT: a folder of images (flat, or class sub-folders), an image, a glob, a CSV/Parquet table, or an "
@@ -436,15 +434,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
                         help="an unreadable image: stop (default), or skip it and count it")
     parser.add_argument("--unseen", choices=("error", "zeros"), default="error",
                         help="a table's text value not seen in training: stop (default), or encode it as all zeros")
-    return parser.parse_intermixed_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        run_predict(arguments(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    parser.run(run_predict, argv)
 
 
 def run_predict(args: argparse.Namespace) -> None:

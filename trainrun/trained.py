@@ -9,13 +9,14 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
 
 from .check import check
 from .config import Config, typed
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .registry import NORMALIZERS
 
 
@@ -132,3 +133,11 @@ class Arguments(argparse.ArgumentParser):
     def error(self, message: str):
         print(f"error: {message}\nsee {self.prog} --help", file=sys.stderr)
         sys.exit(2)
+
+    def run(self, command: Callable[[argparse.Namespace], None], argv: list[str] | None) -> None:
+        """The command on the parsed flags (anywhere among the positionals); bad input: one line, exit 2."""
+        try:
+            command(self.parse_intermixed_args(sys.argv[1:] if argv is None else argv))
+        except (ConfigError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
