@@ -5,6 +5,7 @@ import textwrap
 
 import pytest
 import torch
+from torchvision.io import write_png
 
 from conftest import cli, read_metrics
 
@@ -119,3 +120,31 @@ def test_user_yaml_options_and_experiments_from_config_dir(project):
     assert torch.load(run_dir / "last.pt", weights_only=True)["model"]["body.1.weight"].shape == (12, 5)
     typo = cli("--config-dir", str(conf), "model=typo", cwd=project)
     assert typo.returncode == 2 and "model/typo" in typo.stderr and "widht" in typo.stderr
+
+
+def test_a_library_factory_taking_kwargs_is_offered_no_context_and_told_its_width(tmp_path):
+    """torchvision's resnet18(**kwargs) hands kwargs to ResNet, which knows no input_shape: nothing is offered
+    through **kwargs, and a wrong width names the parameter to set."""
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # two real photographs: crops of each are a class
+    for name, photo in zip(("china", "flower"), photos):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(12):
+            y, x = 40 * (i // 4), 40 * (i % 4)
+            crop = torch.from_numpy(np.ascontiguousarray(photo[y:y + 32, x:x + 32])).permute(2, 0, 1)
+            write_png(crop.contiguous(), str(tmp_path / "photos" / name / f"{i}.png"))
+    base = ["data=folder", f"data.root={tmp_path / 'photos'}", "model=custom", "model._target_=torchvision.models.resnet18",
+            "trainer.epochs=1", "logger.enabled=false", "data.batch_size=8"]
+    refused = cli(*base, "data.batch_size=6", cwd=tmp_path)
+    assert refused.returncode == 2 and "input_shape" not in refused.stderr
+    assert "expected 2 outputs per sample, got shape (1000,); give it the width, e.g. +model.params.num_classes=2" \
+        in refused.stderr
+    one_left = cli(*base, "+model.params.num_classes=2", cwd=tmp_path)  # 17 train samples: batches of 8, 8, 1
+    assert one_left.returncode == 2 and "Traceback" not in one_left.stderr
+    assert "model=custom (its BatchNorm2d): the last training batch of each epoch would hold one sample" in one_left.stderr
+    trained = cli(*base, "+model.params.num_classes=2", "data.batch_size=6", f"hydra.run.dir={tmp_path / 'run'}",
+                  cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-1500:]
+    assert read_metrics(tmp_path / "run")["epochs_run"] == 1

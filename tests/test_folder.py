@@ -129,3 +129,24 @@ def test_a_bad_file_can_be_skipped(tmp_path, caplog):
         data = load_folder(tmp_path / "photos", "data.image_size=[8,8]", "data.on_bad_file=skip", cache=tmp_path / "c")
     assert len(data.train) + len(data.val) + len(data.test) == 24
     assert "skipped 1 unreadable files (the first:" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_bmp_files_decode_to_the_same_pixels_as_pngs(tmp_path, mnist_pngs):
+    """torchvision cannot decode BMP; PIL (its dependency) does, so a folder of BMPs is read like one of PNGs."""
+    from PIL import Image
+
+    from trainrun.data.folder import decode_one
+
+    for digit in ("3", "8"):
+        (tmp_path / "bmp" / digit).mkdir(parents=True)
+        for png in sorted((mnist_pngs / digit).glob("*.png"))[:20]:
+            Image.open(png).save(tmp_path / "bmp" / digit / f"{png.stem}.bmp")
+            rgb = Image.open(png).convert("RGB")
+            rgb.save(tmp_path / f"{png.stem}-rgb.bmp")
+            assert torch.equal(decode_one(tmp_path / "bmp" / digit / f"{png.stem}.bmp"), decode_one(png))
+            assert torch.equal(decode_one(tmp_path / f"{png.stem}-rgb.bmp"), decode_one(png).expand(3, -1, -1))
+    data = load_folder(tmp_path / "bmp", cache=tmp_path / "cache")
+    assert data.input_shape == (1, 28, 28) and len(data.train) + len(data.val) + len(data.test) == 40
+    (tmp_path / "bmp" / "3" / "broken.bmp").write_bytes(b"BM not really")
+    with pytest.raises(Exception, match="broken.bmp is not a readable image"):
+        load_folder(tmp_path / "bmp", cache=tmp_path / "cache2")

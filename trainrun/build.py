@@ -22,7 +22,7 @@ import torch
 
 from . import distributed
 from .augmentation import make_augmentation
-from .check import check_data
+from .check import check_data, check_model
 from .config import Config, direction
 from .errors import ConfigError
 from .data import Batches, Data, load
@@ -98,6 +98,7 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
     check_data(cfg, data, batch_size)
     model, reused = build_model(cfg, data)
+    check_model(cfg, data, model, batch_size)
     model.to(device)
     if tc.channels_last and data.is_image:
         model.to(memory_format=torch.channels_last)
@@ -145,8 +146,11 @@ def preflight(parts: Parts) -> None:
             out = model(data.normalize(x)).float()
         expected = (data.num_outputs,)
         if tuple(out.shape[1:]) != expected:
+            # a user's model (or a library's factory) sets its own width: say which parameter does
+            hint = (f"; give it the width, e.g. +model.params.num_classes={data.num_outputs} (the name its "
+                    "signature uses)") if "params" in MODELS[cfg.model.kind].knobs else ""
             raise ConfigError(f"model={cfg.model.kind}: expected {data.num_outputs} outputs per sample, "
-                              f"got shape {tuple(out.shape[1:])}")
+                              f"got shape {tuple(out.shape[1:])}{hint}")
         loss_kind = cfg.loss.kind if cfg.loss is not None else parts.loss_name
         with building("loss", loss_kind):
             loss = parts.regularizer.add_penalty(parts.criterion(out, y))

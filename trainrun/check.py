@@ -249,10 +249,6 @@ def check_data(cfg, data, batch_size: int) -> None:
     if len(data.train) < 2:
         raise ConfigError(f"data: {len(data.train)} training sample(s) left; a run needs at least 2 "
                           f"(data.subset={cfg.data.subset}, data.val_fraction={cfg.data.val_fraction})")
-    if NORMS.trait(cfg.norm.kind, "batch_statistics") and len(data.train) % batch_size == 1:
-        raise ConfigError(f"norm={cfg.norm.kind}: the last training batch of each epoch would hold one sample "
-                          f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "
-                          "choose another data.batch_size or data.subset")
     monitor = cfg.trainer.early_stopping.monitor
     known = {f"{split}/{name}" for split in ("train", "val") for name in ("loss", data.metric)}
     if monitor not in known:
@@ -261,6 +257,20 @@ def check_data(cfg, data, batch_size: int) -> None:
     if monitor.startswith("val/") and len(data.val) == 0:
         raise ConfigError(f"trainer.early_stopping.monitor={monitor} needs a validation split: "
                           "set data.val_fraction > 0, or monitor train/loss")
+
+
+def check_model(cfg, data, model, batch_size: int) -> None:
+    """What needs the built model: batch norm (norm=batch, or a user's or a library's model's own) cannot
+    take its statistics from a last batch of one sample."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    batch_norm = next((type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)), None)
+    if batch_norm and len(data.train) % batch_size == 1:
+        whose = f"norm={cfg.norm.kind}" if NORMS.trait(cfg.norm.kind, "batch_statistics") else \
+            f"model={cfg.model.kind} (its {batch_norm})"
+        raise ConfigError(f"{whose}: the last training batch of each epoch would hold one sample "
+                          f"({len(data.train)} train samples, data.batch_size={cfg.data.batch_size}); "
+                          "choose another data.batch_size or data.subset")
 
 
 def check_resume(cfg, saved_cfg: dict) -> None:

@@ -2,8 +2,8 @@
 
 One mechanism for every group: the `custom` record of each registry names one of the builders below,
 which import `_target_` (from the current directory or PYTHONPATH), call it with the option's `params`
-and with whatever of the run's context its signature asks for (a model gets `input_shape` and
-`num_outputs`, and `activation`/`norm` factories, when it takes them), and check what comes back.
+and with whatever of the run's context its signature names (a model gets `input_shape` and
+`num_outputs`, and `activation`/`norm` factories, when it names them), and check what comes back.
 Errors are one line naming the dotted path and what is missing.
 """
 from __future__ import annotations
@@ -43,13 +43,14 @@ def resolve(target: str | None, group: str) -> Callable:
 
 
 def call(fn: Callable, params: dict, offered: dict[str, Any]) -> Any:
-    """fn(**params, **the offered arguments its signature takes)."""
+    """fn(**params, **the offered arguments its signature names). Never through **kwargs: torchvision's and timm's
+    factories take **kwargs and hand them to a class that knows no `input_shape`."""
     try:
         accepted = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a builtin without a signature: params only
         return fn(**params)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    context = {k: v for k, v in offered.items() if (takes_any or k in accepted) and k not in params}
+    named = {name for name, p in accepted.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    context = {k: v for k, v in offered.items() if k in named and k not in params}
     return fn(**params, **context)
 
 

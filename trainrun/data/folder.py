@@ -120,10 +120,27 @@ def decode_one(path: Path) -> torch.Tensor | str:
     try:
         image = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
-        return " ".join(str(e).split())[:100] or type(e).__name__
+        image = decode_with_pil(path)  # formats torchvision cannot decode (BMP, TIFF)
+        if image is None:
+            return " ".join(str(e).split())[:100] or type(e).__name__
     if image.dim() == 4:  # an animated GIF: its first frame
         image = image[0]
     return image[:1] if image.shape[0] == 2 else image[:3]
+
+
+def decode_with_pil(path: Path) -> torch.Tensor | None:
+    """The image as uint8 (C, H, W) through PIL (torchvision's dependency), or None where PIL cannot read it."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = {"1": "L", "L": "L", "LA": "L", "I;16": "L"}.get(image.mode, "RGB")  # palette, CMYK, alpha: RGB
+            pixels = np.asarray(image.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return torch.from_numpy(pixels.copy()).unsqueeze(0) if pixels.ndim == 2 else \
+        torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
 def decode_all(files: dict, classes: list[str], image_size, channels, on_bad_file: str) -> dict:
