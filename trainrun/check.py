@@ -220,9 +220,11 @@ def check_files(cfg) -> None:
     data = cfg.data
     for key, want in DATASETS[data.kind].traits.get("paths", {}).items():
         _exists(f"data.{key}", getattr(data, key), want)
-    for weights in (cfg.model.checkpoint, cfg.model.weights):
-        if weights is not None and not Path(weights).expanduser().exists():
-            raise ConfigError(f"model checkpoint {weights} not found (give a run directory or a .pt file)")
+    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).expanduser().exists():
+        raise ConfigError(f"model checkpoint {cfg.model.checkpoint} not found (give a run directory or a .pt file)")
+    if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().exists():
+        raise ConfigError(f"model.weights={cfg.model.weights}: no such file here, and nothing is downloaded: fetch "
+                          "the weights file (a state dict, .safetensors or a run's best.pt) and give its path")
 
 
 def _exists(key: str, value, want: str) -> None:

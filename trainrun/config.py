@@ -180,6 +180,7 @@ class ModelConfig:
     degree: Optional[int] = knob(**POSITIVE_INT)
     name: Optional[str] = knob()  # torchvision architecture
     weights: Optional[str] = knob()  # torchvision weights: a local file only
+    small_input: Any = knob(choices=("auto", True, False))  # torchvision: a 3x3 stride-1 stem for small images
     # transfer learning, any model
     checkpoint: Optional[str] = None
     freeze: Any = None  # a list of layer names, or the first N layers

@@ -135,26 +135,62 @@ def polynomial(data: Data, layers: Layers, degree):
     return nn.Sequential(OrderedDict([("features", PolynomialFeatures(degree)), ("head", nn.Linear(degree, data.num_outputs))]))
 
 
-class RepeatChannels(nn.Module):
-    """Grayscale to the three channels a torchvision architecture expects."""
-
-    def forward(self, x):
-        return x.expand(-1, 3, -1, -1)
+SMALL_IMAGE = 64  # px a side at most: model.small_input=auto gives such images a small stem
 
 
-def torchvision_model(data: Data, layers: Layers, name, weights=None):
+def torchvision_model(data: Data, layers: Layers, name, weights=None, small_input="auto"):
+    """A torchvision classification architecture with the data's outputs; its first convolution takes the data's
+    channels (pretrained RGB weights summed over their channels: the same as repeating a gray image three
+    times), and small images get a small stem. The saved tensors keep the architecture's own names."""
+    import difflib
+
     from torchvision import models
 
-    try:
-        net = models.get_model(name, weights=None, num_classes=data.num_outputs)
-    except ValueError:
-        choices = ", ".join(models.list_models(module=models)[:12])
-        raise ConfigError(f"model.name={name} is not a torchvision classification model (e.g. {choices}, ...)") from None
-    if weights:
-        load_matching(net, read_state(weights))
-    if data.input_shape[0] != 3:
-        net = nn.Sequential(OrderedDict([("rgb", RepeatChannels()), ("net", net)]))
+    classifiers = models.list_models(module=models)
+    if name not in classifiers:
+        close = difflib.get_close_matches(name, classifiers, n=3)
+        what = "a segmentation, detection or video model" if name in models.list_models() else "not one"
+        raise ConfigError(f"model.name={name} is {what}; model=torchvision takes a classification model of "
+                          f"torchvision.models" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    net = models.get_model(name, weights=None, num_classes=data.num_outputs)
+    small = small_input is True or (small_input == "auto" and max(data.input_shape[1:]) <= SMALL_IMAGE)
+    if small and isinstance(getattr(net, "maxpool", None), nn.MaxPool2d) and isinstance(net.conv1, nn.Conv2d):
+        conv = net.conv1  # ImageNet's 7x7 stride-2 stem and max-pool leave 2x2 of an 8x8 digit
+        net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=conv.bias is not None)
+        net.maxpool = nn.Identity()
+    elif small_input is True:
+        raise ConfigError(f"model.small_input=true: {name} has no conv1 + maxpool stem to replace (ResNet-like "
+                          "models do); use model.small_input=false")
+    state = read_state(weights) if weights else None
+    first, conv = next((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    channels = data.input_shape[0]
+    rgb_weights = state is not None and state.get(f"{first}.weight", conv.weight).shape[1] != channels
+    if conv.in_channels != channels and not rgb_weights:  # from scratch, or weights saved for these channels
+        _replace(net, first, _with_channels(conv, channels, keep=False))
+    if state is not None:
+        loaded = load_matching(net, state)
+        log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(net.state_dict()),
+                    weights)
+    if conv.in_channels != channels and rgb_weights:  # summed over RGB: a gray image repeated three times
+        _replace(net, first, _with_channels(net.get_submodule(first), channels, keep=True))
     return net
+
+
+def _with_channels(conv: nn.Conv2d, channels: int, keep: bool) -> nn.Conv2d:
+    """The convolution for `channels` inputs: anew, or (keep) with RGB weights summed to one channel."""
+    new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None)
+    if keep and channels == 1:
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.sum(1, keepdim=True))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    return new
+
+
+def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, module)
 
 
 def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
@@ -164,8 +200,13 @@ def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
             log.warning(registry.trait(group.kind, "warning"))
     layers = Layers(cfg.activation, cfg.norm, cfg.regularization.dropout)
     model = MODELS.create(cfg.model, data, layers)
-    if MODELS.trait(cfg.model.kind, "own_layers") and (cfg.activation.kind != "relu" or cfg.norm.kind != "none"):
-        log.warning(f"model={cfg.model.kind} keeps its own activations and norms: activation and norm are ignored")
+    if MODELS.trait(cfg.model.kind, "own_layers"):
+        fixed = [f"{k}={v}" for k, v, default in (("activation", cfg.activation.kind, "relu"),
+                 ("norm", cfg.norm.kind, "none"), ("regularization.dropout", cfg.regularization.dropout, 0))
+                 if v != default]
+        if fixed:
+            log.warning(f"model={cfg.model.kind} keeps its own activations, norms and dropout: {', '.join(fixed)} "
+                        "do not apply")
     initialize(model, cfg.init, nonlinearity(cfg.activation))
     if NORMS.trait(cfg.norm.kind, "reparametrizes"):
         for layer in [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS)]:
@@ -186,6 +227,15 @@ def read_state(path: str) -> dict:
         p = p / "best.pt" if (p / "best.pt").exists() else p / "last.pt"
     if not p.is_file():
         raise ConfigError(f"model checkpoint {path} not found (give a run directory or a .pt file)")
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ConfigError(f"{path} is a safetensors file: pip install safetensors") from None
+        try:
+            return load_file(str(p))
+        except Exception as e:
+            raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -243,7 +243,8 @@ MODELS = Registry("model", {
                     needs="sequences"),
     "resnet": option("trainrun.model:resnet", "depth width", needs="images"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
-    "torchvision": option("trainrun.model:torchvision_model", "name weights", own_layers=True, needs="images"),
+    "torchvision": option("trainrun.model:torchvision_model", "name weights small_input", own_layers=True,
+                          needs="images"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 

@@ -1,0 +1,85 @@
+"""model=torchvision made complete, and local pretrained weights: the architecture's own tensor names, the data's
+channels and outputs, a small-image stem, weights from a state dict, a .safetensors file or a run, nothing downloaded."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from conftest import cli, make_config, read_metrics
+
+pytestmark = pytest.mark.timeout(600)
+
+RESNET = ["model=torchvision", "model.name=resnet18", "trainer.epochs=1", "data.subset=200", "logger.enabled=false"]
+
+
+def built(*overrides):
+    """The model a run would build, on the digits (1 x 8 x 8)."""
+    from trainrun.config import typed
+    from trainrun.data import load
+    from trainrun.model import build_model
+
+    cfg = typed(make_config(["data.subset=50", *overrides]))
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
+    return build_model(cfg, data)[0]
+
+
+def test_a_torchvision_model_takes_the_datas_channels_and_a_small_stem_under_its_own_names():
+    net = built("model=torchvision", "model.name=resnet18")
+    assert net.conv1.weight.shape == (64, 1, 3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, torch.nn.Identity) and net.fc.out_features == 10
+    assert all(not name.startswith("net.") for name in net.state_dict())  # no wrapper's prefix
+    with torch.no_grad():  # an 8x8 digit keeps a 1x1 map at the end, not nothing
+        assert net.layer4(net.layer3(net.layer2(net.layer1(net.conv1(torch.zeros(2, 1, 8, 8)))))).shape[-1] == 1
+    imagenet_stem = built("model=torchvision", "model.name=resnet18", "model.small_input=false")
+    assert imagenet_stem.conv1.kernel_size == (7, 7) and isinstance(imagenet_stem.maxpool, torch.nn.MaxPool2d)
+
+
+def test_pretrained_rgb_weights_on_gray_images_are_summed_over_their_channels(tmp_path):
+    from torchvision import models
+
+    rgb = models.resnet18(num_classes=10)
+    torch.save(rgb.state_dict(), tmp_path / "rgb.pt")
+    net = built("model=torchvision", "model.name=resnet18", "model.small_input=false", f"model.weights={tmp_path / 'rgb.pt'}")
+    assert torch.equal(net.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))  # = repeating the gray image 3 times
+    assert torch.equal(net.layer3[0].conv2.weight, rgb.layer3[0].conv2.weight)
+    x = torch.randn(2, 1, 64, 64)
+    rgb.eval(), net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+def test_a_runs_weights_start_another_with_another_number_of_classes_head_replaced(tmp_path):
+    first = cli(*RESNET, "data.classes=[0,1,2,3,4]", f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-1500:]
+    saved = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
+    assert saved["conv1.weight"].shape == (64, 1, 3, 3) and saved["fc.weight"].shape == (5, 512)
+    from trainrun.predict import main  # rebuilt from the saved config alone: the same architecture, the same result
+
+    main([str(tmp_path / "first"), "--output", str(tmp_path / "p.csv")])
+    assert f'"acc": {read_metrics(tmp_path / "first")["test/acc"]}' in (tmp_path / "p.report.json").read_text()
+    frozen = "model.freeze=[conv1,bn1,layer1,layer2,layer3,layer4]"
+    second = cli(*RESNET, "data.classes=[5,6,7]", f"model.weights={tmp_path / 'first'}", frozen,
+                 f"hydra.run.dir={tmp_path / 'second'}", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-1500:]
+    said = " ".join(second.stdout.split())
+    assert re.search(r"model\.weights: loaded 120 of resnet18's 122 tensors", said)
+    assert "the output layer fc has another size here; it is replaced" in said
+    after = torch.load(tmp_path / "second" / "best.pt", weights_only=True)["model"]
+    assert torch.equal(after["layer2.0.conv1.weight"], saved["layer2.0.conv1.weight"])  # loaded, then frozen
+    assert after["fc.weight"].shape == (3, 512)
+
+
+def test_safetensors_weights_load_like_a_state_dict(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    from torchvision import models
+
+    net = models.resnet18(num_classes=10)
+    safetensors.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    loaded = built("model=torchvision", "model.name=resnet18", "model.small_input=false",
+                   f"model.weights={tmp_path / 'w.safetensors'}")
+    assert torch.equal(loaded.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    with pytest.raises(Exception, match="cannot read weights from"):
+        built("model=torchvision", "model.name=resnet18", f"model.weights={tmp_path / 'bad.safetensors'}")
