@@ -83,3 +83,23 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not weights")
     with pytest.raises(Exception, match="cannot read weights from"):
         built("model=torchvision", "model.name=resnet18", f"model.weights={tmp_path / 'bad.safetensors'}")
+
+
+def test_a_timm_model_trains_on_the_datas_channels_and_outputs(tmp_path):
+    pytest.importorskip("timm")
+    net = built("model=timm", "model.name=resnet10t")
+    assert net.conv1[0].in_channels == 1 and net.get_classifier().out_features == 10
+    result = cli("model=timm", "model.name=resnet10t", "trainer.epochs=1", "data.subset=100", "logger.enabled=false",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert read_metrics(tmp_path / "run")["epochs_run"] == 1
+    refused = cli("model=timm", "model.name=resnet10x", cwd=tmp_path)
+    assert refused.returncode == 2 and "model.name=resnet10x is not a timm model (did you mean resnet10t" in refused.stderr
+
+
+def test_model_timm_without_timm_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
+    with pytest.raises(Exception, match=r"model=timm needs timm: pip install 'trainrun\[timm\]'"):
+        built("model=timm")

@@ -178,8 +178,8 @@ class ModelConfig:
     depth: Optional[int] = knob(ge=1)  # mlp: hidden layers (of model.width units); resnet: 6n+2 layers
     width: Optional[int] = knob(**POSITIVE_INT)
     degree: Optional[int] = knob(**POSITIVE_INT)
-    name: Optional[str] = knob()  # torchvision architecture
-    weights: Optional[str] = knob()  # torchvision weights: a local file only
+    name: Optional[str] = knob()  # torchvision or timm architecture
+    weights: Optional[str] = knob()  # their weights: a local file only (state dict, .safetensors, a run)
     small_input: Any = knob(choices=("auto", True, False))  # torchvision: a 3x3 stride-1 stem for small images
     # transfer learning, any model
     checkpoint: Optional[str] = None

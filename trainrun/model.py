@@ -138,7 +138,7 @@ def polynomial(data: Data, layers: Layers, degree):
 SMALL_IMAGE = 64  # px a side at most: model.small_input=auto gives such images a small stem
 
 
-def torchvision_model(data: Data, layers: Layers, name, weights=None, small_input="auto"):
+def torchvision_model(data: Data, layers: Layers, name, small_input, weights=None):
     """A torchvision classification architecture with the data's outputs; its first convolution takes the data's
     channels (pretrained RGB weights summed over their channels: the same as repeating a gray image three
     times), and small images get a small stem. The saved tensors keep the architecture's own names."""
@@ -156,36 +156,50 @@ def torchvision_model(data: Data, layers: Layers, name, weights=None, small_inpu
     small = small_input is True or (small_input == "auto" and max(data.input_shape[1:]) <= SMALL_IMAGE)
     if small and isinstance(getattr(net, "maxpool", None), nn.MaxPool2d) and isinstance(net.conv1, nn.Conv2d):
         conv = net.conv1  # ImageNet's 7x7 stride-2 stem and max-pool leave 2x2 of an 8x8 digit
-        net.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=conv.bias is not None)
+        net.conv1 = nn.Conv2d(data.input_shape[0], conv.out_channels, 3, stride=1, padding=1,
+                              bias=conv.bias is not None)
         net.maxpool = nn.Identity()
     elif small_input is True:
         raise ConfigError(f"model.small_input=true: {name} has no conv1 + maxpool stem to replace (ResNet-like "
                           "models do); use model.small_input=false")
-    state = read_state(weights) if weights else None
     first, conv = next((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
-    channels = data.input_shape[0]
-    rgb_weights = state is not None and state.get(f"{first}.weight", conv.weight).shape[1] != channels
-    if conv.in_channels != channels and not rgb_weights:  # from scratch, or weights saved for these channels
-        _replace(net, first, _with_channels(conv, channels, keep=False))
-    if state is not None:
-        loaded = load_matching(net, state)
-        log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(net.state_dict()),
-                    weights)
-    if conv.in_channels != channels and rgb_weights:  # summed over RGB: a gray image repeated three times
-        _replace(net, first, _with_channels(net.get_submodule(first), channels, keep=True))
+    if conv.in_channels != data.input_shape[0]:
+        _replace(net, first, nn.Conv2d(data.input_shape[0], conv.out_channels, conv.kernel_size, conv.stride,
+                                       conv.padding, conv.dilation, conv.groups, conv.bias is not None))
+    if weights:
+        load_weights(net, weights, name)
     return net
 
 
-def _with_channels(conv: nn.Conv2d, channels: int, keep: bool) -> nn.Conv2d:
-    """The convolution for `channels` inputs: anew, or (keep) with RGB weights summed to one channel."""
-    new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None)
-    if keep and channels == 1:
-        with torch.no_grad():
-            new.weight.copy_(conv.weight.sum(1, keepdim=True))
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias)
-    return new
+def timm_model(data: Data, layers: Layers, name, weights=None):
+    """timm.create_model with the data's outputs and channels (timm is an extra); weights from a local file only."""
+    import difflib
+
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError("model=timm needs timm: pip install 'trainrun[timm]'") from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ConfigError(f"model.name={name} is not a timm model" + (f" (did you mean {', '.join(close)}?)" if close
+                                                                      else " (timm.list_models() lists them)"))
+    net = timm.create_model(name, pretrained=False, num_classes=data.num_outputs, in_chans=data.input_shape[0])
+    if weights:
+        load_weights(net, weights, name)
+    return net
+
+
+def load_weights(net: nn.Module, weights: str, name: str) -> None:
+    """model.weights into a library's architecture, said with how many tensors it took. Pretrained RGB weights
+    of a layer that takes one channel here are summed over their three: the same as repeating a gray image."""
+    state, own = read_state(weights), net.state_dict()
+    for key, value in state.items():
+        mine = own.get(key)
+        if mine is not None and value.dim() == 4 and value.shape[1] == 3 and mine.shape == (
+                value.shape[0], 1, *value.shape[2:]):
+            state[key] = value.sum(1, keepdim=True)
+    loaded = load_matching(net, state)
+    log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(own), weights)
 
 
 def _replace(net: nn.Module, name: str, module: nn.Module) -> None:

@@ -245,6 +245,7 @@ MODELS = Registry("model", {
     "polynomial": option("trainrun.model:polynomial", "degree"),
     "torchvision": option("trainrun.model:torchvision_model", "name weights small_input", own_layers=True,
                           needs="images"),
+    "timm": option("trainrun.model:timm_model", "name weights", own_layers=True, needs="images"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 
