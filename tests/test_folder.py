@@ -150,3 +150,30 @@ def test_bmp_files_decode_to_the_same_pixels_as_pngs(tmp_path, mnist_pngs):
     (tmp_path / "bmp" / "3" / "broken.bmp").write_bytes(b"BM not really")
     with pytest.raises(Exception, match="broken.bmp is not a readable image"):
         load_folder(tmp_path / "bmp", cache=tmp_path / "cache2")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".webp", ".gif", ".tiff"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P"])
+def test_every_listed_format_and_mode_decodes_to_the_pixels_pil_reads(tmp_path, suffix, mode):
+    """A real photograph (scikit-learn's sample), saved by PIL in each format and mode, read back by trainrun as PIL
+    reads it: gray as one channel, colour as three (alpha dropped, a palette expanded)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from trainrun.data.folder import decode_one
+
+    photo = Image.fromarray(load_sample_image("flower.jpg")[100:148, 200:264])
+    image = photo.convert(mode)
+    if suffix == ".jpg" and mode in ("RGBA", "P"):
+        image = image.convert("RGB")  # JPEG holds neither alpha nor a palette
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    with Image.open(path) as saved:
+        expected = np.asarray(saved.convert("L" if saved.mode in ("L", "1") else "RGB"))
+    decoded = decode_one(path)
+    assert not isinstance(decoded, str), decoded
+    expected = torch.from_numpy(expected.copy())
+    expected = expected.unsqueeze(0) if expected.dim() == 2 else expected.permute(2, 0, 1)
+    assert decoded.shape == expected.shape
+    assert (decoded.int() - expected.int()).abs().max() <= (2 if suffix == ".jpg" else 0)  # JPEG: decoders' rounding

@@ -118,7 +118,10 @@ def decode_one(path: Path) -> torch.Tensor | str:
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+        data = read_file(str(path))
+        # a palette PNG (IHDR colour type 3) decodes UNCHANGED to its palette indices: ask for its colours
+        palette = data[:8].tolist() == list(b"\x89PNG\r\n\x1a\n") and len(data) > 25 and int(data[25]) == 3
+        image = decode_image(data, mode=ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED)
     except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
         image = decode_with_pil(path)  # formats torchvision cannot decode (BMP, TIFF)
         if image is None:
