@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from .types import Loaded
 
 log = logging.getLogger("trainrun")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}  # BMP, TIFF: through PIL
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 1  # bump when the cached layout changes
 DECODE_CHUNK = 16  # files per decoding task
