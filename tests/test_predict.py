@@ -298,6 +298,10 @@ def test_a_run_without_dropout_refuses_mc_samples_and_an_old_run_is_refused(tmp_
     run = train(tmp_path, "run", "data.subset=200")
     code, _, err = predict(run, "--mc-samples", "5")
     assert code == 2 and "--mc-samples needs dropout in the model" in err
+    config = run / ".hydra" / "config.yaml"  # saved before a knob existed: the knob takes its default
+    config.write_text("\n".join(line for line in config.read_text().splitlines() if "small_input" not in line))
+    code, _, err = predict(run, "--output", tmp_path / "older.csv")
+    assert code == 0, err
     (run / "preprocessing.json").unlink()  # as a run saved before predict existed
     code, _, err = predict(run)
     assert code == 2 and "has no preprocessing.json" in err

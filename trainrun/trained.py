@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .check import check
 from .config import Config, typed
@@ -64,10 +65,16 @@ def open_run(path: str, data_overrides: list[str] = (), loads_data: bool = False
     if not (run_dir / "preprocessing.json").is_file():
         raise ConfigError(f"{run_dir} has no preprocessing.json (trained by an older trainrun, which did not save "
                           "its input statistics): train it again to predict with it")
-    cfg = OmegaConf.load(config_file)
     foreign = [o for o in data_overrides if not o.lstrip("+~").startswith("data.")]
     if foreign:
         raise ConfigError(f"{foreign[0]}: only data.* may be given here (the model and its training are the run's)")
+    try:  # onto the schema, so a key added since the run was saved takes its default; then plain again, so an
+        # unknown override key is named by check() rather than raised by OmegaConf
+        cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config),
+                                                                      OmegaConf.load(config_file))))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{config_file} is not a config this trainrun reads ({' '.join(str(e).split())[:150]})") \
+            from None
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in data_overrides]))
     check(cfg, files=loads_data)
     cfg = typed(cfg)
