@@ -75,7 +75,7 @@ def test_init_depth_rules():
 
 
 @pytest.mark.parametrize("study,runs", [("activations", 6), ("init_depth", 15), ("selu", 4), ("optimizers", 7),
-                                        ("mc_dropout", 3), ("regularization", 20)])
+                                        ("mc_dropout", 3)])
 # (staged studies: test_each_staged_study_plans_its_stages_without_training)
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
     planned = cli(f"study={study}", "--cfg", "hydra", "-p", "hydra.sweeper", cwd=tmp_path)
@@ -114,17 +114,34 @@ def test_mc_dropout_rule():
     assert verdict("mc_dropout", 0, [seed(0, 0.2, 0.9), seed(1, 0.3, None)]) == INCONCLUSIVE  # seed 1 got all right
 
 
-def test_transfer_rule():
-    number = itertools.count()
+def test_transfer_rules():
+    def learn(checkpoint, head_only, seed, acc, stats=None):  # named as the stage names its runs
+        return FinishedRun(f"learn-{seed}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only,
+                           "trainer.seed": str(seed)}, {"test/acc": acc}, [], {},
+                           {"normalize": stats or {"kind": "standardize", "mean": [1.0], "std": [2.0]}})
 
-    def learn(checkpoint, head_only, acc):  # named as the stage names its runs: learn-<n>_<what varies>
-        return FinishedRun(f"learn-{next(number)}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only},
-                   {"test/acc": acc}, [], {})
-
-    scratch = learn("null", "false", 0.6)
-    assert verdict("transfer", 0, [learn("/x/best.pt", "false", 0.8), learn("/x/best.pt", "True", 0.7), scratch]) == HOLDS
-    assert verdict("transfer", 0, [learn("/x/best.pt", "false", 0.8), learn("/x/best.pt", "true", 0.5), scratch]) == FAILS
-
+    pretrain = FinishedRun("pretrain-0", {}, {"test/acc": 0.97}, [], {},
+                           {"normalize": {"kind": "standardize", "mean": [1.0], "std": [2.0], "source": "x"}})
+    reference = FinishedRun("reference-0", {}, {"test/acc": 0.95}, [], {})
+    scratch = [learn("null", "false", s, acc) for s, acc in enumerate((0.60, 0.70, 0.65))]
+    tuned = [learn("/x/best.pt", "false", s, acc) for s, acc in enumerate((0.70, 0.78, 0.76))]  # +0.10, +0.08, +0.11
+    frozen = [learn("/x/best.pt", "True", s, acc) for s, acc in enumerate((0.70, 0.60, 0.75))]  # +0.10, -0.10, +0.10
+    runs = [pretrain, reference, *scratch, *tuned, *frozen]
+    assert verdict("transfer", 0, runs) == HOLDS
+    assert verdict("transfer", 1, runs) == FAILS  # higher on average (+0.033), not beyond 2 standard errors (0.067)
+    assert verdict("transfer", 0, [pretrain, reference, *scratch, *tuned[:1]]) == INCONCLUSIVE  # one seed: no pairing
+    conditions = STUDIES["transfer"].protocol.conditions
+    assert [c.verdict(runs)[0] for c in conditions] == [HOLDS, HOLDS, HOLDS]
+    weak_source = FinishedRun("pretrain-0", {}, {"test/acc": 0.5}, [], {}, pretrain.preprocessing)
+    assert conditions[0].verdict([weak_source])[0] == FAILS
+    enough_labels = FinishedRun("reference-0", {}, {"test/acc": 0.66}, [], {})  # few labels got 0.65: not too few
+    assert conditions[1].verdict([enough_labels, *scratch])[0] == FAILS
+    own_statistics = learn("/x/best.pt", "false", 3, 0.8, {"kind": "standardize", "mean": [0.5], "std": [2.0]})
+    assert conditions[2].verdict([*runs, own_statistics]) == (FAILS, "6 of 7 reusing runs normalize with the pretraining "
+                                                              "run's statistics (standardize); not: learn-3_checkpoint-/x/best.pt")
+    # a condition not met: the claims' numbers are shown, their verdict is inconclusive
+    _, claims = STUDIES["transfer"].verdicts([weak_source, reference, *scratch, *tuned, *frozen])
+    assert claims[0][1] == INCONCLUSIVE and "+0.097" in claims[0][2] and "condition not met: the source task is learned" in claims[0][2]
 
 def test_lr_diagnosis_rules():
     def swept(factor, scheduler, loss, stop="completed"):
@@ -166,35 +183,56 @@ def test_normalization_rules():
     assert verdict("normalization", 2, [raw, inputs("standardize", 0.5), inputs("pca", 1.2), inputs("whiten", 0.4)]) == FAILS
 
 
-def test_regularization_rule():
-    def reg(name, seed, gap):
-        return FinishedRun(f"{name}-{seed}", {"regularization": name, "trainer.seed": str(seed)}, {}, [],
-                   {"acc/train": [(1, 0.1, 1.0)], "acc/val": [(1, 0.1, 1.0 - gap)]})
+def test_regularization_rules():
+    def reg(kind, seed, test, gap, val, strength=""):
+        choices = {"regularization": kind, "trainer.seed": str(seed)} | ({f"regularization.{kind}": strength} if strength else {})
+        return FinishedRun(f"{kind}-{seed}_{strength}", choices, {"test/acc": test, "val/acc": val}, [],
+                           {"acc/train": [(1, 0.1, 1.0)], "acc/val": [(1, 0.1, 1.0 - gap)]})
 
-    def seeds(name, gaps):
-        return [reg(name, seed, gap) for seed, gap in enumerate(gaps)]
+    none = [reg("none", s, test, gap, 0.9) for s, (test, gap) in enumerate([(0.80, 0.20), (0.85, 0.10), (0.82, 0.15)])]
 
-    none = seeds("none", [0.20, 0.10, 0.15])
-    shrink = seeds("l2", [0.15, 0.06, 0.10]) + seeds("l1", [0.18, 0.08, 0.13]) + seeds("dropout", [0.10, 0.01, 0.05])
-    assert verdict("regularization", 0, none + shrink) == HOLDS  # l1 by 0.02 in every seed: consistent, so it counts
-    noisy_l1 = seeds("l1", [0.10, 0.14, 0.14])  # lower on average (-0.023), but not beyond its noise
-    assert verdict("regularization", 0, none + shrink[:3] + noisy_l1 + shrink[6:]) == FAILS
-    assert verdict("regularization", 0, none[:1] + [r for r in shrink if r.choices["trainer.seed"] == "0"]) == INCONCLUSIVE
+    def method(kind, tests, gaps, decoy_val=0.5):  # the chosen strength beside a worse one on validation
+        return [r for s, (test, gap) in enumerate(zip(tests, gaps))
+                for r in (reg(kind, s, test, gap, 0.95, "1e-3"), reg(kind, s, 0.99, 0.0, decoy_val, "1e-2"))]
 
+    good = (method("l2", [0.84, 0.88, 0.86], [0.15, 0.06, 0.10]) + method("l1", [0.82, 0.87, 0.84], [0.18, 0.08, 0.13])
+            + method("dropout", [0.85, 0.90, 0.87], [0.10, 0.01, 0.05]))
+    runs = none + good
+    assert [verdict("regularization", i, runs) for i in range(4)] == [HOLDS] * 4  # l1: +0.02 in every seed counts
+    assert "l2 at its best strength (1e-3)" in STUDIES["regularization"].claims[0].verdict(runs)[1]
+    # chosen on validation: the decoy strength's test accuracy 0.99 is never read
+    chosen_by_test = none + method("l2", [0.84, 0.88, 0.86], [0.15, 0.06, 0.10], decoy_val=0.99)
+    assert verdict("regularization", 0, chosen_by_test) == HOLDS
+    assert "(1e-2)" in STUDIES["regularization"].claims[0].verdict(chosen_by_test)[1]
+    noisy_l1 = method("l1", [0.90, 0.80, 0.86], [0.10, 0.14, 0.14])  # higher on average, not beyond its noise
+    assert verdict("regularization", 1, none + noisy_l1) == FAILS
+    assert verdict("regularization", 3, none + good[:6] + noisy_l1 + good[12:]) == FAILS
+    assert verdict("regularization", 0, none[:1] + good[:2]) == INCONCLUSIVE
+    overfits = STUDIES["regularization"].protocol.conditions[0]
+    assert overfits.verdict(runs)[0] == HOLDS
+    assert overfits.verdict([reg("none", s, 0.9, 0.02, 0.9) for s in range(3)])[0] == FAILS  # no overfitting to reduce
 
 def test_gd_vs_sgd_rules():
     def stage(name, scheduler, losses):
         return FinishedRun(f"{name}-0", {"scheduler": scheduler}, {}, [],
                    {"loss/train": [(i + 1, 0.1 * i, v) for i, v in enumerate(losses)]})
 
-    gd = stage("gd", "none", [1.0, 0.1, 0.01, 0.001])
+    gd = stage("gd", "none", [1.0, 0.1, 0.01, 0.0010, 0.0010])
     stalled = stage("sgd", "none", [1.0, 0.1, 0.099, 0.098])
     descending = stage("sgd", "inverse_time", [1.0, 0.1, 0.05, 0.02])
     assert verdict("gd_vs_sgd", 0, [gd, stalled]) == HOLDS and verdict("gd_vs_sgd", 1, [stalled, descending]) == HOLDS
     still_falling = stage("sgd", "none", [1.0, 0.1, 0.05, 0.01])
     assert verdict("gd_vs_sgd", 0, [gd, still_falling]) == FAILS
     assert verdict("gd_vs_sgd", 1, [still_falling, descending]) == FAILS
-
+    at_the_optimum = stage("sgd", "none", [1.0, 0.1, 0.00105, 0.00105])  # flat, but only 5% above GD's optimum
+    assert verdict("gd_vs_sgd", 0, [gd, at_the_optimum]) == FAILS
+    converged = STUDIES["gd_vs_sgd"].protocol.conditions[0]
+    assert converged.verdict([gd])[0] == HOLDS
+    assert converged.verdict([stage("gd", "none", [1.0, 0.1, 0.01, 0.005])])[0] == FAILS
+    # GD not converged on least squares: its claims are not judged, logistic regression's still are
+    _, claims = STUDIES["gd_vs_sgd"].verdicts([stage("gd", "none", [1.0, 0.1, 0.01, 0.005]), stalled, descending])
+    assert [v for _, v, _ in claims[:2]] == [INCONCLUSIVE, INCONCLUSIVE]
+    assert "condition not met: least squares: full-batch GD has converged" in claims[0][2]
 
 def test_help_lists_each_study_with_its_claim(tmp_path):
     shown = cli("--help", cwd=tmp_path).stdout
@@ -278,19 +316,22 @@ def test_search_rules():
                                                      "trainer.seed": str(seed)}, {"val/loss": loss, "val/acc": acc}, [], {})
 
     number = itertools.count()
-    grid = [searched("grid", s, lr, wd, {1e-4: 2.0, 1e-2: 0.9, 1.0: 0.5}[lr], {1e-4: 0.1, 1e-2: 0.7, 1.0: 0.9}[lr] + wd)
-            for s in (0, 1, 2) for lr in (1e-4, 1e-2, 1.0) for wd in (1e-6, 1e-3)]
-    better = [searched("random", s, 0.3, 1e-5, 0.2, 0.95) for s in (0, 1)] + [searched("random", 2, 0.3, 1e-5, 0.6, 0.9)]
-    assert verdict("search", 0, grid) == HOLDS  # weight decay moves val accuracy by 0.001, lr by 0.8
-    assert verdict("search", 1, grid + better) == HOLDS  # random better in 2 of 3 seeds
-    worse = better[:1] + [searched("random", s, 0.3, 1e-5, 0.7, 0.9) for s in (1, 2)]
-    assert verdict("search", 1, grid + worse) == FAILS
-    diverged = [searched("random", s, 0.3, 1e-5, float("nan"), 0.1) for s in (0, 1, 2)]
-    assert verdict("search", 1, grid + diverged) == FAILS  # a diverged run is no better configuration
-    wd_matters = [*grid, searched("grid", 0, 1.0, 1e-2, 0.5, 0.2)]
-    assert verdict("search", 0, wd_matters) == FAILS
-    assert verdict("search", 1, grid) == INCONCLUSIVE
-
+    grid = [searched("grid", s, lr, wd, {1e-3: 2.0, 1e-1: 0.5, 10.0: float("nan")}[lr],
+                     {1e-3: 0.1, 1e-1: 0.8, 10.0: 0.1}[lr] + wd)
+            for s in (0, 1, 2) for lr in (1e-3, 1e-1, 10.0) for wd in (1e-6, 1e-3)]
+    better = [searched("random", s, 0.8, 1e-5, loss, 0.95) for s, loss in ((0, 0.30), (1, 0.32), (2, 0.35))]
+    only_lr, inside = STUDIES["search"].protocol.conditions
+    assert only_lr.verdict(grid)[0] == HOLDS  # weight decay moves val accuracy by 0.001, lr by 0.7
+    assert only_lr.verdict([*grid, searched("grid", 0, 0.1, 1e-2, 0.5, 0.2)])[0] == FAILS
+    assert verdict("search", 0, grid + better) == HOLDS  # lower by 0.18 ± 0.01
+    assert inside.verdict(grid + better)[0] == HOLDS  # 0.8 is more than 3x inside 1e-3 and 10
+    worse = better[:1] + [searched("random", s, 0.8, 1e-5, 0.7, 0.9) for s in (1, 2)]
+    assert verdict("search", 0, grid + worse) == FAILS  # better in one seed of three
+    diverged = [searched("random", s, 5.0, 1e-5, float("nan"), 0.1) for s in (0, 1, 2)]
+    assert verdict("search", 0, grid + diverged) == FAILS  # a diverged run is no better configuration
+    at_the_end = [searched("random", s, 9.0, 1e-5, 0.2, 0.95) for s in (0, 1, 2)]
+    assert inside.verdict(grid + at_the_end)[0] == FAILS  # the optimum sits at the range's end
+    assert verdict("search", 0, grid) == INCONCLUSIVE
 
 def test_gd_vs_sgd_rules_on_the_classification_task():
     def stage(name, scheduler, losses):
@@ -306,28 +347,29 @@ def test_gd_vs_sgd_rules_on_the_classification_task():
     assert verdict("gd_vs_sgd", digits + 1, [stalled, descending]) == FAILS
 
 
-def planned(study: str, earlier=None) -> dict:
+def planned(study: str, earlier=None, size="small") -> dict:
     """Each stage's jobs as the grid sweeper plans them, without training; a stage that reads an earlier
     stage's result reads it from `earlier` (a run directory holding a metrics.json)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
-    from trainrun.sweep import fill
+    from trainrun.sweep import fill, stage_params
 
     parser = OverridesParser.create()
     stages = OmegaConf.to_container(OmegaConf.load(f"conf/study/{study}.yaml").study.stages)
     done = {s["name"]: earlier for s in stages}
-    return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={fill(str(v), done)}" for k, v in s["params"].items()]),
+    return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={fill(v, done)}" for k, v in stage_params(s, size).items()]),
                                   s.get("samples"), s.get("seed", 0)) for s in stages}
 
 
 @pytest.mark.parametrize("study,runs", [("normalization", {"batchnorm": 24, "inputs": 12}),
                                         ("lr_diagnosis", {"find": 1, "sweep": 10}),
-                                        ("transfer", {"pretrain": 1, "learn": 4}),
+                                        ("transfer", {"pretrain": 1, "reference": 1, "learn": 32}),
+                                        ("regularization", {"none": 5, "l2": 15, "l1": 15, "dropout": 15}),
                                         ("gd_vs_sgd", {s: 2 for s in ("gd", "sgd", "minibatch", "digits-gd",
                                                                       "digits-sgd", "digits-minibatch")}),
-                                        ("search", {"grid": 90, "random": 90})])
+                                        ("search", {"grid": 54, "random": 54})])
 def test_each_staged_study_plans_its_stages_without_training(tmp_path, study, runs):
     (tmp_path / "metrics.json").write_text(json.dumps({"suggested_lr": 0.5}))
     jobs = planned(study, tmp_path)
@@ -337,17 +379,17 @@ def test_each_staged_study_plans_its_stages_without_training(tmp_path, study, ru
 
 def test_the_search_study_plans_equal_budgets_and_draws_the_same_runs_again():
     jobs = planned("search")
-    assert len(jobs["grid"]) == len(jobs["random"]) == 90
+    assert len(jobs["grid"]) == len(jobs["random"]) == 54
     for search in ("grid", "random"):
         per_seed = {}
         for job in jobs[search]:
             values = dict(o.split("=", 1) for o in job)
             per_seed.setdefault(values["trainer.seed"], []).append(float(values["optimizer.lr"]))
             assert 1e-6 <= float(values["optimizer.weight_decay"]) <= 1e-3
-        assert len(per_seed) == 10 and all(len(lrs) == 9 for lrs in per_seed.values())
+        assert len(per_seed) == 6 and all(len(lrs) == 9 for lrs in per_seed.values())
         distinct = {len(set(lrs)) for lrs in per_seed.values()}
         assert distinct == ({3} if search == "grid" else {9})  # the point of random search: 9 values, not 3
-        assert all(1e-4 <= lr <= 1.0 for lrs in per_seed.values() for lr in lrs)
+        assert all(1e-3 <= lr <= 10.0 for lrs in per_seed.values() for lr in lrs)
     assert planned("search")["random"] == jobs["random"]  # a repeated command draws the same runs (resumes them)
     seed_0 = [j for j in jobs["random"] if "trainer.seed=0" in j]
     assert seed_0 != [[o.replace("trainer.seed=1", "trainer.seed=0") for o in j] for j in jobs["random"] if "trainer.seed=1" in j]
@@ -385,6 +427,18 @@ def test_a_bad_random_stage_is_refused_in_one_line(override, samples, message):
         stage_jobs(OverridesParser.create().parse_overrides([override]), samples, 0)
     with pytest.raises(ConfigError, match=re_escape("a study stage's seed: -1 is invalid: expected an integer >= 0")):
         stage_jobs(OverridesParser.create().parse_overrides(["lr=interval(0.1, 1)"]), 3, -1)
+
+
+def test_a_stage_value_given_per_size_is_that_sizes():
+    small, full = planned("regularization"), planned("regularization", size="full")
+    assert all("data=digits" in job and "data.per_class=20" in job for j in small.values() for job in j)
+    assert all("data=mnist1d" in job and "data.per_class=100" in job for j in full.values() for job in j)
+    assert {len(j) for j in full.values()} == {10, 30}  # 10 seeds
+    transfer = planned("transfer", size="full")
+    assert all("data=mnist" in job and "data.test_set_only=True" in job for j in transfer.values() for job in j)
+    assert not any(o.startswith("data.test_set_only") for j in planned("transfer").values() for job in j for o in job)
+    gd = [job for job in planned("gd_vs_sgd", size="full")["gd"]]
+    assert all("trainer.epochs=1000" in job for job in gd)  # GD runs until it converges; SGD's epochs are the study's
 
 
 def test_the_gd_vs_sgd_study_runs_both_tasks():
@@ -433,7 +487,7 @@ def test_a_reduced_search_study_end_to_end_and_repeated(tmp_path):
     assert (interval.min_value, interval.max_value) == (1e-4, 1.0)
     assert len(declared["trainer.seed"].domain_discrete.values) == 2
     report = (sweep / "study.md").read_text()
-    assert "random better in" in report and "of 2 seeds" in report and (sweep / "search.png").is_file()
+    assert "random lower in" in report and "over 2 seeds" in report and (sweep / "search.png").is_file()
     assert "**Verdict:** study search:" in report and "stage random: `optimizer.lr=tag(log, interval(0.0001, 1.0))`" in report
     finished = {p.parent.name: fingerprint(p.parent) for p in sweep.glob("*/metrics.json")}
     again = cli(*args, cwd=tmp_path, timeout=600)

@@ -12,7 +12,8 @@ import math
 import statistics
 from pathlib import Path
 
-from .study import FAILS, HOLDS, INCONCLUSIVE, Claim, Inconclusive, Study, fmt, hidden, hidden_weights, judged, need, pick, same
+from .study import (FAILS, HOLDS, INCONCLUSIVE, Claim, Inconclusive, Protocol, Study, fmt, hidden, hidden_weights, judged, need,
+                    paired, pick, same, seed_of)
 
 
 def pyplot():
@@ -263,34 +264,74 @@ def mc_dropout_figures(runs, out: Path) -> list[Path]:
 # -------------------------------------------------------------------------------------------- transfer
 
 
+APPROACHES = {("best.pt", "false"): "fine-tuned", ("best.pt", "true"): "frozen backbone",
+              ("null", "false"): "from scratch", ("null", "true"): "frozen random features"}
+
+
+def approach(run) -> str:
+    checkpoint = "null" if run.choices.get("model.checkpoint") in (None, "null") else "best.pt"
+    return APPROACHES[(checkpoint, "true" if same(run.choices.get("model.head_only"), True) else "false")]
+
+
 def transfer_runs(runs) -> dict:
-    """The learning stage's runs by approach."""
-    learn = [r for r in runs if r.stage == "learn"]
-    approach = {("best.pt", "false"): "fine-tuned", ("best.pt", "true"): "frozen backbone",
-                ("null", "false"): "from scratch", ("null", "true"): "frozen random features"}
+    """The learning stage's test accuracy: {approach: {seed: accuracy}}."""
     out = {}
-    for r in learn:
-        checkpoint = "null" if r.choices.get("model.checkpoint") in (None, "null") else "best.pt"
-        head_only = "true" if same(r.choices.get("model.head_only"), True) else "false"
-        out[approach[(checkpoint, head_only)]] = r.metrics.get("test/acc")
+    for r in runs:
+        if r.stage == "learn" and r.metrics.get("test/acc") is not None:
+            out.setdefault(approach(r), {})[seed_of(r)] = r.metrics["test/acc"]
     return out
 
 
-def pretrained_beats_scratch(runs) -> tuple[str, str]:
+def transfer_beats_scratch(runs, approach: str, errors: float) -> tuple[str, str]:
     acc = transfer_runs(runs)
-    for approach in ("fine-tuned", "frozen backbone", "from scratch"):
-        need(acc.get(approach), f"the learning stage's {approach} run")
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if v is not None)
-    holds = acc["fine-tuned"] > acc["from scratch"] and acc["frozen backbone"] > acc["from scratch"]
-    return (HOLDS if holds else FAILS), f"test accuracy on 5-9 from 10 labels per class: {shown}"
+    ours = need(acc.get(approach), f"the learning stage's {approach} runs")
+    scratch = need(acc.get("from scratch"), "the learning stage's from-scratch runs")
+    mean, error, n = paired(ours, scratch, f"both {approach} and from-scratch runs")
+    return (HOLDS if mean - errors * error > 0 else FAILS), \
+        (f"test accuracy, {approach} minus from scratch, paired over {n} seeds: {mean:+.3f} ± {error:.3f} "
+         f"({approach} {statistics.fmean(ours.values()):.3f}, from scratch {statistics.fmean(scratch.values()):.3f})")
+
+
+def source_task_learned(runs, accuracy: float) -> tuple[str, str]:
+    pretrain = need([r for r in runs if r.stage == "pretrain"], "the pretraining run")[0]
+    acc = need(pretrain.metrics.get("test/acc"), "the pretraining run's test accuracy")
+    return (HOLDS if acc >= accuracy else FAILS), f"pretraining test accuracy {acc:.3f}"
+
+
+def too_few_labels(runs, margin: float) -> tuple[str, str]:
+    reference = need([r for r in runs if r.stage == "reference"], "the all-labels reference run")[0]
+    everything = need(reference.metrics.get("test/acc"), "the reference's test accuracy")
+    few = statistics.fmean(need(transfer_runs(runs).get("from scratch"), "the from-scratch runs").values())
+    return (HOLDS if few <= everything - margin else FAILS), \
+        f"from scratch: {few:.3f} from the few labels (mean over seeds), {everything:.3f} from all"
+
+
+def statistics_of(run) -> dict:
+    return {k: v for k, v in run.preprocessing.get("normalize", {}).items() if k != "source"}
+
+
+def pretrained_statistics_used(runs) -> tuple[str, str]:
+    pretrain = need([r for r in runs if r.stage == "pretrain"], "the pretraining run")[0]
+    expected = need(statistics_of(pretrain), "the pretraining run's preprocessing.json")
+    reused = need([r for r in runs if r.stage == "learn" and approach(r) in ("fine-tuned", "frozen backbone")],
+                  "a run that reuses the pretrained network")
+    own = [r.name for r in reused if statistics_of(r) != expected]
+    return (HOLDS if not own else FAILS), (f"{len(reused) - len(own)} of {len(reused)} reusing runs normalize with "
+                                           f"the pretraining run's statistics ({expected.get('kind')})"
+                                           + (f"; not: {', '.join(own[:3])}" if own else ""))
 
 
 def transfer_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
     acc = transfer_runs(runs)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(list(acc), [v or 0 for v in acc.values()])
-    ax.set(ylabel="test accuracy (digits 5-9)", ylim=(0, 1), title="learning 5-9 from 10 labels per class")
+    names = [a for a in APPROACHES.values() if a in acc]
+    ax.boxplot([list(acc[a].values()) for a in names], labels=names)
+    reference = [r.metrics.get("test/acc") for r in runs if r.stage == "reference"]
+    if reference and reference[0] is not None:
+        ax.axhline(reference[0], color="gray", linestyle=":", label="from scratch, all labels")
+        ax.legend(fontsize=8)
+    ax.set(ylabel="test accuracy (classes 5-9)", ylim=(0, 1), title="learning 5-9 from 3 labels per class, per seed")
     ax.tick_params(axis="x", labelsize=8)
     return [save(fig, out / "transfer.png")]
 
@@ -453,28 +494,64 @@ def final_gap(run) -> float | None:
     return train[-1][2] - val[-1][2] if train and val else None
 
 
-def regularizers_shrink_the_gap(runs, errors: float) -> tuple[str, str]:
-    gaps = {}  # regularization -> {seed: its gap}
+REGULARIZERS = ("l2", "l1", "dropout")
+
+
+def best_strengths(runs) -> dict:
+    """{regularization: {seed: its run at the strength with the best val accuracy in that seed}}: a method
+    compared at its best setting, chosen on validation only."""
+    out = {}
     for r in runs:
-        gaps.setdefault(r.choices.get("regularization"), {})[r.choices.get("trainer.seed")] = final_gap(r)
-    seeds = sorted(gaps.get("none", {}), key=str)
-    need(seeds[1:], "a second seed (the rule pairs seeds)")
-    for k in ("none", "l2", "l1", "dropout"):
-        for seed in seeds:
-            need(gaps.get(k, {}).get(seed), f"the {k} run of seed {seed}")
+        if r.metrics.get("val/acc") is None:
+            continue
+        best = out.setdefault(r.choices.get("regularization"), {}).get(seed_of(r))
+        if best is None or r.metrics["val/acc"] > best.metrics["val/acc"]:
+            out[r.choices.get("regularization")][seed_of(r)] = r
+    return out
+
+
+def strength(run) -> str:
+    return next((v for k, v in run.choices.items() if k.startswith("regularization.")), "")
+
+
+def overfits(runs, train: float, gap: float) -> tuple[str, str]:
+    none = need(best_strengths(runs).get("none"), "the runs without regularization")
+    accs = [need(r.curves.get("acc/train"), f"{r.name}'s train accuracy")[-1][2] for r in none.values()]
+    gaps = [need(final_gap(r), f"{r.name}'s accuracy gap") for r in none.values()]
+    held = statistics.fmean(accs) >= train and statistics.fmean(gaps) >= gap
+    return (HOLDS if held else FAILS), (f"without regularization, after the last epoch: train accuracy "
+                                        f"{statistics.fmean(accs):.3f}, train - val {statistics.fmean(gaps):.3f} "
+                                        f"(means over {len(none)} seeds)")
+
+
+def regularizer_improves_test(runs, kind: str, errors: float) -> tuple[str, str]:
+    best = best_strengths(runs)
+    ours = {s: r.metrics.get("test/acc") for s, r in need(best.get(kind), f"the {kind} runs").items()}
+    none = {s: r.metrics.get("test/acc") for s, r in need(best.get("none"), "the runs without").items()}
+    mean, error, n = paired(ours, none, f"{kind} and none")
+    chosen = ", ".join(sorted({strength(r) for r in best[kind].values()}))
+    return (HOLDS if mean - errors * error > 0 else FAILS), \
+        f"test accuracy, {kind} at its best strength ({chosen}) minus none, over {n} seeds: {mean:+.4f} ± {error:.4f}"
+
+
+def regularizers_shrink_the_gap(runs, errors: float) -> tuple[str, str]:
+    best = best_strengths(runs)
+    none = {s: need(final_gap(r), f"none's gap in seed {s}") for s, r in need(best.get("none"), "the runs without").items()}
     shown, holds = [], True
-    for k in ("l2", "l1", "dropout"):
-        change = [gaps[k][s] - gaps["none"][s] for s in seeds]  # paired: the same seed draws the same subset
-        mean, error = statistics.fmean(change), statistics.stdev(change) / math.sqrt(len(change))
+    for kind in REGULARIZERS:
+        gaps = {s: need(final_gap(r), f"{kind}'s gap in seed {s}") for s, r in need(best.get(kind), f"the {kind} runs").items()}
+        mean, error, n = paired(gaps, none, f"{kind} and none")
         holds &= mean + errors * error < 0
-        shown.append(f"{k} {mean:+.4f} ± {error:.4f}")
-    return (HOLDS if holds else FAILS), f"change of the train - val accuracy gap against none, mean over {len(seeds)} " \
-        "seeds ± standard error: " + ", ".join(shown) + f" (none's gap {statistics.fmean(gaps['none'].values()):.3f})"
+        shown.append(f"{kind} {mean:+.4f} ± {error:.4f}")
+    return (HOLDS if holds else FAILS), (f"change of the train - val accuracy gap against none, each at its best "
+                                         f"strength, over {n} seeds: " + ", ".join(shown)
+                                         + f" (none's gap {statistics.fmean(none.values()):.3f})")
 
 
 def regularization_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
-    runs = first_seed(runs)  # a panel per regularization
+    first = min((seed_of(r) for r in runs), key=str)
+    runs = [r for kind, by_seed in best_strengths(runs).items() for seed, r in by_seed.items() if seed == first]
     fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], runs):
         for tag, style in (("loss/train", "-"), ("loss/val", "--")):
@@ -484,7 +561,7 @@ def regularization_figures(runs, out: Path) -> list[Path]:
         if r.val_loss:
             stop = min(r.val_loss, key=lambda p: p[1])[0]
             ax.axvline(stop, color="gray", linestyle=":", label=f"early stop (epoch {stop})")
-        ax.set(yscale="log", xlabel="epoch", title=r.choices.get("regularization"))
+        ax.set(yscale="log", xlabel="epoch", title=f"{r.choices.get('regularization')} {strength(r)}".strip())
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("loss (log)")
     return [save(fig, out / "regularization.png")]
@@ -505,14 +582,23 @@ def train_curve(runs, stage: str, scheduler: str) -> list:
     return need(run.curves.get("loss/train"), f"the {stage} run's train loss")
 
 
+def gd_converged(runs, task: str, within: float) -> tuple[str, str]:
+    losses = [p[2] for p in train_curve(runs, f"{task}gd", "none")]
+    tenth = losses[-max(len(losses) // 10, 2)]
+    fall = (tenth - losses[-1]) / tenth
+    return (HOLDS if fall < within else FAILS), (f"full-batch GD's train loss over its last tenth of {len(losses)} "
+                                                 f"epochs: {tenth:.5g} to {losses[-1]:.5g} ({100 * fall:.2f}% lower)")
+
+
 def sgd_stalls(runs, task: str, fall_below: float, above: float) -> tuple[str, str]:
     losses = [p[2] for p in train_curve(runs, f"{task}sgd", "none")]
     half = losses[len(losses) // 2 - 1]
     fall = (half - losses[-1]) / half
     gd_final = train_curve(runs, f"{task}gd", "none")[-1][2]
-    holds = fall < fall_below and losses[-1] > above * gd_final
+    holds = fall < fall_below and losses[-1] > (1 + above) * gd_final
     return (HOLDS if holds else FAILS), (f"batch 1, constant step: train loss {half:.4g} at mid-run, {losses[-1]:.4g} at "
-                                         f"the end ({100 * fall:.1f}% lower); full-batch GD ends at {gd_final:.4g}")
+                                         f"the end ({100 * fall:.1f}% lower); converged full-batch GD: {gd_final:.4g} "
+                                         f"({100 * (losses[-1] / gd_final - 1):.0f}% below SGD's end)")
 
 
 def inverse_time_descends(runs, task: str) -> tuple[str, str]:
@@ -549,14 +635,29 @@ def search_bests(runs) -> dict:
     return {seed: bests for seed, bests in out.items() if len(bests) == 2}
 
 
-def random_beats_grid(runs) -> tuple[str, str]:
+def random_beats_grid(runs, errors: float) -> tuple[str, str]:
     bests = need(search_bests(runs), "a seed with both searches")
-    loss = lambda r: finite(r.metrics.get("val/loss"))  # noqa: E731
-    wins = sum(loss(b["random"]) < loss(b["grid"]) for b in bests.values())
-    shown = "; ".join(f"seed {s}: random {fmt(loss(b['random']))} (lr {b['random'].choices['optimizer.lr']}), "
-                      f"grid {fmt(loss(b['grid']))} (lr {b['grid'].choices['optimizer.lr']})"
-                      for s, b in sorted(bests.items()))
-    return (HOLDS if wins > len(bests) / 2 else FAILS), f"random better in {wins} of {len(bests)} seeds; best val loss: {shown}"
+    grid = {s: finite(b["grid"].metrics.get("val/loss")) for s, b in bests.items()}
+    random_ = {s: finite(b["random"].metrics.get("val/loss")) for s, b in bests.items()}
+    mean, error, n = paired(grid, random_, "both searches")
+    wins = sum(random_[s] < grid[s] for s in bests)
+    test = {k: statistics.fmean(b[k].metrics.get("test/acc") or 0.0 for b in bests.values()) for k in ("grid", "random")}
+    return (HOLDS if mean - errors * error > 0 else FAILS), \
+        (f"best val loss, grid minus random, over {n} seeds: {mean:+.4f} ± {error:.4f} (random lower in {wins}); "
+         f"test accuracy of each search's choice, mean: grid {test['grid']:.3f}, random {test['random']:.3f}")
+
+
+def optimum_inside(runs, margin: float) -> tuple[str, str]:
+    """Where each seed's best run of both searches put the learning rate, against the range's ends."""
+    bests = need(search_bests(runs), "a seed with both searches")
+    lrs = [float(r.choices["optimizer.lr"]) for r in runs if r.stage in ("grid", "random")]
+    low, high = min(lrs), max(lrs)
+    best = {s: float(min(b.values(), key=lambda r: finite(r.metrics.get("val/loss"))).choices["optimizer.lr"])
+            for s, b in bests.items()}
+    inside = [s for s, lr in best.items() if low * margin < lr < high / margin]
+    return (HOLDS if len(inside) > len(best) / 2 else FAILS), \
+        (f"the best lr of each seed, inside [{low:.3g}, {high:.3g}] by more than {margin:g}x from both ends in "
+         f"{len(inside)} of {len(best)} seeds: " + ", ".join(f"{lr:.3g}" for _, lr in sorted(best.items())))
 
 
 def spreads(runs, seed, fixed: str, varied: str) -> list[float]:
@@ -610,7 +711,11 @@ STUDIES = {
         summary="sign passes no gradient to the hidden layers; sigmoid's vanish toward the input, ReLU's do not; abs is acceptable",
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns), "
               "sigmoid's gradients vanish toward the input while ReLU's do not, and abs is an acceptable activation.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+            paper="Glorot and Bengio 2010 (saturating activations and vanishing gradients); the derivative of sign is 0 almost everywhere",
+            measurement="each hidden weight's gradient norm at initialization and after every epoch (layers.json), a 10-layer MLP per activation; test accuracy after training",
+            data="scikit-learn's 8x8 digits at both sizes (the quantity is measured at initialization, where the data's difficulty does not enter)"),
         claims=(
             Claim("sign: the hidden layers receive exactly zero gradient", "every hidden weight's gradient norm is "
                   "exactly 0 at init and after every epoch, the head's is not", sign_hidden_gradients),
@@ -626,7 +731,11 @@ STUDIES = {
         claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
               "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
               "(He et al. 2015).",
-        source="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
+        protocol=Protocol(
+            note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
+            paper="He et al. 2015 (Kaiming: Var(w) = 2/fan_in keeps a ReLU layer's output variance), Glorot and Bengio 2010 (Xavier)",
+            measurement="the last hidden layer's activation std at initialization, depths 2 to 20 at width 64, and each layer's spread across its units (layers.json); test accuracy at the largest depth",
+            data="scikit-learn's 8x8 digits at both sizes (the quantity is measured at initialization, where the data's difficulty does not enter)"),
         claims=(
             Claim("zeros keeps hidden units identical", "the spread across each hidden layer's units is exactly 0 "
                   "in every measurement", zeros_identical_units),
@@ -643,7 +752,11 @@ STUDIES = {
         summary="SELU + LeCun normal keeps zero mean, unit variance through 32 layers; other inits drift",
         claim="SELU with LeCun-normal initialization keeps activations near zero mean and unit variance through 32 "
               "layers without normalization; with other initializations they drift (Klambauer et al. 2017).",
-        source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
+        protocol=Protocol(
+            note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004); Yingfan, Machine Learning: Training DNN (../shared/seeds/001) (SELU needs standardized inputs and LeCun normal)",
+            paper="Klambauer et al. 2017 (self-normalizing networks: the fixed point mean 0, variance 1 of SELU with Var(w) = 1/fan_in)",
+            measurement="every hidden layer's activation mean and std at initialization through 32 SELU layers of width 64 (layers.json), standardized inputs",
+            data="scikit-learn's 8x8 digits at both sizes (the quantity is measured at initialization, where the data's difficulty does not enter)"),
         claims=(
             Claim("SELU + LeCun normal self-normalizes", "at init, every hidden layer's |mean| <= {mean} and std in "
                   "[{std[0]}, {std[1]}]", selu_self_normalizes, {"mean": 0.2, "std": SELU_UNIT_STD}),
@@ -655,7 +768,11 @@ STUDIES = {
         summary="momentum and Nesterov beat plain SGD; every optimizer on steps and on wall time",
         claim="On the same problem, momentum and Nesterov momentum bring the training loss down faster than "
               "plain SGD; adaptive methods and L-BFGS compared on steps and on wall time.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+            paper="Polyak 1964 and Sutskever et al. 2013 (momentum and Nesterov's accelerated gradient)",
+            measurement="the training loss after the last epoch, each optimizer at its shipped learning rate; every curve against epochs and wall time",
+            data="digits at size small (10 epochs), 40 epochs at full"),
         claims=(
             Claim("momentum and Nesterov beat plain SGD", "each option at its shipped learning rate: momentum's and "
                   "Nesterov's train loss after the last epoch below SGD's", momentum_beats_sgd),
@@ -666,27 +783,63 @@ STUDIES = {
         summary="MC-dropout predictions are more uncertain on the test samples the model gets wrong",
         claim="Monte-Carlo dropout's predictions are more uncertain (higher predictive entropy) on the test samples "
               "the model gets wrong than on those it gets right.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+            paper="Gal and Ghahramani 2016 (dropout at test time as approximate Bayesian inference)",
+            measurement="the mean predictive entropy of 30 dropout samples over the test samples predicted right and over those predicted wrong",
+            data="digits, dropout 0.3",
+            seeds="3: the claim must hold in each seed"),
         claims=(
             Claim("wrong predictions carry more entropy", "in every seed, the mean entropy of the MC-dropout "
                   "prediction over wrong test samples exceeds that over right ones", per_seed(wrong_more_uncertain)),
         ),
         figures=mc_dropout_figures),
     "transfer": Study(
-        summary="features from digits 0-4 help learn 5-9 from 10 labels per class (frozen or fine-tuned)",
-        claim="Features learned on digits 0-4 help learn 5-9 from 10 labels per class: a frozen pretrained backbone "
-              "with a new head, and the backbone fine-tuned, both beat training from scratch.",
-        source="Yingfan, Machine Learning: Training DNN (../shared/seeds/001)",
+        summary="a network trained on digits 0-4 helps learn 5-9 from 3 labels per class (frozen or fine-tuned)",
+        claim="Layers learned on a related task (digits 0-4) help learn a new one (5-9) from too few labels to learn "
+              "it from scratch (3 per class): reused frozen under a new head, or fine-tuned, they beat the same "
+              "network trained from scratch on the same labels.",
+        protocol=Protocol(
+            note="Yingfan, Machine Learning: Training DNN, transfer learning and 'not enough labeled data' "
+                 "(../shared/seeds/001): reuse the lower layers, replace the output layer, freeze first, lower the "
+                 "learning rate when unfreezing",
+            paper="Yosinski et al. 2014 (How transferable are features in deep neural networks?): features of a "
+                  "related source task, frozen or fine-tuned, help a target task with little data",
+            measurement="test accuracy on the target classes of each approach, paired with from-scratch by seed "
+                        "(the seed draws the same 15 labels for every approach); every stage normalizes inputs with "
+                        "the pretraining run's statistics, as its weights expect",
+            data="small: 8x8 digits, full: MNIST's 10,000 test images split 7,200/800/2,000 "
+                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>); source task 0-4 with all labels, target 5-9 "
+                 "from 3 per class, with a from-scratch reference on all of 5-9's labels",
+            seeds="8 at small, 12 at full: with 15 labels a seed's accuracy varies by several points, and the "
+                  "claim needs a paired difference beyond 2 standard errors",
+            conditions=(
+                Claim("the source task is learned", "the pretraining run's test accuracy >= {accuracy}",
+                      source_task_learned, {"accuracy": 0.9}),
+                Claim("too few labels to learn the target from scratch", "from scratch, the few labels' test "
+                      "accuracy (mean over seeds) is at least {margin} below all labels'", too_few_labels,
+                      {"margin": 0.05}),
+                Claim("the pretrained network's input statistics", "every run that reuses the pretrained network "
+                      "normalizes with the pretraining run's statistics", pretrained_statistics_used),
+            )),
         claims=(
-            Claim("pretrained beats scratch with few labels", "test accuracy on 5-9 of the fine-tuned and of the "
-                  "frozen-backbone runs both above the from-scratch run's", pretrained_beats_scratch),
+            Claim("fine-tuned beats from scratch", "test accuracy of fine-tuned minus from-scratch, paired by seed: "
+                  "mean above 0 by more than {errors:g} standard errors", transfer_beats_scratch,
+                  {"approach": "fine-tuned", "errors": 2}),
+            Claim("a frozen pretrained backbone beats from scratch", "test accuracy of frozen backbone minus "
+                  "from-scratch, paired by seed: mean above 0 by more than {errors:g} standard errors",
+                  transfer_beats_scratch, {"approach": "frozen backbone", "errors": 2}),
         ),
         figures=transfer_figures),
     "lr_diagnosis": Study(
         summary="a range test, then decades around it: too low crawls, too high diverges, a staircase recovers",
         claim="Around the learning rate a range test suggests: too low crawls, too high stalls or diverges, and a "
               "staircase schedule recovers a rate that is too high.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+            paper="Smith 2017 (the learning-rate range test), and the note's staircase decay",
+            measurement="the final validation loss at powers of ten around the range test's suggestion, with a constant lr and with a staircase (lr / 10 at epoch 10)",
+            data="digits, SGD"),
         claims=(
             Claim("too low crawls", "constant lr at {low:g}x the suggestion: final val loss >= {worse:g}x the "
                   "suggestion's", lr_too_low_crawls, {"low": 0.001, "worse": 2}),
@@ -701,7 +854,12 @@ STUDIES = {
         summary="batch norm (before or after the activation) trains a deep MLP faster and tolerates a larger lr",
         claim="Batch normalization, before or after the activation, makes a deep MLP train faster and tolerate a "
               "larger learning rate (Ioffe and Szegedy 2015); normalized inputs train faster than raw ones.",
-        source="Gilles Louppe, Deep Learning, lecture 4 (../shared/seeds/004)",
+        protocol=Protocol(
+            note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
+            paper="Ioffe and Szegedy 2015 (batch normalization: faster training, higher learning rates); LeCun et al. 1998 (Efficient BackProp: normalized inputs)",
+            measurement="the validation loss after 3 epochs and the test accuracy at lr 0.01 and 1.0, a 10-layer MLP with SGD; input normalizations on a 2-layer MLP",
+            data="digits",
+            seeds="3: a claim must hold in each seed"),
         claims=(
             Claim("batch norm converges faster", "at lr {lr:g}, both batch-norm runs' val loss after {epoch} epochs "
                   "below no normalization's, in every seed", per_seed(batch_norm_faster), {"lr": 0.01, "epoch": 3}),
@@ -714,42 +872,93 @@ STUDIES = {
         ),
         figures=normalization_figures),
     "regularization": Study(
-        summary="L2, L1 and dropout shrink the train-validation gap on a small training set",
-        claim="On a small training set, L2, L1 and dropout shrink the gap between training and validation "
-              "accuracy; early stopping stops where the validation loss is lowest.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        summary="where a network overfits, L2, L1 and dropout at their best strengths raise test accuracy and shrink the gap",
+        claim="Where a network overfits, L2, L1 and dropout, each at its best of three strengths chosen on "
+              "validation, raise test accuracy over no regularization and shrink the gap between training and "
+              "validation accuracy; early stopping stops where the validation loss is lowest.",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks, regularization to avoid overfitting "
+                 "(../shared/seeds/002)",
+            paper="Srivastava et al. 2014 (dropout: lower test error of overfitting networks, p = 0.5 for hidden "
+                  "units); Krogh and Hertz 1992 (weight decay improves generalization); Tibshirani 1996 (L1)",
+            measurement="per seed, each regularizer's strength with the best val accuracy (of 3, a decade apart; "
+                        "dropout 0.1, 0.3, 0.5), its test accuracy and final train - val accuracy gap, paired with "
+                        "no regularization by seed (the same seed draws the same training subset and "
+                        "initialization); no early stopping, so the networks train into the overfitting regime, "
+                        "and each run is tested at its best val-loss epoch",
+            data="small: digits, 20 labels per class (200); full: MNIST-1D (Greydanus 2020, made for such "
+                 "studies), 100 per class (1,000); a 256-256 MLP",
+            seeds="5 at small, 10 at full: a paired difference of about a validation sample (0.007 on digits) "
+                  "needs its standard error below half of that",
+            conditions=(
+                Claim("the network overfits", "without regularization, after the last epoch: train accuracy >= "
+                      "{train} and train - val accuracy >= {gap} (means over seeds)", overfits,
+                      {"train": 0.99, "gap": 0.05}),
+            )),
         claims=(
+            *(Claim(f"{kind} at its best strength raises test accuracy", "test accuracy of " + kind + " minus none, "
+                    "paired by seed: mean above 0 by more than {errors:g} standard errors", regularizer_improves_test,
+                    {"kind": kind, "errors": 2}) for kind in REGULARIZERS),
             Claim("regularizers shrink the train-validation gap", "train minus val accuracy after the last epoch, "
-                  "paired by seed: for each of l2, l1 and dropout, the mean change against none is below 0 by more "
-                  "than {errors:g} standard errors", regularizers_shrink_the_gap, {"errors": 2}),
+                  "paired by seed: for each of l2, l1 and dropout at its best strength, the mean change against "
+                  "none is below 0 by more than {errors:g} standard errors", regularizers_shrink_the_gap, {"errors": 2}),
         ),
         figures=regularization_figures),
     "gd_vs_sgd": Study(
         summary="least squares and logistic regression: constant-step SGD stalls at a noise floor, a 1/t schedule descends",
-        claim="On least squares and on logistic regression, SGD with a constant step stalls at a noise floor above "
-              "full-batch gradient descent, while a 1/t step schedule keeps it descending.",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
+        claim="On least squares and on L2-regularized logistic regression, SGD with a constant step stalls at a "
+              "noise floor above the optimum that full-batch gradient descent converges to, while a 1/t step "
+              "schedule keeps it descending.",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks, SGD and diminishing step sizes (../shared/seeds/002)",
+            paper="Bottou, Curtis and Nocedal 2018 (Optimization Methods for Large-Scale Machine Learning, Thm 4.6 "
+                  "and 4.7): on a strongly convex objective, SGD with a fixed step converges to a neighbourhood of "
+                  "the optimum whose size grows with the step; steps of order 1/t converge to the optimum",
+            measurement="the train loss per epoch of batch-1 SGD (drawn with replacement, as the theory assumes) with "
+                        "a constant step and with a 1/t schedule, against full-batch GD run until it has converged "
+                        "(one step per epoch, so 300 epochs at small, 1,000 at full)",
+            conditions=tuple(Claim(f"{title}: full-batch GD has converged", "its train loss falls less than "
+                                   "{within:.1%} over its last tenth of epochs", gd_converged,
+                                   {"task": task, "within": 0.001}, scope=title) for task, title in TASKS.items()),
+            data="least squares (2,000 x 500, noise 0.1: strongly convex, n > d) and logistic regression of the 8x8 "
+                 "digits with weight decay 0.01 (the digits are nearly separable: without it there is no finite "
+                 "optimum and no floor); SGD runs 10 epochs at small, 40 at full"),
         claims=tuple(claim for task, title in TASKS.items() for claim in (
             Claim(f"{title}: constant-step SGD stalls", "batch 1 with a constant step: train loss falls < "
-                  "{fall_below:.0%} over the second half of the epochs and ends above {above:g}x full-batch GD's",
-                  sgd_stalls, {"task": task, "fall_below": 0.1, "above": 2}),
+                  "{fall_below:.0%} over the second half of the epochs and ends more than {above:.0%} above "
+                  "converged full-batch GD's", sgd_stalls, {"task": task, "fall_below": 0.1, "above": 0.1}),
             Claim(f"{title}: a 1/t schedule keeps descending", "batch 1: the inverse_time schedule ends below "
                   "the constant step", inverse_time_descends, {"task": task}),
         )),
         figures=gd_vs_sgd_figures),
     "search": Study(
-        summary="with 9 runs over two knobs of which one matters, random search beats a 3x3 grid more often",
+        summary="with 9 runs over two knobs of which one matters, random search finds a better configuration than a 3x3 grid",
         claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
-              "finds a better configuration than grid search more often, because it tries 9 values of the one "
-              "that matters where the grid tries 3 (Bergstra and Bengio 2012).",
-        source="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
+              "finds a better configuration than grid search, because it tries 9 values of the one that matters "
+              "where the grid tries 3 (Bergstra and Bengio 2012).",
+        protocol=Protocol(
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
+            paper="Bergstra and Bengio 2012 (Random search for hyper-parameter optimization): with low effective "
+                  "dimensionality, random search's distinct values of the parameter that matters find better "
+                  "configurations than a grid of the same budget",
+            measurement="per seed, each search's best validation loss (the objective a search minimizes; the "
+                        "test accuracy of its choice is shown beside it), paired by seed; SGD, the lr from 1e-3 to "
+                        "10 (two decades either side of SGD's usual 0.1), weight decay from 1e-6 to 1e-3",
+            data="digits, 5 epochs at small, 20 at full",
+            seeds="6 at small, 12 at full: each seed its own draws and initializations; the claim needs a paired "
+                  "difference beyond 2 standard errors",
+            conditions=(
+                Claim("low effective dimensionality: only the learning rate matters", "in the grid, per seed: the "
+                      "largest range of val accuracy over weight decay at a fixed lr is below {ratio:g} times the "
+                      "smallest range over lr at a fixed weight decay", only_lr_matters, {"ratio": 0.1}),
+                Claim("the optimum lies inside the range", "the best lr of each seed (both searches) is more than "
+                      "{margin:g}x inside both ends of the range, in more than half the seeds", optimum_inside,
+                      {"margin": 3}),
+            )),
         claims=(
-            Claim("only the learning rate matters", "in the grid, per seed: the largest range of val accuracy over "
-                  "weight decay at a fixed lr is below {ratio:g} times the smallest range over lr at a fixed weight "
-                  "decay", only_lr_matters, {"ratio": 0.1}),
-            Claim("random search finds the better configuration more often", "per seed, the best val loss of "
-                  "the 9 random runs below the 3x3 grid's, in more than half of the seeds", random_beats_grid),
+            Claim("random search finds the better configuration", "best val loss of the 3x3 grid minus the 9 "
+                  "random runs', paired by seed: mean above 0 by more than {errors:g} standard errors",
+                  random_beats_grid, {"errors": 2}),
         ),
         figures=search_figures),
 }
-

@@ -1,23 +1,26 @@
 """Studies: a lecture's claim as one sweep (`trainrun -m study=<name>`), then a report with the figures a
 lecture would show and a verdict computed from the measured numbers.
 
-A study is a YAML under conf/study/ (the sweep: `hydra.sweeper.params`, and its fixed settings, per
-`study.size`) and a record here: its claims, each a rule over the runs' metrics.json and layers.json that
-says `holds`, `does not hold` or `inconclusive`, and its figures. The report is written at the end of the
-sweep, and again by `trainrun-report <sweep dir>`: study.md and the figures as PNG in the sweep directory.
+A study is a YAML under conf/study/ (the sweep: its stages, a value per `study.size` where the sizes differ)
+and a record here: its protocol (the source, the conditions under which the source makes the claim, each
+measured, what is measured, the data and seeds), its claims, each a rule over the runs' metrics.json,
+layers.json and curves that says `holds`, `does not hold` or `inconclusive`, and its figures. A claim whose
+conditions were not met is inconclusive: its numbers are shown, not judged. The report is written at the end
+of the sweep, and again by `trainrun-report <sweep dir>`: study.md and the figures as PNG in the sweep directory.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from omegaconf import OmegaConf
 
-from .sweep import collect, run_id
+from .sweep import collect, run_id, stage_params
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -31,6 +34,7 @@ class FinishedRun:
     metrics: dict
     layers: list
     curves: dict  # TensorBoard tag -> [(epoch, seconds since the run's first event, value)]
+    preprocessing: dict = field(default_factory=dict)  # preprocessing.json: what was fitted, and from where
 
     @property
     def stage(self) -> str:
@@ -56,6 +60,22 @@ def need(value, what: str):
     return value
 
 
+def seed_of(run: FinishedRun) -> str:
+    return run.choices.get("trainer.seed", "0")
+
+
+def paired(ours: dict, theirs: dict, what: str) -> tuple[float, float, int]:
+    """(mean, standard error, seeds) of ours[seed] - theirs[seed] over the seeds both have: the same seed draws
+    the same data and initialization, so the pairing removes what the seeds share. A side that diverged (inf)
+    makes the error infinite: no difference is then beyond it."""
+    seeds = sorted(set(ours) & set(theirs), key=str)
+    need(seeds[1:], f"a second seed with {what} (the rule pairs seeds)")
+    change = [ours[s] - theirs[s] for s in seeds]
+    if not all(map(math.isfinite, change)):
+        return statistics.fmean(change), math.inf, len(change)
+    return statistics.fmean(change), statistics.stdev(change) / math.sqrt(len(change)), len(change)
+
+
 def judged(check: Callable, runs: list, given: Mapping) -> tuple[str, str]:
     """(verdict, the numbers it read) of a rule, inconclusive where it could not read them."""
     try:
@@ -70,6 +90,7 @@ class Claim:
     rule: str  # the rule as the report states it; its {fields} are filled from `given`
     check: Callable[..., tuple[str, str]]  # (runs, **given) -> (verdict, the numbers it read)
     given: Mapping[str, Any] = field(default_factory=dict)  # the rule's thresholds and the settings it reads
+    scope: str = ""  # a protocol's condition: it gates only the claims whose text starts with this ("": all)
 
     @property
     def stated(self) -> str:
@@ -80,12 +101,39 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """A study's design from its source, committed before the results it produces (afterwards only bugs are
+    fixed, each listed in `fixes`)."""
+
+    note: str  # the lecture note it comes from (../shared/seeds/)
+    paper: str  # the paper the note rests on
+    measurement: str  # what the source measures, and what the study measures in its place
+    data: str  # per size, and why the conditions can hold on it
+    seeds: str = "one seed: the claim is about a deterministic quantity"  # how many, and why
+    conditions: tuple = ()  # Claims: the regime the source makes its claim in, measured on the same runs
+    fixes: tuple = ()  # bugs fixed after the protocol's first results, one line each
+
+
+@dataclass(frozen=True)
 class Study:
     summary: str  # one line for `trainrun --help`
     claim: str  # one sentence, for the report's first line
-    source: str  # the lecture notes it comes from
+    protocol: Protocol
     claims: tuple
     figures: Callable[[list, Path], list]  # runs, sweep dir -> the PNG files written
+
+    def verdicts(self, runs: list) -> tuple[list, list]:
+        """([(condition, met?, numbers)], [(claim, verdict, numbers)]): a claim is judged only when every
+        condition was met; otherwise it is inconclusive, its numbers still shown."""
+        conditions = [(c, *c.verdict(runs)) for c in self.protocol.conditions]
+        claims = []
+        for claim in self.claims:
+            verdict, numbers = claim.verdict(runs)
+            unmet = [c.text for c, met, _ in conditions if met != HOLDS and claim.text.startswith(c.scope)]
+            if unmet and verdict != INCONCLUSIVE:
+                verdict, numbers = INCONCLUSIVE, f"{numbers} (not judged: condition not met: {'; '.join(unmet)})"
+            claims.append((claim, verdict, numbers))
+        return conditions, claims
 
 
 def load_runs(sweep_dir: Path) -> list[FinishedRun]:
@@ -97,7 +145,9 @@ def load_runs(sweep_dir: Path) -> list[FinishedRun]:
         run_dir = result.run_dir
         choices = dict(o.split("=", 1) for o in result.overrides if "=" in o)
         layers = json.loads((run_dir / "layers.json").read_text())["records"] if (run_dir / "layers.json").is_file() else []
-        runs.append(FinishedRun(run_dir.name, choices, result.metrics, layers, epoch_curves(run_dir)))
+        fitted = run_dir / "preprocessing.json"
+        runs.append(FinishedRun(run_dir.name, choices, result.metrics, layers, epoch_curves(run_dir),
+                                json.loads(fitted.read_text()) if fitted.is_file() else {}))
     return runs
 
 
@@ -164,6 +214,26 @@ def to_tensorboard(figures: list[Path], log_dir: Path) -> None:
             writer.add_image(f"study/{figure.stem}", decode_png(read_file(str(figure)), ImageReadMode.RGB), 0)
 
 
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a rule may say |mean|
+
+
+def protocol_lines(protocol: Protocol, conditions: list) -> list[str]:
+    """The report's Protocol section: the source, the measurement, the data and seeds, each condition met or not."""
+    lines = ["## Protocol", "", f"- Lecture note: {protocol.note}.", f"- Source: {protocol.paper}.",
+             f"- Measurement: {protocol.measurement}", f"- Data: {protocol.data}", f"- Seeds: {protocol.seeds}", "",
+             "Conditions under which the source makes the claim, measured on these runs (a claim is judged only "
+             "when all are met):", ""]
+    if conditions:
+        met = {HOLDS: "yes", FAILS: "no", INCONCLUSIVE: "unknown"}
+        lines += ["| condition | rule | measured | met |", "| --- | --- | --- | --- |"]
+        lines += [f"| {cell(c.text)} | {cell(c.stated)} | {cell(numbers)} | **{met[v]}** |" for c, v, numbers in conditions]
+    else:
+        lines += ["none beyond the settings below."]
+    return lines + ["", "Fixed after the first results: " + ("; ".join(protocol.fixes) if protocol.fixes else "nothing")
+                    + ".", ""]
+
+
 def report(sweep_dir: Path, name: str, study: Study) -> str:
     """Write study.md and the figures of the study `name` (its record: `study`); returns the verdict line."""
     runs = load_runs(sweep_dir)
@@ -172,6 +242,7 @@ def report(sweep_dir: Path, name: str, study: Study) -> str:
     stages = OmegaConf.select(config, "study.stages")
     params = OmegaConf.select(config, "hydra.sweeper.params")
     stages = OmegaConf.to_container(stages) if stages else [{"params": OmegaConf.to_container(params) if params else {}}]
+    stages = [{**stage, "params": stage_params(stage, size)} for stage in stages]
     listed = lambda values: ", ".join(f"`{k}={v}`" for k, v in values.items())  # noqa: E731
     swept = "; ".join((f"stage {stage['name']}: " if stage.get("name") else "") + listed(stage["params"])
                       + (f" ({stage['samples']} random draws per point)" if stage.get("samples") else "")
@@ -179,19 +250,20 @@ def report(sweep_dir: Path, name: str, study: Study) -> str:
     varied = {key for stage in stages for key in stage["params"]}
     fixed = [k for k in ("data.kind", "trainer.epochs", "trainer.seed", "optimizer.kind", "optimizer.lr")
              if k not in varied and k.removesuffix(".kind") not in varied]  # `data=digits` sets data.kind
-    results = [(claim, *claim.verdict(runs)) for claim in study.claims]
+    conditions, results = study.verdicts(runs)
     figures = study.figures(runs, sweep_dir) if runs else []
     to_tensorboard(figures, sweep_dir / FIGURES_RUN)
     counts = {v: sum(r[1] == v for r in results) for v in (HOLDS, FAILS, INCONCLUSIVE)}
+    unmet = sum(verdict != HOLDS for _, verdict, _ in conditions)
     verdict = (f"study {name}: {counts[HOLDS]} of {len(results)} claims hold"
                + (f", {counts[FAILS]} do not" if counts[FAILS] else "")
                + (f", {counts[INCONCLUSIVE]} inconclusive" if counts[INCONCLUSIVE] else "")
+               + (f" ({unmet} of {len(conditions)} conditions not met)" if unmet else "")
                + f" (size {size}, {len(runs)} runs)")
-    lines = [f"# Study: {name}", "", f"**Claim.** {study.claim}", "", f"Source: {study.source}.", "",
-             "## Settings", "", f"Size `{size}`; the sweep: {swept}; {len(runs)} runs. "
-             + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in fixed),
-             "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
-    cell = lambda text: text.replace("|", "\\|")  # noqa: E731  (a rule may say |mean|)
+    lines = [f"# Study: {name}", "", f"**Claim.** {study.claim}", "", *protocol_lines(study.protocol, conditions)]
+    lines += ["## Settings", "", f"Size `{size}`; the sweep: {swept}; {len(runs)} runs. "
+              + "Fixed: " + ", ".join(f"`{k}={OmegaConf.select(config, k)}`" for k in fixed),
+              "", "## Verdicts", "", "| claim | rule | measured | verdict |", "| --- | --- | --- | --- |"]
     lines += [f"| {cell(c.text)} | {cell(c.stated)} | {cell(numbers)} | **{v}** |" for c, v, numbers in results]
     lines += ["", "## Runs", "", "| run | test metric | best epoch | stop |", "| --- | --- | --- | --- |"]
     for r in runs:

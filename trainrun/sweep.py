@@ -144,6 +144,19 @@ def claim(sweep_dir: Path) -> None:
         raise ConfigError(f"cannot write the sweep directory {sweep_dir}: {e.strerror or e}") from None
 
 
+def stage_params(stage: dict, size: str | None) -> dict[str, str]:
+    """A study stage's overrides at `study.size`: a value given per size (`{small: digits, full: mnist1d}`) is
+    that size's; a size it does not name leaves the key out."""
+    out = {}
+    for key, value in stage["params"].items():
+        if isinstance(value, dict):
+            if size not in value:
+                continue
+            value = value[size]
+        out[key] = str(value)
+    return out
+
+
 STAGE_RESULT = re.compile(r"\{(\w+)\.([\w./]+?)(?:\*([0-9.eE+-]+))?\}")
 
 

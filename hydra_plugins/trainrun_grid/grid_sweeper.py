@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.check import check_job
 from trainrun.errors import ConfigError
-from trainrun.sweep import INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, write_experiment
+from trainrun.sweep import (INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, stage_params,
+                            write_experiment)
 
 log = logging.getLogger("trainrun")
 
@@ -115,7 +116,9 @@ class TrainrunGridSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         staged = OmegaConf.select(self.config, "study.stages")
-        stages = OmegaConf.to_container(staged) if staged else [{"name": None, "params": self.params}]
+        size = OmegaConf.select(self.config, "study.size")
+        stages = [{**stage, "params": stage_params(stage, size)}
+                  for stage in (OmegaConf.to_container(staged) if staged else [{"name": None, "params": self.params}])]
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         for stage in stages:  # what every run of a stage shares is refused now, before anything is written
             if not any("{" in str(v) for v in stage["params"].values()):
