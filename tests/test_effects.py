@@ -11,7 +11,7 @@ from torch import nn
 from conftest import make_config, train_run
 from trainrun.data import Batches, Split, load
 from trainrun.registry import AUGMENTATIONS, NORMALIZERS
-from trainrun.model import build_model
+from trainrun.model import build_model, read_state
 from trainrun.stopping import EarlyStopping
 
 
@@ -54,8 +54,6 @@ def test_uniform_init_and_zero_biases():
 
 
 def test_zeros_init_keeps_hidden_units_identical(tmp_path):
-    from trainrun.model import read_state
-
     train_run(tmp_path, ["init=zeros", "activation=tanh", "trainer.epochs=3"])
     state = read_state(str(tmp_path))
     w1, w2 = state["fc1.linear.weight"], state["fc2.linear.weight"]
@@ -209,9 +207,18 @@ def test_backbone_lr_scale_and_freeze_after_checkpoint(tmp_path):
     assert not frozen.fc1.linear.weight.requires_grad and frozen.fc2.linear.weight.requires_grad
     first_two, _ = build_model(make_config(["model.freeze=2"]), data)
     assert [n for n, p in first_two.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
-    head_only = make_config([f"model.checkpoint={tmp_path / 'first'}", "model.head_only=true"])
-    model, _ = build_model(head_only, data)
+    head_only = make_config([f"model.checkpoint={tmp_path / 'first'}", "model.head_only=true",
+                             "optimizer.backbone_lr_scale=0.1"])
+    model, reused = build_model(head_only, data)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    assert "head.weight" not in reused  # a new head learns at the full lr, not the reused layers' tenth
+    assert [g["lr"] for g in make_optimizer(head_only.optimizer, model, reused).param_groups if g["params"]] == [1e-3]
+    saved = read_state(str(tmp_path / "first"))
+    kept, reused = build_model(make_config([f"model.checkpoint={tmp_path / 'first'}"]), data)
+    assert torch.equal(kept.head.weight, saved["head.weight"]) and "head.weight" in reused  # the same task: kept
+    anew, reused = build_model(make_config([f"model.checkpoint={tmp_path / 'first'}", "model.new_head=true"]), data)
+    assert not torch.equal(anew.head.weight, saved["head.weight"]) and "head.weight" not in reused
+    assert torch.equal(anew.fc1.linear.weight, saved["fc1.linear.weight"]) and anew.head.weight.requires_grad
 
 
 # ---------------------------------------------------------------------------- regularization
@@ -227,16 +234,12 @@ def test_clip_norm_bounds_the_gradient():
 
 
 def test_max_norm_bounds_each_neuron(tmp_path):
-    from trainrun.model import read_state
-
     train_run(tmp_path, ["regularization.max_norm=0.5", "optimizer.lr=0.01"])
     w = read_state(str(tmp_path / "last.pt"))["fc1.linear.weight"]
     assert float(w.norm(dim=1).max()) <= 0.5 + 1e-5
 
 
 def test_l2_and_l1_penalties_shrink_the_weights(tmp_path):
-    from trainrun.model import read_state
-
     norms = {}
     for name, extra in (("plain", []), ("l2", ["regularization.weight_decay=0.5"]), ("l1", ["regularization.l1=0.05"])):
         # SGD: under Adam a coupled L2 penalty is rescaled away (which is why AdamW exists)

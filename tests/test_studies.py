@@ -118,10 +118,10 @@ def test_transfer_rules():
     def learn(checkpoint, head_only, seed, acc, stats=None):  # named as the stage names its runs
         return FinishedRun(f"learn-{seed}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only,
                            "trainer.seed": str(seed)}, {"test/acc": acc}, [], {},
-                           {"normalize": stats or {"kind": "standardize", "mean": [1.0], "std": [2.0]}})
+                           {"normalize": stats or {"kind": "standardize", "mean": [1.0], "std": [2.0], "source": "/x"}})
 
     pretrain = FinishedRun("pretrain-0", {}, {"test/acc": 0.97}, [], {},
-                           {"normalize": {"kind": "standardize", "mean": [1.0], "std": [2.0], "source": "x"}})
+                           {"normalize": {"kind": "standardize", "mean": [1.0], "std": [2.0], "input_shape": [1, 8, 8]}})
     reference = FinishedRun("reference-0", {}, {"test/acc": 0.95}, [], {})
     scratch = [learn("null", "false", s, acc) for s, acc in enumerate((0.60, 0.70, 0.65))]
     tuned = [learn("/x/best.pt", "false", s, acc) for s, acc in enumerate((0.70, 0.78, 0.76))]  # +0.10, +0.08, +0.11

@@ -184,7 +184,8 @@ class ModelConfig:
     # transfer learning, any model
     checkpoint: Optional[str] = None
     freeze: Any = None  # a list of layer names, or the first N layers
-    head_only: bool = False
+    head_only: bool = False  # freeze every layer but a new output layer
+    new_head: bool = False  # a checkpoint's output layer starts anew: it learned another task (head_only implies it)
     # custom: a user's own class or function (custom.py)
     _target_: Optional[str] = knob()
     params: dict[str, Any] = knob({})

@@ -230,8 +230,20 @@ def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
         reused = load_matching(model, read_state(cfg.model.checkpoint))
         log.warning("model.checkpoint: loaded %d of the model's %d tensors from %s", len(reused),
                     len(model.state_dict()), cfg.model.checkpoint)
+    if cfg.model.new_head or cfg.model.head_only:
+        reused -= new_head(model)  # trains at the full lr: nothing of it is reused
     freeze(model, cfg.model.freeze, cfg.model.head_only)
     return model, reused
+
+
+def new_head(model: nn.Module) -> set[str]:
+    """The output layer initialized anew (the note: "replace the output layer"); its tensors' names."""
+    head = head_name(model)
+    if head is None:
+        raise ConfigError("model.head_only and model.new_head need a Linear output layer; this model has none: "
+                          "use model.freeze")
+    model.get_submodule(head).reset_parameters()
+    return {f"{head}.{name}" for name, _ in model.get_submodule(head).named_parameters()}
 
 
 def read_state(path: str) -> dict:
@@ -292,12 +304,9 @@ def head_name(model: nn.Module) -> str | None:
 
 
 def freeze(model: nn.Module, layers, head_only: bool) -> None:
-    """Freeze named layers, the first N top-level layers, or (head_only) all but a freshly reset head."""
+    """Freeze named layers, the first N top-level layers, or (head_only) all but the output layer."""
     if head_only:
         head = head_name(model)
-        if head is None:
-            raise ConfigError("model.head_only=true needs a Linear output layer; this model has none: use model.freeze")
-        model.get_submodule(head).reset_parameters()
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(head + "."))
         return

@@ -307,7 +307,8 @@ def too_few_labels(runs, margin: float) -> tuple[str, str]:
 
 
 def statistics_of(run) -> dict:
-    return {k: v for k, v in run.preprocessing.get("normalize", {}).items() if k != "source"}
+    """The fitted statistics of a run's preprocessing.json, without the record of where they came from."""
+    return {k: v for k, v in run.preprocessing.get("normalize", {}).items() if k not in ("source", "input_shape")}
 
 
 def pretrained_statistics_used(runs) -> tuple[str, str]:
@@ -326,7 +327,8 @@ def transfer_figures(runs, out: Path) -> list[Path]:
     acc = transfer_runs(runs)
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [a for a in APPROACHES.values() if a in acc]
-    ax.boxplot([list(acc[a].values()) for a in names], labels=names)
+    ax.boxplot([list(acc[a].values()) for a in names])
+    ax.set_xticks(range(1, len(names) + 1), names)
     reference = [r.metrics.get("test/acc") for r in runs if r.stage == "reference"]
     if reference and reference[0] is not None:
         ax.axhline(reference[0], color="gray", linestyle=":", label="from scratch, all labels")
@@ -821,7 +823,14 @@ STUDIES = {
                       {"margin": 0.05}),
                 Claim("the pretrained network's input statistics", "every run that reuses the pretrained network "
                       "normalizes with the pretraining run's statistics", pretrained_statistics_used),
-            )),
+            ),
+            fixes=("the statistics condition compared the records' `input_shape` and `source` as well as the "
+                   "statistics, so it read 0 of 16 runs although all 16 used the pretraining run's",
+                   "the new task's output layer was the source task's (kept because both have 5 classes): the "
+                   "learning stage now asks for a new one (`model.new_head=true`), as the note's 'replace the "
+                   "output layer' does",
+                   "trainrun trained the new head of `model.head_only=true` at the reused layers' lr "
+                   "(`backbone_lr_scale`, a tenth): a new head now learns at the full lr")),
         claims=(
             Claim("fine-tuned beats from scratch", "test accuracy of fine-tuned minus from-scratch, paired by seed: "
                   "mean above 0 by more than {errors:g} standard errors", transfer_beats_scratch,
