@@ -103,3 +103,56 @@ def test_model_timm_without_timm_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
     with pytest.raises(Exception, match=r"model=timm needs timm: pip install 'trainrun\[timm\]'"):
         built("model=timm")
+
+
+def photo_folder(root, size=32):
+    """Two classes of RGB crops of scikit-learn's sample photographs, as PNG files."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    for name in ("china", "flower"):
+        photo = load_sample_image(f"{name}.jpg")
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            top, left = 20 * i, 30 * i
+            Image.fromarray(photo[top:top + size, left:left + size]).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("kind,name,mean", [("torchvision", "resnet18", [0.485, 0.456, 0.406]),
+                                            pytest.param("timm", "tf_mobilenetv3_small_minimal_100", [0.5, 0.5, 0.5],
+                                                         marks=pytest.mark.slow)])
+def test_library_weights_bring_the_input_statistics_they_were_trained_with(tmp_path, kind, name, mean):
+    import json
+
+    if kind == "timm":
+        timm = pytest.importorskip("timm")
+        net = timm.create_model(name, num_classes=2)
+    else:
+        from torchvision import models
+
+        net = models.get_model(name, num_classes=2)
+    torch.save(net.state_dict(), tmp_path / "w.pt")  # a downloaded checkpoint, offline: a local file
+    photos = photo_folder(tmp_path / "photos")
+    run = ["data=folder", f"data.root={photos}", f"model={kind}", f"model.name={name}", f"model.weights={tmp_path / 'w.pt'}",
+           "trainer.epochs=1", "logger.enabled=false"]
+    result = cli(*run, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-1500:]
+    said = " ".join(result.stdout.replace("│", " ").split())  # the header's box wraps its lines
+    assert f"standardize with the statistics of model={kind} {name}'s pretrained weights" in said
+    record = json.loads((tmp_path / "run" / "preprocessing.json").read_text())["normalize"]
+    assert torch.tensor(record["mean"]).flatten().tolist() == pytest.approx(mean)
+    own = cli(*run, "data.normalize=standardize", f"hydra.run.dir={tmp_path / 'own'}", cwd=tmp_path)
+    assert "with this run's train-split statistics" in " ".join(own.stdout.replace("│", " ").split())
+    fitted = json.loads((tmp_path / "own" / "preprocessing.json").read_text())["normalize"]
+    assert torch.tensor(fitted["mean"]).flatten().tolist() != pytest.approx(mean, abs=0.02)
+
+
+def test_library_statistics_apply_to_pixels_only_and_average_over_channels_for_gray(tmp_path):
+    from trainrun.data.load import per_channel
+
+    published = {"channel_mean": [0.485, 0.456, 0.406], "channel_std": [0.229, 0.224, 0.225], "source": "s"}
+    gray = per_channel(published, torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+    assert gray["mean"] == [[[[pytest.approx(0.449)]]]] and gray["input_shape"] == [1, 8, 8]
+    assert per_channel(published, torch.zeros(1, 1, 8, 8)) is None  # the digits' 0..16 floats are no pixels
+    assert per_channel(published, torch.zeros(1, 4, 8, 8, dtype=torch.uint8)) is None  # 4 channels: its own

@@ -496,6 +496,34 @@ def test_a_reduced_search_study_end_to_end_and_repeated(tmp_path):
     assert sorted(p.name for p in sweep.glob("random-*")) == random_runs  # the same draws
 
 
+def report_rows(report: str) -> dict:
+    """{first cell: last cell} of study.md's condition and verdict tables."""
+    rows = [line.strip("|").split(" | ") for line in report.splitlines() if line.startswith("| ") and " | **" in line]
+    return {cells[0].strip(): cells[-1].strip(" *") for cells in rows}
+
+
+@pytest.mark.slow  # each a study as a user runs it, at size small: 40 s to 140 s here
+@pytest.mark.parametrize("study,runs,expected", [
+    ("transfer", 34, {"the source task is learned": "yes", "the pretrained network's input statistics": "yes"}),
+    ("regularization", 50, {"the network overfits": "yes"}),
+    ("gd_vs_sgd", 12, {"least squares: full-batch GD has converged": "yes"}),
+    ("search", 108, {"the optimum lies inside the range": "yes"}),
+])
+def test_a_redesigned_study_end_to_end_at_size_small(tmp_path, study, runs, expected):
+    sweep = tmp_path / "s"
+    result = cli("-m", f"study={study}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (sweep / "study.md").read_text()
+    assert "## Protocol" in report and "- Source: " in report and "Fixed after the first results:" in report
+    rows = report_rows(report)
+    assert {k: rows.get(k) for k in expected} == expected, rows
+    verdicts = [rows[c.text] for c in STUDIES[study].claims]
+    assert all(v in (HOLDS, FAILS, INCONCLUSIVE) for v in verdicts)
+    unmet = [rows[c.text] for c in STUDIES[study].protocol.conditions if rows[c.text] != "yes"]
+    assert not unmet or INCONCLUSIVE in verdicts  # a claim is judged only where its conditions were met
+    assert f"(size small, {runs} runs)" in report and list(sweep.glob("*.png"))
+
+
 @pytest.mark.slow  # 4 runs of a 32-layer MLP
 def test_the_selu_study_end_to_end(tmp_path):
     sweep = tmp_path / "s"

@@ -99,6 +99,6 @@ def statistics(data) -> str:
     if kind == "none":
         return "not normalized (data.normalize=none)"
     if "source" in record:
-        return (f"{kind} with the statistics of {record['source']} (model.checkpoint's run, as its weights expect; "
+        return (f"{kind} with the statistics of {record['source']} (as those weights expect; "
                 "data.normalize=... fits this run's own)")
     return f"{kind} with this run's train-split statistics"

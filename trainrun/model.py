@@ -189,6 +189,23 @@ def timm_model(data: Data, layers: Layers, name, weights=None):
     return net
 
 
+def torchvision_statistics(name: str) -> tuple[list, list]:
+    """The per-channel mean and std torchvision's pretrained weights of `name` expect (its transforms' meta,
+    read offline)."""
+    from torchvision import models
+
+    transforms = models.get_model_weights(name).DEFAULT.transforms()
+    return list(transforms.mean), list(transforms.std)
+
+
+def timm_statistics(name: str) -> tuple[list, list] | None:
+    """The per-channel mean and std of timm's default pretrained config for `name` (None where it has none)."""
+    import timm
+
+    config = timm.get_pretrained_cfg(name)
+    return (list(config.mean), list(config.std)) if config else None
+
+
 def load_weights(net: nn.Module, weights: str, name: str) -> None:
     """model.weights into a library's architecture, said with how many tensors it took. Pretrained RGB weights
     of a layer that takes one channel here are summed over their three: the same as repeating a gray image."""

@@ -135,7 +135,8 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   activation: gain (torch.nn.init.calculate_gain's name), slope (the knob giving leaky_relu's slope),
 #              self_normalizing (dropout becomes alpha dropout), warning
 #   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
-#   model: own_layers (ignores activation and norm), needs (images | sequences)
+#   model: own_layers (ignores activation and norm), needs (images | sequences), weights_statistics (the
+#          "module:function" giving the per-channel mean and std its pretrained weights expect, by model.name)
 #   augmentation: mixes_labels, needs (images)
 #   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
 #         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
@@ -244,8 +245,9 @@ MODELS = Registry("model", {
     "resnet": option("trainrun.model:resnet", "depth width", needs="images"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
     "torchvision": option("trainrun.model:torchvision_model", "name weights small_input", own_layers=True,
-                          needs="images"),
-    "timm": option("trainrun.model:timm_model", "name weights", own_layers=True, needs="images"),
+                          needs="images", weights_statistics="trainrun.model:torchvision_statistics"),
+    "timm": option("trainrun.model:timm_model", "name weights", own_layers=True, needs="images",
+                   weights_statistics="trainrun.model:timm_statistics"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 

@@ -5,6 +5,7 @@ neither needs the training data.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .check import check
 from .config import Config, typed
 from .errors import ConfigError, DataError
-from .registry import NORMALIZERS
+from .registry import MODELS, NORMALIZERS
 
 
 @dataclass
@@ -101,6 +102,23 @@ def saved_statistics(checkpoint: str | None) -> dict | None:
         return None
     record = json.loads(record_file.read_text())
     return {**record["normalize"], "input_shape": record["input_shape"], "source": str(record_file.parent)}
+
+
+def pretrained_statistics(model) -> dict | None:
+    """The input statistics the starting weights expect: those a trainrun run saved (model.checkpoint, or
+    model.weights naming a run or a file in one), else the per-channel mean and std a library architecture's
+    pretrained weights were trained with (model.weights into model=torchvision or timm); None without either."""
+    saved = saved_statistics(model.checkpoint) or saved_statistics(model.weights)
+    published = MODELS.trait(model.kind, "weights_statistics", None)
+    if saved is not None or not model.weights or not published:
+        return saved
+    module, _, function = published.partition(":")
+    statistics = getattr(importlib.import_module(module), function)(model.name)
+    if statistics is None:
+        return None
+    mean, std = statistics
+    return {"kind": "standardize", "channel_mean": mean, "channel_std": std,
+            "source": f"model={model.kind} {model.name}'s pretrained weights"}
 
 
 def best_run(sweep_dir: Path) -> Path:

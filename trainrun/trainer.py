@@ -34,7 +34,7 @@ from .registry import OPTIMIZERS, SCHEDULERS
 from .search import open_trial
 from .stopping import Stop, StopRules
 from .sweep import hparam_value
-from .trained import saved_statistics, write_preprocessing
+from .trained import pretrained_statistics, write_preprocessing
 
 log = logging.getLogger("trainrun")
 PROBE = 256  # samples of the fixed batch that per-layer statistics are measured on
@@ -60,8 +60,8 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     if saved is not None:  # the command line checked what it composed; a resume merged the saved config into it
         check(cfg)
     use_threads(cfg.trainer.threads)
-    # transfer: the pretrained run's input statistics, as its weights expect, unless the command line chose
-    parts = build(cfg, world, None if "data.normalize" in overrides else saved_statistics(cfg.model.checkpoint))
+    # transfer: the input statistics the starting weights expect, unless the command line chose
+    parts = build(cfg, world, None if "data.normalize" in overrides else pretrained_statistics(cfg.model))
     preflight(parts)
     if world.is_main:  # what predict and export need to prepare new inputs as this run's were
         write_preprocessing(run_dir / "preprocessing.json", parts.data.preprocessing())

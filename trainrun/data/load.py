@@ -93,12 +93,28 @@ def fit_inputs(loaded: Loaded, train: torch.Tensor | None) -> dict | None:
 
 
 def normalization(cfg: DataConfig, train, statistics: dict | None) -> tuple:
-    """data.normalize fitted on the train split, or a pretrained run's saved statistics (transfer: its weights
-    expect inputs as it saw them) where its inputs had this shape; with the record preprocessing.json keeps."""
-    if statistics is not None and tuple(statistics["input_shape"]) == tuple(next(train.chunks(1)).shape[1:]):
+    """data.normalize fitted on the train split, or the statistics pretrained weights expect (transfer: inputs
+    as they saw them): a run's saved ones where its inputs had this shape, a library's per-channel mean and std
+    where these are images of pixels; with the record preprocessing.json keeps."""
+    first = next(train.chunks(1))
+    if statistics is not None and "channel_mean" in statistics:
+        statistics = per_channel(statistics, first)
+    if statistics is not None and tuple(statistics["input_shape"]) == tuple(first.shape[1:]):
         return NORMALIZERS[statistics["kind"]].builder().restored(statistics), statistics
     normalizer = NORMALIZERS.create(None, train, kind=cfg.normalize)
     return normalizer, {"kind": cfg.normalize, **normalizer.record()}
+
+
+def per_channel(published: dict, first: torch.Tensor) -> dict | None:
+    """A library's per-channel mean and std as a standardization of these inputs: only for pixels (uint8, read
+    as [0, 1], as the weights were trained); one gray channel takes the channels' averages, as timm does."""
+    if first.dtype != torch.uint8 or first.dim() != 4 or first.shape[1] not in (1, len(published["channel_mean"])):
+        return None
+    mean, std = torch.tensor(published["channel_mean"]), torch.tensor(published["channel_std"])
+    if first.shape[1] == 1:
+        mean, std = mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
+    return {"kind": "standardize", "mean": mean.view(1, -1, 1, 1).tolist(), "scale": (1 / std).view(1, -1, 1, 1).tolist(),
+            "input_shape": list(first.shape[1:]), "source": published["source"]}
 
 
 def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
