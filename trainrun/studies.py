@@ -165,13 +165,18 @@ def plot_curves(runs, out: Path, name: str, tag: str, label_key: str, title: str
     """`tag` per epoch and per second of wall time, one line per run (log scale)."""
     plt = pyplot()
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    lengths = []
     for run in runs:
         points = run.curves.get(tag, [])
         if points:
             epochs, seconds, values = zip(*points)
+            lengths.append(epochs[-1])
             by_epoch.plot(epochs, values, marker=".", label=run.choices.get(label_key, run.name))
             by_time.plot(seconds, values, marker=".", label=run.choices.get(label_key, run.name))
-    by_epoch.set(yscale="log", xlabel="epoch", ylabel=ylabel, title=title)
+    # GD's 1,000 one-step epochs beside SGD's 40 would squeeze SGD into the first 4% of a linear axis
+    spread = len(lengths) > 1 and max(lengths) >= 10 * min(lengths)
+    by_epoch.set(yscale="log", xscale="log" if spread else "linear", xlabel="epoch (log)" if spread else "epoch",
+                 ylabel=ylabel, title=title)
     by_time.set(xlabel="wall time (s, log)", xscale="log", title="the same, against time")
     by_epoch.legend(fontsize=8)
     return save(fig, out / f"{name}.png")
