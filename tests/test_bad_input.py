@@ -117,8 +117,10 @@ BAD_INPUT = [
     (["loss=huber", "loss.delta=0"], "loss.delta=0.0 is invalid: expected > 0"),
     (["model=cnn", "model.kernel_size=0"], "model.kernel_size=0 is invalid"),
     (["model=torchvision", "model.name=alexnet"], "model=torchvision: Given input size"),
-    (["model=torchvision", "model.weights=/nonexistent.pt"], "model.weights=/nonexistent.pt: no such file here"),
-    (["model=torchvision", "model.weights=IMAGENET1K_V1"], "IMAGENET1K_V1: no such file here, and nothing is downloaded"),
+    (["model=torchvision", "model.weights=/nonexistent.pt"], "model.weights=/nonexistent.pt: no such file, nor one of "
+     "torchvision's names for resnet18's weights (IMAGENET1K_V1, DEFAULT): give the path of a state dict"),
+    (["model=timm", "model.weights=IMAGENET1K_V1"], "model.weights=IMAGENET1K_V1: no such file, nor one of timm's names for "
+     "resnet10t's weights (pretrained)"),
     (["model=torchvision", "model.name=fcn_resnet50"], "fcn_resnet50 is a segmentation, detection or video model"),
     (["model=torchvision", "model.name=resnet17"], "model.name=resnet17 is not one; model=torchvision takes a "
                                                   "classification model of torchvision.models (did you mean resnet18"),

@@ -177,3 +177,28 @@ def test_every_listed_format_and_mode_decodes_to_the_pixels_pil_reads(tmp_path, 
     expected = expected.unsqueeze(0) if expected.dim() == 2 else expected.permute(2, 0, 1)
     assert decoded.shape == expected.shape
     assert (decoded.int() - expected.int()).abs().max() <= (2 if suffix == ".jpg" else 0)  # JPEG: decoders' rounding
+
+
+def test_a_jpegs_exif_orientation_is_applied_and_a_16_bit_png_read_as_8_bits(tmp_path):
+    """A phone's portrait photo is stored sideways with an EXIF orientation tag: decoded upright, as PIL's
+    exif_transpose shows it. A 16-bit gray PNG: its top 8 bits."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    from sklearn.datasets import load_sample_image
+
+    from trainrun.data.folder import decode_one
+
+    photo = Image.fromarray(load_sample_image("china.jpg")[0:48, 0:80])  # wider than tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    photo.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "portrait.jpg") as saved:
+        upright = np.asarray(ImageOps.exif_transpose(saved).convert("RGB"))
+    decoded = decode_one(tmp_path / "portrait.jpg")
+    assert decoded.shape == (3, 80, 48)  # upright: taller than wide
+    assert np.abs(decoded.permute(1, 2, 0).numpy().astype(int) - upright.astype(int)).max() <= 2  # JPEG decoders' rounding
+    deep = (np.asarray(photo.convert("L")).astype(np.uint16) * 257)  # 16-bit gray, top byte = the 8-bit value
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    decoded = decode_one(tmp_path / "deep.png")
+    assert decoded.dtype == torch.uint8 and decoded.shape == (1, 48, 80)
+    assert np.array_equal(decoded[0].numpy(), np.asarray(photo.convert("L")))

@@ -156,3 +156,37 @@ def test_library_statistics_apply_to_pixels_only_and_average_over_channels_for_g
     assert gray["mean"] == [[[[pytest.approx(0.449)]]]] and gray["input_shape"] == [1, 8, 8]
     assert per_channel(published, torch.zeros(1, 1, 8, 8)) is None  # the digits' 0..16 floats are no pixels
     assert per_channel(published, torch.zeros(1, 4, 8, 8, dtype=torch.uint8)) is None  # 4 channels: its own
+
+
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+
+
+def test_torchvisions_weight_names_download_once_and_offline_say_which_file_to_fetch(tmp_path):
+    from torchvision import models
+
+    env = {**OFFLINE, "TORCH_HOME": str(tmp_path / "torch")}
+    run = [*RESNET, "model.weights=IMAGENET1K_V1", f"hydra.run.dir={tmp_path / 'run'}"]
+    offline = cli(*run, cwd=tmp_path, env=env)
+    url = models.ResNet18_Weights.IMAGENET1K_V1.url
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert f"model.weights=IMAGENET1K_V1: torchvision downloads {url} into {tmp_path / 'torch' / 'hub' / 'checkpoints'}, " \
+           "which failed here" in offline.stderr and "offline, fetch the file elsewhere and give its path" in offline.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    imagenet = models.resnet18()  # what the download would have put in torch's cache
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(imagenet.state_dict(), tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1])
+    cached = cli(*run, cwd=tmp_path, env=env)
+    assert cached.returncode == 0, cached.stderr[-1500:]
+    said = " ".join(cached.stdout.split())
+    assert re.search(r"model\.weights: loaded 119 of resnet18's 122 tensors from torchvision's resnet18 IMAGENET1K_V1", said)
+    trained = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    assert trained["conv1.weight"].shape == (64, 1, 3, 3)  # the small stem for 8x8 digits and the head: not loaded
+
+
+def test_timms_pretrained_weights_offline_say_which_file_to_fetch(tmp_path):
+    pytest.importorskip("timm")
+    offline = cli("model=timm", "model.name=resnet10t", "model.weights=pretrained", cwd=tmp_path,
+                  env={**OFFLINE, "HF_HOME": str(tmp_path / "hf")})
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr, offline.stderr[-1500:]
+    assert "model.weights=pretrained: timm downloads resnet10t's weights from the Hugging Face Hub, which failed here" \
+        in offline.stderr

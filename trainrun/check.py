@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .config import OPTION_GROUPS, Range, declared_fields, leaf_types, schema_at
 from .errors import ConfigError
-from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS,
+from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS, lazy,
                        unset)
 
 
@@ -222,9 +222,14 @@ def check_files(cfg) -> None:
         _exists(f"data.{key}", getattr(data, key), want)
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).expanduser().exists():
         raise ConfigError(f"model checkpoint {cfg.model.checkpoint} not found (give a run directory or a .pt file)")
-    if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().exists():
-        raise ConfigError(f"model.weights={cfg.model.weights}: no such file here, and nothing is downloaded: fetch "
-                          "the weights file (a state dict, .safetensors or a run's best.pt) and give its path")
+    weights = cfg.model.weights
+    if weights is not None and not Path(weights).expanduser().exists():
+        named = MODELS.trait(cfg.model.kind, "weight_names", None)
+        names = lazy(named)(cfg.model.name) if named and cfg.model.name else []
+        if weights not in names:
+            raise ConfigError(f"model.weights={weights}: no such file" + (
+                f", nor one of {cfg.model.kind}'s names for {cfg.model.name}'s weights ({', '.join(names)})" if names
+                else "") + ": give the path of a state dict, a .safetensors file or a run's best.pt")
 
 
 def _exists(key: str, value, want: str) -> None:

@@ -10,6 +10,7 @@ import logging
 import math
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -166,9 +167,46 @@ def torchvision_model(data: Data, layers: Layers, name, small_input, weights=Non
     if conv.in_channels != data.input_shape[0]:
         _replace(net, first, nn.Conv2d(data.input_shape[0], conv.out_channels, conv.kernel_size, conv.stride,
                                        conv.padding, conv.dilation, conv.groups, conv.bias is not None))
-    if weights:
-        load_weights(net, weights, name)
+    if weights in torchvision_weight_names(name):
+        enum = getattr(models.get_model_weights(name), weights)
+        state = fetched(lambda: enum.get_state_dict(progress=False), f"model.weights={weights}",
+                        f"torchvision downloads {enum.url} into {_hub_dir()}")
+        load_weights(net, state, name, f"torchvision's {name} {weights}")
+    elif weights:
+        load_weights(net, read_state(weights), name, weights)
     return net
+
+
+def torchvision_weight_names(name: str) -> list[str]:
+    """The names torchvision gives `name`'s pretrained weights (IMAGENET1K_V1, ..., DEFAULT): downloaded once
+    into torch's hub cache, read from there after."""
+    from torchvision import models
+
+    try:
+        return [w.name for w in models.get_model_weights(name)] + ["DEFAULT"]
+    except (ValueError, KeyError):
+        return []
+
+
+def timm_weight_names(name: str) -> list[str]:
+    """`pretrained`: timm's default pretrained weights for `name`, downloaded from the Hugging Face Hub once."""
+    return ["pretrained"]
+
+
+def _hub_dir() -> str:
+    import torch.hub
+
+    return str(Path(torch.hub.get_dir()) / "checkpoints")
+
+
+def fetched(fetch: Callable, what: str, how: str):
+    """A library's download, or one line saying what it tried and what to do offline."""
+    try:
+        return fetch()
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; huggingface_hub's offline errors too
+        reason = str(getattr(e, "reason", None) or e).splitlines()[0][:120]
+        raise ConfigError(f"{what}: {how}, which failed here ({reason}); offline, fetch the file elsewhere and "
+                          "give its path") from None
 
 
 def timm_model(data: Data, layers: Layers, name, weights=None):
@@ -183,9 +221,14 @@ def timm_model(data: Data, layers: Layers, name, weights=None):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ConfigError(f"model.name={name} is not a timm model" + (f" (did you mean {', '.join(close)}?)" if close
                                                                       else " (timm.list_models() lists them)"))
-    net = timm.create_model(name, pretrained=False, num_classes=data.num_outputs, in_chans=data.input_shape[0])
-    if weights:
-        load_weights(net, weights, name)
+    pretrained = weights == "pretrained"  # timm adapts the head and the first layer's channels itself
+    def create():
+        return timm.create_model(name, pretrained=pretrained, num_classes=data.num_outputs, in_chans=data.input_shape[0])
+
+    net = fetched(create, "model.weights=pretrained", f"timm downloads {name}'s weights from the Hugging Face Hub") \
+        if pretrained else create()
+    if weights and not pretrained:
+        load_weights(net, read_state(weights), name, weights)
     return net
 
 
@@ -206,17 +249,17 @@ def timm_statistics(name: str) -> tuple[list, list] | None:
     return (list(config.mean), list(config.std)) if config else None
 
 
-def load_weights(net: nn.Module, weights: str, name: str) -> None:
-    """model.weights into a library's architecture, said with how many tensors it took. Pretrained RGB weights
-    of a layer that takes one channel here are summed over their three: the same as repeating a gray image."""
-    state, own = read_state(weights), net.state_dict()
+def load_weights(net: nn.Module, state: dict, name: str, source: str) -> None:
+    """Weights into a library's architecture, said with how many tensors it took. Pretrained RGB weights of a
+    layer that takes one channel here are summed over their three: the same as repeating a gray image."""
+    own = net.state_dict()
     for key, value in state.items():
         mine = own.get(key)
         if mine is not None and value.dim() == 4 and value.shape[1] == 3 and mine.shape == (
                 value.shape[0], 1, *value.shape[2:]):
             state[key] = value.sum(1, keepdim=True)
     loaded = load_matching(net, state)
-    log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(own), weights)
+    log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(own), source)
 
 
 def _replace(net: nn.Module, name: str, module: nn.Module) -> None:

@@ -28,6 +28,12 @@ from .errors import ConfigError, DataError
 GroupConfig = Any  # one group's config: the schema's dataclass (config.py), or its DictConfig before typed()
 
 
+def lazy(path: str) -> Any:
+    """What a "module:attribute" path names, imported when first used (class paths stay strings until then)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class Option:
     build: str | None  # "module:attribute"; None for an option that is only its traits (precision)
@@ -38,8 +44,7 @@ class Option:
     ordered: tuple[str, ...] = ()  # knobs that are [low, high]
 
     def builder(self) -> Callable:
-        module, _, name = self.build.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return lazy(self.build)
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,8 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #              self_normalizing (dropout becomes alpha dropout), warning
 #   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
 #   model: own_layers (ignores activation and norm), needs (images | sequences), weights_statistics (the
-#          "module:function" giving the per-channel mean and std its pretrained weights expect, by model.name)
+#          "module:function" giving the per-channel mean and std its pretrained weights expect, by model.name),
+#          weight_names ("module:function": the names of the library's own pretrained weights, by model.name)
 #   augmentation: mixes_labels, needs (images)
 #   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
 #         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
@@ -245,9 +251,10 @@ MODELS = Registry("model", {
     "resnet": option("trainrun.model:resnet", "depth width", needs="images"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
     "torchvision": option("trainrun.model:torchvision_model", "name weights small_input", own_layers=True,
-                          needs="images", weights_statistics="trainrun.model:torchvision_statistics"),
+                          needs="images", weights_statistics="trainrun.model:torchvision_statistics",
+                          weight_names="trainrun.model:torchvision_weight_names"),
     "timm": option("trainrun.model:timm_model", "name weights", own_layers=True, needs="images",
-                   weights_statistics="trainrun.model:timm_statistics"),
+                   weights_statistics="trainrun.model:timm_statistics", weight_names="trainrun.model:timm_weight_names"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 

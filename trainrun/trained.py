@@ -5,7 +5,6 @@ neither needs the training data.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .check import check
 from .config import Config, typed
 from .errors import ConfigError, DataError
-from .registry import MODELS, NORMALIZERS
+from .registry import MODELS, NORMALIZERS, lazy
 
 
 @dataclass
@@ -108,12 +107,12 @@ def pretrained_statistics(model) -> dict | None:
     """The input statistics the starting weights expect: those a trainrun run saved (model.checkpoint, or
     model.weights naming a run or a file in one), else the per-channel mean and std a library architecture's
     pretrained weights were trained with (model.weights into model=torchvision or timm); None without either."""
-    saved = saved_statistics(model.checkpoint) or saved_statistics(model.weights)
+    weights_file = model.weights and Path(model.weights).expanduser().exists()  # not a library's weights name
+    saved = saved_statistics(model.checkpoint) or (saved_statistics(model.weights) if weights_file else None)
     published = MODELS.trait(model.kind, "weights_statistics", None)
     if saved is not None or not model.weights or not published:
         return saved
-    module, _, function = published.partition(":")
-    statistics = getattr(importlib.import_module(module), function)(model.name)
+    statistics = lazy(published)(model.name)
     if statistics is None:
         return None
     mean, std = statistics

@@ -25,7 +25,7 @@ from .types import Loaded
 log = logging.getLogger("trainrun")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}  # BMP, TIFF: through PIL
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1  # bump when the cached layout changes
+CACHE_VERSION = 2  # bump when the cached layout or the decoding changes (2: EXIF orientation, 16-bit PNG)
 DECODE_CHUNK = 16  # files per decoding task
 SMALL_FILE_BYTES = 16_384  # files smaller than this on average decode on one thread (see decode_all)
 
@@ -121,23 +121,27 @@ def decode_one(path: Path) -> torch.Tensor | str:
         data = read_file(str(path))
         # a palette PNG (IHDR colour type 3) decodes UNCHANGED to its palette indices: ask for its colours
         palette = data[:8].tolist() == list(b"\x89PNG\r\n\x1a\n") and len(data) > 25 and int(data[25]) == 3
-        image = decode_image(data, mode=ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED)
+        image = decode_image(data, mode=ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED,
+                             apply_exif_orientation=True)  # a phone's portrait JPEG is stored sideways
     except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
         image = decode_with_pil(path)  # formats torchvision cannot decode (BMP, TIFF)
         if image is None:
             return " ".join(str(e).split())[:100] or type(e).__name__
     if image.dim() == 4:  # an animated GIF: its first frame
         image = image[0]
+    if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits, as PIL's conversion to 8 bits keeps
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image[:1] if image.shape[0] == 2 else image[:3]
 
 
 def decode_with_pil(path: Path) -> torch.Tensor | None:
     """The image as uint8 (C, H, W) through PIL (torchvision's dependency), or None where PIL cannot read it."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
             mode = {"1": "L", "L": "L", "LA": "L", "I;16": "L"}.get(image.mode, "RGB")  # palette, CMYK, alpha: RGB
             pixels = np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, ValueError):
