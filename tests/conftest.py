@@ -64,3 +64,9 @@ def read_metrics(run_dir: Path) -> dict:
 def _data_cache(tmp_path_factory, monkeypatch):
     """Generated datasets (mnist1d) are cached once per session, never in the home directory."""
     monkeypatch.setenv("TRAINRUN_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tier's long tests first: collected last, they left one of the two workers running alone for
+    minutes at the end of ./scripts/test.sh; started first, the short ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
