@@ -43,6 +43,7 @@ WORKLOADS = {
                 "augmentation=[crop,flip]", *COMMON],
     "digits": [*COMMON],
     "resnet": ["data=synthetic_images", "data.test_fraction=0.2", "model=torchvision", "model.name=resnet18",
+               "model.small_input=false",  # the bare loop's torchvision resnet18 keeps ImageNet's stem: the same net
                "data.batch_size=256", *COMMON],
 }
 BATCH = {"mlp": 128, "cnn_aug": 128, "digits": 64, "resnet": 256}
