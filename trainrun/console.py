@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -68,7 +69,8 @@ class RunConsole:
                            soft_wrap=True)
 
     def note(self, message: str, error: bool = False) -> None:
-        self.console.print(f"[bold {'red' if error else 'yellow'}]{message}[/]", soft_wrap=True)  # paths stay copyable
+        # escaped: a list override ([conv1,bn1]) in a message is text, not rich markup
+        self.console.print(f"[bold {'red' if error else 'yellow'}]{escape(message)}[/]", soft_wrap=True)  # paths stay copyable
 
     def stop(self) -> None:
         if self.progress is not None:
