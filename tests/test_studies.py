@@ -503,6 +503,20 @@ def report_rows(report: str) -> dict:
 
 
 REDUCED = {  # the redesigned studies' own records and rules over fewer, shorter runs: a user's study extending them
+    "transfer": """\
+# @package _global_
+defaults:
+  - transfer
+study:
+  epochs: {small: 8}
+  stages:
+    - {name: pretrain, params: {data.classes: "[0,1,2,3,4]"}}
+    - {name: reference, params: {data.classes: "[5,6,7,8,9]"}}
+    - name: learn
+      params: {data.classes: "[5,6,7,8,9]", data.per_class: "3", model.checkpoint: "{pretrain.dir}/best.pt,null",
+               model.head_only: "true,false", model.new_head: "true", optimizer.backbone_lr_scale: "0.1",
+               trainer.seed: "0,1"}
+""",
     "regularization": """\
 # @package _global_
 defaults:
@@ -530,9 +544,9 @@ study:
 }
 
 
-@pytest.mark.slow  # transfer at size small, as a user runs it (70 s here); the others reduced (at size small they
-# took 150 s to 340 s each beside the rest of the slow tier, past CI's 30 minutes)
-@pytest.mark.parametrize("study,runs", [("transfer", 34), ("regularization", 14), ("gd_vs_sgd", 8)])
+@pytest.mark.slow  # reduced: at size small they took 70 s to 340 s each beside the rest of the slow tier, past
+# CI's 30 minutes (the README gives their size-small and size-full results, run by hand)
+@pytest.mark.parametrize("study,runs", [("transfer", 10), ("regularization", 14), ("gd_vs_sgd", 8)])
 def test_a_redesigned_study_end_to_end(tmp_path, study, runs):
     sweep = tmp_path / "s"
     args = ["-m", f"study={study}", f"hydra.sweep.dir={sweep}"]
@@ -553,8 +567,7 @@ def test_a_redesigned_study_end_to_end(tmp_path, study, runs):
         gating = [rows[c.text] for c in STUDIES[study].protocol.conditions if claim.text.startswith(c.scope)]
         assert all(met == "yes" for met in gating) or verdicts[claim.text] == INCONCLUSIVE, (claim.text, rows)
     assert f"(size small, {runs} runs)" in report and list(sweep.glob("*.png"))
-    if study == "transfer":  # at size small: the protocol's conditions, measured
-        assert conditions["the source task is learned"] == "yes"
+    if study == "transfer":  # the condition trainrun itself must meet: transfer inherits the pretrained statistics
         assert conditions["the pretrained network's input statistics"] == "yes"
 
 
