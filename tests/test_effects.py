@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -499,6 +501,16 @@ def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_p
     assert torch.are_deterministic_algorithms_enabled()
     train_run(tmp_path / "b", [])
     assert not torch.are_deterministic_algorithms_enabled()  # a sweep's runs share one process
+
+
+def test_a_deterministic_run_without_compile_does_not_import_the_compiler(tmp_path):
+    """torch.use_deterministic_algorithms imports torch._inductor (2.8 s of each run here) for compile's flag."""
+    code = ("import sys; from trainrun.build import seed_everything; import torch; "
+            "seed_everything(0, True, False); assert torch.are_deterministic_algorithms_enabled(); "
+            "assert 'torch._inductor.config' not in sys.modules; "
+            "seed_everything(0, True, True); import torch._inductor.config as c; assert c.deterministic")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
 
 
 def test_digits_read_from_sklearns_file_equal_sklearns_loader():
