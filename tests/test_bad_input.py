@@ -102,7 +102,7 @@ BAD_INPUT = [
     (["model=cnn", "model.channels=[8,8,8,8]"], "shrink input (1, 8, 8) to nothing"),
     (["model=torchvision", "model.name=vgg99"], "model.name=vgg99 is not one; model=torchvision takes"),
     (["model.freeze=[nope]"], "model.freeze: no layer 'nope'; layers: fc1, fc2, head"),
-    (["model.checkpoint=/nonexistent/run"], "model checkpoint /nonexistent/run not found"),
+    (["model.weights=/nonexistent/run"], "model.weights=/nonexistent/run: no such file"),
     (["loss=cross_entropy", "data=polynomial", "model=polynomial"], "loss=cross_entropy needs class labels"),
     (["regularization=label_smoothing", "data=polynomial", "model=polynomial"], "label_smoothing needs class labels"),
     (["model=polynomial"], "model=polynomial needs one scalar input"),

@@ -217,12 +217,12 @@ def test_a_knob_outside_its_options_narrower_range_is_refused(which, excess):
 def test_a_checkpoint_of_another_architecture_is_refused_naming_the_first_mismatch(tmp_path):
     first = cli("model=mlp", *TINY, f"hydra.run.dir={tmp_path / 'mlp'}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
-    other = cli("model=cnn", f"model.checkpoint={tmp_path / 'mlp'}", *TINY, f"hydra.run.dir={tmp_path / 'cnn'}",
+    other = cli("model=cnn", f"model.weights={tmp_path / 'mlp'}", *TINY, f"hydra.run.dir={tmp_path / 'cnn'}",
                 cwd=tmp_path)
     assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert other.stderr.startswith("error: model checkpoint: it has no tensor conv1.") and "another architecture" in other.stderr
+    assert other.stderr.startswith("error: model.weights: it has no tensor conv1.") and "another architecture" in other.stderr
     assert not (tmp_path / "cnn").exists()
-    fewer = cli("data.classes=[0,1,2]", f"model.checkpoint={tmp_path / 'mlp'}", *TINY,
+    fewer = cli("data.classes=[0,1,2]", f"model.weights={tmp_path / 'mlp'}", *TINY,
                 f"hydra.run.dir={tmp_path / 'three'}", cwd=tmp_path)
     assert fewer.returncode == 0, fewer.stderr[-2000:]
     said = " ".join(fewer.stdout.split())

@@ -199,26 +199,26 @@ def test_backbone_lr_scale_and_freeze_after_checkpoint(tmp_path):
 
     train_run(tmp_path / "first", [])
     # a narrower second layer: fc1 is reused from the checkpoint, fc2 and the head start fresh
-    cfg = make_config([f"model.checkpoint={tmp_path / 'first'}", "optimizer.backbone_lr_scale=0.1", "model.hidden=[256,128]"])
+    cfg = make_config([f"model.weights={tmp_path / 'first'}", "optimizer.backbone_lr_scale=0.1", "model.hidden=[256,128]"])
     data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
     model, reused = build_model(cfg, data)
     assert {"fc1.linear.weight", "fc1.linear.bias"} <= reused and "fc2.linear.weight" not in reused
     opt = make_optimizer(cfg.optimizer, model, reused)
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([1e-4, 1e-3])
-    frozen, _ = build_model(make_config([f"model.checkpoint={tmp_path / 'first'}", "model.freeze=[fc1]"]), data)
+    frozen, _ = build_model(make_config([f"model.weights={tmp_path / 'first'}", "model.freeze=[fc1]"]), data)
     assert not frozen.fc1.linear.weight.requires_grad and frozen.fc2.linear.weight.requires_grad
     first_two, _ = build_model(make_config(["model.freeze=2"]), data)
     assert [n for n, p in first_two.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
-    head_only = make_config([f"model.checkpoint={tmp_path / 'first'}", "model.head_only=true",
+    head_only = make_config([f"model.weights={tmp_path / 'first'}", "model.head_only=true",
                              "optimizer.backbone_lr_scale=0.1"])
     model, reused = build_model(head_only, data)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
     assert "head.weight" not in reused  # a new head learns at the full lr, not the reused layers' tenth
     assert [g["lr"] for g in make_optimizer(head_only.optimizer, model, reused).param_groups if g["params"]] == [1e-3]
     saved = read_state(str(tmp_path / "first"))
-    kept, reused = build_model(make_config([f"model.checkpoint={tmp_path / 'first'}"]), data)
+    kept, reused = build_model(make_config([f"model.weights={tmp_path / 'first'}"]), data)
     assert torch.equal(kept.head.weight, saved["head.weight"]) and "head.weight" in reused  # the same task: kept
-    anew, reused = build_model(make_config([f"model.checkpoint={tmp_path / 'first'}", "model.new_head=true"]), data)
+    anew, reused = build_model(make_config([f"model.weights={tmp_path / 'first'}", "model.new_head=true"]), data)
     assert not torch.equal(anew.head.weight, saved["head.weight"]) and "head.weight" not in reused
     assert torch.equal(anew.fc1.linear.weight, saved["fc1.linear.weight"]) and anew.head.weight.requires_grad
 

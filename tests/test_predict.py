@@ -420,7 +420,7 @@ def test_an_export_format_that_is_not_installed_names_the_extra(digits_run, tmp_
 
 def test_a_transfer_run_normalizes_with_the_pretrained_runs_statistics_unless_told(tmp_path):
     source = train(tmp_path, "source", "data.classes=[0,1,2,3,4]")
-    args = ["data.classes=[5,6,7,8,9]", f"model.checkpoint={source}"]
+    args = ["data.classes=[5,6,7,8,9]", f"model.weights={source}"]
     target = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'target'}", cwd=tmp_path)
     assert target.returncode == 0, target.stderr[-2000:]
     header = "".join(target.stdout.replace("│", "").split())  # the panel wraps long paths anywhere

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import cli, make_config, read_metrics
+from conftest import TINY, cli, make_config, read_metrics, train_run
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,13 +41,66 @@ def test_pretrained_rgb_weights_on_gray_images_are_summed_over_their_channels(tm
 
     rgb = models.resnet18(num_classes=10)
     torch.save(rgb.state_dict(), tmp_path / "rgb.pt")
-    net = built("model=torchvision", "model.name=resnet18", "model.small_input=false", f"model.weights={tmp_path / 'rgb.pt'}")
+    net = built("model=torchvision", "model.name=resnet18", "model.small_input=false", f"model.weights={tmp_path / 'rgb.pt'}",
+                "init=kaiming_normal")  # an init applies before the weights, which then replace it
     assert torch.equal(net.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))  # = repeating the gray image 3 times
     assert torch.equal(net.layer3[0].conv2.weight, rgb.layer3[0].conv2.weight)
     x = torch.randn(2, 1, 64, 64)
     rgb.eval(), net.eval()
     with torch.no_grad():
         assert torch.allclose(net(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+CUSTOM_NET = """
+import math
+from torch import nn
+
+def net(input_shape, num_outputs):
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 32), nn.ReLU(), nn.Linear(32, num_outputs))
+"""
+
+
+@pytest.mark.parametrize("model", [["model=cnn", "model.channels=[4]", "model.hidden=[16]"],
+                                   ["model=custom", "model._target_=my_net.net"]])
+def test_weights_start_any_model_and_the_loaded_layers_train_at_the_backbone_lr(tmp_path, monkeypatch, model):
+    from trainrun.config import typed
+    from trainrun.data import load
+    from trainrun.model import build_model
+    from trainrun.optimizer import make_optimizer
+
+    (tmp_path / "my_net.py").write_text(CUSTOM_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train_run(tmp_path / "first", [*model, "data.classes=[0,1,2,3,4]"])
+    first = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
+    cfg = typed(make_config(["data.subset=50", "data.classes=[5,6,7]", *model, f"model.weights={tmp_path / 'first'}",
+                             "optimizer.backbone_lr_scale=0.1", "init=orthogonal"]))
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
+    net, reused = build_model(cfg, data)
+    now = net.state_dict()
+    head = [k for k in now if now[k].shape != first[k].shape]
+    assert head and all(now[k].shape[0] == 3 for k in head)  # the output layer, for 3 classes: replaced
+    assert reused == set(now) - set(head)
+    assert all(torch.equal(now[k], first[k]) for k in reused)  # the rest loaded, over the init
+    lrs = {id(p): g["lr"] for g in make_optimizer(cfg.optimizer, net, reused).param_groups for p in g["params"]}
+    named = dict(net.named_parameters())
+    assert {lrs[id(named[k])] for k in reused if k in named} == {cfg.optimizer.lr * 0.1}
+    assert {lrs[id(named[k])] for k in head} == {cfg.optimizer.lr}
+
+
+def test_a_run_saved_when_weights_were_called_checkpoint_is_still_read(tmp_path):
+    from omegaconf import OmegaConf
+
+    from trainrun.trained import open_run
+
+    first = cli(*TINY, f"hydra.run.dir={tmp_path / 'old'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-1500:]
+    config = tmp_path / "old" / ".hydra" / "config.yaml"
+    saved = OmegaConf.to_container(OmegaConf.load(config))
+    saved["model"]["checkpoint"] = saved["model"].pop("weights")  # as an earlier trainrun wrote it
+    config.write_text(OmegaConf.to_yaml(saved))
+    assert open_run(str(tmp_path / "old")).cfg.model.weights is None
+    refused = cli("model.checkpoint=x", cwd=tmp_path)
+    assert refused.returncode == 2 and "unknown key 'model.checkpoint': it is called model.weights now" in refused.stderr
 
 
 def test_a_runs_weights_start_another_with_another_number_of_classes_head_replaced(tmp_path):
@@ -64,7 +117,7 @@ def test_a_runs_weights_start_another_with_another_number_of_classes_head_replac
                  f"hydra.run.dir={tmp_path / 'second'}", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-1500:]
     said = " ".join(second.stdout.split())
-    assert re.search(r"model\.weights: loaded 120 of resnet18's 122 tensors", said)
+    assert re.search(r"model\.weights: loaded 120 of the model's 122 tensors", said)
     assert "the output layer fc has another size here; it is replaced" in said
     after = torch.load(tmp_path / "second" / "best.pt", weights_only=True)["model"]
     assert torch.equal(after["layer2.0.conv1.weight"], saved["layer2.0.conv1.weight"])  # loaded, then frozen
@@ -178,7 +231,7 @@ def test_torchvisions_weight_names_download_once_and_offline_say_which_file_to_f
     cached = cli(*run, cwd=tmp_path, env=env)
     assert cached.returncode == 0, cached.stderr[-1500:]
     said = " ".join(cached.stdout.split())
-    assert re.search(r"model\.weights: loaded 119 of resnet18's 122 tensors from torchvision's resnet18 IMAGENET1K_V1", said)
+    assert re.search(r"model\.weights: loaded 119 of the model's 122 tensors from torchvision's resnet18 IMAGENET1K_V1", said)
     trained = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
     assert trained["conv1.weight"].shape == (64, 1, 3, 3)  # the small stem for 8x8 digits and the head: not loaded
 

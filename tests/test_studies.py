@@ -116,7 +116,7 @@ def test_mc_dropout_rule():
 
 def test_transfer_rules():
     def learn(checkpoint, head_only, seed, acc, stats=None):  # named as the stage names its runs
-        return FinishedRun(f"learn-{seed}_checkpoint-{checkpoint}", {"model.checkpoint": checkpoint, "model.head_only": head_only,
+        return FinishedRun(f"learn-{seed}_checkpoint-{checkpoint}", {"model.weights": checkpoint, "model.head_only": head_only,
                            "trainer.seed": str(seed)}, {"test/acc": acc}, [], {},
                            {"normalize": stats or {"kind": "standardize", "mean": [1.0], "std": [2.0], "source": "/x"}})
 
@@ -513,7 +513,7 @@ study:
     - {name: pretrain, params: {data.classes: "[0,1,2,3,4]"}}
     - {name: reference, params: {data.classes: "[5,6,7,8,9]"}}
     - name: learn
-      params: {data.classes: "[5,6,7,8,9]", data.per_class: "3", model.checkpoint: "{pretrain.dir}/best.pt,null",
+      params: {data.classes: "[5,6,7,8,9]", data.per_class: "3", model.weights: "{pretrain.dir}/best.pt,null",
                model.head_only: "true,false", model.new_head: "true", optimizer.backbone_lr_scale: "0.1",
                trainer.seed: "0,1"}
 """,

@@ -220,8 +220,6 @@ def check_files(cfg) -> None:
     data = cfg.data
     for key, want in DATASETS[data.kind].traits.get("paths", {}).items():
         _exists(f"data.{key}", getattr(data, key), want)
-    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).expanduser().exists():
-        raise ConfigError(f"model checkpoint {cfg.model.checkpoint} not found (give a run directory or a .pt file)")
     weights = cfg.model.weights
     if weights is not None and not Path(weights).expanduser().exists():
         named = MODELS.trait(cfg.model.kind, "weight_names", None)

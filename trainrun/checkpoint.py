@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CheckpointConfig
+from .config import CheckpointConfig, upgraded
 from .errors import ConfigError
 
 # what may differ between a run and its resumption: where and how long it runs, not what it trains
@@ -201,7 +201,7 @@ def resumed_config(composed: DictConfig, saved: dict, overridden: list[str]) -> 
 
     An explicit override of anything else must agree with the saved run; otherwise it is another run.
     """
-    saved_cfg = OmegaConf.create(saved)
+    saved_cfg = OmegaConf.create(upgraded(saved))  # in place: the caller compares with it too
     for key in overridden:
         if key.startswith(RESUMABLE_KEYS):
             continue

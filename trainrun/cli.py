@@ -319,8 +319,10 @@ def _suggest(key: str) -> str:
     """The keys that the key's parent takes (from the schema), nearest first."""
     import dataclasses
 
-    from .config import schema_at
+    from .config import RENAMED, schema_at
 
+    if key in RENAMED:
+        return f": it is called {RENAMED[key]} now"
     *parents, leaf = key.split(".")
     schema = schema_at(parents)
     if schema is None:

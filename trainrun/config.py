@@ -179,13 +179,13 @@ class ModelConfig:
     width: Optional[int] = knob(**POSITIVE_INT)
     degree: Optional[int] = knob(**POSITIVE_INT)
     name: Optional[str] = knob()  # torchvision or timm architecture
-    weights: Optional[str] = knob()  # their weights: a local file only (state dict, .safetensors, a run)
     small_input: Any = knob(choices=("auto", True, False))  # torchvision: a 3x3 stride-1 stem for small images
-    # transfer learning, any model
-    checkpoint: Optional[str] = None
+    # transfer learning, any model. weights: a run (its directory or best.pt), a state dict or a .safetensors
+    # file; model=torchvision and timm also take their library's names for its weights (IMAGENET1K_V1, pretrained)
+    weights: Optional[str] = None
     freeze: Any = None  # a list of layer names, or the first N layers
     head_only: bool = False  # freeze every layer but a new output layer
-    new_head: bool = False  # a checkpoint's output layer starts anew: it learned another task (head_only implies it)
+    new_head: bool = False  # the pretrained output layer starts anew: it learned another task (head_only implies it)
     # custom: a user's own class or function (custom.py)
     _target_: Optional[str] = knob()
     params: dict[str, Any] = knob({})
@@ -238,7 +238,7 @@ class NormConfig:
 class OptimizerConfig:
     kind: str = setting(MISSING, choices="optimizer")
     lr: float = setting(MISSING, **POSITIVE)  # each optimizer's YAML gives its usual value
-    backbone_lr_scale: float = setting(1.0, **NON_NEGATIVE)  # lr factor for layers reused from a checkpoint
+    backbone_lr_scale: float = setting(1.0, **NON_NEGATIVE)  # lr factor for the layers model.weights loaded
     weight_decay: Optional[float] = knob(**NON_NEGATIVE)  # every optimizer but L-BFGS takes it
     momentum: Optional[float] = knob(**FRACTION)
     dampening: Optional[float] = knob(**FRACTION)
@@ -453,6 +453,18 @@ class Config:
 
 def register() -> None:
     ConfigStore.instance().store(name="trainrun_schema", node=Config)
+
+
+RENAMED = {"model.checkpoint": "model.weights"}  # keys an earlier trainrun saved in its runs' configs
+
+
+def upgraded(saved: dict) -> dict:
+    """A run's saved config (a plain dict) with each renamed key under its name of today."""
+    for old, new in RENAMED.items():
+        (group, old_key), (_, new_key) = old.split("."), new.split(".")
+        if old_key in saved.get(group, {}):
+            saved[group][new_key] = saved[group].pop(old_key)
+    return saved
 
 
 def typed(cfg: DictConfig) -> Config:

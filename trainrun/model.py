@@ -15,13 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import ActivationConfig, Config, NormConfig
+from .config import ActivationConfig, Config, ModelConfig, NormConfig
 from .activation import make_activation, nonlinearity
 from .errors import ConfigError
 from .data import Data
 from .init import LAYERS_WITH_WEIGHTS, initialize
 from .norm import make_norm
-from .registry import ACTIVATIONS, INITS, MODELS, NORMS
+from .registry import ACTIVATIONS, INITS, MODELS, NORMS, lazy
 
 log = logging.getLogger("trainrun")
 
@@ -139,10 +139,9 @@ def polynomial(data: Data, layers: Layers, degree):
 SMALL_IMAGE = 64  # px a side at most: model.small_input=auto gives such images a small stem
 
 
-def torchvision_model(data: Data, layers: Layers, name, small_input, weights=None):
+def torchvision_model(data: Data, layers: Layers, name, small_input):
     """A torchvision classification architecture with the data's outputs; its first convolution takes the data's
-    channels (pretrained RGB weights summed over their channels: the same as repeating a gray image three
-    times), and small images get a small stem. The saved tensors keep the architecture's own names."""
+    channels, and small images get a small stem. The saved tensors keep the architecture's own names."""
     import difflib
 
     from torchvision import models
@@ -167,14 +166,16 @@ def torchvision_model(data: Data, layers: Layers, name, small_input, weights=Non
     if conv.in_channels != data.input_shape[0]:
         _replace(net, first, nn.Conv2d(data.input_shape[0], conv.out_channels, conv.kernel_size, conv.stride,
                                        conv.padding, conv.dilation, conv.groups, conv.bias is not None))
-    if weights in torchvision_weight_names(name):
-        enum = getattr(models.get_model_weights(name), weights)
-        state = fetched(lambda: enum.get_state_dict(progress=False), f"model.weights={weights}",
-                        f"torchvision downloads {enum.url} into {_hub_dir()}")
-        load_weights(net, state, name, f"torchvision's {name} {weights}")
-    elif weights:
-        load_weights(net, read_state(weights), name, weights)
     return net
+
+
+def torchvision_weights(name: str, weights: str) -> dict:
+    """torchvision's pretrained weights of that name for the architecture, from torch's hub cache."""
+    from torchvision import models
+
+    enum = getattr(models.get_model_weights(name), weights)
+    return fetched(lambda: enum.get_state_dict(progress=False), f"model.weights={weights}",
+                   f"torchvision downloads {enum.url} into {_hub_dir()}")
 
 
 def torchvision_weight_names(name: str) -> list[str]:
@@ -209,8 +210,8 @@ def fetched(fetch: Callable, what: str, how: str):
                           "give its path") from None
 
 
-def timm_model(data: Data, layers: Layers, name, weights=None):
-    """timm.create_model with the data's outputs and channels (timm is an extra); weights from a local file only."""
+def timm_model(data: Data, layers: Layers, name):
+    """timm.create_model with the data's outputs and channels (timm is an extra)."""
     import difflib
 
     try:
@@ -221,15 +222,16 @@ def timm_model(data: Data, layers: Layers, name, weights=None):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ConfigError(f"model.name={name} is not a timm model" + (f" (did you mean {', '.join(close)}?)" if close
                                                                       else " (timm.list_models() lists them)"))
-    pretrained = weights == "pretrained"  # timm adapts the head and the first layer's channels itself
-    def create():
-        return timm.create_model(name, pretrained=pretrained, num_classes=data.num_outputs, in_chans=data.input_shape[0])
+    return timm.create_model(name, num_classes=data.num_outputs, in_chans=data.input_shape[0])
 
-    net = fetched(create, "model.weights=pretrained", f"timm downloads {name}'s weights from the Hugging Face Hub") \
-        if pretrained else create()
-    if weights and not pretrained:
-        load_weights(net, read_state(weights), name, weights)
-    return net
+
+def timm_weights(name: str, weights: str) -> dict:
+    """timm's default pretrained weights for the architecture (its own head and RGB stem), from the Hugging Face
+    Hub's cache."""
+    import timm
+
+    return fetched(lambda: timm.create_model(name, pretrained=True).state_dict(), f"model.weights={weights}",
+                   f"timm downloads {name}'s weights from the Hugging Face Hub")
 
 
 def torchvision_statistics(name: str) -> tuple[list, list]:
@@ -249,17 +251,25 @@ def timm_statistics(name: str) -> tuple[list, list] | None:
     return (list(config.mean), list(config.std)) if config else None
 
 
-def load_weights(net: nn.Module, state: dict, name: str, source: str) -> None:
-    """Weights into a library's architecture, said with how many tensors it took. Pretrained RGB weights of a
-    layer that takes one channel here are summed over their three: the same as repeating a gray image."""
-    own = net.state_dict()
+def load_weights(model: nn.Module, spec: ModelConfig) -> set[str]:
+    """model.weights into the model, said with how many tensors it took; the names of those loaded. RGB weights
+    of a convolution that takes one channel here are summed over their three: the same as repeating a gray
+    image three times."""
+    library = MODELS.trait(spec.kind, "weight_names", None)
+    if library and spec.weights in lazy(library)(spec.name):
+        state = lazy(MODELS.trait(spec.kind, "library_weights"))(spec.name, spec.weights)
+        source = f"{spec.kind}'s {spec.name} {spec.weights}"
+    else:
+        state, source = read_state(spec.weights), spec.weights
+    own = model.state_dict()
     for key, value in state.items():
         mine = own.get(key)
         if mine is not None and value.dim() == 4 and value.shape[1] == 3 and mine.shape == (
                 value.shape[0], 1, *value.shape[2:]):
             state[key] = value.sum(1, keepdim=True)
-    loaded = load_matching(net, state)
-    log.warning("model.weights: loaded %d of %s's %d tensors from %s", len(loaded), name, len(own), source)
+    loaded = load_matching(model, state)
+    log.warning("model.weights: loaded %d of the model's %d tensors from %s", len(loaded), len(own), source)
+    return loaded
 
 
 def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
@@ -268,7 +278,7 @@ def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
-    """The initialized model and the names of parameters reused from model.checkpoint."""
+    """The initialized model and the names of parameters reused from model.weights."""
     for registry, group in ((ACTIVATIONS, cfg.activation), (INITS, cfg.init)):
         if registry.trait(group.kind, "warning"):
             log.warning(registry.trait(group.kind, "warning"))
@@ -285,11 +295,7 @@ def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
     if NORMS.trait(cfg.norm.kind, "reparametrizes"):
         for layer in [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS)]:
             nn.utils.parametrizations.weight_norm(layer)
-    reused = set()
-    if cfg.model.checkpoint:
-        reused = load_matching(model, read_state(cfg.model.checkpoint))
-        log.warning("model.checkpoint: loaded %d of the model's %d tensors from %s", len(reused),
-                    len(model.state_dict()), cfg.model.checkpoint)
+    reused = load_weights(model, cfg.model) if cfg.model.weights else set()
     if cfg.model.new_head or cfg.model.head_only:
         reused -= new_head(model)  # trains at the full lr: nothing of it is reused
     freeze(model, cfg.model.freeze, cfg.model.head_only)
@@ -307,12 +313,13 @@ def new_head(model: nn.Module) -> set[str]:
 
 
 def read_state(path: str) -> dict:
-    """Model weights from a run directory (its best.pt), a trainrun checkpoint or a bare state_dict file."""
+    """Model weights from a run directory (its best.pt), a trainrun checkpoint, a state dict or a safetensors
+    file."""
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "best.pt" if (p / "best.pt").exists() else p / "last.pt"
     if not p.is_file():
-        raise ConfigError(f"model checkpoint {path} not found (give a run directory or a .pt file)")
+        raise ConfigError(f"model.weights={path}: no such file (give a run directory, a .pt or a .safetensors file)")
     if p.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -330,7 +337,7 @@ def read_state(path: str) -> dict:
 
 
 def load_matching(model: nn.Module, state: dict) -> set[str]:
-    """The checkpoint's tensors into a model with the same layers (the same tensor names, so the same
+    """The weights' tensors into a model with the same layers (the same tensor names, so the same
     architecture): a tensor of another shape (another width, or a head for another number of classes) stays
     as initialized, and is said. Returns the names loaded."""
     own = model.state_dict()
@@ -338,21 +345,21 @@ def load_matching(model: nn.Module, state: dict) -> set[str]:
     extra = [k for k in state if k not in own]
     if missing or extra:
         first = f"it has no tensor {missing[0]}" if missing else f"its tensor {extra[0]} is not part of this model"
-        raise ConfigError(f"model checkpoint: {first} (another architecture?); it holds {len(state)} tensors, "
+        raise ConfigError(f"model.weights: {first} (another architecture?); it holds {len(state)} tensors, "
                           f"this model {len(own)}")
     reshaped = [k for k in own if state[k].shape != own[k].shape]
     if len(reshaped) == len(own):
         name = reshaped[0]
-        raise ConfigError(f"model checkpoint: no tensor has this model's shape, e.g. {name}: "
+        raise ConfigError(f"model.weights: no tensor has this model's shape, e.g. {name}: "
                           f"{tuple(state[name].shape)} there, {tuple(own[name].shape)} here")
     model.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
     head = head_name(model)
     if any(k.startswith(f"{head}.") for k in reshaped):
-        log.warning("model checkpoint: the output layer %s has another size here; it is replaced (initialized anew)",
+        log.warning("model.weights: the output layer %s has another size here; it is replaced (initialized anew)",
                     head)
     others = [k for k in reshaped if not k.startswith(f"{head}.")]
     if others:
-        log.warning("model checkpoint: %d tensors of another shape stay as initialized: %s", len(others),
+        log.warning("model.weights: %d tensors of another shape stay as initialized: %s", len(others),
                     ", ".join(others[:4]) + (", ..." if len(others) > 4 else ""))
     return set(own) - set(reshaped)
 

@@ -142,7 +142,8 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
 #   model: own_layers (ignores activation and norm), needs (images | sequences), weights_statistics (the
 #          "module:function" giving the per-channel mean and std its pretrained weights expect, by model.name),
-#          weight_names ("module:function": the names of the library's own pretrained weights, by model.name)
+#          weight_names ("module:function": the names of the library's own pretrained weights, by model.name),
+#          library_weights ("module:function": the state dict of those weights, by model.name and the weights' name)
 #   augmentation: mixes_labels, needs (images)
 #   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
 #         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
@@ -250,11 +251,13 @@ MODELS = Registry("model", {
                     needs="sequences"),
     "resnet": option("trainrun.model:resnet", "depth width", needs="images"),
     "polynomial": option("trainrun.model:polynomial", "degree"),
-    "torchvision": option("trainrun.model:torchvision_model", "name weights small_input", own_layers=True,
-                          needs="images", weights_statistics="trainrun.model:torchvision_statistics",
-                          weight_names="trainrun.model:torchvision_weight_names"),
-    "timm": option("trainrun.model:timm_model", "name weights", own_layers=True, needs="images",
-                   weights_statistics="trainrun.model:timm_statistics", weight_names="trainrun.model:timm_weight_names"),
+    "torchvision": option("trainrun.model:torchvision_model", "name small_input", own_layers=True, needs="images",
+                          weights_statistics="trainrun.model:torchvision_statistics",
+                          weight_names="trainrun.model:torchvision_weight_names",
+                          library_weights="trainrun.model:torchvision_weights"),
+    "timm": option("trainrun.model:timm_model", "name", own_layers=True, needs="images",
+                   weights_statistics="trainrun.model:timm_statistics", weight_names="trainrun.model:timm_weight_names",
+                   library_weights="trainrun.model:timm_weights"),
     "custom": option("trainrun.custom:model", "_target_ params"),
 })
 

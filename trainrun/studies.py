@@ -274,8 +274,8 @@ APPROACHES = {("best.pt", "false"): "fine-tuned", ("best.pt", "true"): "frozen b
 
 
 def approach(run) -> str:
-    checkpoint = "null" if run.choices.get("model.checkpoint") in (None, "null") else "best.pt"
-    return APPROACHES[(checkpoint, "true" if same(run.choices.get("model.head_only"), True) else "false")]
+    weights = "null" if run.choices.get("model.weights") in (None, "null") else "best.pt"
+    return APPROACHES[(weights, "true" if same(run.choices.get("model.head_only"), True) else "false")]
 
 
 def transfer_runs(runs) -> dict:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .check import check
-from .config import Config, typed
+from .config import Config, typed, upgraded
 from .errors import ConfigError, DataError
 from .registry import MODELS, NORMALIZERS, lazy
 
@@ -71,7 +71,8 @@ def open_run(path: str, data_overrides: list[str] = (), loads_data: bool = False
     try:  # onto the schema, so a key added since the run was saved takes its default; then plain again, so an
         # unknown override key is named by check() rather than raised by OmegaConf
         cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config),
-                                                                      OmegaConf.load(config_file))))
+                                                                      upgraded(OmegaConf.to_container(
+                                                                          OmegaConf.load(config_file))))))
     except OmegaConfBaseException as e:
         raise ConfigError(f"{config_file} is not a config this trainrun reads ({' '.join(str(e).split())[:150]})") \
             from None
@@ -90,12 +91,10 @@ def write_preprocessing(path: Path, record: dict) -> None:
     path.with_name(path.name + ".tmp").replace(path)
 
 
-def saved_statistics(checkpoint: str | None) -> dict | None:
-    """The input normalization a pretrained run saved (model.checkpoint: its directory or a file in it), with
+def saved_statistics(weights: str) -> dict | None:
+    """The input normalization a pretrained run saved (model.weights: its directory or a file in it), with
     the input shape it applies to and where it came from; None where that run saved none."""
-    if not checkpoint:
-        return None
-    path = Path(checkpoint).expanduser()
+    path = Path(weights).expanduser()
     record_file = (path if path.is_dir() else path.parent) / "preprocessing.json"
     if not record_file.is_file():
         return None
@@ -104,14 +103,18 @@ def saved_statistics(checkpoint: str | None) -> dict | None:
 
 
 def pretrained_statistics(model) -> dict | None:
-    """The input statistics the starting weights expect: those a trainrun run saved (model.checkpoint, or
-    model.weights naming a run or a file in one), else the per-channel mean and std a library architecture's
-    pretrained weights were trained with (model.weights into model=torchvision or timm); None without either."""
-    weights_file = model.weights and Path(model.weights).expanduser().exists()  # not a library's weights name
-    saved = saved_statistics(model.checkpoint) or (saved_statistics(model.weights) if weights_file else None)
-    published = MODELS.trait(model.kind, "weights_statistics", None)
-    if saved is not None or not model.weights or not published:
+    """The input statistics the starting weights expect: those a trainrun run saved (model.weights naming a run
+    or a file in one), else the per-channel mean and std a library architecture's pretrained weights were trained
+    with (model=torchvision or timm given their library's weights, by name or as a fetched file); None without
+    either."""
+    if not model.weights:
+        return None
+    saved = saved_statistics(model.weights) if Path(model.weights).expanduser().exists() else None
+    if saved is not None:
         return saved
+    published = MODELS.trait(model.kind, "weights_statistics", None)
+    if not published:
+        return None
     statistics = lazy(published)(model.name)
     if statistics is None:
         return None
@@ -143,9 +146,7 @@ def restore_model(cfg: Config, record: dict, weights: Path) -> torch.nn.Module:
     data = Data(empty, empty, empty, tuple(record["input_shape"]), record["task"], record["num_outputs"],
                 Identity(None), torch.device("cpu"), class_names=record["class_names"])
     # the trained weights replace whatever the run started from
-    cfg.model.checkpoint, cfg.model.freeze, cfg.model.head_only = None, None, False
-    if getattr(cfg.model, "weights", None):
-        cfg.model.weights = None
+    cfg.model.weights, cfg.model.freeze, cfg.model.head_only = None, None, False
     model, _ = build_model(cfg, data)
     model.load_state_dict(load(weights)["model"])
     return model.eval()
