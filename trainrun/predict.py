@@ -14,6 +14,7 @@ import argparse
 import glob
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -142,8 +143,10 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
     if path.is_dir():
         folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if folders and {p.name for p in folders} <= set(run.class_names):
-            files = [f for d in folders for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
-            labels = torch.tensor([run.class_names.index(f.relative_to(path).parts[0]) for f in files])
+            per_class = [sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in folders]
+            files = [f for found in per_class for f in found]
+            labels = torch.tensor([run.class_names.index(d.name) for d, found in zip(folders, per_class)
+                                   for _ in found])
         else:
             files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     elif path.is_file():
@@ -153,7 +156,8 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
     if not files:
         raise DataError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images = ImageReader(run, on_bad_file)
-    ids = [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
+    prefix = os.path.join(str(root), "")  # ids by string: Path.relative_to took 0.5 s of 10,000 files
+    ids = [str(f)[len(prefix):] if str(f).startswith(prefix) else str(f) for f in files]
 
     def batches():
         for s in range(0, len(files), BATCH):

@@ -115,14 +115,20 @@ def write_cache(path: Path, decoded: dict) -> None:
 
 def decode_one(path: Path) -> torch.Tensor | str:
     """The image as uint8 (C, H, W), 1 or 3 channels (an alpha channel dropped); the error text if unreadable."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.io import ImageReadMode, decode_image
 
+    # the file's bytes checked as bytes: indexing a tensor per file had doubled the decode of 10,000 MNIST PNGs
+    # (1.7 s against 0.8 s on this CPU)
     try:
-        data = read_file(str(path))
+        with open(path, "rb") as file:
+            raw = file.read()
         # a palette PNG (IHDR colour type 3) decodes UNCHANGED to its palette indices: ask for its colours
-        palette = data[:8].tolist() == list(b"\x89PNG\r\n\x1a\n") and len(data) > 25 and int(data[25]) == 3
-        image = decode_image(data, mode=ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED,
+        palette = raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 25 and raw[25] == 3
+        image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8),
+                             mode=ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED,
                              apply_exif_orientation=True)  # a phone's portrait JPEG is stored sideways
+    except OSError as e:
+        return e.strerror or type(e).__name__
     except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
         image = decode_with_pil(path)  # formats torchvision cannot decode (BMP, TIFF)
         if image is None:
@@ -131,7 +137,8 @@ def decode_one(path: Path) -> torch.Tensor | str:
         image = image[0]
     if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits, as PIL's conversion to 8 bits keeps
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image[:1] if image.shape[0] == 2 else image[:3]
+    channels = image.shape[0]
+    return image if channels in (1, 3) else image[:1] if channels == 2 else image[:3]
 
 
 def decode_with_pil(path: Path) -> torch.Tensor | None:
