@@ -243,3 +243,21 @@ def test_timms_pretrained_weights_offline_say_which_file_to_fetch(tmp_path):
     assert offline.returncode == 2 and "Traceback" not in offline.stderr, offline.stderr[-1500:]
     assert "model.weights=pretrained: timm downloads resnet10t's weights from the Hugging Face Hub, which failed here" \
         in offline.stderr
+
+
+@pytest.mark.slow
+def test_a_torchvision_run_tunes_and_exports_verified(tmp_path):
+    """Transfer's tools on a library architecture: the range test, and both exports checked by their runtimes."""
+    from test_predict import export
+
+    tuned = cli(*RESNET, "tune=lr_find", "tune.steps=20", f"hydra.run.dir={tmp_path / 'tune'}", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr[-1500:]
+    assert re.search(r"lr_find: suggested optimizer\.lr=[0-9.e-]+", tuned.stdout)
+    assert (tmp_path / "tune" / "lr_find.png").is_file()
+    trained = cli(*RESNET, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-1500:]
+    code, out, err = export(tmp_path / "run", "--format", "onnx,pt2", "--output", tmp_path / "export")
+    assert code == 0, err
+    for f in ("onnx", "pt2"):
+        line = next(line for line in out.splitlines() if line.startswith(str(tmp_path / "export" / f"model.{f}")))
+        assert "verified on 64 inputs of the run's test split" in line and float(line.rsplit(" ", 1)[1]) <= 1e-4
