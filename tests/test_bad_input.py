@@ -97,6 +97,7 @@ BAD_INPUT = [
     (["optimizer=adam", "optimizer.momentum=0.9"], "optimizer=adam: optimizer.momentum does not apply here"),
     (["init=xavier_uniform", "init.std=0.1"], "init=xavier_uniform: init.std does not apply here; it takes: gain"),
     (["model=cnn", "data=spirals"], "model=cnn needs images"),
+    (["model.depth=3"], "model.depth=3 needs model.width beside it"),
     (["model=resnet", "model.depth=10"], "model.depth=10 is invalid: a CIFAR ResNet has depth 6n+2"),
     (["model=cnn", "model.pool=mean"], "model.pool=mean is invalid: expected one of max, avg, none"),
     (["model=cnn", "model.channels=[8,8,8,8]"], "shrink input (1, 8, 8) to nothing"),

@@ -137,6 +137,9 @@ def _knobs(registry, node, kind: str) -> None:
                       int in leaf_types(hint))
         if f.name in record.ordered and value[0] > value[1]:
             raise ConfigError(f"{where}.{f.name}={list(value)} is invalid: [low, high] with low <= high")
+        other = record.traits.get("requires", {}).get(f.name)
+        if other and unset(node[other] if isinstance(node, DictConfig) else getattr(node, other)):
+            raise ConfigError(f"{where}.{f.name}={value} needs {where}.{other} beside it")
 
 
 # ---------------------------------------------------------------------------------------------

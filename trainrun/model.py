@@ -60,9 +60,7 @@ def _hidden_stack(modules: list, width: int, hidden: list[int], layers: Layers, 
 
 def mlp(data: Data, layers: Layers, hidden, depth=None, width=None):
     """Hidden layers of model.hidden's sizes, or, with model.depth, `depth` layers of model.width units."""
-    if depth is not None:
-        if width is None:
-            raise ConfigError(f"model.depth={depth} needs model.width (the units of each hidden layer)")
+    if depth is not None:  # with model.width: check.py makes sure of it
         hidden = [width] * depth
     return _hidden_stack([("flatten", nn.Flatten())], math.prod(data.input_shape), list(hidden), layers, data.num_outputs)
 

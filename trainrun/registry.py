@@ -147,7 +147,8 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   augmentation: mixes_labels, needs (images)
 #   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
 #         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
-# Any option: ranges (a knob's range where narrower than the schema's), ordered (knobs that are [low, high])
+# Any option: ranges (a knob's range where narrower than the schema's), ordered (knobs that are [low, high]),
+#   requires ({knob: the knob it needs set beside it})
 #   precision: autocast (dtype name), grad_scaler
 
 _SGD_KNOBS = "lr momentum dampening weight_decay"
@@ -244,7 +245,7 @@ LOSSES = Registry("loss", {
 })
 
 MODELS = Registry("model", {
-    "mlp": option("trainrun.model:mlp", "hidden depth width"),
+    "mlp": option("trainrun.model:mlp", "hidden depth width", requires={"depth": "width"}),
     "linear": option("trainrun.model:linear"),
     "cnn": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}, needs="images"),
     "cnn1d": option("trainrun.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1},
