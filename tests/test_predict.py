@@ -432,6 +432,11 @@ def test_a_transfer_run_normalizes_with_the_pretrained_runs_statistics_unless_to
     assert own.returncode == 0 and "this run's train-split statistics" in own.stdout
     assert json.loads((tmp_path / "own" / "preprocessing.json").read_text())["normalize"]["mean"] != \
         saved["source"]["mean"]  # the digits 5-9 have more ink than 0-4
+    shutil.rmtree(source)  # a trained run needs only itself, not the run it started from
+    code, out, err = predict(tmp_path / "target", "--output", tmp_path / "p.csv")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.report.json").read_text())["metrics"]["acc"] == \
+        read_metrics(tmp_path / "target")["test/acc"]
 
 
 def test_a_regression_run_predicts_values_and_scores_them(tmp_path):

@@ -77,6 +77,7 @@ def open_run(path: str, data_overrides: list[str] = (), loads_data: bool = False
         raise ConfigError(f"{config_file} is not a config this trainrun reads ({' '.join(str(e).split())[:150]})") \
             from None
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in data_overrides]))
+    cfg.model.weights = None  # the trained weights replace what the run started from, which may be gone by now
     check(cfg, files=loads_data)
     cfg = typed(cfg)
     record = json.loads((run_dir / "preprocessing.json").read_text())
@@ -145,8 +146,7 @@ def restore_model(cfg: Config, record: dict, weights: Path) -> torch.nn.Module:
     empty = Split(torch.zeros(0, *record["input_shape"]), torch.zeros(0, dtype=torch.int64))
     data = Data(empty, empty, empty, tuple(record["input_shape"]), record["task"], record["num_outputs"],
                 Identity(None), torch.device("cpu"), class_names=record["class_names"])
-    # the trained weights replace whatever the run started from
-    cfg.model.weights, cfg.model.freeze, cfg.model.head_only = None, None, False
+    cfg.model.freeze, cfg.model.head_only = None, False  # all of it is trained now
     model, _ = build_model(cfg, data)
     model.load_state_dict(load(weights)["model"])
     return model.eval()
