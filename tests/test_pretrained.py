@@ -250,7 +250,8 @@ def test_a_torchvision_run_tunes_and_exports_verified(tmp_path):
     """Transfer's tools on a library architecture: the range test, and both exports checked by their runtimes."""
     from test_predict import export
 
-    tuned = cli(*RESNET, "tune=lr_find", "tune.steps=20", f"hydra.run.dir={tmp_path / 'tune'}", cwd=tmp_path)
+    tuned = cli(*RESNET, "data.subset=100", "tune=lr_find", "tune.steps=10", f"hydra.run.dir={tmp_path / 'tune'}",
+                cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr[-1500:]
     assert re.search(r"lr_find: suggested optimizer\.lr=[0-9.e-]+", tuned.stdout)
     assert (tmp_path / "tune" / "lr_find.png").is_file()

@@ -331,7 +331,7 @@ defaults:
 study:
   epochs: {small: 2}
   stages:
-    - {name: init, params: {model.depth: "2,20", init: "standard_normal,xavier_normal,kaiming_normal,orthogonal,zeros",
+    - {name: init, params: {model.depth: "2,8", init: "standard_normal,xavier_normal,kaiming_normal,orthogonal,zeros",
                             model.width: "64", trainer.seed: "0,1"}}
 data:
   subset: 300

@@ -115,7 +115,7 @@ def deepest_stds(runs, init) -> dict:
 def std_growth(runs, init) -> float:
     """Last hidden layer's activation std at init, deepest net over shallowest of the same seed: the median
     over seeds (a single finite-width net fluctuates around what the variance argument predicts)."""
-    d = depths(runs)
+    d = need(depths(runs), "a run with model.depth")
     shallow = {seed_of(r): need(last_hidden_std(r) or None, f"{init}'s activation std at depth {d[0]}")
                for r in pick(runs, init=init, **{"model.depth": d[0]})}
     deep = deepest_stds(runs, init)
