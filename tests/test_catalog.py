@@ -43,6 +43,7 @@ def test_every_option_trains(tmp_path, group, option):
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "last.pt").is_file()
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 14 s of a worker here
 @pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
 def test_regression_losses_fit_the_polynomial(tmp_path, loss):
     metrics = train_run(tmp_path, ["data=polynomial", "model=mlp", f"loss={loss}", "trainer.epochs=30",

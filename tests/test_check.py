@@ -112,6 +112,7 @@ def refused_naming(overrides: list[str], key: str) -> None:
     pytest.fail(f"{overrides} was accepted")
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 28 s of a worker here
 @settings(deadline=None, max_examples=60)
 @given(one_invalid_key())
 def test_an_invalid_value_of_any_key_is_refused_naming_that_key(drawn):
@@ -214,6 +215,7 @@ def test_a_knob_outside_its_options_narrower_range_is_refused(which, excess):
 # ------------------------------------------------------------------------------------------------
 # What needs the loaded data or the user's files and code: one line naming what is wrong in them
 
+@pytest.mark.slow  # everyday tier under 10 min: 22 s of a worker here
 def test_a_checkpoint_of_another_architecture_is_refused_naming_the_first_mismatch(tmp_path):
     first = cli("model=mlp", *TINY, f"hydra.run.dir={tmp_path / 'mlp'}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -275,6 +277,7 @@ def uneven(seed):
     ("empty", "data._target_: the test Records it returned is empty"),
     ("uneven", "each x_test row has shape (5,), each x row (4,)"),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 16 s of a worker here
 def test_the_users_own_data_that_fail_are_named_in_one_line(tmp_path, target, message):
     (tmp_path / "records.py").write_text(USER_CODE)
     result = cli("data=custom", f"data._target_=records.{target}", "data.num_workers=1", *TINY, cwd=tmp_path,

@@ -50,6 +50,7 @@ def test_overrides_reach_the_run(tmp_path):
     assert read_metrics(run_dir)["epochs_run"] == 2
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 13 s of a worker here
 def test_multirun_sweep_gives_one_directory_per_run(tmp_path):
     result = cli("-m", "optimizer=sgd,adam", "init=xavier_uniform,kaiming_normal", "trainer.epochs=1",
                  "data.subset=200", "logger.log_graph=false", cwd=tmp_path)
@@ -109,6 +110,7 @@ def test_pip_install_ships_the_configs(tmp_path):
     assert where.startswith(str(target))
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 29 s of a worker here
 @pytest.mark.parametrize("env", [{}, {"NO_COLOR": "1"}, {"TERM": "dumb"}])
 def test_without_a_terminal_each_epoch_is_one_clean_line(tmp_path, env):
     """SLURM logs, CI, `| tee`: 80 columns, no terminal. One line per epoch, no control codes."""

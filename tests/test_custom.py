@@ -64,6 +64,7 @@ def project(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 20 s of a worker here
 def test_a_custom_model_optimizer_loss_and_data_train_together(project):
     result = cli("model=custom", "model._target_=my_project.WideNet", "+model.params.width=24", "activation=gelu",
                  "optimizer=custom", "optimizer._target_=my_project.SignSGD", "optimizer.lr=0.01",
@@ -93,6 +94,7 @@ def test_a_custom_model_optimizer_loss_and_data_train_together(project):
      "model=custom: WideNet.__init__() got an unexpected keyword argument 'depth'"),
     (["model=mlp", "+model.params.width=3"], "model=mlp: model.params does not apply here; it takes: hidden"),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 46 s of a worker here
 def test_bad_custom_options_are_one_line(project, args, message):
     result = cli(*args, cwd=project)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -100,6 +102,7 @@ def test_bad_custom_options_are_one_line(project, args, message):
     assert not (project / "outputs").exists()
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_user_yaml_options_and_experiments_from_config_dir(project):
     conf = project / "conf"
     (conf / "model").mkdir(parents=True)
@@ -122,6 +125,7 @@ def test_user_yaml_options_and_experiments_from_config_dir(project):
     assert typo.returncode == 2 and "model/typo" in typo.stderr and "widht" in typo.stderr
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 35 s of a worker here
 def test_a_library_factory_taking_kwargs_is_offered_no_context_and_told_its_width(tmp_path):
     """torchvision's resnet18(**kwargs) hands kwargs to ResNet, which knows no input_shape: nothing is offered
     through **kwargs, and a wrong width names the parameter to set."""

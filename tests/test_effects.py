@@ -371,6 +371,7 @@ def test_validation_split_is_seeded_and_disjoint():
     assert len(a.train) + len(a.val) + len(a.test) == 2000 and len(a.test) == 400 and len(a.val) == 160
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 33 s of a worker here
 def test_spirals_need_a_nonlinear_model(tmp_path):
     linear = train_run(tmp_path / "lin", ["data=spirals", "model=linear", "trainer.epochs=15", "data.subset=null"])
     mlp = train_run(tmp_path / "mlp", ["data=spirals", "model=mlp", "trainer.epochs=15", "data.subset=null",

@@ -32,6 +32,7 @@ def mnist_pngs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_real_mnist_pngs_train_and_match_the_idx_pixels(tmp_path, mnist_pngs):
     from trainrun.data.shipped import read_idx
 
@@ -113,6 +114,7 @@ def test_given_splits_are_taken_as_they_are(tmp_path):
      ["data.image_size=[8,8]"], "{r}/cats/broken.png is not a readable image"),
     (lambda r: None, [], "data.root={r}: no such folder"),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 27 s of a worker here
 def test_bad_folders_are_one_line(tmp_path, setup, args, message):
     root = tmp_path / "photos"
     setup(root)

@@ -71,6 +71,7 @@ def digits_run(tmp_path_factory):
     return train(tmp, "run", "regularization.dropout=0.2")
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 14 s of a worker here
 def test_the_runs_own_test_split_is_predicted_with_metrics_equal_to_metrics_json(digits_run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -124,6 +125,7 @@ def test_arrays_of_new_inputs_are_predicted_and_scored(digits_run, tmp_path):
     assert code == 2 and "each row of x has shape (1, 8, 9); this run was trained on (1, 8, 8)" in err
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 13 s of a worker here
 def test_a_sweeps_best_run_by_its_objective_is_used(tmp_path):
     sweep = tmp_path / "sweep"
     result = cli("-m", "optimizer.lr=0.0001,0.01", "data.subset=300", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -391,6 +393,7 @@ def test_a_cnn_on_uint8_pixels_exports_with_the_pixel_scaling_inside(folder_run,
     assert out.count("verified on") == 2
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 20 s of a worker here
 def test_a_custom_model_exports_and_one_that_cannot_is_named(tmp_path):
     (tmp_path / "user_models.py").write_text(USER_MODELS)
     tiny = train(tmp_path, "tiny", "model=custom", "model._target_=user_models.Tiny", "data.subset=200")
@@ -418,6 +421,7 @@ def test_an_export_format_that_is_not_installed_names_the_extra(digits_run, tmp_
     assert code == 2 and "--format=torchscript: choose from onnx, pt2" in err
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 30 s of a worker here
 def test_a_transfer_run_normalizes_with_the_pretrained_runs_statistics_unless_told(tmp_path):
     source = train(tmp_path, "source", "data.classes=[0,1,2,3,4]")
     args = ["data.classes=[5,6,7,8,9]", f"model.weights={source}"]
@@ -439,6 +443,7 @@ def test_a_transfer_run_normalizes_with_the_pretrained_runs_statistics_unless_to
         read_metrics(tmp_path / "target")["test/acc"]
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 12 s of a worker here
 def test_a_regression_run_predicts_values_and_scores_them(tmp_path):
     from sklearn.datasets import load_diabetes
 

@@ -103,6 +103,7 @@ def test_a_run_saved_when_weights_were_called_checkpoint_is_still_read(tmp_path)
     assert refused.returncode == 2 and "unknown key 'model.checkpoint': it is called model.weights now" in refused.stderr
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 35 s of a worker here
 def test_a_runs_weights_start_another_with_another_number_of_classes_head_replaced(tmp_path):
     first = cli(*RESNET, "data.classes=[0,1,2,3,4]", f"hydra.run.dir={tmp_path / 'first'}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-1500:]
@@ -138,6 +139,7 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
         built("model=torchvision", "model.name=resnet18", f"model.weights={tmp_path / 'bad.safetensors'}")
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 31 s of a worker here
 def test_a_timm_model_trains_on_the_datas_channels_and_outputs(tmp_path):
     pytest.importorskip("timm")
     net = built("model=timm", "model.name=resnet10t")
@@ -175,6 +177,7 @@ def photo_folder(root, size=32):
 @pytest.mark.parametrize("kind,name,mean", [("torchvision", "resnet18", [0.485, 0.456, 0.406]),
                                             pytest.param("timm", "tf_mobilenetv3_small_minimal_100", [0.5, 0.5, 0.5],
                                                          marks=pytest.mark.slow)])
+@pytest.mark.slow  # everyday tier under 10 min: 36 s of a worker here
 def test_library_weights_bring_the_input_statistics_they_were_trained_with(tmp_path, kind, name, mean):
     import json
 
@@ -214,6 +217,7 @@ def test_library_statistics_apply_to_pixels_only_and_average_over_channels_for_g
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 32 s of a worker here
 def test_torchvisions_weight_names_download_once_and_offline_say_which_file_to_fetch(tmp_path):
     from torchvision import models
 

@@ -49,6 +49,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(reference):
         assert scalars(victim, tag) == scalars(reference / "reference", tag), tag
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 38 s of a worker here
 def test_sigkill_before_the_first_checkpoint_resumes_by_starting_over_bit_identically(reference):
     (reference / "early").mkdir()
     in_time, same_weights, same_metrics = chaos.killed_before_first_checkpoint(reference / "early")
@@ -72,6 +73,7 @@ def test_a_completed_run_resumed_with_more_epochs_continues_where_it_ended(tmp_p
     assert again.returncode == 0 and "already finished (completed)" in again.stdout.replace("\n", "")
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 34 s of a worker here
 def test_a_resume_on_another_thread_count_says_results_are_equal_up_to_rounding(tmp_path):
     args = ["data.subset=200", "logger.enabled=false", "trainer.early_stopping.patience=100"]
     one = {"OMP_NUM_THREADS": "1"}
@@ -112,6 +114,7 @@ def test_resuming_a_run_length_schedule_with_more_epochs_is_refused(tmp_path, sc
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_resume_into_another_run_directory_is_refused(tmp_path):
     assert cli("trainer.epochs=1", "data.subset=200", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path).returncode == 0
     result = cli(f"trainer.resume={tmp_path / 'run'}", f"hydra.run.dir={tmp_path / 'elsewhere'}", cwd=tmp_path)
@@ -240,6 +243,7 @@ def test_resume_refuses_another_configuration(tmp_path):
     assert "this run was trained with optimizer.lr=0.001, not 0.5" in result.stderr
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 18 s of a worker here
 def test_resume_last_picks_the_newest_run_and_a_finished_run_is_left_as_is(tmp_path):
     first = cli("trainer.epochs=1", "data.subset=200", "logger.enabled=false", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -37,6 +37,7 @@ def in_flight_at_asks(sweep: Path) -> list[int]:
             for trial in trials[2:]]
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 24 s of a worker here
 def test_n_jobs_trials_are_in_flight_at_all_times(tmp_path):
     """A trial ending frees its worker for the next at once, while the other worker's long trial still runs;
     in batches a short trial's worker waits for the long one of its batch."""
@@ -98,6 +99,7 @@ def hparams_content(run_dir: Path) -> dict:
     return {tag: plugin_data_pb2.HParamsPluginData.FromString(data) for tag, data in content.items()}
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 14 s of a worker here
 def test_a_sweep_writes_one_hparams_experiment_of_its_swept_keys(tmp_path):
     sweep = tmp_path / "s"
     result = cli("-m", "optimizer=sgd,adam", "optimizer.lr=0.01,0.1", "trainer.epochs=1", "data.subset=200",
@@ -121,6 +123,7 @@ def test_a_sweep_writes_one_hparams_experiment_of_its_swept_keys(tmp_path):
         assert f"lr-{session.hparams['optimizer.lr'].number_value:g}" in name  # a number, compared as one
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 12 s of a worker here
 def test_an_optuna_search_shows_no_categorical_warning_and_declares_intervals(tmp_path):
     result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.epochs=1", "data.subset=200",
                  "logger.log_graph=false", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)

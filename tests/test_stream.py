@@ -223,6 +223,7 @@ def test_a_dataset_per_split_is_taken_as_given(tmp_path, user_module, function, 
     ("unnamed", [], "has neither .classes nor .targets: set data.num_classes"),
     ("bad_keys", [], "expected keys train (and val, test), got training"),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 16 s of a worker here
 def test_bad_datasets_are_one_line(tmp_path, user_module, function, extra, message):
     proc = cli("data=custom", f"data._target_={user_module}.{function}", *extra, f"hydra.run.dir={tmp_path / 'r'}",
                cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})

@@ -283,6 +283,7 @@ def test_measuring_layers_changes_nothing_in_the_run(tmp_path):
     assert set(records[0]["activations"]) >= {"fc1", "fc2", "fc3", "head"}
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 36 s of a worker here
 def test_the_activations_study_end_to_end(tmp_path):
     sweep = tmp_path / "s"
     result = cli("-m", "study=activations", "study.epochs.small=2", "data.subset=300", f"hydra.sweep.dir={sweep}",

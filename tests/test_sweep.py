@@ -24,6 +24,7 @@ def summary(base) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 12 s of a worker here
 def test_grid_sweep_summary_is_sorted_marks_the_best_and_keeps_a_failed_run(tmp_path):
     result = cli("-m", "optimizer=sgd,adam", "optimizer.lr=0.01,-1", *TINY, cwd=tmp_path)
     assert result.returncode == 1  # one sweep, two failed runs: reported, not hidden
@@ -38,6 +39,7 @@ def test_grid_sweep_summary_is_sorted_marks_the_best_and_keeps_a_failed_run(tmp_
     assert (sweep_dir(tmp_path) / "summary.md").read_text().count("\n") >= 6
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 14 s of a worker here
 def test_seeds_give_mean_and_spread_per_configuration(tmp_path):
     result = cli("-m", "trainer.seed=0,1,2", "optimizer=sgd,adam", *TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -48,6 +50,7 @@ def test_seeds_give_mean_and_spread_per_configuration(tmp_path):
 
 @pytest.mark.parametrize("launcher", [pytest.param("joblib", marks=pytest.mark.slow),  # parallel is joblib x 2
                                       "parallel", "submitit_local"])
+@pytest.mark.slow  # everyday tier under 10 min: 54 s of a worker here
 def test_parallel_launchers_share_the_cores(tmp_path, launcher):
     result = cli("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", *TINY, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -64,6 +67,7 @@ def test_parallel_launchers_share_the_cores(tmp_path, launcher):
         assert len(logs) == 2 and all(f"torch threads: {threads}" in log for log in logs)
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 13 s of a worker here
 def test_report_shows_the_summary_again(tmp_path):
     assert cli("-m", "optimizer=sgd,adam", *TINY, cwd=tmp_path).returncode == 0
     directory = sweep_dir(tmp_path)
@@ -92,6 +96,7 @@ SEARCH = ["hparams_search=optuna", "hydra.sweeper.sampler=random", "hydra.sweepe
           "trainer.epochs=4", "data.subset=300", "logger.enabled=false"]  # lr alone decides: 1e-7 cannot learn
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 17 s of a worker here
 def test_optuna_search_prunes_the_clearly_worse_trials(tmp_path):
     result = cli("-m", *SEARCH, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -60,6 +60,7 @@ def kill_after_two_finished(proc: subprocess.Popen, sweep: Path) -> None:
 
 # the basic launcher: joblib's and submitit's resume is the same sweeper code under another pool (each took
 # 70-100 s of CI's 30 minutes; their launchers' sweeps are run in test_sweep.py and test_search.py)
+@pytest.mark.slow  # everyday tier under 10 min: 68 s of a worker here
 @pytest.mark.parametrize("launcher", ["basic"])
 def test_a_killed_grid_sweep_is_finished_by_repeating_its_command(tmp_path, launcher):
     launch = [] if launcher == "basic" else [f"hydra/launcher={launcher}"]
@@ -94,6 +95,7 @@ def tiny_sweep(tmp_path, *extra):
                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 17 s of a worker here
 def test_a_finished_sweep_repeated_runs_nothing_and_a_failed_run_stays_failed(tmp_path):
     first = tiny_sweep(tmp_path, "optimizer.lr=0.01,-1")
     assert first.returncode == 1  # two runs failed on a bad lr
@@ -104,6 +106,7 @@ def test_a_finished_sweep_repeated_runs_nothing_and_a_failed_run_stays_failed(tm
     assert {p.name: fingerprint(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()} == before
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_a_sweep_refused_before_it_starts_leaves_its_directory_free_for_the_corrected_command(tmp_path):
     base = ["-m", "trainer.epochs=1", "data.subset=200", "logger.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     refused = cli(*base, "optimizer.lrr=0.1,0.2", cwd=tmp_path)
@@ -119,6 +122,7 @@ def test_a_sweep_refused_before_it_starts_leaves_its_directory_free_for_the_corr
     pytest.param(["optimizer=sgd,adam", "optimizer.lr=0.1"], "holds a different sweep: optimizer.lr=0.1 here, not set there",
                  marks=pytest.mark.slow),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_a_different_sweep_into_a_sweeps_directory_is_refused_and_changes_nothing(tmp_path, change, message):
     base = ["-m", "trainer.epochs=1", "data.subset=200", "logger.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     assert cli(*base, "optimizer=sgd,adam", cwd=tmp_path).returncode == 0

@@ -42,6 +42,7 @@ def test_what_a_range_test_cannot_do_is_one_line(tmp_path, args, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 13 s of a worker here
 def test_the_printed_command_trains_with_the_suggestion(tmp_path):
     result = cli("tune=lr_find", "trainer.epochs=1", "model.freeze=[fc1]", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

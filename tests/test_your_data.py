@@ -59,6 +59,7 @@ def parquet_file(tmp_path):
     return tmp_path / "samples.parquet"
 
 
+@pytest.mark.slow  # everyday tier under 10 min: 15 s of a worker here
 def test_parquet_with_categories_and_missing_values(tmp_path, parquet_file):
     args = ["data=table", f"data.path={parquet_file}", "data.target=label", "trainer.epochs=20", "data.subset=null"]
     refused = cli(*args, cwd=tmp_path)
@@ -119,6 +120,7 @@ def test_npy_is_memory_mapped_not_copied(tmp_path):
     (lambda d: np.save(d / "x.npy", np.zeros((4, 2))), ["data.path={d}/x.npy"], "name its targets' .npy with data.targets"),
     (lambda d: None, [], "data=arrays needs data.path=..."),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 28 s of a worker here
 def test_bad_arrays_are_one_line(tmp_path, make, args, message):
     make(tmp_path)
     result = cli("data=arrays", *(a.format(d=tmp_path) for a in args), cwd=tmp_path)
@@ -135,6 +137,7 @@ def test_bad_arrays_are_one_line(tmp_path, make, args, message):
     ("a,label\n1,x\n,y\n", ["data.target=label"], "column a has 1 missing values (rows [1]); set data.missing"),
     ("a,label\n1,x\n", [], "data=table needs data.target=..."),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 35 s of a worker here
 def test_bad_tables_are_one_line(tmp_path, content, args, message):
     (tmp_path / "t.csv").write_text(content)
     result = cli("data=table", f"data.path={tmp_path / 't.csv'}", *args, cwd=tmp_path)
@@ -166,6 +169,7 @@ def test_classes_keeps_and_relabels_and_per_class_is_stratified(tmp_path):
     (["data.per_class=500"], "data.per_class=500: class 0 has only"),
     (["data=polynomial", "data.per_class=3"], "data.per_class applies to classification data"),
 ])
+@pytest.mark.slow  # everyday tier under 10 min: 23 s of a worker here
 def test_bad_class_filters_are_one_line(tmp_path, args, message):
     result = cli(*args, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and not (tmp_path / "r").exists()
