@@ -137,6 +137,9 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not weights")
     with pytest.raises(Exception, match="cannot read weights from"):
         built("model=torchvision", "model.name=resnet18", f"model.weights={tmp_path / 'bad.safetensors'}")
+    (tmp_path / "notes.pt").write_text("not weights")
+    with pytest.raises(Exception, match="notes.pt: not a state dict, a trainrun checkpoint or a .safetensors file"):
+        built(f"model.weights={tmp_path / 'notes.pt'}")
 
 
 @pytest.mark.slow  # everyday tier under 10 min: 31 s of a worker here

@@ -329,8 +329,9 @@ def read_state(path: str) -> dict:
             raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
+    except Exception:  # torch's own text is about its weights_only default, not about the user's file
+        raise ConfigError(f"cannot read weights from {p}: not a state dict, a trainrun checkpoint or a "
+                          ".safetensors file") from None
     return state.get("model", state)
 
 
