@@ -104,7 +104,7 @@ def test_init_depth_condition_gates_only_the_variance_claim():
     assert judged["Kaiming trains the deepest net"] == HOLDS  # not gated
 
 
-@pytest.mark.parametrize("study,runs", [("activations", 6), ("optimizers", 7),
+@pytest.mark.parametrize("study,runs", [("activations", 6),
                                         ("mc_dropout", 3)])
 # (staged studies: test_each_staged_study_plans_its_stages_without_training)
 def test_each_study_plans_its_sweep_without_training(tmp_path, study, runs):
@@ -136,12 +136,29 @@ def test_selu_rules():
     assert verdict("selu", 0, seed(0)[1:]) == INCONCLUSIVE  # no lecun run
 
 
-def test_optimizers_rule():
-    def opt(name, loss):
-        return FinishedRun(name, {"optimizer": name}, {}, [], {"loss/train": [(1, 0.1, 1.0), (2, 0.2, loss)]})
+def test_optimizers_rules():
+    def opt(name, lr, loss, acc=0.9, seed=0):
+        return FinishedRun(f"grid-{seed}", {"optimizer": name, "optimizer.lr": lr, "trainer.seed": str(seed)}, {}, [],
+                           {"loss/train": [(1, 0.1, 2.0), (2, 0.2, loss)], "acc/val": [(1, 0.1, 0.5), (2, 0.2, acc)]})
 
-    assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.05), opt("nesterov", 0.04)]) == HOLDS
-    assert verdict("optimizers", 0, [opt("sgd", 0.1), opt("momentum", 0.2), opt("nesterov", 0.04)]) == FAILS
+    def seed(s, sgd=(0.3, 0.1, 0.2), momentum=(0.1, 0.01, float("nan")), adam_accs=(0.9, 0.9, 0.5)):
+        lrs = ("0.01", "0.1", "1.0")
+        return [*(opt("sgd", lr, loss, acc, s) for lr, loss, acc in zip(lrs, sgd, (0.5, 0.9, 0.85))),
+                *(opt(k, lr, loss, 0.9, s) for k in ("momentum", "nesterov") for lr, loss in zip(lrs, momentum)),
+                *(opt("adam", lr, 0.05, acc, s) for lr, acc in zip(lrs, adam_accs))]
+
+    runs = seed(0) + seed(1, momentum=(0.1, 0.02, 5.0)) + seed(2)
+    study = STUDIES["optimizers"]
+    assert study.protocol.conditions[0].verdict(runs)[0] == HOLDS  # sgd's best: 0.1, inside 0.01..1
+    assert [verdict("optimizers", i, runs) for i in range(3)] == [HOLDS, HOLDS, HOLDS]
+    assert "momentum (best lr 0.1) minus sgd (best lr 0.1), over 3 seeds: -0.900 ± 0.100" in study.claims[0].verdict(runs)[1]
+    noisy = seed(0) + seed(1, momentum=(0.1, 0.5, 5.0)) + seed(2)  # worse than sgd in seed 1: beyond 2 errors no more
+    assert verdict("optimizers", 0, noisy) == FAILS
+    assert verdict("optimizers", 0, seed(0)) == INCONCLUSIVE  # one seed: no paired error
+    edge = seed(0, sgd=(0.3, 0.2, 0.1)) + seed(1)
+    assert study.protocol.conditions[0].verdict(edge)[0] == FAILS  # seed 0's best sgd lr is the grid's end
+    assert [v for _, v, _ in study.verdicts(edge)[1]] == [INCONCLUSIVE] * 3
+    assert verdict("optimizers", 2, seed(0) + seed(1, adam_accs=(0.9, 0.5, 0.5))) == FAILS  # 1 lr against sgd's 2
 
 
 def test_mc_dropout_rule():
@@ -441,7 +458,7 @@ def planned(study: str, earlier=None, size="small") -> dict:
 
 @pytest.mark.parametrize("study,runs", [("init_depth", {"init": 45}),
                                         ("normalization", {"batchnorm": 20, "inputs": 15}),
-                                        ("selu", {"init": 12}),
+                                        ("selu", {"init": 12}), ("optimizers", {"grid": 40}),
                                         ("lr_diagnosis", {"find": 1, "sweep": 10}),
                                         ("transfer", {"pretrain": 1, "reference": 1, "learn": 32}),
                                         ("regularization", {"none": 5, "l2": 15, "l1": 15, "dropout": 15}),
@@ -581,6 +598,17 @@ def report_rows(report: str) -> dict:
 
 
 REDUCED = {  # the redesigned studies' own records and rules over fewer, shorter runs: a user's study extending them
+    "optimizers": """\
+# @package _global_
+defaults:
+  - optimizers
+study:
+  epochs: {small: 2}
+  stages:
+    - {name: grid, params: {optimizer: "sgd,momentum,nesterov,adam", optimizer.lr: "0.1,1.0", trainer.seed: "0,1"}}
+data:
+  subset: 300
+""",
     "normalization": """\
 # @package _global_
 defaults:
@@ -637,7 +665,7 @@ study:
 @pytest.mark.slow  # reduced: at size small they took 70 s to 340 s each beside the rest of the slow tier, past
 # CI's 30 minutes (the README gives their size-small and size-full results, run by hand)
 @pytest.mark.parametrize("study,runs", [("transfer", 10), ("regularization", 14), ("gd_vs_sgd", 8),
-                                        ("normalization", 11)])
+                                        ("normalization", 11), ("optimizers", 16)])
 def test_a_redesigned_study_end_to_end(tmp_path, study, runs):
     sweep = tmp_path / "s"
     args = ["-m", f"study={study}", f"hydra.sweep.dir={sweep}"]
