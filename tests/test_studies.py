@@ -200,18 +200,33 @@ def test_transfer_rules():
     assert claims[0][1] == INCONCLUSIVE and "+0.097" in claims[0][2] and "condition not met: the source task is learned" in claims[0][2]
 
 def test_lr_diagnosis_rules():
-    def swept(factor, scheduler, loss, stop="completed"):
-        return FinishedRun("s", {"optimizer.lr": f"{0.5 * factor:.4g}", "scheduler": scheduler}, {"stop_reason": stop}, [],
-                   {"loss/val": [(1, 0.1, 2.3), (2, 0.2, loss)]})
+    def swept(factor, scheduler, losses, seed=0, stop="completed"):
+        return FinishedRun(f"sweep-{seed}", {"optimizer.lr": f"{0.5 * factor:.4g}", "scheduler": scheduler,
+                                             "trainer.seed": str(seed)}, {"stop_reason": stop}, [],
+                           {"loss/train": [(e, 0.1 * e, v) for e, v in enumerate(losses, 1)]})
+
+    def seed(s, low=(2.0, 1.5, 1.2, 1.0), high=(1.0, 0.9, 0.9, 0.89), step=(1.0, 0.9, 0.5, 0.4), far=(2.0, 5.0)):
+        return [swept(0.01, "none", low, s), swept(0.1, "none", [1.0, 0.5, 0.3, 0.2], s),
+                swept(1, "none", [1.0, 0.3, 0.2, 0.1], s), swept(10, "none", high, s), swept(10, "step", step, s),
+                swept(100, "none", far, s, "diverged" if far[-1] != far[-1] else "completed")]
 
     find = FinishedRun("find-0", {"tune": "lr_find"}, {"suggested_lr": 0.5}, [], {})
-    good = [find, swept(0.001, "none", 2.2), swept(1, "none", 0.3), swept(100, "none", float("nan"), "diverged"),
-            swept(10, "none", 2.4), swept(10, "step", 0.5)]
-    assert [verdict("lr_diagnosis", i, good) for i in range(3)] == [HOLDS, HOLDS, HOLDS]
-    bad = [find, swept(0.001, "none", 0.4), swept(1, "none", 0.3), swept(100, "none", 0.35),
-           swept(10, "none", 2.4), swept(10, "step", 2.3)]
-    assert [verdict("lr_diagnosis", i, bad) for i in range(3)] == [FAILS, FAILS, FAILS]
+    good = [find, *seed(0), *seed(1)]
+    assert [verdict("lr_diagnosis", i, good) for i in range(5)] == [HOLDS] * 5
+    assert "seed 0: 0.01x ends at 1 (fell 33% over the second half), 1x at 0.1" in STUDIES["lr_diagnosis"].claims[0].verdict(good)[1]
+    assert verdict("lr_diagnosis", 0, [find, *seed(0), *seed(1, low=(2.0, 1.9, 1.9, 1.9))]) == FAILS  # stalled, not crawling
+    assert verdict("lr_diagnosis", 0, [find, *seed(0, low=(2.0, 0.5, 0.2, 0.1))]) == FAILS  # not slow at all
+    assert verdict("lr_diagnosis", 1, [find, *seed(0, high=(3.0, 2.0, 1.0, 0.5))]) == FAILS  # high, but still falling
+    assert verdict("lr_diagnosis", 1, [find, *seed(0, high=(1.0, float("nan")))]) == HOLDS  # diverged
+    assert verdict("lr_diagnosis", 2, [find, *seed(0, far=(2.0, 1.0))]) == FAILS
+    assert verdict("lr_diagnosis", 2, [find, *seed(0, far=(2.0, float("nan")))]) == HOLDS
+    assert verdict("lr_diagnosis", 3, [find, *seed(0), *seed(1, step=(1.0, 0.9, 0.95, 0.95))]) == FAILS
+    best_far = [r for r in seed(0) if not r.choices["optimizer.lr"] == "0.05"] + [swept(0.1, "none", [1.0, 0.5, 0.3, 0.2])]
+    assert verdict("lr_diagnosis", 4, [find, *best_far]) == HOLDS  # 0.1x is within a decade
+    low_best = [r for r in seed(0) if r.choices["optimizer.lr"] != "0.005"] + [swept(0.01, "none", [1.0, 0.1, 0.05, 0.01])]
+    assert verdict("lr_diagnosis", 4, [find, *low_best]) == FAILS  # the best is 100x below the suggestion
     assert verdict("lr_diagnosis", 0, good[1:]) == INCONCLUSIVE  # no range test
+    assert verdict("lr_diagnosis", 3, [find, *[r for r in seed(0) if r.choices["scheduler"] != "step"]]) == INCONCLUSIVE
 
 
 def normalization_run(stage, lr, accs, seed=0, **choices):
@@ -364,7 +379,7 @@ def test_the_staged_lr_diagnosis_study_end_to_end_and_resumed(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     suggested = read_metrics(sweep / "find-0")["suggested_lr"]
     lrs = sorted(float(p.name.split("_lr-")[1].split("_")[0]) for p in sweep.glob("sweep-*"))
-    assert len(lrs) == 10 and lrs[0] == pytest.approx(suggested * 0.001, rel=1e-3)  # the second stage used the first's
+    assert len(lrs) == 10 and lrs[0] == pytest.approx(suggested * 0.01, rel=1e-3)  # the second stage used the first's
     finished = {p.parent.name: fingerprint(p.parent) for p in sweep.glob("*/metrics.json")}
     again = cli(*args, cwd=tmp_path, timeout=600)
     assert "stage find: 1 finished" in again.stdout and "stage sweep: 10 finished" in again.stdout

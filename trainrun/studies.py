@@ -456,58 +456,100 @@ def factor_of(run, suggested: float) -> float:
     return 10.0 ** round(math.log10(float(run.choices["optimizer.lr"]) / suggested))
 
 
-def diagnosis_runs(runs) -> tuple[float, dict]:
-    """(the suggested lr, {(factor, scheduler): final val loss or inf when diverged})."""
+def diagnosis_grid(runs) -> tuple[float, dict]:
+    """(the range test's suggested lr, {seed: {(factor, scheduler): run}})."""
     found = need(pick(runs, tune="lr_find"), "the range test")
     suggested = need(found[0].metrics.get("suggested_lr"), "the range test's suggestion")
     out = {}
     for r in runs:
         if "optimizer.lr" in r.choices:
-            factor = factor_of(r, suggested)
-            loss = r.val_loss[-1][1] if r.val_loss else None
-            diverged = r.metrics.get("stop_reason") == "diverged" or loss is None or loss != loss
-            out[(factor, r.choices.get("scheduler", "none"))] = float("inf") if diverged else loss
-    return suggested, out
+            out.setdefault(seed_of(r), {})[(factor_of(r, suggested), r.choices.get("scheduler", "none"))] = r
+    return suggested, need(out, "the runs around the suggestion")
 
 
-def diagnosis_loss(loss: dict, factor: float, scheduler: str = "none") -> float:
-    return need(loss.get((factor, scheduler)), f"the run at {factor:g}x the suggestion, scheduler={scheduler},")
+def train_losses(run) -> list[float]:
+    """The train loss after each epoch; a run that diverged ends in inf."""
+    losses = [v for _, _, v in run.curves.get("loss/train", [])]
+    if run.metrics.get("stop_reason") == "diverged" or not all(map(math.isfinite, losses)):
+        return [v for v in losses if math.isfinite(v)] + [math.inf]
+    return losses
 
 
-def lr_too_low_crawls(runs, low: float, worse: float) -> tuple[str, str]:
-    suggested, loss = diagnosis_runs(runs)
-    crawl, mid = diagnosis_loss(loss, low), diagnosis_loss(loss, 1.0)
-    return (HOLDS if crawl >= worse * mid else FAILS), \
-        f"suggested lr {suggested:.3g}; final val loss at {low:g}x: {fmt(crawl)}, at 1x: {fmt(mid)}"
+def second_half_fall(losses: list[float]) -> float:
+    """How much the train loss fell over the second half of the epochs, as a fraction of where the half began."""
+    start = losses[len(losses) // 2 - 1] if len(losses) > 1 else losses[0]
+    return 1 - losses[-1] / start if start > 0 and math.isfinite(losses[-1]) else 0.0
 
 
-def lr_too_high_fails(runs, high: float, worse: float) -> tuple[str, str]:
-    _, loss = diagnosis_runs(runs)
-    far, mid = diagnosis_loss(loss, high), diagnosis_loss(loss, 1.0)
-    return (HOLDS if far >= worse * mid else FAILS), f"final val loss at {high:g}x: {fmt(far)} (inf: diverged), at 1x: {fmt(mid)}"
+def at(grid: dict, seed, factor: float, scheduler: str = "none") -> list[float]:
+    run = need(grid.get((factor, scheduler)), f"seed {seed}'s run at {factor:g}x the suggestion, scheduler={scheduler},")
+    return need(train_losses(run), f"{run.name}'s train loss")
 
 
-def staircase_recovers(runs, high: float, within: float) -> tuple[str, str]:
-    _, loss = diagnosis_runs(runs)
-    constant, stepped, mid = diagnosis_loss(loss, high), diagnosis_loss(loss, high, "step"), diagnosis_loss(loss, 1.0)
-    return (HOLDS if stepped < constant and stepped <= within * mid else FAILS), \
-        f"final val loss at {high:g}x: constant {fmt(constant)}, staircase {fmt(stepped)}; at 1x: {fmt(mid)}"
+def in_every_seed(runs, judge) -> tuple[str, str]:
+    """`judge(seed, grid) -> (held, numbers)` over the seeds of the sweep around the suggestion."""
+    suggested, seeds = diagnosis_grid(runs)
+    results = {seed: judge(seed, grid) for seed, grid in sorted(seeds.items(), key=lambda s: str(s[0]))}
+    held = all(h for h, _ in results.values())
+    return (HOLDS if held else FAILS), f"suggested lr {suggested:.3g}; " + "; ".join(
+        f"seed {seed}: {numbers}" for seed, (_, numbers) in results.items())
+
+
+def lr_too_low_crawls(runs, low: float, worse: float, falling: float) -> tuple[str, str]:
+    def judge(seed, grid):
+        crawl, good = at(grid, seed, low), at(grid, seed, 1.0)
+        fall = second_half_fall(crawl)
+        return crawl[-1] >= worse * good[-1] and fall > falling, \
+            f"{low:g}x ends at {fmt(crawl[-1])} (fell {fall:.0%} over the second half), 1x at {fmt(good[-1])}"
+    return in_every_seed(runs, judge)
+
+
+def lr_too_high_flattens(runs, high: float, worse: float, falling: float) -> tuple[str, str]:
+    def judge(seed, grid):
+        fast, good = at(grid, seed, high), at(grid, seed, 1.0)
+        fall = second_half_fall(fast)
+        return fast[-1] >= worse * good[-1] and fall < falling, \
+            f"{high:g}x ends at {fmt(fast[-1])} (fell {fall:.0%} over the second half; inf: diverged), 1x at {fmt(good[-1])}"
+    return in_every_seed(runs, judge)
+
+
+def lr_far_too_high_diverges(runs, highest: float) -> tuple[str, str]:
+    def judge(seed, grid):
+        losses = at(grid, seed, highest)
+        return losses[-1] >= losses[0], f"{highest:g}x: first epoch {fmt(losses[0])}, last {fmt(losses[-1])} (inf: diverged)"
+    return in_every_seed(runs, judge)
+
+
+def staircase_helps(runs, high: float) -> tuple[str, str]:
+    def judge(seed, grid):
+        constant, stepped = at(grid, seed, high)[-1], at(grid, seed, high, "step")[-1]
+        return stepped < constant, f"at {high:g}x: constant ends at {fmt(constant)}, staircase at {fmt(stepped)}"
+    return in_every_seed(runs, judge)
+
+
+def suggestion_near_best(runs, within: float) -> tuple[str, str]:
+    def judge(seed, grid):
+        constant = {f: at(grid, seed, f)[-1] for f, scheduler in grid if scheduler == "none"}
+        best = min(constant, key=constant.get)
+        return 1 / within <= best <= within, f"lowest final train loss at {best:g}x ({fmt(constant[best])})"
+    return in_every_seed(runs, judge)
 
 
 def diagnosis_figures(runs, out: Path) -> list[Path]:
     plt = pyplot()
     try:
-        suggested = diagnosis_runs(runs)[0]
+        suggested, seeds = diagnosis_grid(runs)
     except Inconclusive:
-        suggested = None
+        suggested, seeds = None, {}
+    grid = seeds[min(seeds, key=str)] if seeds else {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, scheduler in zip(axes, ("none", "step")):
-        for r in sorted((r for r in runs if r.choices.get("scheduler", "none") == scheduler and "optimizer.lr" in r.choices),
-                        key=lambda r: float(r.choices["optimizer.lr"])):
-            if r.val_loss and suggested:
-                ax.plot(*zip(*r.val_loss), marker=".", label=f"{factor_of(r, suggested):g}x suggested")
-        ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (step) schedule")
-    axes[0].set_ylabel("validation loss (log)")
+        for (factor, s), r in sorted(grid.items()):
+            losses = [v for _, _, v in r.curves.get("loss/train", [])]
+            if s == scheduler and losses:
+                ax.plot(range(1, len(losses) + 1), losses, marker=".", label=f"{factor:g}x suggested")
+        ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (lr / 10 at epoch 10)")
+    axes[0].set_ylabel(f"train loss (log); suggestion {fmt(suggested)}")
     axes[0].legend(fontsize=8)
     return [save(fig, out / "lr_diagnosis.png")]
 
@@ -1051,22 +1093,38 @@ STUDIES = {
         ),
         figures=transfer_figures),
     "lr_diagnosis": Study(
-        summary="a range test, then decades around it: too low crawls, too high diverges, a staircase recovers",
-        claim="Around the learning rate a range test suggests: too low crawls, too high stalls or diverges, and a "
-              "staircase schedule recovers a rate that is too high.",
+        summary="around a range test's suggestion: too low crawls, too high flattens, far too high diverges, a staircase helps",
+        claim="Read from the training loss around the learning rate a range test suggests: a rate too low converges "
+              "but slowly, one too high flattens early at a higher loss, one far too high diverges, a staircase "
+              "schedule helps the high one, and the suggestion lies within a decade of the best constant rate.",
         protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks (../shared/seeds/002)",
-            paper="Smith 2017 (the learning-rate range test), and the note's staircase decay",
-            measurement="the final validation loss at powers of ten around the range test's suggestion, with a constant lr and with a staircase (lr / 10 at epoch 10)",
-            data="digits, SGD"),
+            note="Ju Sun, Training DNNs: Basic Methods and Tricks, 'Diagnosis of LR' (../shared/seeds/002): low LR "
+                 "always converges but takes forever; premature flattening is a sign of a large LR; remember the "
+                 "staircase schedule (divide by 10 every 10 epochs)",
+            paper="Smith 2017 (Cyclical learning rates: the range test raises the lr exponentially and reads the "
+                  "loss); the note's loss curves for low, good, high and very high learning rates",
+            measurement="the train loss after each epoch of SGD on the default MLP at 0.01x, 0.1x, 1x, 10x and 100x "
+                        "the range test's suggestion (run once, before), each constant and with the staircase "
+                        "(lr / 10 at epoch 10); crawling: still falling by more than 10% over the second half of "
+                        "the epochs while ending at 2x the suggestion's loss or more; flattening: falling by less "
+                        "than 10% over the second half while ending at 2x or more",
+            data="small: 8x8 digits, 15 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
+                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 30 epochs",
+            seeds="1 at small (a demonstration), 3 at full: a claim must hold in each seed"),
         claims=(
-            Claim("too low crawls", "constant lr at {low:g}x the suggestion: final val loss >= {worse:g}x the "
-                  "suggestion's", lr_too_low_crawls, {"low": 0.001, "worse": 2}),
-            Claim("too high stalls or diverges", "constant lr at {high:g}x: final val loss >= {worse:g}x the "
-                  "suggestion's, or diverged", lr_too_high_fails, {"high": 100, "worse": 2}),
-            Claim("the staircase recovers", "at {high:g}x, scheduler=step (lr / 10 at epoch 10) ends below the "
-                  "constant lr's val loss and within {within:g}x of the suggestion's", staircase_recovers,
-                  {"high": 10, "within": 2}),
+            Claim("too low converges, but slowly", "constant lr at {low:g}x the suggestion: the train loss ends at "
+                  ">= {worse:g}x the suggestion's and still fell by more than {falling:.0%} over the second half, in "
+                  "every seed", lr_too_low_crawls, {"low": 0.01, "worse": 2, "falling": 0.1}),
+            Claim("too high flattens early", "constant lr at {high:g}x: the train loss ends at >= {worse:g}x the "
+                  "suggestion's and fell by less than {falling:.0%} over the second half (or diverged), in every "
+                  "seed", lr_too_high_flattens, {"high": 10, "worse": 2, "falling": 0.1}),
+            Claim("far too high diverges", "constant lr at {highest:g}x: the last epoch's train loss is no lower "
+                  "than the first's (or diverged), in every seed", lr_far_too_high_diverges, {"highest": 100}),
+            Claim("the staircase helps a high lr", "at {high:g}x, scheduler=step ends at a lower train loss than "
+                  "the constant lr, in every seed", staircase_helps, {"high": 10}),
+            Claim("the suggestion is within a decade of the best", "of the constant lrs, the lowest final train "
+                  "loss is at 1/{within:g}x to {within:g}x the suggestion, in every seed", suggestion_near_best,
+                  {"within": 10}),
         ),
         figures=diagnosis_figures),
     "normalization": Study(
