@@ -22,7 +22,8 @@ COMMON = ["data.subset=251", "data.batch_size=64", "trainer.epochs=3", "logger.e
 
 
 @pytest.mark.slow  # 10-20 s alone: left out of the everyday suite, run by ./scripts/test.sh
-@pytest.mark.parametrize("optimizer,streamed", [("sgd", False), ("adam", False), ("sgd", True)])
+# adam in memory and sgd streamed: sgd in memory (31 s of CI's 30 minutes) adds no path of its own
+@pytest.mark.parametrize("optimizer,streamed", [("adam", False), ("sgd", True)])
 def test_two_gloo_processes_match_one_process(tmp_path, optimizer, streamed):
     one = cli(*COMMON, f"optimizer={optimizer}", f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
