@@ -580,12 +580,15 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, scheduler in zip(axes, ("none", "step")):
         for (factor, s), r in sorted(grid.items()):
-            losses = [v for _, _, v in r.curves.get("loss/train", [])]
-            if s == scheduler and losses:
+            losses = train_losses(r)
+            if s == scheduler and math.isfinite(losses[-1] if losses else math.inf):
                 ax.plot(range(1, len(losses) + 1), losses, marker=".", label=f"{factor:g}x suggested")
+            elif s == scheduler:  # nothing finite to draw: said in the legend
+                ax.plot([], [], marker="x", linestyle="none", label=f"{factor:g}x: diverged")
         ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (lr / 10 at epoch 10)")
     axes[0].set_ylabel(f"train loss (log); suggestion {fmt(suggested)}")
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=8)
     return [save(fig, out / "lr_diagnosis.png")]
 
 
