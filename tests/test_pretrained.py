@@ -253,15 +253,12 @@ def test_timms_pretrained_weights_offline_say_which_file_to_fetch(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_torchvision_run_tunes_and_exports_verified(tmp_path):
-    """Transfer's tools on a library architecture: the range test, and both exports checked by their runtimes."""
+def test_a_torchvision_run_exports_verified(tmp_path):
+    """A library architecture's run, both exports checked by their runtimes. (The range test, which reads only
+    the composed run, is tested on the MLP, a CNN and a regression in test_tune.py; on resnet18 here it took
+    20 s of CI's 30 minutes.)"""
     from test_predict import export
 
-    tuned = cli(*RESNET, "data.subset=100", "tune=lr_find", "tune.steps=10", f"hydra.run.dir={tmp_path / 'tune'}",
-                cwd=tmp_path)
-    assert tuned.returncode == 0, tuned.stderr[-1500:]
-    assert re.search(r"lr_find: suggested optimizer\.lr=[0-9.e-]+", tuned.stdout)
-    assert (tmp_path / "tune" / "lr_find.png").is_file()
     trained = cli(*RESNET, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-1500:]
     code, out, err = export(tmp_path / "run", "--format", "onnx,pt2", "--output", tmp_path / "export")
