@@ -229,6 +229,8 @@ def test_lr_diagnosis_rules():
     assert verdict("lr_diagnosis", 1, [find, *seed(0, high=(1.0, float("nan")))]) == HOLDS  # diverged
     assert verdict("lr_diagnosis", 2, [find, *seed(0, far=(2.0, 1.0))]) == FAILS
     assert verdict("lr_diagnosis", 2, [find, *seed(0, far=(2.0, float("nan")))]) == HOLDS
+    first = STUDIES["lr_diagnosis"].claims[2].verdict([find, *seed(0, far=(float("nan"),))])
+    assert first == (HOLDS, "suggested lr 0.5; seed 0: 100x diverged in its first epoch")
     assert verdict("lr_diagnosis", 3, [find, *seed(0), *seed(1, step=(1.0, 0.9, 0.95, 0.95))]) == FAILS
     best_far = [r for r in seed(0) if not r.choices["optimizer.lr"] == "0.05"] + [swept(0.1, "none", [1.0, 0.5, 0.3, 0.2])]
     assert verdict("lr_diagnosis", 4, [find, *best_far]) == HOLDS  # 0.1x is within a decade

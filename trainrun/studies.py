@@ -551,7 +551,9 @@ def lr_too_high_flattens(runs, high: float, worse: float, falling: float) -> tup
 def lr_far_too_high_diverges(runs, highest: float) -> tuple[str, str]:
     def judge(seed, grid):
         losses = at(grid, seed, highest)
-        return losses[-1] >= losses[0], f"{highest:g}x: first epoch {fmt(losses[0])}, last {fmt(losses[-1])} (inf: diverged)"
+        if not math.isfinite(losses[0]):
+            return True, f"{highest:g}x diverged in its first epoch"
+        return losses[-1] >= losses[0], f"{highest:g}x: first epoch {fmt(losses[0])}, last {fmt(losses[-1])} (n/a: diverged)"
     return in_every_seed(runs, judge)
 
 
