@@ -581,12 +581,11 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
     grid = seeds[min(seeds, key=str)] if seeds else {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, scheduler in zip(axes, ("none", "step")):
-        for (factor, s), r in sorted(grid.items()):
-            losses = train_losses(r)
-            if s == scheduler and math.isfinite(losses[-1] if losses else math.inf):
-                ax.plot(range(1, len(losses) + 1), losses, marker=".", label=f"{factor:g}x suggested")
-            elif s == scheduler:  # nothing finite to draw: said in the legend
-                ax.plot([], [], marker="x", linestyle="none", label=f"{factor:g}x: diverged")
+        for (factor, _), r in sorted(item for item in grid.items() if item[0][1] == scheduler):
+            finite = [v for v in train_losses(r) if math.isfinite(v)]
+            diverged = len(finite) < len(train_losses(r))  # said in the legend: it may have nothing to draw
+            ax.plot(range(1, len(finite) + 1), finite, marker="x" if diverged else ".",
+                    label=f"{factor:g}x suggested" + (", diverged" if diverged else ""))
         ax.set(yscale="log", xlabel="epoch", title="constant lr" if scheduler == "none" else "staircase (lr / 10 at epoch 10)")
     axes[0].set_ylabel(f"train loss (log); suggestion {fmt(suggested)}")
     for ax in axes:
