@@ -293,8 +293,7 @@ def optimizer_grid(runs) -> dict:
 
 
 def loss_or_inf(run) -> float:
-    loss = final_train_loss(run)
-    return loss if loss is not None and math.isfinite(loss) else math.inf  # diverged: the worst
+    return (train_losses(run) or [math.inf])[-1]  # diverged: the worst
 
 
 def best_by_loss(by_lr: dict) -> float:
@@ -330,8 +329,7 @@ def beats_sgd(runs, optimizer: str, errors: float) -> tuple[str, str]:
 
 
 def final_val_acc(run) -> float:
-    points = [v for _, _, v in run.curves.get("acc/val", []) if v == v]
-    return points[-1] if points else -math.inf
+    return (finite_accuracies(run) or [(0, -math.inf)])[-1][1]
 
 
 def good_lrs(by_lr: dict, within: float) -> int:
