@@ -180,6 +180,31 @@ def test_a_grid_sweep_over_files_where_one_is_missing_is_refused_before_it_start
     assert not sweep.exists()
 
 
+def test_a_study_at_full_size_without_mnist_under_data_root_is_refused_before_it_starts(tmp_path):
+    """A shipped dataset's files are found (or downloaded) before the sweep starts, not by each of its runs."""
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "study=optimizers", "study.size=full", f"data.root={tmp_path / 'nowhere'}",
+                 f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: data=mnist data.test_set_only=true: t10k-images-idx3-ubyte(.gz) and "
+                                    "t10k-labels-idx1-ubyte(.gz) not found under"), result.stderr[-2000:]
+    assert not sweep.exists()
+
+
+def test_a_grid_sweep_over_roots_where_one_lacks_the_dataset_is_refused_before_it_starts(tmp_path):
+    found, empty = tmp_path / "found", tmp_path / "empty"
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):  # only looked for: nothing runs
+        (found / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        (found / "MNIST" / "raw" / name).write_bytes(b"")
+    empty.mkdir()
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "data=mnist", "data.test_set_only=true", f"data.root={found},{empty}", *TINY,
+                 f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"not found under {empty} or {empty / 'MNIST' / 'raw'}" in result.stderr, result.stderr[-2000:]
+    assert not sweep.exists()
+
+
 def test_an_optuna_search_that_every_trial_would_fail_is_refused_before_it_starts(tmp_path):
     sweep = tmp_path / "search"
     result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer=lbfgs", "tune=lr_find",

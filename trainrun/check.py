@@ -223,6 +223,9 @@ def check_files(cfg) -> None:
     data = cfg.data
     for key, want in DATASETS[data.kind].traits.get("paths", {}).items():
         _exists(f"data.{key}", getattr(data, key), want)
+    files = DATASETS.trait(data.kind, "files", None)
+    if files:
+        lazy(files)(data)
     weights = cfg.model.weights
     if weights is not None and not Path(weights).expanduser().exists():
         named = MODELS.trait(cfg.model.kind, "weight_names", None)

@@ -147,6 +147,8 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 #   augmentation: mixes_labels, needs (images)
 #   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
 #         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
+#         files ("module:function" finding, or downloading, a shipped dataset's files under data.root, before a
+#         sweep starts)
 # Any option: ranges (a knob's range where narrower than the schema's), ordered (knobs that are [low, high]),
 #   requires ({knob: the knob it needs set beside it})
 #   precision: autocast (dtype name), grad_scaler
@@ -282,9 +284,9 @@ AUGMENTATIONS = Registry("augmentation", {
 
 DATASETS = Registry("data", {
     "digits": option("trainrun.data.shipped:digits", gives="images"),
-    "mnist": option("trainrun.data.shipped:mnist", gives="images"),
-    "fashion_mnist": option("trainrun.data.shipped:fashion_mnist", gives="images"),
-    "cifar10": option("trainrun.data.shipped:cifar10", gives="images"),
+    "mnist": option("trainrun.data.shipped:mnist", gives="images", files="trainrun.data.shipped:mnist_files"),
+    "fashion_mnist": option("trainrun.data.shipped:fashion_mnist", gives="images", files="trainrun.data.shipped:fashion_mnist_files"),
+    "cifar10": option("trainrun.data.shipped:cifar10", gives="images", files="trainrun.data.shipped:cifar10_files"),
     "mnist1d": option("trainrun.data.shipped:mnist1d", gives="sequences"),
     "polynomial": option("trainrun.data.shipped:polynomial", "n_samples noise", gives="features"),
     "least_squares": option("trainrun.data.shipped:least_squares", "n_samples n_features noise", gives="features"),

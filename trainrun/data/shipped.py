@@ -60,35 +60,50 @@ def find_idx(root: Path, folder: str, stem: str) -> Path | None:
     return None
 
 
-def _torchvision_dataset(class_name: str, folder: str, expected: str):
-    def load(cfg, g):
-        import torchvision.datasets as tvd
-
+def _torchvision_dataset(class_name: str, folder: str, expected: str, files: tuple[str, ...]):
+    """The loader of a torchvision dataset under data.root, and the function that finds (or downloads) its files."""
+    def find(cfg) -> Path:
+        """Its files under data.root, downloaded now where they are missing and data.download allows: a sweep runs
+        this before it starts, so it is refused up front without them, and its runs do not download at once."""
         root = Path(cfg.root).expanduser()
         if cfg.test_set_only:
             if folder == "cifar-10-batches-py":
                 raise ConfigError("data.test_set_only=true is supported for MNIST-format datasets only")
-            images, labels = find_idx(root, folder, "t10k-images-idx3-ubyte"), find_idx(root, folder, "t10k-labels-idx1-ubyte")
-            if images is None or labels is None:
-                raise DataError(f"{cfg.kind}: t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) not found "
-                                f"under {root} or {root / folder / 'raw'}")
-            x = torch.from_numpy(read_idx(images).copy()).unsqueeze(1)
-            return x, torch.from_numpy(read_idx(labels).astype(np.int64)), None, None
+            if None in (find_idx(root, folder, "t10k-images-idx3-ubyte"), find_idx(root, folder, "t10k-labels-idx1-ubyte")):
+                raise DataError(f"data={cfg.kind} data.test_set_only=true: t10k-images-idx3-ubyte(.gz) and "
+                                f"t10k-labels-idx1-ubyte(.gz) not found under {root} or {root / folder / 'raw'}")
+            return root
+        if all((root / folder / name).is_file() for name in files):
+            return root
+        import torchvision.datasets as tvd
+
+        try:  # torchvision prints each failed mirror; the one-line error below says it all
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                for train in (True, False):
+                    getattr(tvd, class_name)(str(root), train=train, download=cfg.download)
+        except Exception as e:
+            how = f"the download failed: {str(e).splitlines()[0][:60]}" if cfg.download else "data.download=false"
+            raise DataError(f"data={cfg.kind}: no dataset under {root / folder} ({how}). "
+                            f"Put {expected} there, or point data.root (or $TRAINRUN_DATA) at them") from None
+        return root
+
+    def load(cfg, g):
+        import torchvision.datasets as tvd
+
+        root = find(cfg)
+        if cfg.test_set_only:
+            x = read_idx(find_idx(root, folder, "t10k-images-idx3-ubyte"))
+            y = read_idx(find_idx(root, folder, "t10k-labels-idx1-ubyte"))
+            return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)), None, None
         splits = []
         for train in (True, False):
-            try:  # torchvision prints each failed mirror; the one-line error below says it all
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                    ds = getattr(tvd, class_name)(str(root), train=train, download=cfg.download)
-            except Exception as e:
-                how = f"the download failed: {str(e).splitlines()[0][:60]}" if cfg.download else "data.download=false"
-                raise DataError(f"data={cfg.kind}: no dataset under {root / folder} ({how}). "
-                                f"Put {expected} there, or point data.root (or $TRAINRUN_DATA) at them") from None
+            ds = getattr(tvd, class_name)(str(root), train=train, download=False)
             x = torch.as_tensor(np.asarray(ds.data))
             x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)  # NHWC (CIFAR) or NHW -> NCHW
             splits += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
         return tuple(splits)
 
-    return load
+    return load, find
 
 
 def mnist1d(cfg, g):
@@ -115,35 +130,9 @@ def mnist1d(cfg, g):
     return as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"])
 
 
-mnist = _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)")
-
-
-fashion_mnist = _torchvision_dataset("FashionMNIST", "FashionMNIST", "the four Fashion-MNIST IDX files (raw/)")
-
-
-cifar10 = _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches")
-
-
-def polynomial(cfg, g, n_samples, noise):
-    x = (torch.rand(n_samples, 1, generator=g) * 2 - 1) * math.pi
-    return x, torch.sin(x) + noise * torch.randn(x.shape, generator=g), None, None
-
-
-def least_squares(cfg, g, n_samples, n_features, noise):
-    x = torch.randn(n_samples, n_features, generator=g)
-    w = torch.randn(n_features, 1, generator=g) / math.sqrt(n_features)
-    return x, x @ w + noise * torch.randn(n_samples, 1, generator=g), None, None
-
-
-def spirals(cfg, g, n_samples, noise, turns):
-    n = n_samples // 2
-    t = torch.sqrt(torch.rand(n, generator=g)) * turns * 2 * math.pi
-    arm = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / (turns * 2 * math.pi)
-    x = torch.cat([arm, -arm]) + noise * torch.randn(2 * n, 2, generator=g)
-    return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
-
-
-def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
-    """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
-    x = torch.randint(0, 256, (n_samples, *image_shape), generator=g, dtype=torch.uint8)
-    return x, torch.randint(num_classes, (n_samples,), generator=g), None, None
+_IDX = tuple(f"raw/{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1"))
+mnist, mnist_files = _torchvision_dataset("MNIST", "MNIST", "the four MNIST IDX files (raw/)", _IDX)
+fashion_mnist, fashion_mnist_files = _torchvision_dataset("FashionMNIST", "FashionMNIST",
+                                                          "the four Fashion-MNIST IDX files (raw/)", _IDX)
+cifar10, cifar10_files = _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches",
+                                              (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"))
