@@ -136,3 +136,28 @@ fashion_mnist, fashion_mnist_files = _torchvision_dataset("FashionMNIST", "Fashi
                                                           "the four Fashion-MNIST IDX files (raw/)", _IDX)
 cifar10, cifar10_files = _torchvision_dataset("CIFAR10", "cifar-10-batches-py", "the CIFAR-10 python batches",
                                               (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"))
+
+
+def polynomial(cfg, g, n_samples, noise):
+    x = (torch.rand(n_samples, 1, generator=g) * 2 - 1) * math.pi
+    return x, torch.sin(x) + noise * torch.randn(x.shape, generator=g), None, None
+
+
+def least_squares(cfg, g, n_samples, n_features, noise):
+    x = torch.randn(n_samples, n_features, generator=g)
+    w = torch.randn(n_features, 1, generator=g) / math.sqrt(n_features)
+    return x, x @ w + noise * torch.randn(n_samples, 1, generator=g), None, None
+
+
+def spirals(cfg, g, n_samples, noise, turns):
+    n = n_samples // 2
+    t = torch.sqrt(torch.rand(n, generator=g)) * turns * 2 * math.pi
+    arm = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / (turns * 2 * math.pi)
+    x = torch.cat([arm, -arm]) + noise * torch.randn(2 * n, 2, generator=g)
+    return x, torch.cat([torch.zeros(n), torch.ones(n)]).long(), None, None
+
+
+def synthetic_images(cfg, g, n_samples, image_shape, num_classes):
+    """Random images with random labels: nothing to learn, nothing to read; for measuring throughput."""
+    x = torch.randint(0, 256, (n_samples, *image_shape), generator=g, dtype=torch.uint8)
+    return x, torch.randint(num_classes, (n_samples,), generator=g), None, None
