@@ -4,8 +4,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Two workers on two cores: torch running each test's run on both cores oversubscribed them. One thread per
@@ -53,11 +56,61 @@ def options(group: str) -> list[str]:
 
 
 def cli(*args, cwd, env=None, timeout=300):
-    """`trainrun ...` through a real subprocess, as a user runs it."""
+    """`trainrun ...` in a new process, as a user runs it: forked from a process that has imported torch (see
+    forkserver.py), or started cold where the test sets its own environment."""
     full_env = {**os.environ, "TRAINRUN_DATA": str(cwd / "data"), **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
+    if env is None:
+        return forked(["trainrun", *map(str, args)], cwd, full_env, timeout)
     return subprocess.run([sys.executable, "-m", "trainrun", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+class ForkServer:
+    """This worker's tests/forkserver.py: one command at a time, over its stdin and stdout."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py"))],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+        self.pending = b""
+        assert self.reply(None) == "ready"
+
+    def reply(self, timeout):
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            chunk = os.read(self.process.stdout.fileno(), 4096) if ready else None
+            if chunk is None:
+                return None
+            if not chunk:
+                raise RuntimeError("tests/forkserver.py ended")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.decode() if line == b"ready" else json.loads(line)
+
+    def run(self, argv, cwd, env, timeout) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as io_dir:
+            out, err = Path(io_dir) / "stdout", Path(io_dir) / "stderr"
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+            pid = self.reply(None)["pid"]
+            done = self.reply(timeout)
+            if done is None:
+                os.killpg(pid, signal.SIGKILL)
+                self.reply(None)
+                raise subprocess.TimeoutExpired(argv, timeout, out.read_bytes(), err.read_bytes())
+            return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(done["status"]),
+                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+_server: ForkServer | None = None
+
+
+def forked(argv, cwd, env, timeout) -> subprocess.CompletedProcess:
+    global _server
+    if _server is None or _server.process.poll() is not None:
+        _server = ForkServer()
+    return _server.run(argv, cwd, env, timeout)
 
 
 def read_metrics(run_dir: Path) -> dict:
