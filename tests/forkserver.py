@@ -20,7 +20,7 @@ PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "trainrun.cli", 
 
 
 def child(request: dict) -> None:
-    """In the forked child: become the command, run it, exit as it exits (atexit handlers included)."""
+    """In the forked child: become the command and run it."""
     os.setsid()  # its own process group, so a timeout kills what it started too
     stdin = os.open(os.devnull, os.O_RDONLY)
     os.dup2(stdin, 0)
@@ -33,26 +33,9 @@ def child(request: dict) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = list(request["argv"])
-    code = 0
-    try:
-        from trainrun.cli import main
+    from trainrun.cli import main
 
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
-    except BaseException:  # as the interpreter would: the traceback, exit code 1
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    import atexit
-
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    main()
 
 
 def serve() -> None:
@@ -64,8 +47,9 @@ def serve() -> None:
     for line in requests:
         request = json.loads(line)
         pid = os.fork()
-        if pid == 0:
-            child(request)
+        if pid == 0:  # the child ends as the command would: its SystemExit or exception leaves through the
+            child(request)  # interpreter's own exit (threads joined, loky's workers stopped, atexit run, files flushed)
+            sys.exit()
         replies.write(json.dumps({"pid": pid}) + "\n")
         replies.flush()
         _, status = os.waitpid(pid, 0)
