@@ -48,18 +48,34 @@ def utilization(sweep: Path, workers: int) -> tuple[float, float, dict]:
     return sum(end - start for start, end in spans) / (workers * span), span, states
 
 
-def busy(sweep: Path, workers: int) -> float:
+def busy(sweep: Path, workers: int) -> tuple[float, str]:
     """The sum of the runs' own wall_time_s (metrics.json) over workers x the search's span by Optuna's
-    timestamps (the first trial's start to the last one's end): the share of the span workers spent training."""
+    timestamps (the first trial's start to the last one's end): the share of the span workers spent training.
+    And where the rest went: before the first job started (the workers' start-up), Hydra's job set-up before
+    each run's clock starts (its .hydra/config.yaml to its train start), after each run (metrics.json to
+    Optuna's end of the trial), the last trial running alone, and the rest (between two trials of a worker:
+    Hydra's run_job before the job's config is written, the result's way back, the next trial's way there)."""
     import optuna
 
     from trainrun.search import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}")).trials
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    trained = sum(json.loads(m.read_text())["wall_time_s"] for m in sweep.glob("*/metrics.json"))
-    return trained / (workers * span)
+    first, last = min(t.datetime_start for t in trials).timestamp(), max(t.datetime_complete for t in trials).timestamp()
+    runs = [(t, Path(t.user_attrs["run_dir"])) for t in trials]
+    job_start = {t.number: (d / ".hydra" / "config.yaml").stat().st_mtime for t, d in runs}
+    ended = {t.number: (d / "metrics.json").stat().st_mtime for t, d in runs}
+    trained = {t.number: json.loads((d / "metrics.json").read_text())["wall_time_s"] for t, d in runs}
+    startup = workers * (min(job_start.values()) - first)
+    before = sum(ended[n] - trained[n] - job_start[n] for n in ended)
+    after = sum(t.datetime_complete.timestamp() - ended[t.number] for t, _ in runs)
+    total = workers * (last - first)
+    ends = sorted(t.datetime_complete.timestamp() for t, _ in runs)
+    alone = (workers - 1) * (ends[-1] - ends[-2])  # the last trial running while the other workers have none left
+    rest = total - sum(trained.values()) - startup - before - after - alone
+    return sum(trained.values()) / total, (f"worker-seconds: span {total:.1f}, training {sum(trained.values()):.1f}, "
+                                           f"start-up {startup:.1f}, job set-up {before:.1f}, after runs {after:.1f}, "
+                                           f"the last trial alone {alone:.1f}, between trials {rest:.1f}")
 
 
 def launchers(tmp: Path) -> None:
@@ -80,8 +96,9 @@ def search(tmp: Path, trials: int, epochs: int) -> None:
         sweep = tmp / label.split()[0]
         wall = trainrun([*common, *extra, f"hydra.sweep.dir={sweep}"], tmp)
         used, span, states = utilization(sweep, 2)
+        fraction, where = busy(sweep, 2)
         print(f"  {label:27s} command {wall:5.1f} s, trials' span {span:5.1f} s, utilization {used:.2f}, "
-              f"busy training {busy(sweep, 2):.2f}  ({states})")
+              f"busy training {fraction:.2f}  ({states})\n    {where}")
 
 
 def grid(tmp: Path, runs: int) -> None:

@@ -22,6 +22,7 @@ failed and its parameters tried again.
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,9 @@ def start_worker(hydra_context, task_function, singleton_state, threads: int) ->
     from hydra.core.utils import setup_globals
 
     torch.set_num_threads(threads)
+    import torch._dynamo  # noqa: F401  (torch's optimizers import it on their first step: here, before any trial)
+    import trainrun.trainer  # noqa: F401
+
     setup_globals()
     Singleton.set_state(singleton_state)
     WORKER.update(hydra_context=hydra_context, task_function=task_function)
@@ -169,7 +173,7 @@ class TrialComposer:
         if self.base is not None and len(lines) == len(self.lines) and all(
                 line == first or (o.get_key_element() == first.partition("=")[0] and value_only(o))
                 for o, line, first in zip(parsed, lines, self.lines)):
-            composed = self.base.copy()
+            composed = pickle.loads(self.base)  # a copy: 3 ms, DictConfig.copy 24 ms (~100 ms beside 2 workers)
             with open_dict(composed):
                 for override, line, first in zip(parsed, lines, self.lines):
                     if line != first:
@@ -184,7 +188,7 @@ class TrialComposer:
         else:
             composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             if self.base is None:
-                self.base, self.lines = composed.copy(), lines
+                self.base, self.lines = pickle.dumps(composed), lines
                 own = {o.input_line for o in parsed if o.is_hydra_override()}
                 self.hydra_overrides = [o for o in composed.hydra.overrides.hydra if o not in own]
         with open_dict(composed):
@@ -195,10 +199,8 @@ class TrialComposer:
 def execute_trial(sweep_config: DictConfig):
     """One trial in a worker process: what Hydra's launchers do for a job (run it in its directory), so the
     run is the same as through `trainrun -m`."""
-    from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import run_job
 
-    HydraConfig.instance().set_config(sweep_config)
     result = run_job(hydra_context=WORKER["hydra_context"], config=sweep_config, task_function=WORKER["task_function"],
                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     result.cfg = result.hydra_cfg = None  # the sweeper reads the outcome only; the configs are the run's .hydra/
@@ -351,6 +353,9 @@ class TrainrunOptunaSweeper(Sweeper):
         threads = max(1, (os.cpu_count() or 1) // self.n_jobs)  # no oversubscription: n_jobs trials share the cores
         pool = get_reusable_executor(max_workers=self.n_jobs, reuse=False, initializer=start_worker,
                                      initargs=(self.hydra_context, self.task_function, Singleton.get_state(), threads))
+        # the workers start (python, torch, trainrun: ~4 s here) before the first trial is asked, so a trial's
+        # start in the study is when a worker can run it, not when the pool began to start
+        wait([pool.submit(os.getpid) for _ in range(self.n_jobs)])
         running, results, composer = {}, [], TrialComposer(self.hydra_context, self.config)
         # one trial more than workers is queued, so a worker that ends one starts the next at once, while
         # this process tells the result and asks for the one after
