@@ -110,6 +110,26 @@ def test_mc_dropout_adds_each_inputs_predictive_entropy(digits_run, tmp_path):
     assert len(set(entropies)) > 300  # one per input, not a constant
 
 
+def test_an_npy_is_read_a_batch_at_a_time_in_either_order_and_a_truncated_one_is_named(digits_run, tmp_path):
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().images[:1100, None] / 16).astype(np.float32)  # three batches of 512, the last partial
+    np.savez(tmp_path / "x.npz", x=x)
+    np.save(tmp_path / "c.npy", x)
+    np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    outputs = {}
+    for name in ("x.npz", "c.npy", "f.npy"):
+        code, _, err = predict(digits_run, tmp_path / name, "--output", tmp_path / f"{name}.csv")
+        assert code == 0, err
+        outputs[name] = read_csv(tmp_path / f"{name}.csv")
+    assert len(outputs["c.npy"]) == 1100 and outputs["c.npy"] == outputs["x.npz"] == outputs["f.npy"]
+    whole = (tmp_path / "c.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(whole[:len(whole) - 1000])
+    code, _, err = predict(digits_run, tmp_path / "cut.npy", "--output", tmp_path / "cut.csv")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'cut.npy'} is truncated: its header promises 1100 rows", err
+    assert not (tmp_path / "cut.csv").exists()
+
+
 def test_arrays_of_new_inputs_are_predicted_and_scored(digits_run, tmp_path):
     from sklearn.datasets import load_digits
 
