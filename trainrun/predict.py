@@ -162,7 +162,7 @@ class NpyRows:
 
 def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
     """A folder (flat, or class sub-folders named as the run's classes: then labelled), one image, or a glob."""
-    from .data.folder import IMAGE_SUFFIXES
+    from .data.folder import IMAGE_SUFFIXES, image_files
 
     if len(run.input_shape) != 3:
         raise DataError(f"{source}: images, but this run was trained on {describe_inputs(run)}")
@@ -171,12 +171,12 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
     if path.is_dir():
         folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if folders and {p.name for p in folders} <= set(run.class_names):
-            per_class = [sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) for d in folders]
+            per_class = [image_files(d) for d in folders]
             files = [f for found in per_class for f in found]
             labels = torch.tensor([run.class_names.index(d.name) for d, found in zip(folders, per_class)
                                    for _ in found])
         else:
-            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = image_files(path)
     elif path.is_file():
         files, root = [path], path.parent
     else:
