@@ -200,7 +200,7 @@ def row_ids(start: int, stop: int) -> list[str]:
 
 
 def sliced(x, y) -> Iterator:
-    """Batches of rows of x (a tensor, or a memory-mapped array: only a batch is read at a time) and y."""
+    """Batches of rows of x (an array, a tensor, or an .npy's NpyRows: only a batch is read at a time) and y."""
     for s in range(0, len(x), BATCH):
         yield torch.as_tensor(np.asarray(x[s:s + BATCH])), None if y is None else y[s:s + BATCH], \
             row_ids(s, min(s + BATCH, len(x)))
