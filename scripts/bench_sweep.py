@@ -54,7 +54,7 @@ def busy(sweep: Path, workers: int) -> tuple[float, str]:
     And where the rest went: before the first job started (the workers' start-up), Hydra's job set-up before
     each run's clock starts (its .hydra/config.yaml to its train start), after each run (metrics.json to
     Optuna's end of the trial), the last trial running alone, and the rest (between two trials of a worker:
-    Hydra's run_job before the job's config is written, the result's way back, the next trial's way there)."""
+    the trial's set-up before its .hydra/config.yaml is written, the result's way back, the next one's way there)."""
     import optuna
 
     from trainrun.search import make_storage

@@ -196,3 +196,66 @@ def test_a_trial_composed_from_the_first_trials_config_equals_hydras_own_compose
     assert copied.optimizer.lr == 0.0123 and list(copied.model.hidden) == [512, 256]
     regrouped = fast.compose(2, [*job(2, 0.1, "[128]")[1:], "optimizer=adam"])  # a group: Hydra composes it
     assert regrouped.optimizer.kind == "adam"
+
+
+@pytest.mark.parametrize("chdir", [False, True])
+def test_a_trial_runs_as_hydras_run_job_runs_a_launchers_job(tmp_path, monkeypatch, chdir):
+    """The workers run a trial with their own lean copy of Hydra's run_job: the same .hydra/ record, the
+    same config, Hydra config, environment and working directory inside the job, the same outcome."""
+    import pickle
+
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import run_job, setup_globals
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+
+    import trainrun.cli  # noqa: F401  (its resolvers and sweepers)
+    from hydra_plugins.trainrun_optuna import optuna_sweeper
+
+    setup_globals()  # Hydra's resolvers (now), as in a worker
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://trainrun.conf"))
+    overrides = ["optimizer.lr=0.02", "hparams_search=optuna", f"hydra.job.chdir={chdir}", "++hydra.job.env_set.TRAINRUN_SEEN=yes"]
+    config = loader.load_configuration("config", [f"hydra.sweep.dir={tmp_path}", *overrides], RunMode.MULTIRUN)
+    context = HydraContext(config_loader=loader, callbacks=Callbacks(config))
+    monkeypatch.chdir(tmp_path)
+
+    def task(cfg):
+        """What a job sees; a failing job's exception is its outcome."""
+        seen.append((OmegaConf.to_container(cfg), OmegaConf.to_container(HydraConfig.get(), resolve=True),
+                     os.environ.get("TRAINRUN_SEEN"), os.getcwd()))
+        if cfg.optimizer.lr > 0.05:
+            raise ValueError("too high")
+        return {"objective": cfg.optimizer.lr}
+
+    monkeypatch.setitem(optuna_sweeper.WORKER, "hydra_context", context)
+    monkeypatch.setitem(optuna_sweeper.WORKER, "task_function", task)
+    outcomes = {}
+    for lr in (0.02, 0.1):
+        for runner in ("hydra", "trial"):
+            composed = loader.load_sweep_config(config, [f"optimizer.lr={lr}", *overrides[1:],
+                                                         f"hydra.sweep.subdir={runner}-{lr}"])
+            seen = []
+            if runner == "hydra":
+                result = run_job(task_function=task, config=composed, job_dir_key="hydra.sweep.dir",
+                                 job_subdir_key="hydra.sweep.subdir", hydra_context=context)
+            else:
+                result = optuna_sweeper.execute_trial(pickle.dumps(composed))
+            assert seen, result._return_value
+            assert os.getcwd() == str(tmp_path)  # back where it was
+            outcomes[runner, lr] = result, seen[0]
+        (hydra_result, hydra_seen), (trial_result, trial_seen) = outcomes["hydra", lr], outcomes["trial", lr]
+        assert trial_seen[2] == "yes" and trial_seen[3] == (str(tmp_path / f"trial-{lr}") if chdir else str(tmp_path))
+        same = [str(tmp_path / f"hydra-{lr}"), str(tmp_path / f"trial-{lr}"), f"hydra-{lr}", f"trial-{lr}"]
+        unify = lambda text: text.replace(same[0], same[1]).replace(same[2], same[3])  # noqa: E731
+        assert unify(repr(hydra_seen)) == repr(trial_seen)
+        for record in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            ran, trial = (tmp_path / f"{name}-{lr}" / ".hydra" / record for name in ("hydra", "trial"))
+            assert unify(ran.read_text()) == trial.read_text(), record
+        assert (trial_result.status, trial_result.task_name, trial_result.overrides) == (
+            hydra_result.status, hydra_result.task_name, hydra_result.overrides)
+        assert trial_result.working_dir == unify(hydra_result.working_dir)
+    assert outcomes["trial", 0.02][0].return_value == {"objective": 0.02}
+    assert isinstance(outcomes["trial", 0.1][0]._return_value, ValueError)
