@@ -486,13 +486,12 @@ def planned(study: str, earlier=None, size="small") -> dict:
     """Each stage's jobs as the grid sweeper plans them, without training; a stage that reads an earlier
     stage's result reads it from `earlier` (a run directory holding a metrics.json)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
     from trainrun.sweep import fill, stage_params
 
     parser = OverridesParser.create()
-    stages = OmegaConf.to_container(OmegaConf.load(f"conf/study/{study}.yaml").study.stages)
+    stages = STUDIES[study].sweep.config(study)["study"]["stages"]
     done = {s["name"]: earlier for s in stages}
     return {s["name"]: stage_jobs(parser.parse_overrides([f"{k}={fill(v, done)}" for k, v in stage_params(s, size).items()]),
                                   s.get("samples"), s.get("seed", 0)) for s in stages}

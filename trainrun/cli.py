@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import studies
 from .check import check
 from .config import OPTION_GROUPS, register
 from .errors import ConfigError, DataError
@@ -24,6 +25,7 @@ EXIT_INTERRUPTED = 130
 SHOW_TRACEBACK = False  # --debug or HYDRA_FULL_ERROR=1
 
 register()
+studies.register()
 
 def register_sweeper() -> None:
     """hydra/sweeper=trainrun_grid and trainrun_optuna. Hydra finds plugins by scanning the hydra_plugins
@@ -91,11 +93,9 @@ def refuse_to_overwrite(args: list[str]) -> str | None:
 
 def studies_help() -> str:
     """--help's list of studies, from their records (studies.py: no torch)."""
-    from .studies import STUDIES
-
-    width = max(map(len, STUDIES))
+    width = max(map(len, studies.STUDIES))
     return "\n".join(["Studies (trainrun -m study=NAME [study.size=full]; the report: <sweep dir>/study.md, with a verdict):",
-                      *(f"  {name:<{width}} {study.summary}" for name, study in STUDIES.items())])
+                      *(f"  {name:<{width}} {study.summary}" for name, study in studies.STUDIES.items())])
 
 
 OmegaConf.register_new_resolver("trainrun_studies", studies_help, replace=True)

@@ -12,7 +12,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .study import (FAILS, HOLDS, INCONCLUSIVE, Claim, Inconclusive, Protocol, Study, fmt, hidden, hidden_weights, judged, need,
+from .study import (FAILS, HOLDS, INCONCLUSIVE, Claim, Inconclusive, Protocol, Stage, Study, Sweep, fmt, hidden, hidden_weights, judged, need,
                     paired, pick, same, seed_of)
 
 
@@ -948,12 +948,26 @@ def search_figures(runs, out: Path) -> list[Path]:
     return [save(fig, out / "search.png")]
 
 
+# What several studies' stages share. Small: the 8x8 digits; full: MNIST's 10,000 test images
+# (data.root=<the folder of t10k-*-idx*-ubyte.gz>)
+DIGITS_OR_MNIST = {"data": {"small": "digits", "full": "mnist"}, "data.test_set_only": {"full": "true"}}
+TWO_OR_FIVE_SEEDS = {"small": "0,1", "full": "0,1,2,3,4"}
+SEARCH_SEEDS = {"small": "0,1,2,3,4,5", "full": "0,1,2,3,4,5,6,7,8,9,10,11"}
+UNTIL_CONVERGED = {"small": "300", "full": "1000"}  # full-batch GD's epochs: one step each
+ONE_OVER_T = "none,inverse_time"  # a constant step and a 1/t schedule
+
 STUDIES = {
     "activations": Study(
         summary="sign passes no gradient to the hidden layers; sigmoid's vanish and it trains worse than ReLU; tanh and abs are acceptable",
         claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns); "
               "sigmoid's gradients vanish toward the input while ReLU's do not, and sigmoid should be avoided; "
               "tanh is less preferred but acceptable, and so is abs, which meets the note's desiderata.",
+        sweep=Sweep(
+            epochs={"small": 10, "full": 20},
+            stages=(Stage("grid", {**DIGITS_OR_MNIST, "activation": "relu,leaky_relu,abs,tanh,sigmoid,sign",
+                                   "optimizer.lr": "0.0001,0.001,0.01", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
+            settings={"model.depth": 6, "model.width": 64, "trainer.early_stopping.enabled": False,
+                      "logger.layers": True}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, which activation at the hidden nodes "
                  "(../shared/seeds/002): sign's derivative is 0 almost everywhere; desiderata: differentiable almost "
@@ -990,6 +1004,13 @@ STUDIES = {
         claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
               "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
               "(He et al. 2015).",
+        sweep=Sweep(
+            epochs={"small": 10, "full": 40},
+            stages=(Stage("init", {"model.depth": "2,8,20",
+                                   "init": "standard_normal,xavier_normal,kaiming_normal,orthogonal,zeros",
+                                   # the variance argument's fluctuation shrinks with the width
+                                   "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
+            settings={"trainer.early_stopping.enabled": False, "logger.layers": True}),
         protocol=Protocol(
             note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
             paper="He et al. 2015 (Kaiming: Var(w) = 2/fan_in keeps a ReLU layer's output variance), Glorot and Bengio 2010 (Xavier)",
@@ -1024,6 +1045,14 @@ STUDIES = {
         claim="Through 32 SELU layers without normalization, weights of variance 1/fan_in (LeCun normal) keep the "
               "activations near zero mean and unit variance and the gradients from vanishing or exploding, while "
               "initializations of another variance drift (Klambauer et al. 2017).",
+        sweep=Sweep(
+            epochs={"small": 3, "full": 10},
+            options={"activation": "selu"},
+            stages=(Stage("init", {"init": "lecun_normal,xavier_normal,kaiming_normal,default",
+                                   # a finite-width net fluctuates around the theorem's expectation
+                                   "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
+            settings={"data.normalize": "standardize",  # the note's condition (1): standardized inputs
+                      "model.depth": 32, "trainer.early_stopping.enabled": False, "logger.layers": True}),
         protocol=Protocol(
             note="Yingfan, Machine Learning: Training DNN (../shared/seeds/001): SELU self-normalizes and 'solves "
                  "the vanishing/exploding gradients problem' when the inputs are standardized, the initialization "
@@ -1066,6 +1095,12 @@ STUDIES = {
         claim="Each at its best learning rate, SGD with momentum and with Nesterov's momentum brings the training "
               "loss lower than plain SGD in the same number of epochs (Sutskever et al. 2013), and Adam's "
               "adaptive steps make it less sensitive to the learning rate than SGD.",
+        sweep=Sweep(
+            epochs={"small": 10, "full": 20},
+            stages=(Stage("grid", {**DIGITS_OR_MNIST, "optimizer": "sgd,momentum,nesterov,adam",
+                                   "optimizer.lr": "0.0001,0.001,0.01,0.1,1.0", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
+            settings={"data.batch_size": 64, "model.depth": 4, "model.width": 128,
+                      "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, momentum/acceleration and adaptive learning "
                  "rates (../shared/seeds/002): history cancels the zig-zag of GD on ill-conditioned problems; an "
@@ -1101,6 +1136,11 @@ STUDIES = {
         claim="Keeping dropout on at prediction and averaging 30 passes (Monte-Carlo dropout) gives predictions that "
               "are more uncertain (higher predictive entropy) on the test samples the model gets wrong than on "
               "those it gets right, and boosts the accuracy of the trained dropout model.",
+        sweep=Sweep(
+            epochs={"small": 10, "full": 20},
+            options={"regularization": "dropout"},
+            stages=(Stage("train", {**DIGITS_OR_MNIST, "trainer.seed": {"small": "0,1,2", "full": "0,1,2,3,4,5,6,7"}}),),
+            settings={"regularization.dropout": 0.3, "regularization.mc_dropout_samples": 30}),
         protocol=Protocol(
             note="Yingfan, Machine Learning: Training DNN, Monte Carlo dropout (../shared/seeds/001): 'can boost the "
                  "performance of any trained dropout model without having to retrain it ... provides a much better "
@@ -1134,6 +1174,21 @@ STUDIES = {
         claim="Layers learned on a related task (digits 0-4) help learn a new one (5-9) from too few labels to learn "
               "it from scratch (3 per class): reused frozen under a new head, or fine-tuned, they beat the same "
               "network trained from scratch on the same labels.",
+        sweep=Sweep(
+            epochs={"small": 30, "full": 30},
+            stages=(
+                Stage("pretrain", {**DIGITS_OR_MNIST, "data.classes": "[0,1,2,3,4]"}),  # the source task, all its labels
+                # the reference: the target task from scratch with all its labels
+                Stage("reference", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]"}),
+                # the target task from 3 labels per class, each seed its own 15
+                Stage("learn", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]", "data.per_class": "3",
+                                "model.weights": "{pretrain.dir}/best.pt,null", "model.head_only": "true,false",
+                                # the note: replace the output layer (0-4's head is no start for 5-9)
+                                "model.new_head": "true",
+                                # the note: lower the lr of reused layers when unfreezing them
+                                "optimizer.backbone_lr_scale": "0.1",
+                                "trainer.seed": {"small": "0,1,2,3,4,5,6,7", "full": "0,1,2,3,4,5,6,7,8,9,10,11"}}),
+            )),
         protocol=Protocol(
             note="Yingfan, Machine Learning: Training DNN, transfer learning and 'not enough labeled data' "
                  "(../shared/seeds/001): reuse the lower layers, replace the output layer, freeze first, lower the "
@@ -1178,6 +1233,16 @@ STUDIES = {
         claim="Read from the training loss around the learning rate a range test suggests: a rate too low converges "
               "but slowly, one too high flattens early at a higher loss, one far too high diverges, a staircase "
               "schedule helps the high one, and the suggestion lies within a decade of the best constant rate.",
+        sweep=Sweep(
+            epochs={"small": 15, "full": 30},  # scheduler=step divides the lr by 10 at epoch 10
+            options={"optimizer": "sgd"},
+            stages=(
+                Stage("find", {**DIGITS_OR_MNIST, "tune": "lr_find"}),
+                Stage("sweep", {**DIGITS_OR_MNIST, "optimizer.lr": "{find.suggested_lr*0.01},{find.suggested_lr*0.1},"
+                                "{find.suggested_lr},{find.suggested_lr*10},{find.suggested_lr*100}",
+                                "scheduler": "none,step", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
+            ),
+            settings={"trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, 'Diagnosis of LR' (../shared/seeds/002): low LR "
                  "always converges but takes forever; premature flattening is a sign of a large LR; remember the "
@@ -1213,6 +1278,20 @@ STUDIES = {
         claim="Batch normalization, before or after the activation, lets a network reach the accuracy of its "
               "unnormalized version in fewer steps and at a learning rate 10x higher (Ioffe and Szegedy 2015); "
               "standardized, PCA'd or whitened inputs train faster than raw ones (LeCun et al. 1998).",
+        sweep=Sweep(
+            epochs={"small": 10, "full": 15},
+            # init normal: std 0.01, the paper's "small random Gaussian values"
+            options={"optimizer": "sgd", "activation": "sigmoid", "init": "normal"},
+            stages=(
+                Stage("batchnorm", {**DIGITS_OR_MNIST, "data.normalize": "standardize", "norm": "none,batch",
+                                    "norm.position": "before,after", "optimizer.lr": "0.01,0.1,1.0,10.0,100.0",
+                                    "trainer.seed": {"small": "0", "full": "0,1,2"}}),
+                # without batch norm; standardized inputs are the batchnorm stage's norm=none runs
+                Stage("inputs", {**DIGITS_OR_MNIST, "data.normalize": "none,pca,whiten",
+                                 "optimizer.lr": "0.01,0.1,1.0,10.0,100.0", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
+            ),
+            settings={"data.batch_size": 60, "model.depth": 3, "model.width": 100,
+                      "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
         protocol=Protocol(
             note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks, data normalization and batch "
                  "normalization (../shared/seeds/004); Yingfan, Machine Learning: Training DNN (../shared/seeds/001): "
@@ -1258,6 +1337,20 @@ STUDIES = {
         claim="Where a network overfits, L2, L1 and dropout, each at its best of three strengths chosen on "
               "validation, raise test accuracy over no regularization and shrink the gap between training and "
               "validation accuracy; early stopping stops where the validation loss is lowest.",
+        sweep=Sweep(
+            epochs={"small": 40, "full": 100},
+            stages=tuple(Stage(kind, {"data": {"small": "digits", "full": "mnist1d"},
+                                      "data.per_class": {"small": "20", "full": "100"}, "regularization": kind,
+                                      **strengths,
+                                      "trainer.seed": {"small": "0,1,2,3,4", "full": "0,1,2,3,4,5,6,7,8,9"}})
+                         for kind, strengths in (("none", {}),
+                                                 # a decade apart around the usual 1e-3
+                                                 ("l2", {"regularization.weight_decay": "1e-4,1e-3,1e-2"}),
+                                                 ("l1", {"regularization.l1": "1e-5,1e-4,1e-3"}),
+                                                 # up to Srivastava et al.'s 0.5 for hidden units
+                                                 ("dropout", {"regularization.dropout": "0.1,0.3,0.5"}))),
+            # the regime the claim is about: training past the point of overfitting
+            settings={"trainer.early_stopping.enabled": False}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, regularization to avoid overfitting "
                  "(../shared/seeds/002)",
@@ -1291,6 +1384,29 @@ STUDIES = {
         claim="On least squares and on L2-regularized logistic regression, SGD with a constant step stalls at a "
               "noise floor above the optimum that full-batch gradient descent converges to, while a 1/t step "
               "schedule keeps it descending.",
+        # Each batch size has its own stable step, so each is a stage; full-batch GD takes one step per epoch, so it
+        # runs until it has converged. Then the same on a classification task: logistic regression (model=linear,
+        # cross-entropy, with weight decay so that the objective is strongly convex) of the 8x8 digits.
+        sweep=Sweep(
+            epochs={"small": 10, "full": 40},
+            options={"data": "least_squares", "model": "linear", "optimizer": "sgd"},
+            stages=(
+                # lr 0.2: below 2 / (largest eigenvalue of the Hessian, ~2.3 here); 0.5 diverged
+                Stage("gd", {"data.n_samples": "2000", "data.batch_size": "full", "optimizer.lr": "0.2",
+                             "trainer.epochs": UNTIL_CONVERGED, "scheduler": ONE_OVER_T}),
+                Stage("sgd", {"data.n_samples": "2000", "data.batch_size": "1", "data.sampler": "replacement",
+                              "optimizer.lr": "0.0005", "scheduler": ONE_OVER_T}),
+                Stage("minibatch", {"data.n_samples": "2000", "data.batch_size": "100", "optimizer.lr": "0.02",
+                                    "scheduler": ONE_OVER_T}),
+                Stage("digits-gd", {"data": "digits", "data.batch_size": "full", "optimizer.lr": "0.5",
+                                    "optimizer.weight_decay": "0.01", "trainer.epochs": UNTIL_CONVERGED,
+                                    "scheduler": ONE_OVER_T}),
+                Stage("digits-sgd", {"data": "digits", "data.batch_size": "1", "data.sampler": "replacement",
+                                     "optimizer.lr": "0.01", "optimizer.weight_decay": "0.01", "scheduler": ONE_OVER_T}),
+                Stage("digits-minibatch", {"data": "digits", "data.batch_size": "100", "optimizer.lr": "0.1",
+                                           "optimizer.weight_decay": "0.01", "scheduler": ONE_OVER_T}),
+            ),
+            settings={"trainer.early_stopping.enabled": False}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, SGD and diminishing step sizes (../shared/seeds/002)",
             paper="Bottou, Curtis and Nocedal 2018 (Optimization Methods for Large-Scale Machine Learning, Thm 4.6 "
@@ -1320,6 +1436,19 @@ STUDIES = {
         claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
               "finds a better configuration than grid search, because it tries 9 values of the one that matters "
               "where the grid tries 3 (Bergstra and Bengio 2012).",
+        sweep=Sweep(
+            epochs={"small": 5, "full": 20},
+            options={"optimizer": "sgd"},
+            stages=(
+                # 3 values of each, ends included, evenly spaced on the log scale
+                Stage("grid", {"optimizer.lr": "0.001,0.1,10.0", "optimizer.weight_decay": "1e-06,3.162e-05,0.001",
+                               "trainer.seed": SEARCH_SEEDS}),
+                # 9 draws per seed, log-uniform over the same ranges
+                Stage("random", {"optimizer.lr": "tag(log, interval(0.001, 10.0))",
+                                 "optimizer.weight_decay": "tag(log, interval(1e-06, 0.001))", "trainer.seed": SEARCH_SEEDS},
+                      samples=9),
+            ),
+            settings={"trainer.early_stopping.enabled": False}),
         protocol=Protocol(
             note="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
             paper="Bergstra and Bengio 2012 (Random search for hyper-parameter optimization): with low effective "
@@ -1346,3 +1475,12 @@ STUDIES = {
         ),
         figures=search_figures),
 }
+
+
+def register() -> None:
+    """`study=NAME`: each record's sweep as Hydra's config group `study` (a user's own YAML extends one by its name)."""
+    from hydra.core.config_store import ConfigStore
+
+    for name, study in STUDIES.items():
+        ConfigStore.instance().store(group="study", name=name, node=study.sweep.config(name), package="_global_",
+                                     provider="trainrun")

@@ -1,8 +1,8 @@
 """Studies: a lecture's claim as one sweep (`trainrun -m study=<name>`), then a report with the figures a
 lecture would show and a verdict computed from the measured numbers.
 
-A study is a YAML under conf/study/ (the sweep: its stages, a value per `study.size` where the sizes differ)
-and a record here: its protocol (the source, the conditions under which the source makes the claim, each
+A study is one record (studies.py): its sweep (the stages, a value per `study.size` where the sizes differ, the
+options and settings its runs start from, over conf/study_base.yaml, which every study shares), its protocol (the source, the conditions under which the source makes the claim, each
 measured, what is measured, the data and seeds), its claims, each a rule over the runs' metrics.json,
 layers.json and curves that says `holds`, `does not hold` or `inconclusive`, and its figures. A claim whose
 conditions were not met is inconclusive: its numbers are shown, not judged. The report is written at the end
@@ -115,9 +115,42 @@ class Protocol:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One sweep of a study, run after the ones before it. Each key takes a value or a sweep in Hydra's grammar
+    (`a,b`, `tag(log, interval(1e-3, 10))`), or {size: that} where the sizes differ (a size it lacks leaves
+    the key out); `{stage.key}` reads an earlier stage's result (`{find.suggested_lr*0.1}`)."""
+
+    name: str
+    params: Mapping[str, Any]
+    samples: int | None = None  # random draws per point of the choices: the intervals are sampled
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What `trainrun -m study=NAME` composes: Hydra's config group `study`, stored from this record."""
+
+    epochs: Mapping[str, int]  # per study.size
+    stages: tuple
+    options: Mapping[str, str] = field(default_factory=dict)  # a group's option where not the default (optimizer: sgd)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # dotted keys every run of the study sets
+
+    def config(self, name: str) -> dict:
+        """The study's config (package _global_): the shared base, its options, its settings and its stages."""
+        settings = OmegaConf.create()
+        for key, value in self.settings.items():
+            OmegaConf.update(settings, key, value)
+        stages = [{"name": s.name, "params": dict(s.params), **({"samples": s.samples} if s.samples else {})}
+                  for s in self.stages]
+        return {"defaults": ["/study_base", *({f"override /{group}": option} for group, option in self.options.items())],
+                "study": {"name": name, "epochs": dict(self.epochs), "stages": stages},
+                **OmegaConf.to_container(settings)}
+
+
+@dataclass(frozen=True)
 class Study:
     summary: str  # one line for `trainrun --help`
     claim: str  # one sentence, for the report's first line
+    sweep: Sweep
     protocol: Protocol
     claims: tuple
     figures: Callable[[list, Path], list]  # runs, sweep dir -> the PNG files written
