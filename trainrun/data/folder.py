@@ -122,15 +122,30 @@ def write_cache(path: Path, decoded: dict) -> None:
         log.warning("data=folder: cannot write the cache %s (%s)", path, e.strerror or e)
 
 
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, without a Python file object (whose buffering cost 3x the read of a small file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # a regular file in one read: its size, and a byte more to see it did not grow
+        if len(data) <= size:
+            return data
+        parts = [data]
+        while part := os.read(fd, 1 << 20):  # it grew, or is not a regular file (a pipe: size 0)
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def decode_one(path: Path) -> torch.Tensor | str:
     """The image as uint8 (C, H, W), 1 or 3 channels (an alpha channel dropped); the error text if unreadable."""
     from torchvision.io import ImageReadMode, decode_image
 
     # the file's bytes checked as bytes: indexing a tensor per file had doubled the decode of 10,000 MNIST PNGs
-    # (1.7 s against 0.8 s on this CPU)
+    # (1.7 s against 0.8 s on this CPU); read by os.read: 14 us a file against open().read()'s 42 us
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
+        raw = read_bytes(path)
         # a palette PNG (IHDR colour type 3) decodes UNCHANGED to its palette indices: ask for its colours
         palette = raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) > 25 and raw[25] == 3
         image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8),
