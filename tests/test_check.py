@@ -191,6 +191,15 @@ def test_a_study_at_full_size_without_mnist_under_data_root_is_refused_before_it
     assert not sweep.exists()
 
 
+def test_a_study_without_stages_is_refused_before_it_starts(tmp_path):
+    """It once ran one default run and its report failed on it."""
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "study=activations", "study.stages=[]", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == "error: study.stages is empty: study activations needs at least one stage"
+    assert not sweep.exists()
+
+
 def test_a_grid_sweep_over_roots_where_one_lacks_the_dataset_is_refused_before_it_starts(tmp_path):
     found, empty = tmp_path / "found", tmp_path / "empty"
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):  # only looked for: nothing runs

@@ -38,6 +38,7 @@ def check(cfg, files: bool = True) -> None:
     _combinations(cfg)
     _transfer(cfg.model)
     _pruning(cfg.trainer.pruning)
+    _study(cfg.study)
     if cfg.tune is not None:
         _tune(cfg)
     if files:
@@ -203,6 +204,12 @@ def _pruning(pruning) -> None:
     if pruning.storage and pruning.trial is None:
         raise ConfigError("trainer.pruning.storage is set without trainer.pruning.trial (the trial this run is); "
                           "the Optuna sweeper sets both: trainrun -m hparams_search=optuna")
+
+
+def _study(study) -> None:
+    """A study is its stages: without one it would run a single default run and report on nothing."""
+    if study.name and not study.stages:
+        raise ConfigError(f"study.stages is empty: study {study.name} needs at least one stage")
 
 
 def _tune(cfg) -> None:
