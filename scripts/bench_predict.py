@@ -11,7 +11,9 @@ then measures, each the median of --rounds, in this process after a warm-up:
     in eval mode under torch.inference_mode;
   - tensors: trainrun's predict on an .npy of the same 10,000 images against a bare `model(x)` loop (batch 512)
     under torch.inference_mode;
-  - ONNX Runtime (CPU) on the exported model against eager PyTorch on the same batches.
+  - ONNX Runtime (CPU) on the exported model against eager PyTorch on the same batches;
+  - listing, reading and decoding the PNGs alone (no model) against the same DataLoader pipeline: the
+    ceiling on the first ratio for any predict that decodes with torchvision in one process.
 Prints seconds and ratios; the README's figures come from this.
 """
 from __future__ import annotations
@@ -89,6 +91,14 @@ def timm_style(run_dir: Path, folder: Path):
     return go
 
 
+def decoding_alone(folder: Path):
+    """What any one-process predict on the PNGs must at least do: list, read and decode them (torchvision's
+    decoder, called as trainrun calls it), no model: the most trainrun-predict could gain against timm_style."""
+    from trainrun.data.folder import decode_one, image_files
+
+    return lambda: [decode_one(f) for f in image_files(folder)]
+
+
 def bare_loop(run_dir: Path, x: torch.Tensor):
     from trainrun.trained import open_run
 
@@ -139,6 +149,11 @@ def main() -> None:
             ours, theirs, ratio = paired(trainrun_predict(run, folder), timm_style(run, folder), args.rounds)
             print(f"{model}, 10,000 PNGs: trainrun-predict {ours:.2f} s, ImageFolder+PIL+DataLoader(2 workers) "
                   f"{theirs:.2f} s: trainrun {ratio:.2f}x faster")
+            if model == "mlp":
+                alone, theirs, ratio = paired(decoding_alone(folder), timm_style(run, folder), args.rounds)
+                print(f"10,000 PNGs listed, read and decoded alone, no model: {alone:.2f} s, "
+                      f"ImageFolder+PIL+DataLoader(2 workers) {theirs:.2f} s: the most any one-process predict "
+                      f"could be faster: {ratio:.2f}x")
             ours, bare, ratio = paired(trainrun_predict(run, tmp / "pixels.npy"), bare_loop(run, pixels), args.rounds)
             print(f"{model}, 10,000 images as tensors: trainrun-predict {ours:.3f} s, bare model(x) loop {bare:.3f} s: "
                   f"trainrun takes {1 / ratio:.2f}x the bare loop's time")

@@ -501,3 +501,27 @@ def test_a_custom_data_function_is_given_new_arguments(tmp_path):
     assert code == 0, err
     assert len(read_csv(tmp_path / "p.csv")) == 200  # data.test_fraction=0.2 of the 1000 it now makes
     assert json.loads((tmp_path / "p.report.json").read_text())["metrics"]["acc"] > 0.9
+
+
+@pytest.mark.parametrize("model_seconds, threaded", [(0.0, False), (0.05, True)])
+def test_batches_are_read_on_a_thread_only_where_the_model_is_slower_than_the_reading(model_seconds, threaded):
+    import threading
+    import time
+
+    from trainrun.predict import read_ahead
+
+    readers = []
+
+    def batches():
+        for i in range(5):
+            time.sleep(0.01)  # the reading of a batch
+            readers.append(threading.current_thread().name)
+            yield i
+    seen = []
+    for batch in read_ahead(batches()):
+        time.sleep(model_seconds)  # the model on it
+        seen.append(batch)
+    assert seen == [0, 1, 2, 3, 4]
+    assert readers[0] == threading.current_thread().name  # the first, read here, times the two
+    assert all(name.startswith("read-ahead") for name in readers[1:]) == threaded
+    assert any(name.startswith("read-ahead") for name in readers[1:]) == threaded
