@@ -79,3 +79,42 @@ def test_two_sweepers_share_one_study_in_postgresql_and_prune_each_others_trials
     mine = [t for t in optuna.load_study(study_name="shared", storage=postgres_url).trials
             if Path(t.user_attrs["sweep_dir"]).name == "c"]
     assert len(mine) == 2 and all(t.state.name == "PRUNED" for t in mine)
+
+
+def ready(_) -> bool:
+    import trainrun.search  # noqa: F401  (and optuna, sqlalchemy, psycopg through it when opening)
+    import optuna  # noqa: F401
+
+    return True
+
+
+def open_storage_at(url: str, start: float) -> str:
+    """In a process of its own: wait for the common start, then open the storage as a sweeper or a run does."""
+    import time
+
+    from trainrun.search import make_storage
+
+    time.sleep(max(0.0, start - time.time()))
+    make_storage(url)
+    return "opened"
+
+
+def test_workers_opening_a_new_database_at_once_all_open_it(postgres_url):
+    """Optuna creates its tables on first use; four processes at the same instant race to create them (the
+    losers' CREATE TABLE meets the winner's table). Each, on a fresh database, must open the storage. (The race
+    is rare here: the rule is held deterministically by test_search's test_a_lost_race_to_create_...)"""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    import psycopg
+
+    base = postgres_url.split("host=")[1]
+    with psycopg.connect(host=base, user="trainrun", dbname="postgres", autocommit=True) as admin:
+        for n in range(3):
+            admin.execute(f"CREATE DATABASE race{n}")
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(ready, range(4)))  # the processes up, with their imports, before the race
+        for n in range(3):
+            url = postgres_url.replace("/postgres?", f"/race{n}?")
+            start = time.time() + 1.0
+            assert list(pool.map(open_storage_at, [url] * 4, [start] * 4)) == ["opened"] * 4

@@ -143,6 +143,36 @@ def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path
     assert "Traceback" not in result.stderr and not (tmp_path / "s").exists()
 
 
+def test_a_lost_race_to_create_the_tables_is_tried_again_and_other_errors_are_one_line(tmp_path, monkeypatch):
+    """Sweepers and runs starting together on a new database race to create Optuna's tables: the loser's CREATE
+    TABLE fails with PostgreSQL's DuplicateTable, a ProgrammingError, not an IntegrityError (seen in
+    test_postgres's two sweepers). The loser opens the storage on its next try; any other error is one line."""
+    import optuna
+    from sqlalchemy.exc import ProgrammingError
+
+    from trainrun.errors import ConfigError
+    from trainrun.search import make_storage
+
+    real, failures = optuna.storages.RDBStorage, []
+
+    def racing(url, *args, **kwargs):
+        if len(failures) < 2:
+            failures.append(url)
+            raise ProgrammingError("CREATE TABLE studies (...)", {},
+                                   Exception('relation "studies" already exists'))
+        return real(url, *args, **kwargs)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert isinstance(make_storage(url), real) and len(failures) == 2
+
+    def broken(url, *args, **kwargs):
+        raise ProgrammingError("SELECT 1", {}, Exception("permission denied for schema public"))
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(ConfigError, match="cannot be opened: .*permission denied"):
+        make_storage(url)
+
+
 def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path):
     """Its run directory exists before the run locks it; its sweeper's lock on its sweep directory says it lives
     (two sweepers on one PostgreSQL study once closed each other's trials in that window)."""

@@ -26,14 +26,17 @@ def make_storage(url: str):
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
     from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-    for attempt in range(5):
+    for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url)
-        except IntegrityError:  # workers starting together race to create the tables: the loser tries again
-            time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
         except (SQLAlchemyError, ImportError, ValueError) as e:
-            raise ConfigError(f"the Optuna storage {url} cannot be opened: {' '.join(str(e).split())[:160]}") from None
-    return optuna.storages.RDBStorage(url)
+            # workers starting together on a new database race to create its tables: the loser's CREATE meets
+            # the winner's table (PostgreSQL: DuplicateTable, or a unique key of its catalog), and tries again
+            raced = isinstance(e, IntegrityError) or "already exists" in str(e)
+            if not (raced and attempt < 5):
+                raise ConfigError(f"the Optuna storage {url} cannot be opened: {' '.join(str(e).split())[:160]}") \
+                    from None
+        time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
 
 
 def open_trial(cfg):
