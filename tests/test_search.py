@@ -190,11 +190,50 @@ def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path
     trial.set_user_attr("run_dir", str(other / "0"))
     sweeper = object.__new__(TrainrunOptunaSweeper)  # dead_trials reads only the study
     with holding(other):  # the other sweeper lives
-        assert sweeper.dead_trials(study, tmp_path / "mine") == []
+        assert sweeper.dead_trials(study) == []
         assert study.trials[0].state == TrialState.RUNNING and (other / "0").is_dir()
-    assert sweeper.dead_trials(study, tmp_path / "mine") == []  # its sweeper is gone: nothing trained to resume
+    assert sweeper.dead_trials(study) == []  # its sweeper is gone: nothing trained to resume
     assert study.trials[0].state == TrialState.FAIL and not (other / "0").exists()
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
+
+
+@pytest.mark.parametrize("attrs", [[], ["sweep_dir"]])
+def test_a_trial_whose_sweeper_was_killed_between_asking_and_starting_it_is_asked_again(tmp_path, monkeypatch, attrs):
+    """A sweeper killed right after study.ask (before the trial's run_dir, or any attribute, was set) left it
+    RUNNING: counted as running, it kept the resumed search one trial short of n_trials (seen: 7 of 8). With
+    no attribute, only this sweep's own journal makes it surely dead; on a shared storage, after ASKING_S."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hydra_plugins.trainrun_optuna import optuna_sweeper
+    from trainrun.sweep import holding
+
+    def asked():
+        study = optuna.create_study()
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)})
+        for name in attrs:
+            trial.set_user_attr(name, str(tmp_path / "sweep"))
+        return study
+
+    sweeper = object.__new__(optuna_sweeper.TrainrunOptunaSweeper)
+    sweeper.storage_url = None  # the sweep's own journal
+    (tmp_path / "sweep").mkdir()
+    if attrs:  # its sweeper lives: still its
+        with holding(tmp_path / "sweep"):
+            study = asked()
+            assert sweeper.dead_trials(study) == [] and study.trials[0].state == TrialState.RUNNING
+    study = asked()
+    assert sweeper.dead_trials(study) == []
+    assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["died"]
+    assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
+
+    sweeper.storage_url = "postgresql+psycopg://shared"  # another sweeper may be asking it this very moment
+    study = asked()
+    sweeper.dead_trials(study)
+    assert study.trials[0].state == (TrialState.FAIL if attrs else TrialState.RUNNING)
+    monkeypatch.setattr(optuna_sweeper, "ASKING_S", 0)
+    sweeper.dead_trials(study)
+    assert study.trials[0].state == TrialState.FAIL
 
 
 def test_a_trial_composed_from_the_first_trials_config_equals_hydras_own_compose():

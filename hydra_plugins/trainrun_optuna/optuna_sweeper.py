@@ -25,6 +25,7 @@ import os
 import pickle
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -43,6 +44,7 @@ from trainrun.search import make_pruner, make_storage
 from trainrun.sweep import claim, held, holding, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
+ASKING_S = 60  # a trial on a shared storage without attributes this long after its start was asked by a dead sweeper
 
 
 @dataclass
@@ -306,7 +308,7 @@ class TrainrunOptunaSweeper(Sweeper):
             return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *pruning,
                     f"trainer.pruning.trial={trial.number}", f"hydra.sweep.subdir={name}", *resume]
 
-        unfinished = self.dead_trials(study, sweep_dir)
+        unfinished = self.dead_trials(study)
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
         done = sum(t.state in ended and not t.user_attrs.get("died") for t in study.trials)
         if resumed:
@@ -344,35 +346,42 @@ class TrainrunOptunaSweeper(Sweeper):
                                    pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                    direction="maximize" if maximize else "minimize")
 
-    def dead_trials(self, study, sweep_dir: Path) -> list:
-        """Trials left running by processes that died: neither their run directory nor their sweeper's
-        directory is held by any process. A run that finished (its metrics.json) is told to the study and
-        never launched again; those with a checkpoint are resumed; the others are closed as failed (not
-        counted) and their parameters asked again."""
+    def dead_trials(self, study) -> list:
+        """Trials left running by processes that died (see `abandoned`). A run that finished (its
+        metrics.json) is told to the study and never launched again; those with a checkpoint are resumed; the
+        others are closed as failed (not counted) and their parameters asked again."""
         from optuna.trial import TrialState
 
         resumable = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if "run_dir" not in trial.user_attrs:
-                continue  # being asked by another sweeper this very moment
-            run_dir = Path(trial.user_attrs["run_dir"])
-            # a live run, or one of a live sweeper (another on the storage: this one holds its directory only
-            # after this check), queued or starting: a run takes its own lock only once its job is set up
-            if held(run_dir) or held(Path(trial.user_attrs["sweep_dir"])):
+            if not self.abandoned(trial):
                 continue
-            if (run_dir / "metrics.json").is_file():  # it finished; the sweeper died before it heard
+            run_dir = Path(trial.user_attrs["run_dir"]) if "run_dir" in trial.user_attrs else None
+            if run_dir and (run_dir / "metrics.json").is_file():  # it finished; the sweeper died before it heard
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 study.tell(trial.number, *outcome_of({**metrics, "objective": metrics.get(self.monitor)}))
-            elif (run_dir / "last.pt").is_file():
+            elif run_dir and (run_dir / "last.pt").is_file():
                 resumable.append(study._storage.get_trial(trial._trial_id))
             else:  # nothing trained to keep: its directory goes (the summary and TensorBoard show each run once)
                 study._storage.set_trial_user_attr(trial._trial_id, "died", True)
                 study.tell(trial.number, state=TrialState.FAIL)
                 study.enqueue_trial(trial.params)
-                if run_dir.is_dir():
+                if run_dir and run_dir.is_dir():
                     shutil.rmtree(run_dir)
                 log.info("trial %d died before its first checkpoint; its parameters are tried again", trial.number)
         return resumable
+
+    def abandoned(self, trial) -> bool:
+        """Whether no live process has `trial` (running in the study): neither its run nor the sweeper that
+        asked for it holds its directory. A sweeper sets the trial's sweep_dir, then its run_dir, a moment
+        after asking: a trial killed in between has neither, and then no other sweeper shares this sweep's own
+        journal, while on a shared storage one may be asking this very moment, and is given ASKING_S."""
+        attrs = trial.user_attrs
+        if "sweep_dir" not in attrs:
+            return self.storage_url is None or (datetime.now() - trial.datetime_start).total_seconds() > ASKING_S
+        # a live run, or one of a live sweeper (another on the storage: this one holds its directory only
+        # after this check), queued or starting: a run takes its own lock only once its job is set up
+        return not (held(Path(attrs["sweep_dir"])) or "run_dir" in attrs and held(Path(attrs["run_dir"])))
 
     def launcher_batches(self) -> bool:
         """Hydra's launchers take a batch and wait for all of it; trainrun runs trials itself unless the
