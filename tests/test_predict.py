@@ -288,7 +288,14 @@ def test_a_file_that_is_not_an_image_is_named_or_skipped_and_counted(folder_run,
     shutil.copy(sorted((pngs / "1").glob("*.png"))[0], flat / "a.png")
     (flat / "broken.png").write_bytes(b"not an image")
     code, _, err = predict(run, flat, "--output", tmp_path / "p.csv")
-    assert code == 2 and "broken.png is not a readable image" in err and not (tmp_path / "p.csv").exists()
+    assert code == 2 and "broken.png is not a readable image (Unsupported image file)" in err
+    assert not (tmp_path / "p.csv").exists()
+    (flat / "broken.png").unlink()
+    (flat / "cut.png").write_bytes((flat / "a.png").read_bytes()[:100])  # a PNG cut short, as a failed copy leaves it
+    code, _, err = predict(run, flat, "--output", tmp_path / "p.csv")
+    # torchvision's words, not the C++ file and line it prefixes them with
+    assert code == 2 and "cut.png is not a readable image (Out of bound read in decode_png)" in err
+    assert ".cpp" not in err and len(err.strip().splitlines()) == 1
     code, out, err = predict(run, flat, "--output", tmp_path / "p.csv", "--on-bad-file=skip")
     assert code == 0 and "skipped 1 unreadable files" in out
     assert [r["id"] for r in read_csv(tmp_path / "p.csv")] == ["a.png"]

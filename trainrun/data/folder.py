@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -159,13 +160,20 @@ def decode_one(path: str | Path) -> torch.Tensor | str:
     except Exception as e:  # torchvision raises RuntimeError or ValueError for files that are not images
         image = decode_with_pil(path)  # formats torchvision cannot decode (BMP, TIFF)
         if image is None:
-            return " ".join(str(e).split())[:100] or type(e).__name__
+            return decoder_error(e)
     if image.dim() == 4:  # an animated GIF: its first frame
         image = image[0]
     if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits, as PIL's conversion to 8 bits keeps
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     channels = image.shape[0]
     return image if channels in (1, 3) else image[:1] if channels == 2 else image[:3]
+
+
+def decoder_error(e: Exception) -> str:
+    """torchvision's message for a file it cannot decode, without the C++ source place it begins with
+    ("operator(), .../decode_png.cpp:79, Out of bound read in decode_png. Probably, ..."): its first sentence."""
+    text = re.sub(r"^[\w()]+, \S+:\d+, ", "", " ".join(str(e).split()))
+    return text.split(". ")[0][:100] or type(e).__name__
 
 
 def decode_with_pil(path: Path) -> torch.Tensor | None:
