@@ -143,6 +143,15 @@ def test_arrays_of_new_inputs_are_predicted_and_scored(digits_run, tmp_path):
     np.save(tmp_path / "wide.npy", np.zeros((4, 1, 8, 9), np.float32))
     code, _, err = predict(digits_run, tmp_path / "wide.npy")
     assert code == 2 and "each row of x has shape (1, 8, 9); this run was trained on (1, 8, 8)" in err
+    x = (digits.images[:600, None] / 16).astype(np.float32)
+    x[517, 0, 3, 4] = np.nan  # in the second batch read: named by its row in the file, nothing written
+    np.save(tmp_path / "nan.npy", x)
+    code, _, err = predict(digits_run, tmp_path / "nan.npy", "--output", tmp_path / "nan.csv")
+    assert code == 2 and "nan.npy: x: row 517 holds NaN (at (0, 3, 4)); replace or drop such rows" in err
+    assert not (tmp_path / "nan.csv").exists()
+    np.save(tmp_path / "pixels.npy", digits.images[:10, None].astype(np.uint8))  # would be read as pixels / 255
+    code, _, err = predict(digits_run, tmp_path / "pixels.npy")
+    assert code == 2 and "pixels.npy: x is uint8; this run was trained on float32 inputs" in err
 
 
 @pytest.mark.slow  # everyday tier under 10 min: 13 s of a worker here
@@ -210,6 +219,11 @@ def test_a_tables_missing_column_and_unseen_category_are_named(table_run, tmp_pa
     assert not any((run / "predictions").glob("odd*"))
     code, out, err = predict(run, tmp_path / "odd.csv", "--unseen=zeros", "--output", tmp_path / "odd.jsonl")
     assert code == 0 and "1 text values not seen in training, encoded as all zeros" in out
+    odd = frame.slice(0, 10).to_pydict()
+    odd["hue"][6] = float("inf")
+    pyarrow.csv.write_csv(pyarrow.table(odd), tmp_path / "inf.csv")
+    code, _, err = predict(run, tmp_path / "inf.csv")
+    assert code == 2 and "inf.csv: row 6 holds infinity in column hue" in err
 
 
 def test_table_categories_and_fills_come_from_the_train_rows_alone(tmp_path):
@@ -279,6 +293,14 @@ def test_a_folder_run_predicts_a_flat_folder_of_new_images_by_name(folder_run, t
     assert code == 0, err
     report = json.loads((tmp_path / "s.report.json").read_text())
     assert report["metrics"]["acc"] > 0.9 and [c["support"] > 0 for c in report["per_class"]] == [True, False, True]
+
+
+def test_float_arrays_for_a_run_of_uint8_pixels_are_refused_not_read_as_scaled(folder_run, tmp_path):
+    run, pngs = folder_run
+    np.save(tmp_path / "f.npy", np.full((3, 1, 28, 28), 200.0))  # 0-255 as floats: 255x what the model saw
+    code, _, err = predict(run, tmp_path / "f.npy", "--output", tmp_path / "f.csv")
+    assert code == 2 and "f.npy: x is float64; this run was trained on uint8 pixels (0-255): give x as uint8" in err
+    assert not (tmp_path / "f.csv").exists()
 
 
 def test_a_file_that_is_not_an_image_is_named_or_skipped_and_counted(folder_run, tmp_path):

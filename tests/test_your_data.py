@@ -119,6 +119,13 @@ def test_npy_is_memory_mapped_not_copied(tmp_path):
     (lambda d: None, ["data.path={d}/none.npz"], "data.path={d}/none.npz: no such file"),
     (lambda d: np.save(d / "x.npy", np.zeros((4, 2))), ["data.path={d}/x.npy"], "name its targets' .npy with data.targets"),
     (lambda d: None, [], "data=arrays needs data.path=..."),
+    # NaN or infinity: a NaN loss at the first step, which would read as a learning rate too high
+    (lambda d: np.savez(d / "a.npz", x=np.eye(40)[:, :3] + np.where(np.arange(120).reshape(40, 3) == 16, np.nan, 0),
+                        y=np.arange(40) % 2), ["data.path={d}/a.npz"],
+     "data=arrays: the inputs (x): row 5 holds NaN (at 1); replace or drop such rows"),
+    (lambda d: np.savez(d / "a.npz", x=np.ones((40, 3)), y=np.arange(40) % 2,
+                        x_test=np.where(np.arange(30).reshape(10, 3) == 7, -np.inf, 0), y_test=np.arange(10) % 2),
+     ["data.path={d}/a.npz"], "data=arrays: the inputs (x_test): row 2 holds infinity (at 1)"),
 ])
 @pytest.mark.slow  # everyday tier under 10 min: 28 s of a worker here
 def test_bad_arrays_are_one_line(tmp_path, make, args, message):
@@ -136,6 +143,8 @@ def test_bad_arrays_are_one_line(tmp_path, make, args, message):
     ("a,label\nz,1.5\nw,2.5\n", ["data.target=a", "data.task=regression"], "data.target=a holds text, not numbers"),
     ("a,label\n1,x\n,y\n", ["data.target=label"], "column a has 1 missing values (rows [1]); set data.missing"),
     ("a,label\n1,x\n", [], "data=table needs data.target=..."),
+    ("a,b,label\n1,2,x\n3,inf,y\n3,4,x\n4,5,y\n", ["data.target=label"],
+     "data=table: the inputs (x): row 1 holds infinity in column b"),
 ])
 @pytest.mark.slow  # everyday tier under 10 min: 35 s of a worker here
 def test_bad_tables_are_one_line(tmp_path, content, args, message):

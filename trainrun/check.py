@@ -3,7 +3,8 @@
 `check(cfg)` runs every rule that needs only the config (and the file system): the run, the grid
 sweeper's up-front check and the Optuna sweeper call it, so a sweep that would fail on it is refused
 before its directory exists. `check_data(cfg, data)` runs the rules that need the loaded data (shapes,
-classes, sizes), once, right after loading. `check_resume` is what a resume may not change.
+classes, sizes), once, right after loading; `check_inputs` what the inputs hold (finite), before any statistic
+is fitted on them. `check_resume` is what a resume may not change.
 
 Rules read traits from the option records (registry.py), never option names. No torch here: config
 errors answer at once.
@@ -18,7 +19,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .config import OPTION_GROUPS, Range, declared_fields, leaf_types, schema_at
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS, lazy,
                        unset)
 
@@ -275,6 +276,35 @@ def check_data(cfg, data, batch_size: int) -> None:
     if monitor.startswith("val/") and len(data.val) == 0:
         raise ConfigError(f"trainer.early_stopping.monitor={monitor} needs a validation split: "
                           "set data.val_fraction > 0, or monitor train/loss")
+
+
+FINITE_CHUNK = 1 << 22  # elements scanned at a time: a memory-mapped input is read once, never whole
+
+
+def check_finite(x, where: str, first_row: int = 0, names: list[str] | None = None) -> None:
+    """Float inputs holding NaN or infinity give a NaN loss at the first step, which reads as a learning rate
+    too high, and NaN predictions: refused, naming the first such row (of `x`, counted from `first_row`), and
+    the feature by its name where `names` gives them (a table's columns)."""
+    if not x.is_floating_point() or not len(x):
+        return
+    rows = max(1, FINITE_CHUNK // max(1, x[0].numel()))
+    for start in range(0, len(x), rows):
+        chunk = x[start:start + rows]
+        bad = ~chunk.isfinite()
+        if bad.any():
+            row = int(bad.reshape(len(bad), -1).any(1).nonzero()[0])
+            at = tuple(int(i) for i in bad[row].nonzero()[0]) if bad.dim() > 1 else ()
+            value = "NaN" if chunk[row][at].isnan() else "infinity"
+            place = f" in column {names[at[0]]}" if names and len(at) == 1 else \
+                f" (at {at[0] if len(at) == 1 else at})" if at else ""
+            raise DataError(f"{where}: row {first_row + start + row} holds {value}{place}; replace or drop such rows")
+
+
+def check_inputs(kind: str, loaded, names: list[str] | None = None) -> None:
+    """A loader's inputs (tables encoded: `names`, each feature's column), before any statistic is fitted."""
+    for x, name in ((loaded.x, "x"), (loaded.x_val, "x_val"), (loaded.x_test, "x_test")):
+        if x is not None:
+            check_finite(x, f"data={kind}: the inputs ({name})", names=names)
 
 
 def check_model(cfg, data, model, batch_size: int) -> None:

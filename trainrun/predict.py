@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .check import check_finite
 from .errors import ConfigError, DataError
 from .trained import Arguments, TrainedRun, open_run
 
@@ -101,7 +102,8 @@ def table_inputs(run: TrainedRun, path: Path, unseen: str) -> Inputs:
     y = None
     if target in frame.column_names and frame[target].null_count == 0:
         y = labels_of(run, frame[target].to_pylist(), f"{file.name}: column {target}")
-    return Inputs(file.stem, len(x), lambda: sliced(x, y), y is not None, notes)
+    names = TableEncoding.feature_names(encoding)
+    return Inputs(file.stem, len(x), lambda: sliced(x, y, file.name, names), y is not None, notes)
 
 
 def array_inputs(run: TrainedRun, path: Path) -> Inputs:
@@ -121,6 +123,11 @@ def array_inputs(run: TrainedRun, path: Path) -> Inputs:
     if "x" not in found:
         raise DataError(f"{path.name} has no x; it holds: {', '.join(found) or 'nothing'}")
     x = found["x"]
+    dtype, trained = str(x.dtype).removeprefix("torch."), run.record["input_dtype"]
+    if (dtype == "uint8") != (trained == "uint8"):  # uint8 is read as pixels, divided by 255, as in training
+        raise DataError(f"{path.name}: x is {dtype}; this run was trained on {trained} "
+                        + ("pixels (0-255): give x as uint8" if trained == "uint8" else
+                           "inputs, and uint8 is read as pixels (divided by 255): give x as float"))
     if tuple(x.shape[1:]) != run.input_shape:
         raise DataError(f"{path.name}: each row of x has shape {tuple(x.shape[1:])}; this run was trained on "
                         f"{run.input_shape}")
@@ -131,7 +138,7 @@ def array_inputs(run: TrainedRun, path: Path) -> Inputs:
         y = labels_of(run, np.asarray(y).reshape(len(y), -1).tolist() if not run.classification
                       else np.asarray(y).ravel().tolist(), f"{path.name}: y")
 
-    return Inputs(path.stem, len(x), lambda: sliced(x, y), y is not None)
+    return Inputs(path.stem, len(x), lambda: sliced(x, y, f"{path.name}: x"), y is not None)
 
 
 class NpyRows:
@@ -201,11 +208,13 @@ def row_ids(start: int, stop: int) -> list[str]:
     return [str(i) for i in range(start, stop)]
 
 
-def sliced(x, y) -> Iterator:
-    """Batches of rows of x (an array, a tensor, or an .npy's NpyRows: only a batch is read at a time) and y."""
+def sliced(x, y, where: str, names: list[str] | None = None) -> Iterator:
+    """Batches of rows of x (an array, a tensor, or an .npy's NpyRows: only a batch is read at a time) and y;
+    a row holding NaN or infinity is named, as training names it (check_finite)."""
     for s in range(0, len(x), BATCH):
-        yield torch.as_tensor(np.asarray(x[s:s + BATCH])), None if y is None else y[s:s + BATCH], \
-            row_ids(s, min(s + BATCH, len(x)))
+        batch = torch.as_tensor(np.asarray(x[s:s + BATCH]))
+        check_finite(batch, where, first_row=s, names=names)
+        yield batch, None if y is None else y[s:s + BATCH], row_ids(s, min(s + BATCH, len(x)))
 
 
 class ImageReader:

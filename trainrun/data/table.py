@@ -132,6 +132,13 @@ class TableEncoding:
     def record(self) -> dict:
         return {"kind": "table", "columns": self.columns}
 
+    @staticmethod
+    def feature_names(record: dict | None) -> list[str] | None:
+        """Each encoded feature's column (a text column's one-hot features all name it), from record()."""
+        if not record or record.get("kind") != "table":
+            return None
+        return [c["name"] for c in record["columns"] for _ in range(1 if c["kind"] == "number" else len(c["categories"]))]
+
     def encode(self, frame, source: str = "", unseen: str = "error") -> tuple[torch.Tensor, int]:
         """Features of `frame`'s rows (columns found by name) and how many text values were not seen in
         training: refused naming the first, or (unseen=zeros) encoded as all zeros."""
