@@ -336,6 +336,7 @@ def test_a_file_that_is_not_an_image_is_named_or_skipped_and_counted(folder_run,
     (["{run}", "optimizer.lr=0.5"], "only data.* may be given here"),
     (["{run}", "--top-k", "x"], "argument --top-k: invalid int value: 'x'"),
     (["{run}", "--mc-samples", "1"], "--mc-samples=1: 0 (off) or at least 2 passes"),
+    ([], "the following arguments are required: run\n"),  # the input is optional: the run's own test split
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(digits_run, tmp_path, args, message):
     (tmp_path / "empty").mkdir()

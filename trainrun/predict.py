@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
                ".npz/.npy/.pt of arrays; none: the run's test split. data.key=value: new arguments for the run's data "
                "option (its test split is predicted).")
     parser.add_argument("run", help="a run directory (outputs/<date>/<time>) or a sweep's (its best run)")
-    parser.add_argument("input", nargs="*", help="INPUT and/or data.key=value overrides")
+    parser.add_argument("input", nargs="*", default=[], help="INPUT and/or data.key=value overrides")
     parser.add_argument("--output", help="the predictions file: .csv, .jsonl or .parquet (never overwritten)")
     parser.add_argument("--top-k", type=int, default=1, help="the k most probable labels of each input (default 1)")
     parser.add_argument("--mc-samples", type=int, default=0, help="MC dropout: passes with dropout on; adds entropy")
