@@ -415,3 +415,32 @@ def test_test_inputs_of_another_shape_are_named(n, width, other):
                        f"+data.params.n={n}", f"+data.params.width={width}", f"+data.params.test_width={width + other}"])
     with pytest.raises(DataError, match=rf"each x_test row has shape \({width + other},\), each x row \({width},\)"):
         load(cfg.data, 0, torch.device("cpu"), prenormalize=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), width=st.integers(1, 5), chunk=st.integers(1, 64),
+       bad=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 4), st.sampled_from([math.nan, math.inf, -math.inf])),
+                    max_size=4))
+def test_check_finite_names_the_first_row_holding_nan_or_infinity_whatever_the_chunking(rows, width, chunk, bad):
+    """Drawn: inputs of any size, NaN or infinities anywhere (or none), scanned in chunks of any size: the error
+    names the first bad row, its first bad feature and what it holds; finite inputs and integers pass."""
+    import torch
+
+    from trainrun import check as rules
+    from trainrun.errors import DataError
+
+    x = torch.randn(rows, width, dtype=torch.float64)
+    bad = [(r, c, v) for r, c, v in bad if r < rows and c < width]
+    for r, c, v in bad:
+        x[r, c] = v
+    names = [f"f{i}" for i in range(width)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rules, "FINITE_CHUNK", chunk)
+        if not bad:
+            rules.check_finite(x, "x", names=names)
+            rules.check_finite(x.long(), "x")
+            return
+        first = min((r, c) for r, c, _ in bad)
+        held = "NaN" if math.isnan(x[first]) else "infinity"
+        with pytest.raises(DataError, match=rf"^x: row {first[0] + 7} holds {held} in column f{first[1]}; "):
+            rules.check_finite(x, "x", first_row=7, names=names)
