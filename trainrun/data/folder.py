@@ -198,7 +198,7 @@ def decode_all(files: dict, classes: list[str], image_size, channels, on_bad_fil
     order = [(split, path, label) for split, entries in files.items() for path, label in entries]
     paths = [path for _, path, _ in order]
     # Measured on 2 cores: 300 512x512 JPEGs decode 1.7x faster on two threads (torchvision's decoders release the
-    # GIL), but 10,000 MNIST PNGs (~300 bytes each) 2.4x slower (1.2 s against 0.5 s): for small files the
+    # GIL), but 10,000 MNIST PNGs (~300 bytes each) 1.5x slower (0.23 s against 0.15 s): for small files the
     # threads fight over the GIL for the Python around each decode. Files go in chunks: a future per file costs
     # more than a small file's decode.
     sample = paths[:: max(1, len(paths) // 100)]
