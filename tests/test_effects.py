@@ -416,6 +416,14 @@ def test_divergence_stops_with_a_message(tmp_path):
     assert metrics["stop_reason"] == "diverged" and metrics["epochs_run"] == 1
     assert "(diverged). Try a lower learning rate (optimizer.lr=1e+06 now)" in screen.getvalue()
 
+    # the first step's loss comes before any update: a NaN there is not the learning rate's, and is not so blamed
+    screen = io.StringIO()
+    metrics = train(make_config(["init=normal", "init.std=1e30", "trainer.epochs=5", "data.subset=300",
+                                 "logger.enabled=false"]), tmp_path / "init", RunConsole(Console(file=screen, width=400)))
+    assert metrics["stop_reason"] == "diverged" and metrics["steps"] == 1
+    assert "step 1: the loss is nan before any update, so not from the learning rate" in screen.getvalue()
+    assert "Try a lower learning rate" not in screen.getvalue()
+
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     runs = [train_run(tmp_path / name, [f"trainer.seed={seed}", "augmentation=[noise]", "regularization=dropout"])

@@ -63,6 +63,10 @@ class StopRules:
         self.signal: int | None = None
 
     def diverged(self, value: float, epoch: int, step: int) -> Stop:
+        if step == 1:  # the first step's loss comes before any update: no learning rate made it
+            return Stop("diverged", f"stopped at epoch {epoch}, step 1: the loss is {value} before any update, so "
+                                    "not from the learning rate: look for NaN or infinity in the data (a Dataset's "
+                                    "items), an initialization that overflows, or the precision")
         return Stop("diverged", f"stopped at epoch {epoch}, step {step}: the loss is {value} (diverged). "
                                 f"Try a lower learning rate (optimizer.lr={self.lr:g} now), "
                                 "gradient clipping (regularization=clip) or a normalization layer")
