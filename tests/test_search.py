@@ -190,9 +190,9 @@ def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path
     trial.set_user_attr("run_dir", str(other / "0"))
     sweeper = object.__new__(TrainrunOptunaSweeper)  # dead_trials reads only the study
     with holding(other):  # the other sweeper lives
-        assert sweeper.dead_trials(study) == []
+        assert sweeper.dead_trials(study, tmp_path / "mine") == []
         assert study.trials[0].state == TrialState.RUNNING and (other / "0").is_dir()
-    assert sweeper.dead_trials(study) == []  # its sweeper is gone: nothing trained to resume
+    assert sweeper.dead_trials(study, tmp_path / "mine") == []  # its sweeper is gone: nothing trained to resume
     assert study.trials[0].state == TrialState.FAIL and not (other / "0").exists()
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
 
@@ -218,21 +218,20 @@ def test_a_trial_whose_sweeper_was_killed_between_asking_and_starting_it_is_aske
     sweeper = object.__new__(optuna_sweeper.TrainrunOptunaSweeper)
     sweeper.storage_url = None  # the sweep's own journal
     (tmp_path / "sweep").mkdir()
-    if attrs:  # its sweeper lives: still its
-        with holding(tmp_path / "sweep"):
-            study = asked()
-            assert sweeper.dead_trials(study) == [] and study.trials[0].state == TrialState.RUNNING
+    with holding(tmp_path / "sweep"):  # its sweeper lives (the command repeated while it runs): still its
+        study = asked()
+        assert sweeper.dead_trials(study, tmp_path / "sweep") == [] and study.trials[0].state == TrialState.RUNNING
     study = asked()
-    assert sweeper.dead_trials(study) == []
+    assert sweeper.dead_trials(study, tmp_path / "sweep") == []
     assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["died"]
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
 
     sweeper.storage_url = "postgresql+psycopg://shared"  # another sweeper may be asking it this very moment
     study = asked()
-    sweeper.dead_trials(study)
+    sweeper.dead_trials(study, tmp_path / "sweep")
     assert study.trials[0].state == (TrialState.FAIL if attrs else TrialState.RUNNING)
     monkeypatch.setattr(optuna_sweeper, "ASKING_S", 0)
-    sweeper.dead_trials(study)
+    sweeper.dead_trials(study, tmp_path / "sweep")
     assert study.trials[0].state == TrialState.FAIL
 
 

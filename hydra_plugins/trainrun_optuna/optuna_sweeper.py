@@ -308,7 +308,7 @@ class TrainrunOptunaSweeper(Sweeper):
             return [*fixed, *(f"{k}={v}" for k, v in trial.params.items()), *pruning,
                     f"trainer.pruning.trial={trial.number}", f"hydra.sweep.subdir={name}", *resume]
 
-        unfinished = self.dead_trials(study)
+        unfinished = self.dead_trials(study, sweep_dir)
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
         done = sum(t.state in ended and not t.user_attrs.get("died") for t in study.trials)
         if resumed:
@@ -346,7 +346,7 @@ class TrainrunOptunaSweeper(Sweeper):
                                    pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                    direction="maximize" if maximize else "minimize")
 
-    def dead_trials(self, study) -> list:
+    def dead_trials(self, study, sweep_dir: Path) -> list:
         """Trials left running by processes that died (see `abandoned`). A run that finished (its
         metrics.json) is told to the study and never launched again; those with a checkpoint are resumed; the
         others are closed as failed (not counted) and their parameters asked again."""
@@ -354,7 +354,7 @@ class TrainrunOptunaSweeper(Sweeper):
 
         resumable = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not self.abandoned(trial):
+            if not self.abandoned(trial, sweep_dir):
                 continue
             run_dir = Path(trial.user_attrs["run_dir"]) if "run_dir" in trial.user_attrs else None
             if run_dir and (run_dir / "metrics.json").is_file():  # it finished; the sweeper died before it heard
@@ -371,14 +371,17 @@ class TrainrunOptunaSweeper(Sweeper):
                 log.info("trial %d died before its first checkpoint; its parameters are tried again", trial.number)
         return resumable
 
-    def abandoned(self, trial) -> bool:
+    def abandoned(self, trial, sweep_dir: Path) -> bool:
         """Whether no live process has `trial` (running in the study): neither its run nor the sweeper that
         asked for it holds its directory. A sweeper sets the trial's sweep_dir, then its run_dir, a moment
-        after asking: a trial killed in between has neither, and then no other sweeper shares this sweep's own
-        journal, while on a shared storage one may be asking this very moment, and is given ASKING_S."""
+        after asking: a trial killed in between has neither. Then on this sweep's own journal only a sweeper
+        of this directory can have asked it (it is dead unless the directory is held), while on a shared
+        storage another may be asking it this very moment, and is given ASKING_S."""
         attrs = trial.user_attrs
         if "sweep_dir" not in attrs:
-            return self.storage_url is None or (datetime.now() - trial.datetime_start).total_seconds() > ASKING_S
+            if self.storage_url is None:
+                return not held(sweep_dir)
+            return (datetime.now() - trial.datetime_start).total_seconds() > ASKING_S
         # a live run, or one of a live sweeper (another on the storage: this one holds its directory only
         # after this check), queued or starting: a run takes its own lock only once its job is set up
         return not (held(Path(attrs["sweep_dir"])) or "run_dir" in attrs and held(Path(attrs["run_dir"])))
