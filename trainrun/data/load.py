@@ -43,8 +43,8 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, s
     if cfg.per_class is not None:
         train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
     inputs = fit_inputs(loaded, train)
-    check_inputs(cfg.kind, loaded, TableEncoding.feature_names(inputs))  # before the statistics, which one NaN
-    # would make NaN for every row
+    # before any statistic is fitted: one NaN would make the statistics, and so every row, NaN
+    check_inputs(cfg.kind, loaded, TableEncoding.feature_names(inputs))
     parts = [(loaded.x, loaded.y, train), (loaded.x_val, loaded.y_val, val), (loaded.x_test, loaded.y_test, test)]
     parts = [(loaded.x, loaded.y, rows) if x is None else (x, y, rows) for x, y, rows in parts]  # carved from x
     y_train = loaded.y if train is None else loaded.y[train]
