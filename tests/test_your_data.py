@@ -126,6 +126,8 @@ def test_npy_is_memory_mapped_not_copied(tmp_path):
     (lambda d: np.savez(d / "a.npz", x=np.ones((40, 3)), y=np.arange(40) % 2,
                         x_test=np.where(np.arange(30).reshape(10, 3) == 7, -np.inf, 0), y_test=np.arange(10) % 2),
      ["data.path={d}/a.npz"], "data=arrays: the inputs (x_test): row 2 holds infinity (at 1)"),
+    (lambda d: np.savez(d / "a.npz", x=np.ones((40, 3)), y=np.where(np.arange(40) == 9, np.nan, 0.5)),
+     ["data.path={d}/a.npz"], "data=arrays: the targets (y): row 9 holds NaN"),  # a regression's
 ])
 @pytest.mark.slow  # everyday tier under 10 min: 28 s of a worker here
 def test_bad_arrays_are_one_line(tmp_path, make, args, message):

@@ -301,10 +301,14 @@ def check_finite(x, where: str, first_row: int = 0, names: list[str] | None = No
 
 
 def check_inputs(kind: str, loaded, names: list[str] | None = None) -> None:
-    """A loader's inputs (tables encoded: `names`, each feature's column), before any statistic is fitted."""
+    """A loader's inputs (tables encoded: `names`, each feature's column) and targets (a regression's are
+    floats), before any statistic is fitted."""
     for x, name in ((loaded.x, "x"), (loaded.x_val, "x_val"), (loaded.x_test, "x_test")):
         if x is not None:
             check_finite(x, f"data={kind}: the inputs ({name})", names=names)
+    for y, name in ((loaded.y, "y"), (loaded.y_val, "y_val"), (loaded.y_test, "y_test")):
+        if y is not None:
+            check_finite(y, f"data={kind}: the targets ({name})")
 
 
 def check_model(cfg, data, model, batch_size: int) -> None:
