@@ -63,8 +63,9 @@ def paired(a, b, rounds: int) -> tuple[float, float, float]:
 
 
 def trainrun_predict(run_dir: Path, source: Path):
-    from trainrun.predict import predict, read_inputs
-    from trainrun.trained import open_run
+    from trainrun.use.inputs import read_inputs
+    from trainrun.use.predict import predict
+    from trainrun.use.trained import open_run
 
     run = open_run(str(run_dir))  # once, as the command does: then reading, decoding and the model
 
@@ -77,7 +78,7 @@ def timm_style(run_dir: Path, folder: Path):
     """timm inference.py's shape: a Dataset decoding with PIL, a DataLoader with workers, eval + inference_mode."""
     from torchvision import datasets, transforms
 
-    from trainrun.trained import open_run
+    from trainrun.use.trained import open_run
 
     run = open_run(str(run_dir))
     mean, std = float(run.normalize.mean.flatten()[0]), 1 / float(run.normalize.scale.flatten()[0])
@@ -100,7 +101,7 @@ def decoding_alone(folder: Path):
 
 
 def bare_loop(run_dir: Path, x: torch.Tensor):
-    from trainrun.trained import open_run
+    from trainrun.use.trained import open_run
 
     run = open_run(str(run_dir))
 
@@ -113,8 +114,8 @@ def bare_loop(run_dir: Path, x: torch.Tensor):
 def onnx_and_eager(run_dir: Path, x: torch.Tensor):
     import onnxruntime
 
-    from trainrun.export import Deployed, main as export
-    from trainrun.trained import open_run
+    from trainrun.use.export import Deployed, main as export
+    from trainrun.use.trained import open_run
 
     out = run_dir.parent / f"{run_dir.name}-export"
     export([str(run_dir), "--format", "onnx", "--output", str(out)])

@@ -57,7 +57,7 @@ def busy(sweep: Path, workers: int) -> tuple[float, str]:
     the trial's set-up before its .hydra/config.yaml is written, the result's way back, the next one's way there)."""
     import optuna
 
-    from trainrun.search import make_storage
+    from trainrun.sweeps.search import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}")).trials

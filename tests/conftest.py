@@ -21,7 +21,7 @@ from rich.console import Console
 
 from trainrun.check import check
 from trainrun.config import register
-from trainrun.console import RunConsole
+from trainrun.run.console import RunConsole
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
@@ -45,7 +45,7 @@ def quiet_console() -> RunConsole:
 
 def train_run(tmp_path, overrides=(), tiny=True):
     """Train in this process; returns metrics (also in tmp_path/metrics.json)."""
-    from trainrun.trainer import train
+    from trainrun.run.trainer import train
 
     cfg = make_config([*(TINY if tiny else []), *overrides])
     return train(cfg, tmp_path, quiet_console())

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "trainrun.cli", "trainrun.trainer")
+PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "trainrun.cli", "trainrun.run.trainer")
 
 
 def child(request: dict) -> None:

@@ -42,7 +42,7 @@ def test_compile_and_channels_last_train_the_same_cnn(tmp_path):
 
 def test_a_step_never_waits_for_the_gpu(tmp_path, monkeypatch):
     """Batch preparation (augmentation included) and the optimizer step queue work without a host sync."""
-    from trainrun import trainer
+    from trainrun.run import trainer
 
     def guarded(method):
         def run(self, *args):

@@ -13,8 +13,8 @@ from torch import nn
 from conftest import make_config, train_run
 from trainrun.data import Batches, Split, load
 from trainrun.registry import AUGMENTATIONS, NORMALIZERS
-from trainrun.model import build_model, read_state
-from trainrun.stopping import EarlyStopping
+from trainrun.options.model import build_model, read_state
+from trainrun.run.stopping import EarlyStopping
 
 
 def built(overrides=(), data_overrides=("data=mnist1d",)):
@@ -122,7 +122,7 @@ def test_weight_norm_reparametrizes_every_layer():
 # ---------------------------------------------------------------------------- optimizer, scheduler
 def lr_sequence(overrides, lr: float, intervals: int) -> list[float]:
     """The lr before each of `intervals` scheduler steps, for the scheduler a config builds."""
-    from trainrun.scheduler import Plan, make_scheduler
+    from trainrun.options.scheduler import Plan, make_scheduler
 
     cfg = make_config(["optimizer=sgd", f"optimizer.lr={lr}", *overrides])
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
@@ -158,7 +158,7 @@ def test_scheduler_shapes(kind, check):
 
 
 def test_plateau_scheduler_cuts_lr_when_validation_stalls(tmp_path):
-    from trainrun.scheduler import Plan, make_scheduler
+    from trainrun.options.scheduler import Plan, make_scheduler
 
     cfg = make_config(["scheduler=plateau", "scheduler.patience=1", "scheduler.factor=0.5"])
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -195,7 +195,7 @@ def test_grad_accumulation_matches_a_larger_batch(tmp_path):
 
 
 def test_backbone_lr_scale_and_freeze_after_checkpoint(tmp_path):
-    from trainrun.optimizer import make_optimizer
+    from trainrun.options.optimizer import make_optimizer
 
     train_run(tmp_path / "first", [])
     # a narrower second layer: fc1 is reused from the checkpoint, fc2 and the head start fresh
@@ -225,7 +225,7 @@ def test_backbone_lr_scale_and_freeze_after_checkpoint(tmp_path):
 
 # ---------------------------------------------------------------------------- regularization
 def test_clip_norm_bounds_the_gradient():
-    from trainrun.regularization import Regularizer
+    from trainrun.options.regularization import Regularizer
 
     cfg = make_config(["regularization=clip", "regularization.grad_clip_norm=0.01"])
     layer = nn.Linear(10, 10)
@@ -256,7 +256,7 @@ def test_mc_dropout_reports_its_accuracy_beside_the_plain_one(tmp_path):
 
 
 def test_mc_dropout_passes_keep_dropout_on_and_average_the_samples():
-    from trainrun.trainer import evaluate_mc_dropout
+    from trainrun.run.trainer import evaluate_mc_dropout
 
     model, data, _ = built(["regularization.dropout=0.5"])
     modes = []
@@ -276,7 +276,7 @@ def test_label_smoothing_raises_the_floor_of_the_loss(tmp_path):
 
 # ---------------------------------------------------------------------------- augmentation
 def test_augmentations_draw_per_sample():
-    from trainrun.augmentation import make_augmentation
+    from trainrun.options.augmentation import make_augmentation
 
     cfg = make_config(["augmentation=[flip]", "model=cnn"])
     _, data, _ = built([], ["data=digits"])
@@ -289,7 +289,7 @@ def test_augmentations_draw_per_sample():
 
 
 def test_crop_translates_by_whole_pixels_within_the_padding():
-    from trainrun.augmentation import crop
+    from trainrun.options.augmentation import crop
 
     _, data, _ = built([], ["data=digits"])
     x = torch.zeros(200, 1, 8, 8)
@@ -302,7 +302,7 @@ def test_crop_translates_by_whole_pixels_within_the_padding():
 
 
 def test_color_needs_rgb_and_jitters_rgb():
-    from trainrun.augmentation import color
+    from trainrun.options.augmentation import color
     from trainrun.errors import ConfigError
 
     _, gray, _ = built([], ["data=digits"])
@@ -316,7 +316,7 @@ def test_color_needs_rgb_and_jitters_rgb():
 
 
 def test_mixup_gives_soft_labels_that_sum_to_one():
-    from trainrun.augmentation import make_augmentation
+    from trainrun.options.augmentation import make_augmentation
 
     cfg = make_config(["augmentation=[mixup]"])
     _, data, _ = built([], ["data=digits"])
@@ -407,8 +407,8 @@ def test_divergence_stops_with_a_message(tmp_path):
 
     from rich.console import Console
 
-    from trainrun.console import RunConsole
-    from trainrun.trainer import train
+    from trainrun.run.console import RunConsole
+    from trainrun.run.trainer import train
 
     screen = io.StringIO()
     metrics = train(make_config(["optimizer=sgd", "optimizer.lr=1e6", "trainer.epochs=5", "data.subset=300",
@@ -464,8 +464,8 @@ def test_mixed_precision_trains_on_cpu(tmp_path, precision):
     full = train_run(tmp_path / "32", ["trainer.epochs=3"])
     mixed = train_run(tmp_path / precision, [f"trainer.precision={precision}", "trainer.epochs=3"])
     assert mixed["stop_reason"] == "completed" and mixed["test/acc"] > full["test/acc"] - 0.1
-    from trainrun.build import build
-    from trainrun.distributed import World
+    from trainrun.run.build import build
+    from trainrun.run.distributed import World
 
     parts = build(make_config([f"trainer.precision={precision}", "data.subset=64"]), World())
     with parts.autocast():  # the built run computes in the lower precision, and scales the loss for float16
@@ -480,8 +480,8 @@ def test_compile_trains_the_same_model(tmp_path):
     eager = train_run(tmp_path / "eager", ["trainer.epochs=2"])
     assert compiled["steps"] == eager["steps"]
     assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-3)  # fused kernels, same math
-    from trainrun.build import build
-    from trainrun.distributed import World
+    from trainrun.run.build import build
+    from trainrun.run.distributed import World
 
     assert isinstance(build(make_config(["trainer.compile=true", "data.subset=64"]), World()).forward,
                       torch._dynamo.eval_frame.OptimizedModule)  # the loop steps the compiled module
@@ -514,7 +514,7 @@ def test_deterministic_mode_does_not_leak_into_the_next_run_of_the_process(tmp_p
 
 def test_a_deterministic_run_without_compile_does_not_import_the_compiler(tmp_path):
     """torch.use_deterministic_algorithms imports torch._inductor (2.8 s of each run here) for compile's flag."""
-    code = ("import sys; from trainrun.build import seed_everything; import torch; "
+    code = ("import sys; from trainrun.run.build import seed_everything; import torch; "
             "seed_everything(0, True, False); assert torch.are_deterministic_algorithms_enabled(); "
             "assert 'torch._inductor.config' not in sys.modules; "
             "seed_everything(0, True, True); import torch._inductor.config as c; assert c.deterministic")

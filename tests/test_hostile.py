@@ -181,9 +181,9 @@ def is_short_and_named(message: str) -> bool:
 def built_or_refused(overrides: list[str]) -> None:
     """In-process: compose, check, build every part and preflight it (no training). A draw holding a value
     outside its declared range must be refused, naming a key it set."""
-    from trainrun.build import build, preflight
+    from trainrun.run.build import build, preflight
     from trainrun.cli import describe
-    from trainrun.distributed import World
+    from trainrun.run.distributed import World
 
     bounded_bad = any(o.split("=", 1)[0] in BOUNDED and not _in_range(o) for o in overrides)
     keys = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]

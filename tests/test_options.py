@@ -22,7 +22,7 @@ def shipped(group: str) -> list[str]:
 # ---------------------------------------------------------------------------- optimizers
 @pytest.mark.parametrize("kind", shipped("optimizer"))
 def test_optimizer_is_its_class_with_every_knob_of_its_yaml(kind):
-    from trainrun.optimizer import make_optimizer
+    from trainrun.options.optimizer import make_optimizer
 
     cfg = make_config([f"optimizer={kind}"])
     opt = make_optimizer(cfg.optimizer, nn.Linear(4, 2), set())
@@ -48,7 +48,7 @@ UNUSUAL = {"lr": 0.0123, "momentum": 0.37, "dampening": 0.21, "weight_decay": 0.
 
 @pytest.mark.parametrize("kind", shipped("optimizer"))
 def test_optimizer_passes_on_every_knob_set_to_an_unusual_value(kind):
-    from trainrun.optimizer import make_optimizer
+    from trainrun.options.optimizer import make_optimizer
 
     record = REGISTRIES["optimizer"][kind]
     values = {knob: UNUSUAL[knob] for knob in record.knobs}
@@ -75,7 +75,7 @@ def test_every_activation_has_a_reference():
 
 @pytest.mark.parametrize("kind", shipped("activation"))
 def test_activation_computes_its_function_inside_the_model(kind):
-    from trainrun.model import build_model
+    from trainrun.options.model import build_model
     from trainrun.data import load
 
     cfg = make_config([f"activation={kind}", "data.subset=64"])
@@ -108,8 +108,8 @@ INIT_STATISTICS = {
 
 @pytest.mark.parametrize("kind", shipped("init"))
 def test_initializer_gives_its_variance_and_bound(kind):
-    from trainrun.activation import nonlinearity
-    from trainrun.init import initialize
+    from trainrun.options.activation import nonlinearity
+    from trainrun.options.init import initialize
 
     torch.manual_seed(0)
     cfg = make_config([f"init={kind}"])
@@ -134,7 +134,7 @@ NORM_LAYERS = {"none": (), "batch": (nn.BatchNorm1d,), "layer": (nn.LayerNorm,),
 @pytest.mark.parametrize("kind", shipped("norm"))
 def test_norm_puts_its_layers_in_the_model(kind):
     from trainrun.data import load
-    from trainrun.model import build_model
+    from trainrun.options.model import build_model
 
     model_args = ["model=cnn"] if kind == "instance" else []
     cfg = make_config([f"norm={kind}", "data.subset=64", *model_args])
@@ -149,7 +149,7 @@ def test_norm_puts_its_layers_in_the_model(kind):
 # ---------------------------------------------------------------------------- losses
 @pytest.mark.parametrize("kind", shipped("loss"))
 def test_loss_value_matches_its_formula(kind):
-    from trainrun.loss import make_loss
+    from trainrun.options.loss import make_loss
 
     torch.manual_seed(0)
     out, y = torch.randn(8, 3), torch.randint(3, (8,))
@@ -167,7 +167,7 @@ def test_loss_value_matches_its_formula(kind):
 # ---------------------------------------------------------------------------- augmentations
 @pytest.mark.parametrize("kind", shipped("augmentation"))
 def test_augmentation_changes_a_batch_and_keeps_what_it_should(kind):
-    from trainrun.augmentation import make_augmentation
+    from trainrun.options.augmentation import make_augmentation
     from trainrun.data import load
 
     torch.manual_seed(0)

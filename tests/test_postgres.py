@@ -82,7 +82,7 @@ def test_two_sweepers_share_one_study_in_postgresql_and_prune_each_others_trials
 
 
 def ready(_) -> bool:
-    import trainrun.search  # noqa: F401  (and optuna, sqlalchemy, psycopg through it when opening)
+    import trainrun.sweeps.search  # noqa: F401  (and optuna, sqlalchemy, psycopg through it when opening)
     import optuna  # noqa: F401
 
     return True
@@ -92,7 +92,7 @@ def open_storage_at(url: str, start: float) -> str:
     """In a process of its own: wait for the common start, then open the storage as a sweeper or a run does."""
     import time
 
-    from trainrun.search import make_storage
+    from trainrun.sweeps.search import make_storage
 
     time.sleep(max(0.0, start - time.time()))
     make_storage(url)

@@ -41,13 +41,13 @@ def command(main, *args) -> tuple[int, str, str]:
 
 
 def predict(*args) -> tuple[int, str, str]:
-    from trainrun.predict import main
+    from trainrun.use.predict import main
 
     return command(main, *args)
 
 
 def export(*args) -> tuple[int, str, str]:
-    from trainrun.export import main
+    from trainrun.use.export import main
 
     return command(main, *args)
 
@@ -424,7 +424,7 @@ def test_an_mlp_exports_to_onnx_and_pt2_each_verified(digits_run, tmp_path):
     described = json.loads((folder / "model.json").read_text())
     assert described["input"] == {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     # the graph holds the normalization: raw inputs in, the same logits as the run's own model on normalized ones
-    from trainrun.trained import open_run
+    from trainrun.use.trained import open_run
 
     run = open_run(str(digits_run))
     x = torch.rand(5, 1, 8, 8)  # a batch size it was not traced with
@@ -538,7 +538,7 @@ def test_batches_are_read_on_a_thread_only_where_the_model_is_slower_than_the_re
     import threading
     import time
 
-    from trainrun.predict import read_ahead
+    from trainrun.use.predict import read_ahead
 
     readers = []
 

@@ -18,7 +18,7 @@ def built(*overrides):
     """The model a run would build, on the digits (1 x 8 x 8)."""
     from trainrun.config import typed
     from trainrun.data import load
-    from trainrun.model import build_model
+    from trainrun.options.model import build_model
 
     cfg = typed(make_config(["data.subset=50", *overrides]))
     data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
@@ -65,8 +65,8 @@ def net(input_shape, num_outputs):
 def test_weights_start_any_model_and_the_loaded_layers_train_at_the_backbone_lr(tmp_path, monkeypatch, model):
     from trainrun.config import typed
     from trainrun.data import load
-    from trainrun.model import build_model
-    from trainrun.optimizer import make_optimizer
+    from trainrun.options.model import build_model
+    from trainrun.options.optimizer import make_optimizer
 
     (tmp_path / "my_net.py").write_text(CUSTOM_NET)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -90,7 +90,7 @@ def test_weights_start_any_model_and_the_loaded_layers_train_at_the_backbone_lr(
 def test_a_run_saved_when_weights_were_called_checkpoint_is_still_read(tmp_path):
     from omegaconf import OmegaConf
 
-    from trainrun.trained import open_run
+    from trainrun.use.trained import open_run
 
     first = cli(*TINY, f"hydra.run.dir={tmp_path / 'old'}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-1500:]
@@ -109,7 +109,7 @@ def test_a_runs_weights_start_another_with_another_number_of_classes_head_replac
     assert first.returncode == 0, first.stderr[-1500:]
     saved = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
     assert saved["conv1.weight"].shape == (64, 1, 3, 3) and saved["fc.weight"].shape == (5, 512)
-    from trainrun.predict import main  # rebuilt from the saved config alone: the same architecture, the same result
+    from trainrun.use.predict import main  # rebuilt from the saved config alone: the same architecture, the same result
 
     main([str(tmp_path / "first"), "--output", str(tmp_path / "p.csv")])
     assert f'"acc": {read_metrics(tmp_path / "first")["test/acc"]}' in (tmp_path / "p.report.json").read_text()

@@ -88,8 +88,8 @@ def test_a_resume_on_another_thread_count_says_results_are_equal_up_to_rounding(
 
 
 def test_a_sweep_job_restarted_before_its_first_checkpoint_keeps_its_launchers_thread_share(tmp_path):
-    from trainrun import distributed
-    from trainrun.trainer import resumed
+    from trainrun.run import distributed
+    from trainrun.run.trainer import resumed
 
     # what Hydra wrote before the job started: the composed config, where trainer.threads is still unset
     (tmp_path / ".hydra").mkdir()
@@ -162,7 +162,7 @@ def test_sigint_message_names_the_resume_command(tmp_path):
 
 
 def test_a_crash_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
-    from trainrun import checkpoint
+    from trainrun.run import checkpoint
 
     path = tmp_path / "last.pt"
     checkpoint.save_atomic({"step": 1, "w": torch.ones(3)}, path)
@@ -220,7 +220,7 @@ def test_checkpoints_load_weights_only(tmp_path):
 def test_checkpoints_follow_their_schedule_and_best_pt_travels_with_them(tmp_path, monkeypatch, schedule, expected):
     """4 epochs of 4 steps, each epoch better than the last: which file is written after which step (last.pt)
     or for which epoch (best.pt, written only when it changed)."""
-    from trainrun import checkpoint
+    from trainrun.run import checkpoint
 
     written = []
     real_save = checkpoint.BackgroundWriter.save

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(600)
 def study(sweep: Path):
     import optuna
 
-    from trainrun.search import make_storage
+    from trainrun.sweeps.search import make_storage
 
     return optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}"))
 
@@ -151,7 +151,7 @@ def test_a_lost_race_to_create_the_tables_is_tried_again_and_other_errors_are_on
     from sqlalchemy.exc import ProgrammingError
 
     from trainrun.errors import ConfigError
-    from trainrun.search import make_storage
+    from trainrun.sweeps.search import make_storage
 
     real, failures = optuna.storages.RDBStorage, []
 
@@ -180,7 +180,7 @@ def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path
     from optuna.trial import TrialState
 
     from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
-    from trainrun.sweep import holding
+    from trainrun.sweeps.sweep import holding
 
     study = optuna.create_study()
     trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)})
@@ -206,7 +206,7 @@ def test_a_trial_whose_sweeper_was_killed_between_asking_and_starting_it_is_aske
     from optuna.trial import TrialState
 
     from hydra_plugins.trainrun_optuna import optuna_sweeper
-    from trainrun.sweep import holding
+    from trainrun.sweeps.sweep import holding
 
     def asked():
         study = optuna.create_study()

@@ -13,7 +13,7 @@ import pytest
 from conftest import cli, read_metrics, train_run
 from test_sweep_resume import fingerprint
 from trainrun.studies import STUDIES
-from trainrun.study import FAILS, HOLDS, INCONCLUSIVE, FinishedRun
+from trainrun.studies.framework import FAILS, HOLDS, INCONCLUSIVE, FinishedRun
 
 
 def run(choices: dict, metrics: dict = None, activations: dict = None, grads: dict = None, later=()) -> FinishedRun:
@@ -391,7 +391,7 @@ def test_the_activations_study_end_to_end(tmp_path):
     shown.Reload()
     image = shown.Images("study/activations")[0]  # the same figure, in TensorBoard's Images tab
     assert (image.height, image.width) == tuple(read_image(str(sweep / "activations.png")).shape[1:])
-    again = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(sweep)],
+    again = subprocess.run([sys.executable, "-c", "from trainrun.sweeps.summary import main; main()", str(sweep)],
                            capture_output=True, text=True)
     assert again.returncode == 0 and "study activations:" in again.stdout, again.stderr
     assert len(list((sweep / "study_figures").glob("events.out.tfevents.*"))) == 1  # replaced, not doubled
@@ -488,7 +488,7 @@ def planned(study: str, earlier=None, size="small") -> dict:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from hydra_plugins.trainrun_grid.grid_sweeper import stage_jobs
-    from trainrun.sweep import fill, stage_params
+    from trainrun.sweeps.sweep import fill, stage_params
 
     parser = OverridesParser.create()
     stages = STUDIES[study].sweep.config(study)["study"]["stages"]

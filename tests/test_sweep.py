@@ -72,11 +72,11 @@ def test_report_shows_the_summary_again(tmp_path):
     assert cli("-m", "optimizer=sgd,adam", *TINY, cwd=tmp_path).returncode == 0
     directory = sweep_dir(tmp_path)
     (directory / "summary.csv").unlink()
-    report = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(directory)],
+    report = subprocess.run([sys.executable, "-c", "from trainrun.sweeps.summary import main; main()", str(directory)],
                             capture_output=True, text=True)
     assert report.returncode == 0 and "sorted by val/loss (min)" in " ".join(report.stdout.split())  # the title may wrap
     assert len(summary(tmp_path)) == 2
-    missing = subprocess.run([sys.executable, "-c", "from trainrun.report import main; main()", str(tmp_path / "nope")],
+    missing = subprocess.run([sys.executable, "-c", "from trainrun.sweeps.summary import main; main()", str(tmp_path / "nope")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
@@ -84,7 +84,7 @@ def test_report_shows_the_summary_again(tmp_path):
 def optuna_states(sweep: Path) -> dict:
     import optuna
 
-    from trainrun.search import make_storage
+    from trainrun.sweeps.search import make_storage
 
     study = optuna.load_study(study_name="trainrun", storage=make_storage(f"journal:{sweep / 'optuna.journal'}"))
     return {t.number: (t.state.name, t.params) for t in study.trials}
@@ -151,7 +151,7 @@ def test_bad_search_settings_are_one_clear_line(tmp_path, bad, message):
     ("median", "MedianPruner", "_n_startup_trials", 3), ("successive_halving", "SuccessiveHalvingPruner", "_min_resource", 2),
     ("hyperband", "HyperbandPruner", "_min_resource", 2), ("none", "NopPruner", None, None)])
 def test_each_pruner_is_built_with_its_knobs(kind, pruner, knob, value):
-    from trainrun.search import make_pruner
+    from trainrun.sweeps.search import make_pruner
 
     built = make_pruner({"kind": kind, "n_startup_trials": 3, "n_warmup_steps": 1, "min_resource": 2})
     assert type(built).__name__ == pruner

@@ -155,7 +155,7 @@ def test_an_unwritable_sweep_directory_is_one_line(tmp_path):
 
 
 def test_run_names_stay_valid_in_a_path_and_an_override():
-    from trainrun.sweep import run_names
+    from trainrun.sweeps.sweep import run_names
 
     names = run_names([["model.hidden=[64,64]", "optimizer.lr=0.01", "+model.params.width=8"]],
                       ["model.hidden", "optimizer.lr", "+model.params.width"])

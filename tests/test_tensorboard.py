@@ -108,7 +108,7 @@ def test_a_large_tensor_histogram_is_exact_in_its_statistics_and_close_in_its_co
     import torch
     from omegaconf import OmegaConf
 
-    from trainrun.logger import HISTOGRAM_SAMPLE, TensorBoard
+    from trainrun.run.logger import HISTOGRAM_SAMPLE, TensorBoard
 
     tb = TensorBoard(OmegaConf.create({}), tmp_path)
     values = torch.cat([torch.randn(300_000), torch.rand(100_000) * 3 + 5])  # two modes, 6x the sample
@@ -136,7 +136,7 @@ def test_c_checksums_match_tensorboards_own():
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as python_crc
     from tensorboard.summary.writer import record_writer
 
-    from trainrun.logger import use_c_checksums
+    from trainrun.run.logger import use_c_checksums
 
     use_c_checksums()
     for size in (0, 1, 12, 1500, 70_000):

@@ -50,7 +50,7 @@ def run_dir_for(resume: str | None, new_run_dir: str) -> str:
     """hydra.run.dir: a new dated directory, or the run that trainer.resume names (it continues there)."""
     if not resume:
         return new_dir(new_run_dir)
-    from .checkpoint import find_run
+    from .run.checkpoint import find_run
 
     return str(find_run(resume))
 
@@ -118,10 +118,10 @@ def run(cfg: DictConfig) -> float | None:
         check(cfg)
         if cfg.trainer.threads is None:
             cfg.trainer.threads = launcher_threads(hydra_cfg.launcher)
-        from .console import RunConsole
-        from .trainer import train  # torch comes in here
+        from .run.console import RunConsole
+        from .run.trainer import train  # torch comes in here
 
-        from .sweep import holding
+        from .sweeps.sweep import holding
 
         task = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: "${...}" in an override stays text
         overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
@@ -170,7 +170,7 @@ def requested_devices(args: list[str]) -> int:
     if values.get("trainer.devices", "").isdigit():
         return int(values["trainer.devices"])
     if values.get("trainer.resume"):
-        from .checkpoint import CheckpointError, find_run, load
+        from .run.checkpoint import CheckpointError, find_run, load
 
         try:
             return int(load(find_run(values["trainer.resume"]) / "last.pt")["config"]["trainer"]["devices"])
@@ -201,11 +201,11 @@ def main() -> None:
         sys.argv.remove("--debug")
     devices = requested_devices(sys.argv[1:])
     if devices > 1 and "WORLD_SIZE" not in os.environ:  # trainer.devices=N: the same command on N processes
-        from .distributed import launch
+        from .run.distributed import launch
 
         sys.exit(launch(devices, sys.argv[1:]))
     if int(os.environ.get("RANK", "0")) > 0:
-        from .distributed import worker_arguments
+        from .run.distributed import worker_arguments
 
         sys.argv = [sys.argv[0], *worker_arguments(sys.argv[1:])]
     global SHOW_TRACEBACK

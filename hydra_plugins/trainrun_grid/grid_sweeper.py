@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.check import check_job
 from trainrun.errors import ConfigError
-from trainrun.sweep import (INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, stage_params,
+from trainrun.sweeps.sweep import (INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, stage_params,
                             write_experiment)
 
 log = logging.getLogger("trainrun")

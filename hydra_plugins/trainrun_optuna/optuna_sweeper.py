@@ -40,8 +40,8 @@ from trainrun.check import check_job, check_node
 from trainrun.config import PrunerConfig, direction
 from trainrun.errors import ConfigError
 from trainrun.registry import SEARCH_SAMPLERS
-from trainrun.search import make_pruner, make_storage
-from trainrun.sweep import claim, held, holding, resuming, run_name, write_experiment
+from trainrun.sweeps.search import make_pruner, make_storage
+from trainrun.sweeps.sweep import claim, held, holding, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
 ASKING_S = 60  # a trial on a shared storage without attributes this long after its start was asked by a dead sweeper
@@ -153,7 +153,7 @@ def start_worker(hydra_context, task_function, singleton_state, threads: int) ->
 
     torch.set_num_threads(threads)
     import torch._dynamo  # noqa: F401  (torch's optimizers import it on their first step: here, before any trial)
-    import trainrun.trainer  # noqa: F401
+    import trainrun.run.trainer  # noqa: F401
 
     setup_globals()
     Singleton.set_state(singleton_state)

@@ -16,7 +16,7 @@ def custom(cfg, g, params, _target_=None, num_workers=None, num_classes=None):
     or a dict with train (and val, test)."""
     from torch.utils.data import Dataset
 
-    from ..custom import call, resolve
+    from ..usercode import call, resolve
 
     made = call(resolve(_target_, "data"), dict(params), {"seed": int(torch.randint(2**31, (1,), generator=g))})
     source = f"data._target_={_target_}"
