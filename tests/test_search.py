@@ -197,6 +197,36 @@ def test_a_trial_another_live_sweeper_is_starting_is_not_taken_for_dead(tmp_path
     assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params  # asked again
 
 
+def test_sweepers_that_all_saw_room_for_one_more_trial_run_exactly_n_trials(tmp_path):
+    """Two sweepers on one storage each read 7 of n_trials=8 and ask at once (seen in CI: 9 trials ended).
+    The storage numbers trials atomically: the one numbered within n_trials runs, the other is closed uncounted;
+    a trial that died before its checkpoint (asked again) leaves room for one more."""
+    import optuna
+    from omegaconf import OmegaConf
+    from optuna.trial import TrialState
+
+    from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper, counts
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+    study = optuna.create_study()
+    for _ in range(6):
+        study.tell(study.ask(space), 1.0)
+    dying = study.ask(space)
+    sweepers = []
+    for name in ("a", "b"):
+        sweeper = object.__new__(TrainrunOptunaSweeper)
+        sweeper.n_trials, sweeper.config = 8, OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / name)}}})
+        sweepers.append(sweeper)
+    first, second = (sweeper.ask(study, space) for sweeper in sweepers)  # both had seen 7 counted trials
+    assert first is not None and first.number == 7 and second is None
+    beyond = study.trials[8]
+    assert beyond.state == TrialState.FAIL and not counts(beyond) and beyond.user_attrs["sweep_dir"].endswith("b")
+    assert sum(counts(t) for t in study.trials) == 8 and sweepers[0].ask(study, space) is None
+    dying.set_user_attr("died", True)  # closed as dead_trials closes it: its parameters are asked again
+    study.tell(dying, state=TrialState.FAIL)
+    assert sweepers[1].ask(study, space) is not None and sweepers[0].ask(study, space) is None
+
+
 @pytest.mark.parametrize("attrs", [[], ["sweep_dir"]])
 def test_a_trial_whose_sweeper_was_killed_between_asking_and_starting_it_is_asked_again(tmp_path, monkeypatch, attrs):
     """A sweeper killed right after study.ask (before the trial's run_dir, or any attribute, was set) left it

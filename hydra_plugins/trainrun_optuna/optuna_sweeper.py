@@ -310,7 +310,7 @@ class TrainrunOptunaSweeper(Sweeper):
 
         unfinished = self.dead_trials(study, sweep_dir)
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        done = sum(t.state in ended and not t.user_attrs.get("died") for t in study.trials)
+        done = sum(t.state in ended and counts(t) for t in study.trials)
         if resumed:
             print(f"resuming the search in {sweep_dir}: {done} of {self.n_trials} trials ended, "
                   f"{len(unfinished)} interrupted (resuming)", flush=True)
@@ -320,7 +320,7 @@ class TrainrunOptunaSweeper(Sweeper):
             """Whether the study still needs a trial: the ended ones and those running anywhere (other sweepers
             on the same storage too) fall short of n_trials. Read again before every ask."""
             counted = study.get_trials(deepcopy=False, states=(*ended, optuna.trial.TrialState.RUNNING))
-            return sum(not t.user_attrs.get("died") for t in counted) < self.n_trials
+            return sum(counts(t) for t in counted) < self.n_trials
 
         with holding(sweep_dir):  # while held, the trials this sweeper asked are its own, queued or running
             if self.launcher_batches():
@@ -386,6 +386,23 @@ class TrainrunOptunaSweeper(Sweeper):
         # after this check), queued or starting: a run takes its own lock only once its job is set up
         return not (held(Path(attrs["sweep_dir"])) or "run_dir" in attrs and held(Path(attrs["run_dir"])))
 
+    def ask(self, study, space):
+        """The next trial, or None where the study has its n_trials already. Sweepers on one storage that ask at
+        once may each have seen room for one more; the storage numbers trials atomically (under a lock on the
+        study's row, or in the journal's order), so exactly the first n_trials that count are run, and a trial
+        numbered beyond them is closed uncounted before anything of it is written."""
+        from optuna.trial import TrialState
+
+        trial = study.ask(space)
+        earlier = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE,
+                                                           TrialState.PRUNED, TrialState.FAIL))
+        if sum(counts(t) for t in earlier if t.number < trial.number) < self.n_trials:
+            return trial
+        study._storage.set_trial_user_attr(trial._trial_id, "sweep_dir", str(Path(self.config.hydra.sweep.dir).resolve()))
+        study._storage.set_trial_user_attr(trial._trial_id, "beyond_n_trials", True)
+        study.tell(trial.number, state=TrialState.FAIL)
+        return None
+
     def launcher_batches(self) -> bool:
         """Hydra's launchers take a batch and wait for all of it; trainrun runs trials itself unless the
         launcher is one that must place them (submitit: a cluster's queue)."""
@@ -397,8 +414,10 @@ class TrainrunOptunaSweeper(Sweeper):
         returns = []
         while unfinished or more():
             trials, unfinished = unfinished[:self.n_jobs], unfinished[self.n_jobs:]
-            while len(trials) < self.n_jobs and more():
-                trials.append(study.ask(space))
+            while len(trials) < self.n_jobs and more() and (trial := self.ask(study, space)) is not None:
+                trials.append(trial)
+            if not trials:
+                break
             results = self.launcher.launch([job(t) for t in trials], initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
                 study.tell(trial.number, *outcome(result))
@@ -427,7 +446,9 @@ class TrainrunOptunaSweeper(Sweeper):
         # this process tells the result and asks for the one after
         while True:
             while len(running) < self.n_jobs + 1 and (unfinished or more()):
-                trial = unfinished.pop(0) if unfinished else study.ask(space)
+                trial = unfinished.pop(0) if unfinished else self.ask(study, space)
+                if trial is None:
+                    break
                 composed = composer.compose(trial.number, job(trial))
                 running[pool.submit(execute_trial, pickle.dumps(composed))] = trial
             if not running:
@@ -440,6 +461,12 @@ class TrainrunOptunaSweeper(Sweeper):
                 results.append(result)
         pool.shutdown(wait=True)
         return [results]
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts toward n_trials: not one that died before its first checkpoint (its parameters are
+    asked again), nor one asked beyond n_trials by sweepers asking at once."""
+    return not (trial.user_attrs.get("died") or trial.user_attrs.get("beyond_n_trials"))
 
 
 def short(value) -> str:
