@@ -48,3 +48,21 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_traits_are_typed_per_group_and_a_misspelt_one_fails():
+    """Each group's traits are its frozen dataclass: a record naming a trait its group lacks fails when the
+    catalog is built (at import), and so does reading one: nothing takes a silent default."""
+    from dataclasses import FrozenInstanceError
+
+    from trainrun.registry import OPTIMIZERS, OptimizerTraits, Registry, option
+
+    with pytest.raises(TypeError, match="optimizer=sgd: OptimizerTraits has no trait needs_closur"):
+        Registry("optimizer", {"sgd": option("torch.optim:SGD", "lr", needs_closur=True)}, OptimizerTraits)
+    with pytest.raises(AttributeError, match="needs_closur"):
+        OPTIMIZERS.trait("lbfgs", "needs_closur")
+    assert OPTIMIZERS.trait("lbfgs", "needs_closure") and not OPTIMIZERS.trait("sgd", "needs_closure")
+    with pytest.raises(FrozenInstanceError):
+        OPTIMIZERS["sgd"].traits.needs_closure = True
+    for registry in REGISTRIES.values():  # every record holds its group's typed traits
+        assert all(isinstance(record.traits, registry.traits_type) for record in registry.values())

@@ -139,7 +139,7 @@ def _knobs(registry, node, kind: str) -> None:
                       int in leaf_types(hint))
         if f.name in record.ordered and value[0] > value[1]:
             raise ConfigError(f"{where}.{f.name}={list(value)} is invalid: [low, high] with low <= high")
-        other = record.traits.get("requires", {}).get(f.name)
+        other = record.traits.requires.get(f.name)
         if other and unset(node[other] if isinstance(node, DictConfig) else getattr(node, other)):
             raise ConfigError(f"{where}.{f.name}={value} needs {where}.{other} beside it")
 
@@ -149,10 +149,10 @@ def _knobs(registry, node, kind: str) -> None:
 
 def _combinations(cfg) -> None:
     norm = NORMS[cfg.norm.kind]
-    if norm.traits.get("batch_statistics") and cfg.data.batch_size == 1:
+    if norm.traits.batch_statistics and cfg.data.batch_size == 1:
         raise ConfigError(f"norm={cfg.norm.kind} cannot work with data.batch_size=1 (batch statistics of one sample); "
                           "use norm=layer or norm=group, or a larger batch")
-    if cfg.regularization.max_norm is not None and norm.traits.get("reparametrizes"):
+    if cfg.regularization.max_norm is not None and norm.traits.reparametrizes:
         raise ConfigError(f"regularization.max_norm cannot bound weights that norm={cfg.norm.kind} reparametrizes; "
                           "use one of them")
     if OPTIMIZERS.trait(cfg.optimizer, "needs_closure") and PRECISIONS.trait(cfg.trainer.precision, "grad_scaler"):
@@ -161,7 +161,7 @@ def _combinations(cfg) -> None:
     if SCHEDULERS.trait(cfg.scheduler, "steps_on_metric") and cfg.scheduler.interval == "step":
         raise ConfigError(f"scheduler={cfg.scheduler.kind} steps on the validation metric, once per evaluation: "
                           "set scheduler.interval=epoch")
-    gives = DATASETS.trait(cfg.data.kind, "gives", None)  # checked before a long load, where the data say
+    gives = DATASETS.trait(cfg.data.kind, "gives")  # checked before a long load, where the data say
     if gives:
         _needs(cfg, gives, f"data={cfg.data.kind} gives {gives}")
     act = cfg.activation
@@ -178,8 +178,8 @@ def _ordered(low_key: str, low, high_key: str, high, strict: bool = True, spec: 
 
 def _needs(cfg, gives: str, what_data_gives: str) -> None:
     """The model and each augmentation that needs images (or sequences) against what the data give."""
-    wanted = [(f"model={cfg.model.kind}", MODELS.trait(cfg.model.kind, "needs", None))]
-    wanted += [(f"augmentation {name}", AUGMENTATIONS.trait(name, "needs", None)) for name in cfg.augmentation]
+    wanted = [(f"model={cfg.model.kind}", MODELS.trait(cfg.model.kind, "needs"))]
+    wanted += [(f"augmentation {name}", AUGMENTATIONS.trait(name, "needs")) for name in cfg.augmentation]
     for who, needs in wanted:
         if needs and needs != gives:
             raise ConfigError(f"{who} needs {needs}; {what_data_gives}")
@@ -229,14 +229,14 @@ def check_files(cfg) -> None:
     """The user's own files that the config names exist, as files or folders as their option reads them
     (a sweep over them is refused before it starts, not one failed run at a time)."""
     data = cfg.data
-    for key, want in DATASETS[data.kind].traits.get("paths", {}).items():
+    for key, want in DATASETS[data.kind].traits.paths.items():
         _exists(f"data.{key}", getattr(data, key), want)
-    files = DATASETS.trait(data.kind, "files", None)
+    files = DATASETS.trait(data.kind, "files")
     if files:
         lazy(files)(data)
     weights = cfg.model.weights
     if weights is not None and not Path(weights).expanduser().exists():
-        named = MODELS.trait(cfg.model.kind, "weight_names", None)
+        named = MODELS.trait(cfg.model.kind, "weight_names")
         names = lazy(named)(cfg.model.name) if named and cfg.model.name else []
         if weights not in names:
             raise ConfigError(f"model.weights={weights}: no such file" + (

@@ -3,7 +3,9 @@
 This is the catalog. Adding an option is one YAML file under conf/<group>/ and one record here (and a
 builder, where torch has none). Builders are named by import path and imported on first use, so
 `--help` and config errors never import torch. Code elsewhere asks a record for a trait
-(`OPTIMIZERS["lbfgs"].traits["needs_closure"]`), never compares option names.
+(`OPTIMIZERS.trait(cfg.optimizer, "needs_closure")`), never compares option names. Each group's traits are
+a frozen dataclass below (`OptimizerTraits`, ...): a record naming a trait its group does not have fails at
+import, and so does reading one.
 
 `Registry.create` is the one way an option is built: it passes the option's knobs (as set in the
 config) to its builder, and turns any exception raised while building into one line that names the
@@ -15,7 +17,7 @@ import contextlib
 import difflib
 import importlib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
 
@@ -39,7 +41,7 @@ class Option:
     build: str | None  # "module:attribute"; None for an option that is only its traits (precision)
     knobs: tuple[str, ...] = ()  # the schema keys it takes; its YAML sets each
     preset: Mapping[str, Any] = field(default_factory=dict)  # arguments always passed (nesterov=True)
-    traits: Mapping[str, Any] = field(default_factory=dict)
+    traits: Any = field(default_factory=dict)  # the keywords given to option(); the group's Traits once registered
     ranges: Mapping[str, Range] = field(default_factory=dict)  # a knob's range where narrower than the schema's
     ordered: tuple[str, ...] = ()  # knobs that are [low, high]
 
@@ -56,13 +58,85 @@ class FromKnob:
 
 def option(build: str | None, knobs: str = "", preset: Mapping | None = None, ranges: Mapping | None = None,
            ordered: str = "", **traits) -> Option:
-    return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), MappingProxyType(traits),
+    return Option(build, tuple(knobs.split()), MappingProxyType(dict(preset or {})), dict(traits),
                   MappingProxyType(dict(ranges or {})), tuple(ordered.split()))
 
 
+# ----------------------------------------------------------------------------------------------------
+# Traits, one frozen record per group: what code elsewhere may ask of an option instead of its name.
+
+@dataclass(frozen=True)
+class Traits:
+    """What any option may declare."""
+
+    requires: Mapping[str, str] = field(default_factory=dict)  # {knob: the knob it needs set beside it}
+    warning: str | None = None  # logged when a run chooses it (init=zeros: units stay identical)
+
+
+@dataclass(frozen=True)
+class OptimizerTraits(Traits):
+    needs_closure: bool | FromKnob = False  # step() takes a closure that re-evaluates the loss (L-BFGS)
+    one_param_group: bool = False  # takes every parameter in one group (no weight decay split by layer)
+
+
+@dataclass(frozen=True)
+class SchedulerTraits(Traits):
+    steps_on_metric: bool | FromKnob = False  # stepped with the monitored metric (plateau), once an epoch
+    spans_run: bool = False  # shaped by the run's length (cosine, onecycle): a resume must not change it
+
+
+@dataclass(frozen=True)
+class ActivationTraits(Traits):
+    gain: str = "linear"  # torch.nn.init.calculate_gain's name for it (Xavier's and Kaiming's scale)
+    slope: str | tuple[str, str] | None = None  # the knob(s) giving a leaky slope to the gain
+    self_normalizing: bool = False  # SELU: dropout becomes alpha dropout
+
+
+@dataclass(frozen=True)
+class NormTraits(Traits):
+    batch_statistics: bool = False  # normalizes by the batch's statistics: a batch of one is refused
+    reparametrizes: bool = False  # weight norm: a reparametrization of the weights, not a layer
+    needs_positions: bool = False  # instance norm: needs positions (images, sequences), not features
+
+
+@dataclass(frozen=True)
+class LossTraits(Traits):
+    classification_only: bool = False  # reads class labels: refused on a regression target
+
+
+@dataclass(frozen=True)
+class ModelTraits(Traits):
+    own_layers: bool = False  # a library architecture: ignores activation and norm
+    needs: str | None = None  # the inputs it takes (images, sequences)
+    weights_statistics: str | None = None  # "module:function": the mean and std its pretrained weights expect
+    weight_names: str | None = None  # "module:function": the names of the library's pretrained weights
+    library_weights: str | None = None  # "module:function": the state dict of those weights, by name
+
+
+@dataclass(frozen=True)
+class AugmentationTraits(Traits):
+    mixes_labels: bool = False  # mixup, cutmix: the targets become mixtures (a classification loss on soft labels)
+    needs: str | None = None  # the inputs it takes (images)
+
+
+@dataclass(frozen=True)
+class DataTraits(Traits):
+    gives: str | None = None  # images | sequences | features; None for arrays and custom until loaded
+    paths: Mapping[str, str] = field(default_factory=dict)  # {knob: file | folder}: checked before a sweep starts
+    files: str | None = None  # "module:function" finding a shipped dataset's files under data.root, before a sweep
+
+
+@dataclass(frozen=True)
+class PrecisionTraits(Traits):
+    autocast: str | None = None  # the autocast dtype's name
+    grad_scaler: bool = False  # float16: the loss is scaled against underflow
+
+
 class Registry(Mapping[str, Option]):
-    def __init__(self, group: str, options: dict[str, Option]):
-        self.group, self.options = group, options
+    def __init__(self, group: str, options: dict[str, Option], traits: type[Traits] = Traits):
+        self.group, self.traits_type = group, traits
+        self.options = {kind: replace(record, traits=_typed(group, kind, traits, record.traits))
+                        for kind, record in options.items()}
 
     def __getitem__(self, kind: str) -> Option:
         if kind not in self.options:
@@ -77,13 +151,14 @@ class Registry(Mapping[str, Option]):
     def __len__(self) -> int:
         return len(self.options)
 
-    def trait(self, chosen: str | GroupConfig, name: str, default: Any = False) -> Any:
-        """A trait of the option `chosen` (its name, or its config node when the trait may come from a knob)."""
+    def trait(self, chosen: str | GroupConfig, name: str) -> Any:
+        """A trait of the option `chosen` (its name, or its config node when the trait may come from a knob);
+        a name its group's Traits lacks is an AttributeError, never a silent default."""
         kind = chosen if isinstance(chosen, str) else chosen.kind
-        value = self[kind].traits.get(name, default)
+        value = getattr(self[kind].traits, name)
         if isinstance(value, FromKnob):
             knob = None if isinstance(chosen, str) else getattr(chosen, value.knob)
-            return default if knob is None else knob
+            return bool(knob)
         return value
 
     def knobs(self, cfg: GroupConfig, kind: str) -> dict[str, Any]:
@@ -103,6 +178,13 @@ class Registry(Mapping[str, Option]):
             raise ConfigError(f"{self.group}={kind} needs {' and '.join(f'{where}.{k}=...' for k in needed)}")
         with building(self.group, kind, given):
             return builder(*args, **context, **record.preset, **given)
+
+
+def _typed(group: str, kind: str, traits: type[Traits], given: Mapping[str, Any]) -> Traits:
+    unknown = sorted(set(given) - {f.name for f in fields(traits)})
+    if unknown:
+        raise TypeError(f"{group}={kind}: {traits.__name__} has no trait {', '.join(unknown)}")
+    return traits(**given)
 
 
 def _required(builder: Callable, name: str) -> bool:
@@ -133,25 +215,7 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The catalog. Traits, by group:
-#   optimizer: needs_closure (step takes a closure that re-evaluates the loss), one_param_group,
-#              weight_decay_knob (it takes optimizer.weight_decay)
-#   scheduler: steps_on_metric (stepped with the monitored metric), spans_run (shaped by the run's length)
-#   activation: gain (torch.nn.init.calculate_gain's name), slope (the knob giving leaky_relu's slope),
-#              self_normalizing (dropout becomes alpha dropout), warning
-#   init: warning;  norm: batch_statistics, reparametrizes, needs_positions;  loss: classification_only
-#   model: own_layers (ignores activation and norm), needs (images | sequences), weights_statistics (the
-#          "module:function" giving the per-channel mean and std its pretrained weights expect, by model.name),
-#          weight_names ("module:function": the names of the library's own pretrained weights, by model.name),
-#          library_weights ("module:function": the state dict of those weights, by model.name and the weights' name)
-#   augmentation: mixes_labels, needs (images)
-#   data: gives (images | sequences | features; unknown for arrays and custom until loaded),
-#         paths (its knobs that name the user's files: file | folder, checked before a sweep starts)
-#         files ("module:function" finding, or downloading, a shipped dataset's files under data.root, before a
-#         sweep starts)
-# Any option: ranges (a knob's range where narrower than the schema's), ordered (knobs that are [low, high]),
-#   requires ({knob: the knob it needs set beside it})
-#   precision: autocast (dtype name), grad_scaler
+# The catalog. Any option may also narrow a knob's range (ranges) and name knobs that are [low, high] (ordered).
 
 _SGD_KNOBS = "lr momentum dampening weight_decay"
 OPTIMIZERS = Registry("optimizer", {
@@ -170,7 +234,7 @@ OPTIMIZERS = Registry("optimizer", {
                     needs_closure=True, one_param_group=True),
     "custom": option("trainrun.options.custom:optimizer", "_target_ params lr weight_decay closure",
                      needs_closure=FromKnob("closure")),
-})
+}, OptimizerTraits)
 
 SCHEDULERS = Registry("scheduler", {
     "none": option("trainrun.options.scheduler:constant"),
@@ -184,7 +248,7 @@ SCHEDULERS = Registry("scheduler", {
     "cyclic": option("trainrun.options.scheduler:cyclic", "base_lr max_lr step_size_up mode"),
     "plateau": option("trainrun.options.scheduler:plateau", "factor patience", steps_on_metric=True),
     "custom": option("trainrun.options.custom:scheduler", "_target_ params on_metric", steps_on_metric=FromKnob("on_metric")),
-})
+}, SchedulerTraits)
 
 ACTIVATIONS = Registry("activation", {
     "relu": option("torch.nn:ReLU", gain="relu"),
@@ -207,7 +271,7 @@ ACTIVATIONS = Registry("activation", {
     "sign": option("trainrun.options.activation:Sign", gain="linear",
                    warning="activation=sign has zero gradient almost everywhere: the layers below it will not learn"),
     "custom": option("trainrun.options.custom:activation", "_target_ params", gain="linear"),  # init gain 1: unknown shape
-})
+}, ActivationTraits)
 
 INITS = Registry("init", {
     "default": option("trainrun.options.init:default"),
@@ -233,7 +297,7 @@ NORMS = Registry("norm", {
     "group": option("trainrun.options.norm:group", "num_groups eps"),
     "instance": option("trainrun.options.norm:instance", "eps affine", needs_positions=True),
     "weight": option("trainrun.options.norm:no_layer", reparametrizes=True),
-})
+}, NormTraits)
 
 LOSSES = Registry("loss", {
     "cross_entropy": option("trainrun.options.loss:cross_entropy", classification_only=True),
@@ -244,7 +308,7 @@ LOSSES = Registry("loss", {
     "l1": option("trainrun.options.loss:l1"),
     "huber": option("trainrun.options.loss:huber", "delta"),
     "custom": option("trainrun.options.custom:loss", "_target_ params"),
-})
+}, LossTraits)
 
 MODELS = Registry("model", {
     "mlp": option("trainrun.options.model:mlp", "hidden depth width", requires={"depth": "width"}),
@@ -262,7 +326,7 @@ MODELS = Registry("model", {
                    weights_statistics="trainrun.options.model:timm_statistics", weight_names="trainrun.options.model:timm_weight_names",
                    library_weights="trainrun.options.model:timm_weights"),
     "custom": option("trainrun.options.custom:model", "_target_ params"),
-})
+}, ModelTraits)
 
 AUGMENTATIONS = Registry("augmentation", {
     "flip": option("trainrun.options.augmentation:flip", "p", needs="images"),
@@ -280,7 +344,7 @@ AUGMENTATIONS = Registry("augmentation", {
     "trivialaugment": option("trainrun.options.augmentation:trivialaugment", "groups", needs="images"),
     "mixup": option("trainrun.options.augmentation:mixup", "alpha", mixes_labels=True),
     "cutmix": option("trainrun.options.augmentation:cutmix", "alpha", mixes_labels=True, needs="images"),
-})
+}, AugmentationTraits)
 
 DATASETS = Registry("data", {
     "digits": option("trainrun.data.shipped:digits", gives="images"),
@@ -298,7 +362,7 @@ DATASETS = Registry("data", {
                     paths={"path": "file"}),
     "arrays": option("trainrun.data.arrays:arrays", "path targets", paths={"path": "file", "targets": "file"}),
     "custom": option("trainrun.data.custom:custom", "_target_ params num_workers num_classes"),
-})
+}, DataTraits)
 
 NORMALIZERS = Registry("normalize", {
     "none": option("trainrun.data.normalize:Identity"),
@@ -317,7 +381,7 @@ PRECISIONS = Registry("precision", {
     "32": option(None),
     "bf16": option(None, autocast="bfloat16"),
     "16-mixed": option(None, autocast="float16", grad_scaler=True),
-})
+}, PrecisionTraits)
 
 PRUNERS = Registry("pruner", {
     "median": option("optuna.pruners:MedianPruner", "n_startup_trials n_warmup_steps"),

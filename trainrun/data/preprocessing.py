@@ -37,7 +37,7 @@ def pretrained_statistics(model) -> dict | None:
     saved = saved_statistics(model.weights) if Path(model.weights).expanduser().exists() else None
     if saved is not None:
         return saved
-    published = MODELS.trait(model.kind, "weights_statistics", None)
+    published = MODELS.trait(model.kind, "weights_statistics")
     if not published:
         return None
     statistics = lazy(published)(model.name)

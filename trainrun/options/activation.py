@@ -41,9 +41,9 @@ class Nonlinearity(NamedTuple):
 def nonlinearity(cfg: ActivationConfig) -> Nonlinearity:
     """The activation's gain family (its record's `gain` trait) and, for leaky rectifiers, their slope."""
     traits = ACTIVATIONS[cfg.kind].traits
-    slope = traits.get("slope")
+    slope = traits.slope
     if isinstance(slope, tuple):  # rrelu: the mean of its random slopes
         slope = sum(getattr(cfg, k) for k in slope) / len(slope)
     elif slope is not None:
         slope = getattr(cfg, slope)
-    return Nonlinearity(traits["gain"], slope or 0.0)
+    return Nonlinearity(traits.gain, slope or 0.0)

@@ -62,7 +62,7 @@ def make_loss(cfg: LossConfig | None, task: str, num_classes: int, smoothing: fl
 
     if cfg is None:
         cfg = OmegaConf.create({"kind": "cross_entropy" if task == "classification" else "mse"})
-    if task == "regression" and LOSSES[cfg.kind].traits.get("classification_only"):
+    if task == "regression" and LOSSES[cfg.kind].traits.classification_only:
         raise ConfigError(f"loss={cfg.kind} needs class labels; this data is regression: use loss=mse, l1 or huber")
     if task == "regression" and smoothing:
         raise ConfigError("regularization.label_smoothing needs class labels; this data is regression")

@@ -253,7 +253,7 @@ def load_weights(model: nn.Module, spec: ModelConfig) -> set[str]:
     """model.weights into the model, said with how many tensors it took; the names of those loaded. RGB weights
     of a convolution that takes one channel here are summed over their three: the same as repeating a gray
     image three times."""
-    library = MODELS.trait(spec.kind, "weight_names", None)
+    library = MODELS.trait(spec.kind, "weight_names")
     if library and spec.weights in lazy(library)(spec.name):
         state = lazy(MODELS.trait(spec.kind, "library_weights"))(spec.name, spec.weights)
         source = f"{spec.kind}'s {spec.name} {spec.weights}"

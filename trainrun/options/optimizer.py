@@ -17,7 +17,7 @@ def make_optimizer(cfg: OptimizerConfig, model: nn.Module, reused: set[str]) -> 
               {"params": [p for n, p in named if n in reused], "lr": cfg.lr * cfg.backbone_lr_scale}]
     groups = [g for g in groups if g["params"]]
     record = OPTIMIZERS[cfg.kind]
-    if record.traits.get("one_param_group"):
+    if record.traits.one_param_group:
         groups = [p for _, p in named]
     extra = {}
     if "fused" in inspect.signature(record.builder()).parameters:

@@ -120,11 +120,11 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     plan = plan_for(cfg.scheduler, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
     scheduler = make_scheduler(cfg.scheduler, optimizer, plan)
     precision = PRECISIONS[tc.precision].traits
-    if precision.get("grad_scaler") and device.type == "cpu":
+    if precision.grad_scaler and device.type == "cpu":
         log.warning(f"trainer.precision={tc.precision} on CPU is slow and rarely helps; bf16 is the CPU choice")
-    dtype = getattr(torch, precision["autocast"]) if "autocast" in precision else None
+    dtype = getattr(torch, precision.autocast) if precision.autocast else None
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.get("grad_scaler", False))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     forward = model
     if world.size > 1:
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
