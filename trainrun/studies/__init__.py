@@ -17,10 +17,11 @@ NAMES = ("activations", "init_depth", "selu", "optimizers", "mc_dropout", "trans
 STUDIES = {name: importlib.import_module(f"{__name__}.{name}").STUDY for name in NAMES}
 
 
-def register() -> None:
-    """`study=NAME`: each record's sweep as Hydra's config group `study` (a user's own YAML extends one by its name)."""
+def register(names_only: bool = False) -> None:
+    """`study=NAME`: each record's sweep as Hydra's config group `study` (a user's own YAML extends one by its
+    name); `names_only`: empty entries, enough for --help's list of the group's options."""
     from hydra.core.config_store import ConfigStore
 
     for name, study in STUDIES.items():
-        ConfigStore.instance().store(group="study", name=name, node=study.sweep.config(name), package="_global_",
-                                     provider="trainrun")
+        node = {} if names_only else study.sweep.config(name)
+        ConfigStore.instance().store(group="study", name=name, node=node, package="_global_", provider="trainrun")
