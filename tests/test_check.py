@@ -444,3 +444,54 @@ def test_check_finite_names_the_first_row_holding_nan_or_infinity_whatever_the_c
         held = "NaN" if math.isnan(x[first]) else "infinity"
         with pytest.raises(DataError, match=rf"^x: row {first[0] + 7} holds {held} in column f{first[1]}; "):
             rules.check_finite(x, "x", first_row=7, names=names)
+
+
+# What only building or loading can refuse, raised where it is built (check.py's docstring says the same);
+# every other rule lives in check.py. A new refusal in a builder fails this list until it is moved to check.py
+# (config-only, or data-only: check_data) or added here with the reason only building can tell.
+BUILD_TIME = {
+    "pooled conv blocks shrink": "the conv stack's arithmetic on the loaded input shape",
+    "model=torchvision tak": "torchvision's registry of models, imported",
+    "model.small_input=true": "the built torchvision model's stem",
+    "which failed here": "fetching a library's weights",
+    "model=timm needs timm": "timm, imported", "is not a timm model": "timm's registry, imported",
+    "model.head_only and model.new_head": "the built model's last layer",
+    "model.weights": "the weights file, read", "safetensors file": "the weights file, read",
+    "cannot read weights": "the weights file, read",
+    "model.freeze": "the built model's layer names",
+    "norm.num_groups": "a custom model's layer widths (a built-in model's: check.py)",
+    "norm=instance needs a conv model": "a custom model's dense layers (a built-in model's: check.py)",
+    "_target_=": "the user's code, called",
+    "would set the learning rate": "the schedule stepped over the run's length in steps (the data's size)",
+    "no CUDA device": "the machine", "MPS is not available": "the machine",
+    "expected {data.num_outputs} outputs": "the built model's output, on a batch",
+}
+
+
+def test_every_refusal_left_in_a_builder_is_one_only_building_can_make():
+    import re
+
+    from conftest import ROOT
+
+    sources = [*(ROOT / "trainrun" / "options").glob("*.py"), ROOT / "trainrun" / "run" / "build.py"]
+    raised = [m.group(1) for path in sources
+              for m in re.finditer(r"raise (?:ConfigError|DataError)\(\s*f?\"([^\"]*)", path.read_text())]
+    assert len(raised) >= len(BUILD_TIME)
+    unexplained = [text for text in raised if not any(known in text for known in BUILD_TIME)]
+    assert not unexplained, f"config-only refusals belong in check.py: {unexplained}"
+
+
+@pytest.mark.parametrize("sweep,named", [
+    (["model=resnet", "model.depth=20,9", "data=synthetic_images"], "model.depth=9 is invalid: expected 6n+2"),
+    (["model=resnet", "data=synthetic_images", "norm=group", "norm.num_groups=4,3"],
+     "norm.num_groups=3 must divide every normalized layer's width"),
+    (["norm=batch,instance"], "norm=instance needs a conv model"),
+    (["model=cnn", "model.channels=[4,6]", "norm=group", "norm.num_groups=2,4"], "norm.num_groups=4 must divide"),
+    (["model=mlp,polynomial"], "model=polynomial takes inputs of shape (1,)"),
+])
+def test_a_rule_once_in_a_builder_refuses_a_two_run_sweep_before_its_directory_exists(tmp_path, sweep, named):
+    """Once raised while building run 1 or 2 (a ResNet's depth 6n+2 failed run 2 after run 1 trained)."""
+    result = cli("-m", *sweep, *TINY, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "outputs").exists()

@@ -97,10 +97,10 @@ def tiny_sweep(tmp_path, *extra):
 
 @pytest.mark.slow  # everyday tier under 10 min: 17 s of a worker here
 def test_a_finished_sweep_repeated_runs_nothing_and_a_failed_run_stays_failed(tmp_path):
-    first = tiny_sweep(tmp_path, "optimizer.lr=0.01,-1")
-    assert first.returncode == 1  # two runs failed on a bad lr
+    first = tiny_sweep(tmp_path, "model.freeze=[fc1],[nope]")
+    assert first.returncode == 1  # two runs failed building: no layer 'nope' to freeze
     before = {p.name: fingerprint(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()}
-    again = tiny_sweep(tmp_path, "optimizer.lr=0.01,-1")
+    again = tiny_sweep(tmp_path, "model.freeze=[fc1],[nope]")
     assert "4 finished, 0 interrupted (resuming), 0 to run" in again.stdout
     assert again.returncode == 1 and "error: 2 of 4 runs failed" in again.stderr  # still reported
     assert {p.name: fingerprint(p) for p in (tmp_path / "sweep").iterdir() if p.is_dir()} == before

@@ -1,10 +1,16 @@
-"""Every refusal of a configuration, in one place: a new rule goes here, and nowhere else.
+"""Every refusal that the config, or the config and the loaded data, can make: a new rule goes here.
 
-`check(cfg)` runs every rule that needs only the config (and the file system): the run, the grid
-sweeper's up-front check and the Optuna sweeper call it, so a sweep that would fail on it is refused
-before its directory exists. `check_data(cfg, data)` runs the rules that need the loaded data (shapes,
-classes, sizes), once, right after loading; `check_inputs` what the inputs hold (finite), before any statistic
-is fitted on them. `check_resume` is what a resume may not change.
+`check(cfg)` runs every rule that needs only the config (and the file system): the run calls it, and both
+sweepers call it on every value a sweep lists before the sweep's directory exists, so a sweep with one bad value
+is refused at once. `check_data(cfg, data)` runs the rules that need the loaded data (shapes, classes, the task,
+sizes), once, right after loading; `check_inputs` what the inputs hold (finite), before any statistic is fitted
+on them; `check_model` what needs the built model (batch norm's last batch). `check_resume` is what a resume may
+not change.
+
+What only building can tell stays with the builder that builds it, and tests/test_check.py lists each one
+(BUILD_TIME): a library's registry of models (torchvision, timm), the built model's layers (model.freeze, the
+head), a weights file's contents, what the user's own code returns, the machine (CUDA), and the schedule
+stepped over the run's length. A rule that moves here from a builder leaves that list.
 
 Rules read traits from the option records (registry.py), never option names. No torch here: config
 errors answer at once.
@@ -20,7 +26,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .config import OPTION_GROUPS, Range, declared_fields, leaf_types, schema_at
 from .errors import ConfigError, DataError
-from .registry import (AUGMENTATIONS, DATASETS, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS, lazy,
+from .registry import (AUGMENTATIONS, DATASETS, LOSSES, MODELS, NORMS, OPTIMIZERS, PRECISIONS, REGISTRIES, SCHEDULERS, lazy,
                        unset)
 
 
@@ -37,6 +43,7 @@ def check(cfg, files: bool = True) -> None:
     for name, aug in cfg.augmentation.items():
         _knobs(AUGMENTATIONS, aug, name)
     _combinations(cfg)
+    _norm_fits(cfg.model, cfg.norm)
     _transfer(cfg.model)
     _pruning(cfg.trainer.pruning)
     _study(cfg.study)
@@ -170,6 +177,25 @@ def _combinations(cfg) -> None:
     _ordered(f"init={cfg.init.kind}: init.a", cfg.init.a, "init.b", cfg.init.b)
 
 
+def _norm_fits(model, norm) -> None:
+    """The norm fits the layers the model normalizes (known from the config for built-in models; a custom
+    model's are checked as it is built)."""
+    widths = MODELS.trait(model.kind, "normalized")
+    if widths is None:
+        return
+    layers = lazy(widths)(model)
+    if NORMS.trait(norm.kind, "needs_positions") and any(d == 0 for d, _ in layers) and not any(d for d, _ in layers):
+        raise ConfigError(f"norm={norm.kind} needs a conv model (per-channel statistics over positions); "
+                          f"model={model.kind} has dense layers only: use model=cnn, cnn1d or resnet, or norm=layer")
+    knob = NORMS.trait(norm.kind, "divides")
+    if knob:
+        groups = getattr(norm, knob)
+        for _, width in layers:
+            if width % groups:
+                raise ConfigError(f"norm.{knob}={groups} must divide every normalized layer's width; "
+                                  f"model={model.kind} has a layer of {width}")
+
+
 def _ordered(low_key: str, low, high_key: str, high, strict: bool = True, spec: str = "") -> None:
     if low is not None and high is not None and (low >= high if strict else low > high):
         relation = "be below" if strict else "not exceed"
@@ -183,6 +209,9 @@ def _needs(cfg, gives: str, what_data_gives: str) -> None:
     for who, needs in wanted:
         if needs and needs != gives:
             raise ConfigError(f"{who} needs {needs}; {what_data_gives}")
+    shape = MODELS.trait(cfg.model.kind, "input_shape")
+    if shape and gives != "features":  # the exact shape: check_data, once loaded
+        raise ConfigError(f"model={cfg.model.kind} takes inputs of shape {shape} (data=polynomial); {what_data_gives}")
 
 
 def _transfer(model) -> None:
@@ -261,7 +290,19 @@ def _exists(key: str, value, want: str) -> None:
 
 def check_data(cfg, data, batch_size: int) -> None:
     """What needs the loaded data: what they give against what the model and augmentations need, the sizes."""
-    _needs(cfg, data.gives, f"this data has shape {data.input_shape}")
+    shape = f"this data has shape {data.input_shape}"
+    _needs(cfg, data.gives, shape)
+    wanted = MODELS.trait(cfg.model.kind, "input_shape")
+    if wanted and tuple(data.input_shape) != wanted:
+        raise ConfigError(f"model={cfg.model.kind} takes inputs of shape {wanted} (data=polynomial); {shape}")
+    for name in cfg.augmentation:
+        channels = AUGMENTATIONS.trait(name, "channels")
+        if channels and data.input_shape[0] != channels:
+            raise ConfigError(f"augmentation {name} needs {channels}-channel (RGB) images; {shape}")
+    if data.task == "regression" and cfg.loss is not None and LOSSES.trait(cfg.loss.kind, "classification_only"):
+        raise ConfigError(f"loss={cfg.loss.kind} needs class labels; this data is regression: use loss=mse, l1 or huber")
+    if data.task == "regression" and cfg.regularization.label_smoothing:
+        raise ConfigError("regularization.label_smoothing needs class labels; this data is regression")
     mixing = [name for name in cfg.augmentation if AUGMENTATIONS.trait(name, "mixes_labels")]
     if mixing and data.task != "classification":
         raise ConfigError(f"augmentation {mixing[0]} mixes class labels; this data is {data.task}")

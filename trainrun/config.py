@@ -38,6 +38,7 @@ class Range:
     choices: tuple | str | None = None
     pattern: str | None = None
     length: int | None = None
+    modulo: tuple[int, int] | None = None  # (m, r): the value leaves remainder r divided by m (a ResNet's 6n+2)
     expected: str | None = None  # wording where the generated one would be clumsy
 
     def allowed(self, options: Mapping[str, Any] | None = None) -> tuple:
@@ -65,7 +66,8 @@ class Range:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
+                and (self.modulo is None or value % self.modulo[0] == self.modulo[1]))
 
     def describe(self, integer: bool, options: Mapping[str, Any] | None = None) -> str:
         if self.expected:

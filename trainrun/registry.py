@@ -97,6 +97,7 @@ class NormTraits(Traits):
     batch_statistics: bool = False  # normalizes by the batch's statistics: a batch of one is refused
     reparametrizes: bool = False  # weight norm: a reparametrization of the weights, not a layer
     needs_positions: bool = False  # instance norm: needs positions (images, sequences), not features
+    divides: str | None = None  # the knob that must divide each normalized layer's width (group: num_groups)
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,20 @@ class LossTraits(Traits):
 class ModelTraits(Traits):
     own_layers: bool = False  # a library architecture: ignores activation and norm
     needs: str | None = None  # the inputs it takes (images, sequences)
+    input_shape: tuple | None = None  # the one input shape it takes (polynomial: a scalar)
     weights_statistics: str | None = None  # "module:function": the mean and std its pretrained weights expect
     weight_names: str | None = None  # "module:function": the names of the library's pretrained weights
     library_weights: str | None = None  # "module:function": the state dict of those weights, by name
+    # "module:function" (torch-free): [(dims, width)] of the layers it normalizes, from its config alone, so a
+    # norm that cannot fit them is refused before a sweep starts; None where only building tells (custom)
+    normalized: str | None = None
 
 
 @dataclass(frozen=True)
 class AugmentationTraits(Traits):
     mixes_labels: bool = False  # mixup, cutmix: the targets become mixtures (a classification loss on soft labels)
     needs: str | None = None  # the inputs it takes (images)
+    channels: int | None = None  # the image channels it takes (color: 3, RGB)
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ NORMS = Registry("norm", {
     "none": option("trainrun.options.norm:no_layer"),
     "batch": option("trainrun.options.norm:batch", "eps momentum", batch_statistics=True),
     "layer": option("trainrun.options.norm:layer", "eps"),
-    "group": option("trainrun.options.norm:group", "num_groups eps"),
+    "group": option("trainrun.options.norm:group", "num_groups eps", divides="num_groups"),
     "instance": option("trainrun.options.norm:instance", "eps affine", needs_positions=True),
     "weight": option("trainrun.options.norm:no_layer", reparametrizes=True),
 }, NormTraits)
@@ -311,13 +317,17 @@ LOSSES = Registry("loss", {
 }, LossTraits)
 
 MODELS = Registry("model", {
-    "mlp": option("trainrun.options.model:mlp", "hidden depth width", requires={"depth": "width"}),
-    "linear": option("trainrun.options.model:linear"),
-    "cnn": option("trainrun.options.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}, needs="images"),
+    "mlp": option("trainrun.options.model:mlp", "hidden depth width", requires={"depth": "width"},
+                  normalized="trainrun.options.widths:mlp"),
+    "linear": option("trainrun.options.model:linear", normalized="trainrun.options.widths:linear"),
+    "cnn": option("trainrun.options.model:convnet", "channels kernel_size pool hidden", preset={"dims": 2}, needs="images",
+                 normalized="trainrun.options.widths:cnn"),
     "cnn1d": option("trainrun.options.model:convnet", "channels kernel_size pool hidden", preset={"dims": 1},
-                    needs="sequences"),
-    "resnet": option("trainrun.options.model:resnet", "depth width", needs="images"),
-    "polynomial": option("trainrun.options.model:polynomial", "degree"),
+                    needs="sequences", normalized="trainrun.options.widths:cnn1d"),
+    "resnet": option("trainrun.options.model:resnet", "depth width", needs="images", normalized="trainrun.options.widths:resnet",
+                     ranges={"depth": Range(ge=8, modulo=(6, 2), expected="6n+2, a CIFAR ResNet's depth (8, 14, 20, 32, 44, 56, ...)")}),
+    "polynomial": option("trainrun.options.model:polynomial", "degree", normalized="trainrun.options.widths:linear",
+                         input_shape=(1,)),
     "torchvision": option("trainrun.options.model:torchvision_model", "name small_input", own_layers=True, needs="images",
                           weights_statistics="trainrun.options.model:torchvision_statistics",
                           weight_names="trainrun.options.model:torchvision_weight_names",
@@ -338,7 +348,8 @@ AUGMENTATIONS = Registry("augmentation", {
     "erase": option("trainrun.options.augmentation:erase", "p scale", ranges={"scale": Range(gt=0, le=1, length=2)},
                     ordered="scale", needs="images"),
     "blur": option("trainrun.options.augmentation:blur", "p kernel_size sigma", ordered="sigma", needs="images"),
-    "color": option("trainrun.options.augmentation:color", "p brightness contrast saturation hue groups", needs="images"),
+    "color": option("trainrun.options.augmentation:color", "p brightness contrast saturation hue groups", needs="images",
+                    channels=3),
     "randaugment": option("trainrun.options.augmentation:randaugment", "num_ops magnitude groups", needs="images"),
     "autoaugment": option("trainrun.options.augmentation:autoaugment", "policy groups", needs="images"),
     "trivialaugment": option("trainrun.options.augmentation:trivialaugment", "groups", needs="images"),

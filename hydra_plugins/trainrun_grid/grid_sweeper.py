@@ -154,11 +154,10 @@ class TrainrunGridSweeper(Sweeper):
         return returns
 
     def check(self, jobs: list) -> None:
-        """The first job refused as its run would refuse it (trainrun.check), and the user's files that each
-        other job names: a bad value fails only its own runs (the summary shows them), a missing file is
-        refused before the sweep starts."""
-        for number, job in enumerate(jobs):
-            check_job(self.hydra_context, self.config, job, files_only=number > 0)
+        """Each job of `covering` (every swept value once) refused as its run would refuse it (trainrun.check):
+        a sweep with one bad value is refused before its directory exists, not after its first runs trained."""
+        for job in jobs:
+            check_job(self.hydra_context, self.config, job)
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0

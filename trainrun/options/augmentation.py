@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
-from ..errors import ConfigError
 from ..data import Data
 from ..registry import AUGMENTATIONS
 
@@ -91,9 +90,6 @@ def blur(data, p, kernel_size, sigma):
 def color(data, p, brightness, contrast, saturation, hue, groups):
     """Colour jitter with per-sample brightness, contrast and saturation; hue per group of samples."""
     from torchvision.transforms.v2 import functional as TF
-
-    if not data.is_image or data.input_shape[0] != 3:
-        raise ConfigError(f"augmentation color needs RGB images; this data has shape {data.input_shape}")
 
     def factor(x, amount):
         return torch.empty(len(x), 1, 1, 1, device=x.device).uniform_(1 - amount, 1 + amount)

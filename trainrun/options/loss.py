@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import LossConfig
-from ..errors import ConfigError
 from ..registry import LOSSES
 
 
@@ -62,10 +61,6 @@ def make_loss(cfg: LossConfig | None, task: str, num_classes: int, smoothing: fl
 
     if cfg is None:
         cfg = OmegaConf.create({"kind": "cross_entropy" if task == "classification" else "mse"})
-    if task == "regression" and LOSSES[cfg.kind].traits.classification_only:
-        raise ConfigError(f"loss={cfg.kind} needs class labels; this data is regression: use loss=mse, l1 or huber")
-    if task == "regression" and smoothing:
-        raise ConfigError("regularization.label_smoothing needs class labels; this data is regression")
     return LOSSES.create(cfg, task, num_classes, smoothing), cfg.kind
 
 

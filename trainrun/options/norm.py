@@ -22,13 +22,13 @@ def layer(channels, dims, eps):
 
 
 def group(channels, dims, num_groups, eps):
-    if channels % num_groups:
+    if channels % num_groups:  # a custom model's layer (check.py refuses a built-in model's before it starts)
         raise ConfigError(f"norm.num_groups={num_groups} must divide the layer width {channels}")
     return nn.GroupNorm(num_groups, channels, eps=eps)
 
 
 def instance(channels, dims, eps, affine):
-    if dims == 0:
+    if dims == 0:  # a custom model's dense layer (check.py refuses a built-in model's before it starts)
         raise ConfigError("norm=instance needs a conv model (per-channel statistics over positions); "
                           "use model=cnn, cnn1d or resnet, or norm=layer")
     return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm1d)(channels, eps=eps, affine=affine)
