@@ -10,10 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from trainrun.errors import ConfigError
 from conftest import make_config, train_run
 from trainrun.data import Batches, Split, load
 from trainrun.registry import AUGMENTATIONS, NORMALIZERS
-from trainrun.options.model import build_model, read_state
+from trainrun.options.model import build_model
+from trainrun.options.weights import read_state
 from trainrun.run.stopping import EarlyStopping
 
 
@@ -198,11 +200,15 @@ def test_backbone_lr_scale_and_freeze_after_checkpoint(tmp_path):
     from trainrun.options.optimizer import make_optimizer
 
     train_run(tmp_path / "first", [])
-    # a narrower second layer: fc1 is reused from the checkpoint, fc2 and the head start fresh
-    cfg = make_config([f"model.weights={tmp_path / 'first'}", "optimizer.backbone_lr_scale=0.1", "model.hidden=[256,128]"])
-    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
+    # a narrower second layer does not fit: only the output layer may differ
+    narrower = make_config([f"model.weights={tmp_path / 'first'}", "model.hidden=[256,128]"])
+    data = load(narrower.data, 0, torch.device("cpu"), prenormalize=True)
+    with pytest.raises(ConfigError, match=r"fc2.linear.weight is \(256, 256\) there and \(128, 256\) here"):
+        build_model(narrower, data)
+    # a new head: fc1 and fc2 are reused from the checkpoint (at a tenth of the lr), the head starts fresh
+    cfg = make_config([f"model.weights={tmp_path / 'first'}", "optimizer.backbone_lr_scale=0.1", "model.new_head=true"])
     model, reused = build_model(cfg, data)
-    assert {"fc1.linear.weight", "fc1.linear.bias"} <= reused and "fc2.linear.weight" not in reused
+    assert {"fc1.linear.weight", "fc2.linear.bias"} <= reused and "head.weight" not in reused
     opt = make_optimizer(cfg.optimizer, model, reused)
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([1e-4, 1e-3])
     frozen, _ = build_model(make_config([f"model.weights={tmp_path / 'first'}", "model.freeze=[fc1]"]), data)
@@ -302,13 +308,15 @@ def test_crop_translates_by_whole_pixels_within_the_padding():
 
 
 def test_color_needs_rgb_and_jitters_rgb():
+    from trainrun.check import check_data
     from trainrun.options.augmentation import color
     from trainrun.errors import ConfigError
 
     _, gray, _ = built([], ["data=digits"])
-    knobs = AUGMENTATIONS.knobs(make_config(["augmentation=[color]"]).augmentation.color, "color")  # its YAML's values
-    with pytest.raises(ConfigError, match="RGB"):
-        color(gray, **knobs)
+    cfg = make_config(["augmentation=[color]"])
+    knobs = AUGMENTATIONS.knobs(cfg.augmentation.color, "color")  # its YAML's values
+    with pytest.raises(ConfigError, match=r"augmentation color needs 3-channel \(RGB\) images; this data has shape \(1, 8, 8\)"):
+        check_data(cfg, gray, 64)
     gray.input_shape = (3, 8, 8)  # the same factory on an RGB batch
     x = torch.rand(64, 3, 8, 8)
     out, _ = color(gray, **{**knobs, "p": 1.0})(x, None)

@@ -138,7 +138,7 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
     with pytest.raises(Exception, match="cannot read weights from"):
         built("model=torchvision", "model.name=resnet18", f"model.weights={tmp_path / 'bad.safetensors'}")
     (tmp_path / "notes.pt").write_text("not weights")
-    with pytest.raises(Exception, match="notes.pt: not a state dict, a trainrun checkpoint or a .safetensors file"):
+    with pytest.raises(Exception, match=r"notes.pt is unreadable \(truncated or corrupt: not a PyTorch file\); expected a trainrun checkpoint"):
         built(f"model.weights={tmp_path / 'notes.pt'}")
 
 

@@ -172,11 +172,12 @@ def requested_devices(args: list[str]) -> int:
     if values.get("trainer.devices", "").isdigit():
         return int(values["trainer.devices"])
     if values.get("trainer.resume"):
-        from .run.checkpoint import CheckpointError, find_run, load
+        from .run.checkpoint import find_run
+        from .runfiles import read_checkpoint
 
         try:
-            return int(load(find_run(values["trainer.resume"]) / "last.pt")["config"]["trainer"]["devices"])
-        except (CheckpointError, KeyError):
+            return int(read_checkpoint(find_run(values["trainer.resume"]) / "last.pt")["config"]["trainer"]["devices"])
+        except (ConfigError, KeyError):
             return 1  # the run itself reports what is wrong with the checkpoint, in one line
     return 1
 

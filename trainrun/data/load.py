@@ -138,7 +138,7 @@ def only_classes(loaded: Loaded, classes: list[int]) -> Loaded:
         rows = (relabel[y] >= 0).nonzero().flatten()
         return x[rows], relabel[y[rows]]
 
-    names = [loaded.class_names[c] for c in classes] if loaded.class_names else None
+    names = [loaded.class_names[c] if loaded.class_names else str(c) for c in classes]  # what each output stands for
     return Loaded(*keep(loaded.x, loaded.y), *keep(loaded.x_test, loaded.y_test), *keep(loaded.x_val, loaded.y_val),
                   class_names=names, inputs=loaded.inputs)
 

@@ -15,13 +15,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ActivationConfig, Config, ModelConfig, NormConfig
+from .. import runfiles
+from ..config import ActivationConfig, Config, NormConfig
 from .activation import make_activation, nonlinearity
 from ..errors import ConfigError
 from ..data import Data
 from .init import LAYERS_WITH_WEIGHTS, initialize
 from .norm import make_norm
-from ..registry import ACTIVATIONS, INITS, MODELS, NORMS, lazy
+from .weights import head_name, load_weights, new_head
+from ..registry import ACTIVATIONS, INITS, MODELS, NORMS
 
 log = logging.getLogger("trainrun")
 
@@ -245,27 +247,6 @@ def timm_statistics(name: str) -> tuple[list, list] | None:
     return (list(config.mean), list(config.std)) if config else None
 
 
-def load_weights(model: nn.Module, spec: ModelConfig) -> set[str]:
-    """model.weights into the model, said with how many tensors it took; the names of those loaded. RGB weights
-    of a convolution that takes one channel here are summed over their three: the same as repeating a gray
-    image three times."""
-    library = MODELS.trait(spec.kind, "weight_names")
-    if library and spec.weights in lazy(library)(spec.name):
-        state = lazy(MODELS.trait(spec.kind, "library_weights"))(spec.name, spec.weights)
-        source = f"{spec.kind}'s {spec.name} {spec.weights}"
-    else:
-        state, source = read_state(spec.weights), spec.weights
-    own = model.state_dict()
-    for key, value in state.items():
-        mine = own.get(key)
-        if mine is not None and value.dim() == 4 and value.shape[1] == 3 and mine.shape == (
-                value.shape[0], 1, *value.shape[2:]):
-            state[key] = value.sum(1, keepdim=True)
-    loaded = load_matching(model, state)
-    log.warning("model.weights: loaded %d of the model's %d tensors from %s", len(loaded), len(own), source)
-    return loaded
-
-
 def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, child, module)
@@ -289,80 +270,11 @@ def build_model(cfg: Config, data: Data) -> tuple[nn.Module, set[str]]:
     if NORMS.trait(cfg.norm.kind, "reparametrizes"):
         for layer in [m for m in model.modules() if isinstance(m, LAYERS_WITH_WEIGHTS)]:
             nn.utils.parametrizations.weight_norm(layer)
-    reused = load_weights(model, cfg.model) if cfg.model.weights else set()
+    reused = load_weights(model, cfg.model, runfiles.class_names(data.preprocessing())) if cfg.model.weights else set()
     if cfg.model.new_head or cfg.model.head_only:
         reused -= new_head(model)  # trains at the full lr: nothing of it is reused
     freeze(model, cfg.model.freeze, cfg.model.head_only)
     return model, reused
-
-
-def new_head(model: nn.Module) -> set[str]:
-    """The output layer initialized anew (the note: "replace the output layer"); its tensors' names."""
-    head = head_name(model)
-    if head is None:
-        raise ConfigError("model.head_only and model.new_head need a Linear output layer; this model has none: "
-                          "use model.freeze")
-    model.get_submodule(head).reset_parameters()
-    return {f"{head}.{name}" for name, _ in model.get_submodule(head).named_parameters()}
-
-
-def read_state(path: str) -> dict:
-    """Model weights from a run directory (its best.pt), a trainrun checkpoint, a state dict or a safetensors
-    file."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "best.pt" if (p / "best.pt").exists() else p / "last.pt"
-    if not p.is_file():
-        raise ConfigError(f"model.weights={path}: no such file (give a run directory, a .pt or a .safetensors file)")
-    if p.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError(f"{path} is a safetensors file: pip install safetensors") from None
-        try:
-            return load_file(str(p))
-        except Exception as e:
-            raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:  # torch's own text is about its weights_only default, not about the user's file
-        raise ConfigError(f"cannot read weights from {p}: not a state dict, a trainrun checkpoint or a "
-                          ".safetensors file") from None
-    return state.get("model", state)
-
-
-def load_matching(model: nn.Module, state: dict) -> set[str]:
-    """The weights' tensors into a model with the same layers (the same tensor names, so the same
-    architecture): a tensor of another shape (another width, or a head for another number of classes) stays
-    as initialized, and is said. Returns the names loaded."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    if missing or extra:
-        first = f"it has no tensor {missing[0]}" if missing else f"its tensor {extra[0]} is not part of this model"
-        raise ConfigError(f"model.weights: {first} (another architecture?); it holds {len(state)} tensors, "
-                          f"this model {len(own)}")
-    reshaped = [k for k in own if state[k].shape != own[k].shape]
-    if len(reshaped) == len(own):
-        name = reshaped[0]
-        raise ConfigError(f"model.weights: no tensor has this model's shape, e.g. {name}: "
-                          f"{tuple(state[name].shape)} there, {tuple(own[name].shape)} here")
-    model.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
-    head = head_name(model)
-    if any(k.startswith(f"{head}.") for k in reshaped):
-        log.warning("model.weights: the output layer %s has another size here; it is replaced (initialized anew)",
-                    head)
-    others = [k for k in reshaped if not k.startswith(f"{head}.")]
-    if others:
-        log.warning("model.weights: %d tensors of another shape stay as initialized: %s", len(others),
-                    ", ".join(others[:4]) + (", ..." if len(others) > 4 else ""))
-    return set(own) - set(reshaped)
-
-
-def head_name(model: nn.Module) -> str | None:
-    """The output layer: the last Linear in the model (None for a model without one)."""
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linear[-1] if linear else None
 
 
 def freeze(model: nn.Module, layers, head_only: bool) -> None:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import CheckpointConfig, upgraded
 from ..errors import ConfigError
+from ..runfiles import read_checkpoint
 
 # what may differ between a run and its resumption: where and how long it runs, not what it trains
 RESUMABLE_KEYS = ("trainer.resume", "trainer.epochs", "trainer.max_steps", "trainer.device", "trainer.checkpoint",
@@ -131,7 +132,7 @@ class Checkpointer:
         self.best_metrics, self.saved_once = saved["best_metrics"], True
         best = self.run_dir / "best.pt"
         if best.is_file():
-            saved_best = load(best)
+            saved_best = read_checkpoint(best)
             self.best_state, self.best_epoch = saved_best["model"], saved_best["epoch"]
             self.best_written = self.best_epoch
         own = self.world.own(saved["per_rank"])
@@ -150,16 +151,6 @@ def _copy_tensors(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_copy_tensors(v) for v in value)
     return value
-
-
-def load(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: "
-                              f"{str(e).splitlines()[0][:80]}); nothing was changed") from None
 
 
 def rng_states() -> dict:

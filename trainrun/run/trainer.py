@@ -25,6 +25,7 @@ from .build import Parts, build, preflight
 from ..check import check, check_resume
 from ..config import Config, OPTION_GROUPS, typed, values_of
 from ..errors import ConfigError
+from ..runfiles import read_checkpoint
 from .console import SilentConsole
 from ..data import Data, Split
 from .layers import LayerLog, measure
@@ -34,7 +35,8 @@ from ..registry import OPTIMIZERS, SCHEDULERS
 from ..sweeps.search import open_trial
 from .stopping import Stop, StopRules
 from ..sweeps.sweep import hparam_value
-from ..data.preprocessing import pretrained_statistics, write_preprocessing
+from ..data.preprocessing import write_preprocessing
+from ..options.weights import pretrained_statistics
 
 log = logging.getLogger("trainrun")
 PROBE = 256  # samples of the fixed batch that per-layer statistics are measured on
@@ -128,7 +130,7 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: dict, ui, world) -> tuple
         cfg.trainer.threads = cfg.trainer.threads or threads
         ui.note(f"{run_dir} was stopped before its first checkpoint; starting it over in its own directory")
         return cfg, {"step": 0}
-    saved = checkpoint.load(last)
+    saved = read_checkpoint(last)
     cfg = checkpoint.resumed_config(cfg, saved["config"], [k.lstrip("+~") for k in overrides])
     check_resume(cfg, saved["config"])
     reason = saved["stop_reason"]

@@ -18,7 +18,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .. import runfiles
 from ..config import direction
+from ..errors import ConfigError
 from ..registry import lazy
 from .sweep import RunResult, collect, run_id
 
@@ -138,7 +140,8 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     for column in ("rank", "run", *keys, "state", "best\nepoch", monitor, test, "time s"):
         view.add_column(column.rsplit(".", 1)[-1] if column in keys else column,
                         justify="left" if column in (*keys, "state") else "right", no_wrap=True)
-    styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red"}
+    styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red",
+              "damaged": "red"}
     for row, result in zip(table, ranked(results, monitor, mode)):
         view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), run_id(result.run_dir.name),
                      *(_fmt_value(row[k]) for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
@@ -157,6 +160,21 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
         console.print(spread)
     console.print(f"summary: {sweep_dir / 'summary.csv'} and summary.md")
     return results
+
+
+def best_run(sweep_dir: Path) -> Path:
+    """A sweep's best complete run by its objective (the monitored metric, in its direction). A run whose
+    metrics.json is damaged could be the best: the choice is refused, naming it."""
+    monitor, mode = objective(sweep_dir)
+    results = collect(sweep_dir)
+    damaged = [r for r in results if r.state == "damaged"]
+    if damaged:
+        raise runfiles.DamagedRun(f"{sweep_dir}: {len(damaged)} of {len(results)} runs cannot be ranked, so the best run is "
+                         f"unknown: {damaged[0].error}; or give the run directory to use")
+    complete = [r for r in ranked(results, monitor, mode) if r.state == "complete"]
+    if not complete:
+        raise ConfigError(f"{sweep_dir}: no run of this sweep finished; nothing to use")
+    return complete[0].run_dir
 
 
 class SweepSummary(Callback):

@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
+from .. import runfiles
 
 NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what stays valid in a path and in trainer.resume=<dir>
 NAME_LENGTH = 100
@@ -232,7 +233,7 @@ def write_experiment(sweep_dir: Path, space: dict) -> None:
 class RunResult:
     run_dir: Path
     overrides: list[str]
-    state: str  # complete | pruned | diverged | interrupted | failed
+    state: str  # complete | pruned | diverged | interrupted | failed | damaged (its metrics.json unreadable)
     metrics: dict = field(default_factory=dict)
     error: str = ""
 
@@ -245,20 +246,27 @@ class RunResult:
         return " ".join(self.overrides) or "(defaults)"
 
 
+def run_result(run_dir: Path, overrides: list[str]) -> RunResult:
+    """What one run of a sweep left: its error.json (failed), or its metrics.json (ended), or neither (killed)."""
+    if (run_dir / "error.json").is_file():
+        error = runfiles.read_json(run_dir / "error.json", ("error",))["error"]
+        return RunResult(run_dir, overrides, "failed", error=str(error))
+    ended = runfiles.metrics(run_dir)
+    if ended is None:
+        return RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)")
+    state = {"diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}.get(
+        ended.get("stop_reason"), "complete")
+    return RunResult(run_dir, overrides, state, ended)
+
+
 def collect(sweep_dir: Path) -> list[RunResult]:
     results = []
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: run_order(p.parents[1])):
         run_dir = overrides_file.parents[1]
         # trainer.pruning.* is the search's bookkeeping (storage, trial number), not a choice
         overrides = [str(o) for o in OmegaConf.load(overrides_file) if not str(o).startswith("trainer.pruning.")]
-        metrics_file, error_file = run_dir / "metrics.json", run_dir / "error.json"
-        if error_file.is_file():
-            results.append(RunResult(run_dir, overrides, "failed", error=json.loads(error_file.read_text())["error"]))
-        elif metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
-            state = {"diverged": "diverged", "interrupted": "interrupted", "pruned": "pruned"}.get(
-                metrics["stop_reason"], "complete")
-            results.append(RunResult(run_dir, overrides, state, metrics))
-        else:
-            results.append(RunResult(run_dir, overrides, "failed", error="no metrics.json (killed?)"))
+        try:
+            results.append(run_result(run_dir, overrides))
+        except runfiles.DamagedRun as damaged:
+            results.append(RunResult(run_dir, overrides, "damaged", error=str(damaged)))
     return results

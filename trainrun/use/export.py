@@ -96,7 +96,7 @@ def describe(run: TrainedRun, formats: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = Arguments(prog="trainrun-export", description="Export a trained run's model, verified.")
-    parser.add_argument("run", help="a run directory (outputs/<date>/<time>) or a sweep's (its best run)")
+    parser.add_run()
     parser.add_argument("--format", default="onnx,pt2", help=f"comma-separated: {', '.join(FORMATS)} (default both)")
     parser.add_argument("--output", help="a new folder for the files (default: RUN/export, RUN/export-2, ...)")
     parser.run(run_export, argv)
@@ -113,7 +113,9 @@ def run_export(args: argparse.Namespace) -> None:
             raise ConfigError(f"--format={f} needs {', '.join(missing)}: pip install 'trainrun[export]'")
     if args.output and Path(args.output).exists():
         raise ConfigError(f"--output={args.output} exists; nothing is overwritten: give a new folder")
-    run = open_run(args.run)
+    run = open_run(args.run, checkpoint=args.checkpoint)
+    for note in run.notes:
+        print(f"note: {note}")
     logging.getLogger("torch").setLevel(logging.ERROR)  # torch's own handler writes to the stderr it started with
     out = Path(args.output).expanduser() if args.output else new_folder(run.run_dir / "export")
     module = Deployed(run).eval()

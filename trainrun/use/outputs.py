@@ -3,18 +3,24 @@ metrics, a confusion matrix and per-class precision, recall and F1 beside it."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .trained import TrainedRun
 
-if TYPE_CHECKING:
-    from .predict import Predictions
-
 FORMATS = {".csv", ".jsonl", ".parquet"}
+
+
+@dataclass
+class Predictions:
+    ids: list[str]
+    outputs: torch.Tensor  # probabilities (classification) or values, one row per input
+    targets: torch.Tensor | None
+    entropy: torch.Tensor | None  # MC dropout's predictive entropy, in nats
+    metrics: dict
 
 
 def rows(run: TrainedRun, p: Predictions, top_k: int) -> dict[str, list]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,17 +20,15 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .inputs import BATCH, Inputs, read_inputs
-from .outputs import FORMATS, default_output, rows, write_report, write_rows
+from .outputs import (
+    FORMATS,
+    Predictions,
+    default_output,
+    rows,
+    write_report,
+    write_rows,
+)
 from .trained import Arguments, TrainedRun, open_run
-
-
-@dataclass
-class Predictions:
-    ids: list[str]
-    outputs: torch.Tensor  # probabilities (classification) or values, one row per input
-    targets: torch.Tensor | None
-    entropy: torch.Tensor | None  # MC dropout's predictive entropy, in nats
-    metrics: dict
 
 
 @torch.inference_mode()
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         epilog="INPUT: a folder of images (flat, or class sub-folders), an image, a glob, a CSV/Parquet table, or an "
                ".npz/.npy/.pt of arrays; none: the run's test split. data.key=value: new arguments for the run's data "
                "option (its test split is predicted).")
-    parser.add_argument("run", help="a run directory (outputs/<date>/<time>) or a sweep's (its best run)")
+    parser.add_run()
     parser.add_argument("input", nargs="*", default=[], help="INPUT and/or data.key=value overrides")
     parser.add_argument("--output", help="the predictions file: .csv, .jsonl or .parquet (never overwritten)")
     parser.add_argument("--top-k", type=int, default=1, help="the k most probable labels of each input (default 1)")
@@ -147,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> None:
             raise ConfigError("--output=*.parquet is written with pyarrow: pip install 'trainrun[table]'")
     if args.mc_samples < 0 or args.mc_samples == 1:
         raise ConfigError(f"--mc-samples={args.mc_samples}: 0 (off) or at least 2 passes")
-    run = open_run(args.run, overrides, loads_data=not sources)
+    run = open_run(args.run, overrides, loads_data=not sources, checkpoint=args.checkpoint)
     if run.classification and not 1 <= args.top_k <= len(run.class_names):
         raise ConfigError(f"--top-k={args.top_k}: between 1 and the run's {len(run.class_names)} classes")
     if args.mc_samples and not run.classification:
@@ -159,7 +156,7 @@ def run_predict(args: argparse.Namespace) -> None:
         p = predict(run, inputs, args.mc_samples, lambda n: bar.advance(task, n))
     if not p.ids:
         raise DataError(f"{sources[0] if sources else 'the test split'}: no input left to predict")
-    notes = inputs.notes + ([f"skipped {len(inputs.skipped)} unreadable files (the first: {inputs.skipped[0]})"]
+    notes = run.notes + inputs.notes + ([f"skipped {len(inputs.skipped)} unreadable files (the first: {inputs.skipped[0]})"]
                             if inputs.skipped else [])
     output = output or default_output(run, inputs.name)
     write_rows(rows(run, p, args.top_k), output)
