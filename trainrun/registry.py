@@ -130,6 +130,7 @@ class DataTraits(Traits):
     gives: str | None = None  # images | sequences | features; None for arrays and custom until loaded
     paths: Mapping[str, str] = field(default_factory=dict)  # {knob: file | folder}: checked before a sweep starts
     files: str | None = None  # "module:function" finding a shipped dataset's files under data.root, before a sweep
+    scaling: str | None = None  # how a shipped dataset's float inputs were scaled: what a user must give to predict
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,8 @@ AUGMENTATIONS = Registry("augmentation", {
 }, AugmentationTraits)
 
 DATASETS = Registry("data", {
-    "digits": option("trainrun.data.shipped:digits", gives="images"),
+    "digits": option("trainrun.data.shipped:digits", gives="images",
+                     scaling="8x8 pixel values 0-16 divided by 16: float32 in [0, 1], 0 the background"),
     "mnist": option("trainrun.data.shipped:mnist", gives="images", files="trainrun.data.shipped:mnist_files"),
     "fashion_mnist": option("trainrun.data.shipped:fashion_mnist", gives="images", files="trainrun.data.shipped:fashion_mnist_files"),
     "cifar10": option("trainrun.data.shipped:cifar10", gives="images", files="trainrun.data.shipped:cifar10_files"),

@@ -155,6 +155,7 @@ def torchvision_model(data: Data, layers: Layers, name, small_input):
         net.conv1 = nn.Conv2d(data.input_shape[0], conv.out_channels, 3, stride=1, padding=1,
                               bias=conv.bias is not None)
         net.maxpool = nn.Identity()
+        net.made_for_the_data = ("conv1",)  # pretrained weights for the ImageNet stem do not fit it: it starts anew
     elif small_input is True:
         raise ConfigError(f"model.small_input=true: {name} has no conv1 + maxpool stem to replace (ResNet-like "
                           "models do); use model.small_input=false")

@@ -142,17 +142,22 @@ def load_matching(model: nn.Module, state: dict, classes_differ: str | None = No
                           f"this model {len(own)}")
     head = head_name(model)
     in_head = [k for k in own if head and k.startswith(f"{head}.")]
+    made = tuple(f"{name}." for name in getattr(model, "made_for_the_data", ()))  # a small-input stem
     reshaped = [k for k in own if state[k].shape != own[k].shape]
-    others = [k for k in reshaped if k not in in_head]
+    others = [k for k in reshaped if k not in in_head and not k.startswith(made)]
     if others:
         name = others[0]
         raise ConfigError(f"model.weights: {name} is {tuple(state[name].shape)} there and {tuple(own[name].shape)} here "
                           f"(another width?); only the output layer may differ ({len(others)} tensors do)")
-    replaced = set(in_head) if any(k in in_head for k in reshaped) or classes_differ else set()
+    resized = any(k in in_head for k in reshaped)
+    renewed = {k for k in reshaped if k.startswith(made)}
+    replaced = (set(in_head) if resized or classes_differ else set()) | renewed
     model.load_state_dict({k: v for k, v in state.items() if k not in replaced}, strict=False)
-    if replaced:
-        why = classes_differ or "has another size here"
+    if resized or classes_differ:
+        why = "has another size here" if resized else classes_differ
         log.warning("model.weights: the output layer %s %s; it is replaced (initialized anew)", head, why)
+    if renewed:
+        log.warning("model.weights: %s, made for this data's small images, starts anew", ", ".join(sorted(renewed)))
     return set(own) - replaced
 
 

@@ -17,12 +17,14 @@ import importlib.util
 import io
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, DataError
+from ..registry import DATASETS
 from .trained import Arguments, TrainedRun, open_run
 
 TOLERANCE = 1e-4
@@ -89,9 +91,17 @@ def describe(run: TrainedRun, formats: list[str]) -> dict:
                        "meaning": "logits (softmax gives the class probabilities)" if run.classification
                        else "the predicted values"},
             "task": record["task"], "class_names": run.class_names if run.classification else None,
-            "inside_the_graph": ["uint8 pixels / 255" if record["input_dtype"] == "uint8" else "float32 inputs",
+            "inside_the_graph": [input_scaling(run),
                                  f"data.normalize={record['normalize']['kind']} with the train split's statistics"],
             "preprocessing": {k: record[k] for k in ("inputs", "normalize")}}
+
+
+def input_scaling(run: TrainedRun) -> str:
+    """What the exported graph expects of its input and does to it first."""
+    if run.record["input_dtype"] == "uint8":
+        return "uint8 pixels (0-255), divided by 255 inside the graph"
+    scaling = DATASETS.trait(run.cfg.data.kind, "scaling")
+    return f"float32 inputs, {scaling}" if scaling else "float32 inputs, as the training data gave them (not rescaled)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +141,7 @@ def run_export(args: argparse.Namespace) -> None:
                     got = EXPORTERS[f](module, x, path)
             except Exception as e:  # what the exporter could not trace, in its own words
                 raise ConfigError(f"--format={f}: {type(run.model).__name__} cannot be exported: "
-                                  f"{' '.join(str(e).split())[:200]}") from None
+                                  f"{exporter_error(e)}") from None
             difference = float((got.float() - expected).abs().max())
             if difference > TOLERANCE:
                 raise ConfigError(f"--format={f}: the exported model differs from PyTorch's by {difference:.2e} "
@@ -142,6 +152,19 @@ def run_export(args: argparse.Namespace) -> None:
         shutil.rmtree(out)  # nothing half-made is left behind
         raise
     print(f"model.json: {out / 'model.json'}")
+
+
+def exporter_error(e: BaseException) -> str:
+    """One clean line from either exporter: the root of the exception chain (the ONNX exporter wraps
+    torch.export's error in a page of advice with terminal colours), without colour codes or links."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m|https?://\S+", "", " ".join(str(e).split()))
+    first = text.split(". ")[0].strip()[:160] or type(e).__name__
+    if "DataDependent" in type(e).__name__ or "data-dependent" in text:
+        return (f"its control flow depends on the input's values (data-dependent: {first}), and an exported graph "
+                "holds one path; write the branch with torch.where or torch.cond")
+    return first
 
 
 def new_folder(base: Path) -> Path:

@@ -78,6 +78,9 @@ def table_inputs(run: TrainedRun, path: Path, unseen: str) -> Inputs:
     extra = [c for c in frame.column_names if c not in features and c != target]
     if extra:
         notes.append(f"ignored columns (not features of this run): {', '.join(extra)}")
+    rows, note = missing_values(run, frame, features, file.name)
+    notes += [note] if note else []
+    frame = frame.take(rows) if rows is not None else frame
     try:
         x, unseen_count = TableEncoding(encoding["columns"]).encode(frame, f"{file.name}: ", unseen)
     except (TypeError, ValueError) as e:  # text in a numeric column
@@ -88,7 +91,30 @@ def table_inputs(run: TrainedRun, path: Path, unseen: str) -> Inputs:
     if target in frame.column_names and frame[target].null_count == 0:
         y = labels_of(run, frame[target].to_pylist(), f"{file.name}: column {target}")
     names = TableEncoding.feature_names(encoding)
-    return Inputs(file.stem, len(x), lambda: sliced(x, y, file.name, names), y is not None, notes)
+    ids = None if rows is None else [str(r) for r in rows]
+    return Inputs(file.stem, len(x), lambda: sliced(x, y, file.name, names, ids), y is not None, notes)
+
+
+def missing_values(run: TrainedRun, frame, features: list[str], where: str) -> tuple[list[int] | None, str | None]:
+    """The run's own rule for cells without a value (data.missing): refused naming the first, under `error`;
+    under `drop` those rows are left out (the rows kept, and a note); under `mean` filled with the training
+    values (a note of how many cells in which rows)."""
+    import pyarrow.compute as pc
+
+    empty = {c: np.asarray(pc.is_null(frame[c], nan_is_null=True)) for c in features}
+    rows = sorted({int(r) for mask in empty.values() for r in np.flatnonzero(mask)})
+    if not rows:
+        return None, None
+    rule, shown = run.cfg.data.missing, ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    if rule == "error":
+        column = next(c for c in features if empty[c][rows[0]])
+        raise DataError(f"{where}: row {rows[0]} has no value in column {column}, and this run refuses missing values "
+                        f"(data.missing=error): fill or drop such rows ({len(rows)} of {frame.num_rows})")
+    if rule == "drop":
+        kept = [r for r in range(frame.num_rows) if r not in set(rows)]
+        return kept, f"left out {len(rows)} rows with missing values (data.missing=drop): rows {shown}"
+    cells = sum(int(mask.sum()) for mask in empty.values())
+    return None, f"filled {cells} missing cells with the training values (data.missing={rule}), in rows {shown}"
 
 
 def array_inputs(run: TrainedRun, path: Path) -> Inputs:
@@ -102,9 +128,14 @@ def array_inputs(run: TrainedRun, path: Path) -> Inputs:
             with np.load(path, allow_pickle=False) as f:
                 found = {k: f[k] for k in f.files}
         else:
-            found = dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+            found = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (OSError, ValueError, EOFError, RuntimeError) as e:
         raise DataError(f"{path}: unreadable ({' '.join(str(e).split())[:120]})") from None
+    if isinstance(found, torch.Tensor):  # a tensor alone: the inputs
+        found = {"x": found}
+    if not isinstance(found, dict):
+        raise DataError(f"{path.name} holds a {type(found).__name__}; give a tensor of inputs, or a dict with x "
+                        "(and y, the targets)")
     if "x" not in found:
         raise DataError(f"{path.name} has no x; it holds: {', '.join(found) or 'nothing'}")
     x = found["x"]
@@ -160,7 +191,7 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
     if len(run.input_shape) != 3:
         raise DataError(f"{source}: images, but this run was trained on {describe_inputs(run)}")
     path = Path(source).expanduser()
-    labels, root = None, path if path.is_dir() else Path(".")
+    labels, root, notes = None, path if path.is_dir() else Path("."), []
     if path.is_dir():
         folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if folders and {p.name for p in folders} <= set(run.class_names):
@@ -168,8 +199,18 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
             files = [f for found in per_class for f in found]
             labels = torch.tensor([run.class_names.index(d.name) for d, found in zip(folders, per_class)
                                    for _ in found])
+            loose = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if loose:
+                notes.append(f"left out {len(loose)} images at the top of {path} ({', '.join(loose[:3])}"
+                             f"{', ...' if len(loose) > 3 else ''}): its class sub-folders label the images; put them "
+                             "in one, or predict them apart")
         else:
             files = image_files(path)
+        others = sum(1 for _, _, names in os.walk(path) for n in names
+                     if os.path.splitext(n)[1].lower() not in IMAGE_SUFFIXES and not n.startswith("."))
+        if others:
+            notes.append(f"left out {others} files of {path} that are not images by their suffix "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     elif path.is_file():
         files, root = [str(path)], path.parent
     else:
@@ -186,20 +227,21 @@ def image_inputs(run: TrainedRun, source: str, on_bad_file: str) -> Inputs:
             x, kept = images.read(files[s:s + BATCH])
             yield x, None if labels is None else labels[s:s + BATCH][kept], [ids[s + i] for i in kept.tolist()]
     name = path.stem if path.is_dir() or path.is_file() else "images"
-    return Inputs(name, len(files), batches, labels is not None, skipped=images.skipped, read_ahead=True)
+    return Inputs(name, len(files), batches, labels is not None, notes, skipped=images.skipped, read_ahead=True)
 
 
 def row_ids(start: int, stop: int) -> list[str]:
     return [str(i) for i in range(start, stop)]
 
 
-def sliced(x, y, where: str, names: list[str] | None = None) -> Iterator:
-    """Batches of rows of x (an array, a tensor, or an .npy's NpyRows: only a batch is read at a time) and y;
-    a row holding NaN or infinity is named, as training names it (check_finite)."""
+def sliced(x, y, where: str, names: list[str] | None = None, ids: list[str] | None = None) -> Iterator:
+    """Batches of rows of x (an array, a tensor, or an .npy's NpyRows: only a batch is read at a time) and y,
+    with their ids (the row numbers, or `ids`: those of the rows kept); a row holding NaN or infinity is named,
+    as training names it (check_finite)."""
     for s in range(0, len(x), BATCH):
         batch = torch.as_tensor(np.asarray(x[s:s + BATCH]))
         check_finite(batch, where, first_row=s, names=names)
-        yield batch, None if y is None else y[s:s + BATCH], row_ids(s, min(s + BATCH, len(x)))
+        yield batch, None if y is None else y[s:s + BATCH], ids[s:s + BATCH] if ids else row_ids(s, min(s + BATCH, len(x)))
 
 
 class ImageReader:
@@ -217,14 +259,17 @@ class ImageReader:
         """The batch's images, and which of the files they are (the readable ones)."""
         from torchvision.transforms.v2 import functional as F
 
-        from ..data.folder import decode_one
+        from ..data.folder import NativeStderr, decode_one
 
         images, kept = [], []
-        for i, file in enumerate(files):
-            image = decode_one(file)
+        with NativeStderr() as native:
+            decoded = [decode_one(file) for file in files]
+            bad = next(((file, image) for file, image in zip(files, decoded) if isinstance(image, str)), None)
+            if bad and self.on_bad_file == "error":
+                raise DataError(f"{bad[0]} is not a readable image ({native.reason(*bad)}); pass --on-bad-file=skip "
+                                "to skip such files")
+        for i, (file, image) in enumerate(zip(files, decoded)):
             if isinstance(image, str):
-                if self.on_bad_file == "error":
-                    raise DataError(f"{file} is not a readable image ({image}); pass --on-bad-file=skip to skip such files")
                 self.skipped.append(file)
                 continue
             if image.shape[0] != self.channels:

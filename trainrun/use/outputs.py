@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .trained import TrainedRun
 
 FORMATS = {".csv", ".jsonl", ".parquet"}
@@ -109,6 +110,24 @@ def confusion_figure(confusion: np.ndarray, names: list[str], title: str):
     return fig
 
 
+COMPANIONS = (".report.md", ".report.json", ".confusion.png")  # beside the predictions of labelled inputs
+
+
+def companions(output: Path) -> list[Path]:
+    """Every file predict may write for `output`: the predictions and, for labelled inputs, the report and the
+    confusion matrix beside them."""
+    stem = output.with_suffix("")
+    return [output, *(Path(f"{stem}{suffix}") for suffix in COMPANIONS)]
+
+
+def refuse_existing(output: Path) -> None:
+    """Nothing a user had is overwritten: every file predict may write is checked before anything is."""
+    existing = [path for path in companions(output) if path.exists()]
+    if existing:
+        shown = ", ".join(str(path) for path in existing)
+        raise ConfigError(f"--output={output}: {shown} exists; nothing is overwritten: give a new name")
+
+
 def write_report(run: TrainedRun, p: Predictions, output: Path) -> list[Path]:
     """metrics and per-class scores (.md and .json), the confusion matrix (.png, and in the run's TensorBoard)."""
     written = []
@@ -135,11 +154,11 @@ def write_report(run: TrainedRun, p: Predictions, output: Path) -> list[Path]:
 
 
 def default_output(run: TrainedRun, name: str) -> Path:
-    """RUN/predictions/<name>.csv, or <name>-2.csv, ...: never an existing file."""
+    """RUN/predictions/<name>.csv, or <name>-2.csv, ...: a name none of whose files exists."""
     folder = run.run_dir / "predictions"
     folder.mkdir(exist_ok=True)
     path, n = folder / f"{name}.csv", 1
-    while path.exists() or Path(f"{path.with_suffix('')}.report.md").exists():
+    while any(p.exists() for p in companions(path)):
         n += 1
         path = folder / f"{name}-{n}.csv"
     return path

@@ -20,14 +20,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .inputs import BATCH, Inputs, read_inputs
-from .outputs import (
-    FORMATS,
-    Predictions,
-    default_output,
-    rows,
-    write_report,
-    write_rows,
-)
+from .outputs import FORMATS, Predictions, default_output, refuse_existing, rows, write_report, write_rows
 from .trained import Arguments, TrainedRun, open_run
 
 
@@ -126,7 +119,8 @@ def run_predict(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    overrides = [a for a in args.input if "=" in a and a.lstrip("+~").split("=", 1)[0].replace(".", "").isidentifier()]
+    overrides = [a for a in args.input if "=" in a and a.lstrip("+~").split("=", 1)[0].replace(".", "").isidentifier()
+                 and not Path(a).expanduser().exists()]  # a path that exists is a path (batch=2.npy)
     sources = [a for a in args.input if a not in overrides]
     if len(sources) > 1:
         raise ConfigError(f"one INPUT at a time (got {', '.join(sources)}); a glob in quotes takes many files")
@@ -134,8 +128,7 @@ def run_predict(args: argparse.Namespace) -> None:
         raise ConfigError("give INPUT or data.* overrides (which predict the data option's test split), not both")
     output = Path(args.output).expanduser() if args.output else None
     if output is not None:
-        if output.exists():
-            raise ConfigError(f"--output={args.output} exists; nothing is overwritten: give a new name")
+        refuse_existing(output)
         if output.suffix not in FORMATS:
             raise ConfigError(f"--output={args.output}: the extension says the format: {', '.join(sorted(FORMATS))}")
         if not output.parent.is_dir():
