@@ -84,9 +84,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DamagedRun(f"no checkpoint at {path}") from None
     except Exception as e:
-        # torch's first line: "PytorchStreamReader failed reading zip archive: ..." for a file cut short, or advice
-        # about its weights_only default for a file that is not a PyTorch file at all
+        # torch's words for a file cut short ("PytorchStreamReader failed reading zip archive: ..."); for a file that is
+        # not a PyTorch file at all, whatever its unpickler met ("pop from empty list", advice on weights_only)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        reason = "not a PyTorch file" if reason.startswith("Weights only load failed") else reason.split(". ")[0][:80]
+        reason = reason.split(". ")[0][:80] if reason.startswith("PytorchStreamReader") else "not a PyTorch file"
         raise DamagedRun(f"{path} is unreadable (truncated or corrupt: {reason}); expected a trainrun checkpoint or a "
                          "state dict; nothing was changed") from None

@@ -56,9 +56,10 @@ def read_state(path: str) -> dict:
             raise ConfigError(f"cannot read weights from {p}: {str(e).splitlines()[0][:120]}") from None
     state = read_checkpoint(p)
     state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"model.weights={path}: {p.name} holds a {type(state).__name__}, not weights (a state dict "
-                          "of named tensors, a trainrun checkpoint or a .safetensors file)")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        held = "no tensor" if isinstance(state, dict) and not state else f"a {type(state).__name__}"
+        raise ConfigError(f"model.weights={path}: {p.name} holds {held}, not weights (a state dict of named tensors, "
+                          "a trainrun checkpoint or a .safetensors file)")
     return state
 
 

@@ -104,8 +104,11 @@ def saved_config(config_file: Path) -> DictConfig:
         saved = OmegaConf.to_container(OmegaConf.load(config_file))
         if not isinstance(saved, dict):
             raise DamagedRun(f"{config_file} is damaged (not a mapping of keys); {runfiles.RESTORE}")
+        lacking = [group for group in ("data", "model", "trainer") if not isinstance(saved.get(group), dict)]
+        if lacking:
+            raise DamagedRun(f"{config_file} is damaged (it has no {', '.join(lacking)}); {runfiles.RESTORE}")
         return OmegaConf.create(OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config), upgraded(saved))))
-    except (OmegaConfBaseException, yaml.YAMLError) as e:
+    except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError) as e:
         raise DamagedRun(f"{config_file} is not a config this trainrun reads ({' '.join(str(e).split())[:150]}); "
                          f"{runfiles.RESTORE}") from None
 
