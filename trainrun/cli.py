@@ -94,7 +94,7 @@ def refuse_to_overwrite(args: list[str]) -> str | None:
 
 
 def studies_help() -> str:
-    """--help's list of studies, from their records (studies.py: no torch)."""
+    """--help's list of studies, from their records (trainrun/studies/: no torch)."""
     width = max(map(len, studies.STUDIES))
     return "\n".join(["Studies (trainrun -m study=NAME [study.size=full]; the report: <sweep dir>/study.md, with a verdict):",
                       *(f"  {name:<{width}} {study.summary}" for name, study in studies.STUDIES.items())])

@@ -1,7 +1,7 @@
 """Studies: a lecture's claim as one sweep (`trainrun -m study=<name>`), then a report with the figures a
 lecture would show and a verdict computed from the measured numbers.
 
-A study is one record (studies.py): its sweep (the stages, a value per `study.size` where the sizes differ, the
+A study is one record (studies/<name>.py, its STUDY): its sweep (the stages, a value per `study.size` where the sizes differ, the
 options and settings its runs start from, over conf/study_base.yaml, which every study shares), its protocol (the source, the conditions under which the source makes the claim, each
 measured, what is measured, the data and seeds), its claims, each a rule over the runs' metrics.json,
 layers.json and curves that says `holds`, `does not hold` or `inconclusive`, and its figures. A claim whose

@@ -1,4 +1,7 @@
-"""The gd_vs_sgd study: its rules over the measured numbers, its figures and its record."""
+"""The gd_vs_sgd study (`trainrun -m study=gd_vs_sgd`): least squares and logistic regression: constant-step SGD
+stalls at a noise floor, a 1/t schedule descends.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import dataclasses

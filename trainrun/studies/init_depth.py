@@ -1,4 +1,7 @@
-"""The init_depth study: its rules over the measured numbers, its figures and its record."""
+"""The init_depth study (`trainrun -m study=init_depth`): zeros keeps units identical; N(0,1) explodes; Xavier
+shrinks with depth, Kaiming keeps the scale and trains the deepest.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import statistics

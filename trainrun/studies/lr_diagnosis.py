@@ -1,4 +1,7 @@
-"""The lr_diagnosis study: its rules over the measured numbers, its figures and its record."""
+"""The lr_diagnosis study (`trainrun -m study=lr_diagnosis`): around a range test's suggestion: too low crawls, too
+high flattens, far too high diverges, a staircase helps.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,7 @@
-"""The mc_dropout study: its rules over the measured numbers, its figures and its record."""
+"""The mc_dropout study (`trainrun -m study=mc_dropout`): MC-dropout predictions are more uncertain on the samples
+the model gets wrong, and the MC average is more accurate.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 from pathlib import Path

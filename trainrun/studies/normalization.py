@@ -1,4 +1,7 @@
-"""The normalization study: its rules over the measured numbers, its figures and its record."""
+"""The normalization study (`trainrun -m study=normalization`): batch norm reaches an MLP's best accuracy in fewer
+epochs and at a 10x higher lr; normalized inputs train faster.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import math

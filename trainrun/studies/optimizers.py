@@ -1,4 +1,7 @@
-"""The optimizers study: its rules over the measured numbers, its figures and its record."""
+"""The optimizers study (`trainrun -m study=optimizers`): at each one's best lr, momentum and Nesterov train faster
+than SGD; Adam is less sensitive to the lr.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import math

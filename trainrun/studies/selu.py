@@ -1,4 +1,7 @@
-"""The selu study: its rules over the measured numbers, its figures and its record."""
+"""The selu study (`trainrun -m study=selu`): SELU keeps zero mean, unit variance through 32 layers with Var(w) =
+1/fan_in, and its gradients; other scales drift.
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 from pathlib import Path

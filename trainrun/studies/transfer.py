@@ -1,4 +1,7 @@
-"""The transfer study: its rules over the measured numbers, its figures and its record."""
+"""The transfer study (`trainrun -m study=transfer`): a network trained on digits 0-4 helps learn 5-9 from 3 labels
+per class (frozen or fine-tuned).
+
+Its rules over the measured numbers, its figures, and its record (`STUDY`: the sweep, the protocol, the claims)."""
 from __future__ import annotations
 
 import statistics
