@@ -43,11 +43,13 @@ STOP_REASONS = {"completed", "early_stopping", "diverged", "pruned"}
 # valid values of plain text knobs (no declared choices): what a user would type
 TEXT = {"name": ["resnet18", "squeezenet1_0", "mobilenet_v3_small", "alexnet"], "weights": ["nowhere/weights.pt"],
         "_target_": ["torch.nn.Identity", "no_such_module.thing"], "target": ["label", "colour"],
-        "path": ["nowhere.csv"], "cache_dir": ["cache"]}
+        "path": ["nowhere.csv"], "cache_dir": ["cache"], "monitor": ["val/loss", "train/loss", "val/acc", "train/acc"]}
 
 
 def base_type(hint):
     """(type, element type) of a field: Optional[list[int]] -> (list, int); Optional[float] -> (float, None)."""
+    if typing.get_origin(hint) is dict:
+        return dict, None
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     if typing.get_origin(args[0]) is list:
         return list, typing.get_args(args[0])[0]
@@ -80,8 +82,10 @@ def scalar(draw, f, kind, integer: bool, how: str):
         return draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     lo = low if low is not None else -3
     hi = high if high is not None else lo + (64 if integer else 10)
-    if how == "out":
-        return (lo - draw(st.integers(1, 3))) if (low is not None or high is None) else hi + draw(st.integers(1, 3))
+    if how == "out":  # below the lower bound or above the upper one, whichever exist
+        sides = ["below"] * (low is not None) + ["above"] * (high is not None) or ["below"]
+        below = draw(st.sampled_from(sides)) == "below"
+        return (lo - draw(st.integers(1, 3))) if below else hi + draw(st.integers(1, 3))
     if how in ("edge", "open_edge"):  # inclusive edges are valid; open ones (gt, lt) are not
         edges = [rng.ge, rng.le] + ([rng.gt, rng.lt] if how == "open_edge" else []) if rng is not None else []
         edges = [e for e in edges if e is not None]
@@ -148,6 +152,7 @@ def hostile_overrides(draw) -> list[str]:
     return overrides
 
 
+DEFAULTS = {group: make_config([])[group].kind for group in OPTION_GROUPS if group != "loss"}
 BOUNDED = [k for k in SETTINGS if FIELDS[k][0].metadata.get("range") is not None
            and any(b is not None for b in (FIELDS[k][0].metadata["range"].ge, FIELDS[k][0].metadata["range"].gt,
                                           FIELDS[k][0].metadata["range"].le, FIELDS[k][0].metadata["range"].lt))]
@@ -178,15 +183,74 @@ def is_short_and_named(message: str) -> bool:
     return 1 <= len(lines) <= 2 and len(message) < 600 and any(name in message for name in NAMES)
 
 
-def built_or_refused(overrides: list[str]) -> None:
+def parse(text: str):
+    """An override's value as the schema reads it: a list, an int, a float (nan, inf), a bool or a word."""
+    if text.startswith("[") and text.endswith("]"):
+        return [parse(v) for v in text[1:-1].split(",")] if text[1:-1] else []
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text, text)
+
+
+def fits(text: str, hint, rng) -> bool:
+    """Whether an override's value has the field's type and lies in its range (a text field takes the text as
+    it is: OmegaConf turns `trainer.precision=32` into "32")."""
+    kind, element = base_type(hint)
+    value = text if kind is str else parse(text)
+    if kind is typing.Any:  # data.batch_size (a number or "full"), model.freeze (names or a count)
+        return rng is None or rng.accepts(value, REGISTRIES)
+    if kind is dict or typing.get_origin(kind) is dict:
+        return isinstance(value, dict)
+    if kind is list:
+        return isinstance(value, list) and all(fits(str(v), element, None) for v in value) and (
+            rng is None or rng.accepts(value, REGISTRIES))
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return False
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return False
+    return rng is None or rng.accepts(value, REGISTRIES)
+
+
+def bad_keys(overrides: list[str]) -> set[str]:
+    """The keys of a draw that must be refused: a value of the wrong type or outside its range (the option's
+    narrower one where its record gives one), a knob the chosen option does not take."""
+    chosen = dict(o.split("=", 1) for o in overrides if "." not in o.split("=", 1)[0])
+    bad = set()
+    for override in overrides:
+        key, text = override.split("=", 1)
+        group, _, knob = key.partition(".")
+        if not knob or key not in FIELDS and group != "augmentation":
+            continue
+        if group == "augmentation":
+            name, knob = knob.split(".", 1)
+            (f, hint), record = AUGMENT_FIELDS[knob], REGISTRIES["augmentation"][name]
+        else:
+            f, hint = FIELDS[key]
+            kind = chosen.get(group, DEFAULTS.get(group))
+            record = REGISTRIES[group][kind] if kind in REGISTRIES.get(group, {}) else None
+        if group == "loss" and "loss" not in chosen:  # no loss chosen (the task's): its knobs have no option
+            bad.add(key)
+        elif record is not None and f.metadata.get("per_option") and knob not in record.knobs:
+            bad.add(key)
+        elif not fits(text, hint, (record.ranges.get(knob) if record else None) or f.metadata.get("range")):
+            bad.add(key)
+    return bad
+
+
+def built_or_refused(overrides: list[str]) -> str | None:
     """In-process: compose, check, build every part and preflight it (no training). A draw holding a value
-    outside its declared range must be refused, naming a key it set."""
+    outside its declared range must be refused, naming one of the keys whose value is bad."""
     from trainrun.run.build import build, preflight
     from trainrun.cli import describe
     from trainrun.run.distributed import World
 
+    bad = bad_keys(overrides)
     bounded_bad = any(o.split("=", 1)[0] in BOUNDED and not _in_range(o) for o in overrides)
-    keys = [o.split("=", 1)[0] for o in overrides if "." in o.split("=", 1)[0]]
     try:
         cfg = make_config([*overrides, "data.subset=96", "logger.enabled=false", "trainer.epochs=2"])
         preflight(build(cfg, World()))
@@ -196,11 +260,12 @@ def built_or_refused(overrides: list[str]) -> None:
         message = describe(error)
         assert message is not None, (overrides, repr(error))  # None: a bug, shown with a traceback
     else:
-        assert not bounded_bad, f"{overrides} was built"
-        return
+        assert not bounded_bad and not bad, f"{overrides} was built, though {bad} are bad"
+        return None
     assert is_short_and_named(message), (overrides, message)
-    if bounded_bad:
-        assert any(key in message for key in keys), (overrides, message)
+    if bad:
+        assert any(key in message or key.rpartition(".")[2] in message for key in bad), (overrides, bad, message)
+    return message
 
 
 def _in_range(override: str) -> bool:
@@ -235,12 +300,16 @@ def test_the_real_command_line_trains_or_refuses_cleanly(tmp_path_factory, overr
     cwd = tmp_path_factory.mktemp("cli")
     result = cli(*overrides, "data.subset=96", "trainer.max_steps=2", "logger.enabled=false", cwd=cwd)
     assert "Traceback" not in result.stderr, (overrides, result.stderr[-3000:])
+    bad = bad_keys(overrides)
     if result.returncode == 0:
+        assert not bad, f"{overrides} trained, though {bad} are bad"
         metrics = strict_json(next(cwd.glob("outputs/*/*/metrics.json")).read_text())
         assert metrics["stop_reason"] in STOP_REASONS
     else:
         assert result.returncode == 2, (overrides, result.stderr[-2000:])
         assert result.stderr.startswith("error: ") and is_short_and_named(result.stderr), result.stderr
+        assert not bad or any(key in result.stderr or key.rpartition(".")[2] in result.stderr for key in bad), \
+            (overrides, bad, result.stderr)
         assert not (cwd / "outputs").exists()
 
 
@@ -264,23 +333,32 @@ def user_files(tmp_path_factory):
     return base
 
 
+# data=arrays' knobs are its files: drawn among the user's arrays as they come, right and wrong
+ARRAYS_RIGHT = [["path=a.npz"], ["path=x.npy", "targets=y.npy"]]
+ARRAYS_WRONG = [["path=t.csv"], ["path=nowhere.npz"], ["path=x.npy"], ["path=x.npy", "targets=a.npz"],
+                ["path=photos"], ["path=x.npy", "targets=nowhere.npy"]]
+
+
 @st.composite
-def user_data_overrides(draw, base):
+def user_data_overrides(draw, base) -> tuple[list[str], bool]:
+    """(overrides, whether they must be refused)."""
     kind = draw(st.sampled_from(["table", "arrays", "folder"]))
-    # arrays: an .npz, or an .npy of inputs with its targets' .npy (drawn: the file kinds are its knobs' values)
-    npy = draw(st.booleans())
-    arrays = [f"data.path={base / 'x.npy'}", f"data.targets={base / 'y.npy'}"] if npy else [f"data.path={base / 'a.npz'}"]
+    valid = draw(st.booleans())
+    files = draw(st.sampled_from(ARRAYS_RIGHT if valid else ARRAYS_RIGHT + ARRAYS_WRONG))
+    arrays = [f"data.{knob.split('=')[0]}={base / knob.split('=')[1]}" for knob in files]
     fixed = {"table": [f"data.path={base / 't.csv'}", "data.target=label"], "arrays": arrays,
              "folder": [f"data.root={base / 'photos'}", f"data.cache_dir={base / 'cache'}"]}[kind]
-    valid = draw(st.booleans())
     drawable = [k for k in REGISTRIES["data"][kind].knobs if k not in ("path", "targets", "cache_dir")]
     overrides = [f"data={kind}", *fixed]
     for knob in draw(st.lists(st.sampled_from(drawable), max_size=3, unique=True)) if drawable else []:
         overrides.append(f"data.{knob}={show(draw(value_for(FIELDS[f'data.{knob}'], valid)))}")
-    return overrides
+    return overrides, kind == "arrays" and files in ARRAYS_WRONG
 
 
 @settings(max_examples=60)
 @given(data=st.data())
 def test_the_users_own_data_knobs_are_built_or_refused_in_one_line(user_files, data):
-    built_or_refused(data.draw(user_data_overrides(user_files)))
+    overrides, wrong_files = data.draw(user_data_overrides(user_files))
+    message = built_or_refused(overrides)
+    if wrong_files:
+        assert message is not None and "data." in message, (overrides, message)

@@ -60,12 +60,20 @@ def test_optimizer_passes_on_every_knob_set_to_an_unusual_value(kind):
 
 
 # ---------------------------------------------------------------------------- activations
+# each activation with its knobs set away from torch's defaults, so a builder that drops a knob fails
+KNOBS = {
+    "leaky_relu": ["activation.negative_slope=0.2"], "prelu": ["activation.init=0.4"],
+    "rrelu": ["activation.lower=0.05", "activation.upper=0.15"], "elu": ["activation.alpha=0.5"],
+    "celu": ["activation.alpha=2.0"], "hardtanh": ["activation.min_val=-2.0", "activation.max_val=0.5"],
+    "softplus": ["activation.beta=2.0", "activation.threshold=1.5"], "gelu": ["activation.approximate=tanh"],
+}
 REFERENCE = {
-    "relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.01), "prelu": lambda x: F.leaky_relu(x, 0.25),
-    "rrelu": lambda x: F.leaky_relu(x, (0.125 + 0.3333333) / 2),  # eval mode: the mean slope
-    "elu": F.elu, "selu": F.selu, "celu": F.celu, "gelu": F.gelu, "silu": F.silu, "mish": F.mish, "hardswish": F.hardswish,
-    "softplus": F.softplus, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "hardtanh": F.hardtanh,
-    "abs": torch.abs, "identity": lambda x: x, "sign": torch.sign,
+    "relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.2), "prelu": lambda x: F.leaky_relu(x, 0.4),
+    "rrelu": lambda x: F.leaky_relu(x, (0.05 + 0.15) / 2),  # eval mode: the mean slope
+    "elu": lambda x: F.elu(x, 0.5), "selu": F.selu, "celu": lambda x: F.celu(x, 2.0),
+    "gelu": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu, "mish": F.mish, "hardswish": F.hardswish,
+    "softplus": lambda x: F.softplus(x, beta=2.0, threshold=1.5), "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    "hardtanh": lambda x: F.hardtanh(x, -2.0, 0.5), "abs": torch.abs, "identity": lambda x: x, "sign": torch.sign,
 }
 
 
@@ -78,7 +86,7 @@ def test_activation_computes_its_function_inside_the_model(kind):
     from trainrun.options.model import build_model
     from trainrun.data import load
 
-    cfg = make_config([f"activation={kind}", "data.subset=64"])
+    cfg = make_config([f"activation={kind}", *KNOBS.get(kind, []), "data.subset=64"])
     data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
     model, _ = build_model(cfg, data)
     act = model.fc1.act.eval()
@@ -158,9 +166,10 @@ def test_loss_value_matches_its_formula(kind):
         "cross_entropy": F.cross_entropy(out, y), "nll": F.nll_loss(F.log_softmax(out, 1), y),
         "bce": F.binary_cross_entropy_with_logits(out, onehot),
         "kl_div": F.kl_div(F.log_softmax(out, 1), onehot, reduction="batchmean"),
-        "mse": F.mse_loss(out, onehot), "l1": F.l1_loss(out, onehot), "huber": F.huber_loss(out, onehot, delta=1.0),
+        "mse": F.mse_loss(out, onehot), "l1": F.l1_loss(out, onehot), "huber": F.huber_loss(out, onehot, delta=0.3),
     }[kind]
-    criterion, _ = make_loss(make_config([f"loss={kind}"]).loss, "classification", 3, 0.0)
+    knobs = ["loss.delta=0.3"] if kind == "huber" else []  # not torch's default of 1: a dropped knob would show
+    criterion, _ = make_loss(make_config([f"loss={kind}", *knobs]).loss, "classification", 3, 0.0)
     assert float(criterion(out, y)) == pytest.approx(float(expected), rel=1e-6)
 
 
