@@ -99,6 +99,10 @@ def test_a_run_saved_when_weights_were_called_checkpoint_is_still_read(tmp_path)
     saved["model"]["checkpoint"] = saved["model"].pop("weights")  # as an earlier trainrun wrote it
     config.write_text(OmegaConf.to_yaml(saved))
     assert open_run(str(tmp_path / "old")).cfg.model.weights is None
+    from trainrun.config import upgraded  # a value the old key held is kept under the new name, not dropped
+
+    assert upgraded({"model": {"checkpoint": "runs/first/best.pt", "kind": "mlp"}}) == {
+        "model": {"weights": "runs/first/best.pt", "kind": "mlp"}}
     refused = cli("model.checkpoint=x", cwd=tmp_path)
     assert refused.returncode == 2 and "unknown key 'model.checkpoint': it is called model.weights now" in refused.stderr
 

@@ -728,6 +728,13 @@ def test_a_redesigned_study_end_to_end(tmp_path, study, runs):
         gating = [rows[c.text] for c in STUDIES[study].protocol.conditions if claim.text.startswith(c.scope)]
         assert all(met == "yes" for met in gating) or verdicts[claim.text] == INCONCLUSIVE, (claim.text, rows)
     assert f"(size small, {runs} runs)" in report and list(sweep.glob("*.png"))
+    # the report says what the rules compute from the runs on disk, and an all-inconclusive report is explained
+    # by a condition not met (a study whose rules all came out inconclusive for no reason fails here)
+    from trainrun.studies.framework import load_runs
+
+    _, computed = STUDIES[study].verdicts(load_runs(sweep))
+    assert {claim.text: verdict for claim, verdict, _ in computed} == verdicts
+    assert any(v != INCONCLUSIVE for v in verdicts.values()) or any(v != "yes" for v in conditions.values()), rows
     if study == "transfer":  # the condition trainrun itself must meet: transfer inherits the pretrained statistics
         assert conditions["the pretrained network's input statistics"] == "yes"
 
