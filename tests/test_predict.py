@@ -117,11 +117,23 @@ def test_an_npy_is_read_a_batch_at_a_time_in_either_order_and_a_truncated_one_is
     np.savez(tmp_path / "x.npz", x=x)
     np.save(tmp_path / "c.npy", x)
     np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    from trainrun.use.inputs import NpyRows
+
+    reads, read_rows = [], NpyRows.__getitem__
+
+    def counted(self, rows):  # every read of the .npy: a batch of at most 512 rows, never the whole file
+        reads.append(rows.indices(len(self))[1] - rows.indices(len(self))[0])
+        return read_rows(self, rows)
+    NpyRows.__getitem__ = counted
     outputs = {}
-    for name in ("x.npz", "c.npy", "f.npy"):
-        code, _, err = predict(digits_run, tmp_path / name, "--output", tmp_path / f"{name}.csv")
-        assert code == 0, err
-        outputs[name] = read_csv(tmp_path / f"{name}.csv")
+    try:
+        for name in ("x.npz", "c.npy", "f.npy"):
+            code, _, err = predict(digits_run, tmp_path / name, "--output", tmp_path / f"{name}.csv")
+            assert code == 0, err
+            outputs[name] = read_csv(tmp_path / f"{name}.csv")
+    finally:
+        NpyRows.__getitem__ = read_rows
+    assert reads == [512, 512, 76] * 2  # c.npy, then f.npy (through its memory map)
     assert len(outputs["c.npy"]) == 1100 and outputs["c.npy"] == outputs["x.npz"] == outputs["f.npy"]
     whole = (tmp_path / "c.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(whole[:len(whole) - 1000])
@@ -437,10 +449,32 @@ def test_an_mlp_exports_to_onnx_and_pt2_each_verified(digits_run, tmp_path):
 
 
 def test_a_cnn_on_uint8_pixels_exports_with_the_pixel_scaling_inside(folder_run, tmp_path):
-    run, _ = folder_run
+    """The exported graph, given raw PNG pixels decoded apart from trainrun (PIL, resized as training resized),
+    gives trainrun-predict's probabilities: dropping the /255 or the normalization from the graph fails here."""
+    import onnxruntime
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    run, pngs = folder_run
     folder, out = exported(run, tmp_path)
     assert json.loads((folder / "model.json").read_text())["input"]["dtype"] == "uint8"
     assert out.count("verified on") == 2
+    new = tmp_path / "new"
+    new.mkdir()
+    for digit in ("0", "1", "7"):
+        for png in sorted((pngs / digit).glob("*.png"))[-4:]:
+            shutil.copy(png, new / f"{digit}_{png.name}")
+    code, _, err = predict(run, new, "--output", tmp_path / "p.csv")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "p.csv")
+    assert sum(r["label"] == r["id"][0] for r in rows) >= 10  # the digits the files are: scaled as in training
+    pixels = torch.stack([F.resize(torch.from_numpy(np.array(Image.open(new / r["id"])))[None], [16, 16],
+                                   antialias=True) for r in rows])  # uint8, (N, 1, 16, 16)
+    logits = onnxruntime.InferenceSession(str(folder / "model.onnx")).run(None, {"x": pixels.numpy()})[0]
+    probabilities = torch.softmax(torch.from_numpy(logits), 1)
+    names = json.loads((folder / "model.json").read_text())["class_names"]
+    assert [names[i] for i in probabilities.argmax(1)] == [r["label"] for r in rows]
+    assert np.allclose(probabilities.max(1).values.numpy(), [float(r["probability"]) for r in rows], atol=1e-4)
 
 
 @pytest.mark.slow  # everyday tier under 10 min: 20 s of a worker here
@@ -536,23 +570,28 @@ def test_a_custom_data_function_is_given_new_arguments(tmp_path):
     assert json.loads((tmp_path / "p.report.json").read_text())["metrics"]["acc"] > 0.9
 
 
-@pytest.mark.parametrize("model_seconds, threaded", [(0.0, False), (0.05, True)])
-def test_batches_are_read_on_a_thread_only_where_the_model_is_slower_than_the_reading(model_seconds, threaded):
+@pytest.mark.parametrize("model_seconds, threaded", [(0.0, False), (0.009, False), (0.011, True), (0.05, True)])
+def test_batches_are_read_on_a_thread_only_where_the_model_is_slower_than_the_reading(model_seconds, threaded,
+                                                                                      monkeypatch):
+    """On a clock the test advances (a loaded 2-core machine made real sleeps of 10-50 ms unreliable): reading a
+    batch takes 10 ms, the model `model_seconds`; the first batch, read in this thread, decides."""
     import threading
-    import time
+    import types
 
-    from trainrun.use.predict import read_ahead
+    from trainrun.use import predict as module
 
+    now = [0.0]
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     readers = []
 
     def batches():
         for i in range(5):
-            time.sleep(0.01)  # the reading of a batch
+            now[0] += 0.01  # the reading of a batch
             readers.append(threading.current_thread().name)
             yield i
     seen = []
-    for batch in read_ahead(batches()):
-        time.sleep(model_seconds)  # the model on it
+    for batch in module.read_ahead(batches()):
+        now[0] += model_seconds  # the model on it
         seen.append(batch)
     assert seen == [0, 1, 2, 3, 4]
     assert readers[0] == threading.current_thread().name  # the first, read here, times the two

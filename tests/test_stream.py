@@ -8,6 +8,8 @@ import json
 import sys
 import textwrap
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -91,10 +93,22 @@ def test_a_folders_cache_is_memory_mapped_and_streams(tmp_path):
         for i in range(20):
             write_png(torch.full((1, 8, 8), 40 + 150 * label, dtype=torch.uint8), str(tmp_path / "imgs" / f"c{label}" / f"{i}.png"))
     args = ["data=folder", f"data.root={tmp_path / 'imgs'}", "trainer.deterministic=true", "data.subset=null"]
+    budget = "data.host_memory_gb=0.000001"  # 1 KB: the 40 images (2.5 KB) are past it
     first = train_run(tmp_path / "first", args)  # decodes and caches
-    streamed = train_run(tmp_path / "second", [*args, TINY_BUDGET])  # reads the cache's pages
+    streamed = train_run(tmp_path / "second", [*args, budget])  # reads the cache's pages
     assert same_metrics(first, streamed)
     assert streamed["test/acc"] == 1.0
+    # and it is the cache file's own pages that are mapped: not a copy spilled to $TRAINRUN_DATA/stream
+    from trainrun.data import load
+    from trainrun.data.stream import DiskSplit
+
+    cfg = make_config([*args, budget])
+    data = load(cfg.data, 0, torch.device("cpu"), prenormalize=True)
+    assert isinstance(data.train, DiskSplit) and "disk, memory-mapped" in data.home
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    cached = [line for line in maps if "folder-cache" in line]
+    assert cached and not any("(deleted)" in line for line in cached)
+    assert not any("spill-" in line for line in maps)
 
 
 @pytest.mark.slow  # 10-20 s: a kill and a resume
