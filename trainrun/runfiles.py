@@ -90,3 +90,29 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         reason = reason.split(". ")[0][:80] if reason.startswith("PytorchStreamReader") else "not a PyTorch file"
         raise DamagedRun(f"{path} is unreadable (truncated or corrupt: {reason}); expected a trainrun checkpoint or a "
                          "state dict; nothing was changed") from None
+
+
+def epoch_tag(key: str) -> str:
+    """train/loss -> loss/train (curves first in TensorBoard's alphabetical order); epoch -> time/epoch."""
+    split, _, name = key.partition("/")
+    if split in ("train", "val"):
+        return f"{name}/{split}"
+    return "time/epoch" if key == "epoch" else key
+
+
+def epoch_curves(run_dir: Path) -> dict:
+    """The per-epoch curves of a run's TensorBoard events, against epochs and wall time."""
+    import logging
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs each file it finishes
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    if "time/epoch" not in tags:
+        return {}
+    epochs = {e.step: int(e.value) for e in events.Scalars("time/epoch")}
+    start = min(e.wall_time for e in events.Scalars(tags[0])) if tags else 0.0
+    return {tag: [(epochs[e.step], e.wall_time - start, e.value) for e in events.Scalars(tag) if e.step in epochs]
+            for tag in tags if tag.split("/")[0] in ("loss", "acc", "mae")}

@@ -24,17 +24,10 @@ from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import nn
 
 from ..config import LoggerConfig
+from ..runfiles import epoch_tag
 
 HISTOGRAM_SAMPLE = 1 << 16
 PENDING_EVENTS = 64
-
-
-def epoch_tag(key: str) -> str:
-    """train/loss -> loss/train (curves first in TensorBoard's alphabetical order); epoch -> time/epoch."""
-    split, _, name = key.partition("/")
-    if split in ("train", "val"):
-        return f"{name}/{split}"
-    return "time/epoch" if key == "epoch" else key
 
 
 def summary_tag(key: str) -> str:

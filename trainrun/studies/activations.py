@@ -66,44 +66,44 @@ def activation_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="sign passes no gradient to the hidden layers; sigmoid's vanish and it trains worse than ReLU; tanh and abs are acceptable",
-        claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns); "
-              "sigmoid's gradients vanish toward the input while ReLU's do not, and sigmoid should be avoided; "
-              "tanh is less preferred but acceptable, and so is abs, which meets the note's desiderata.",
-        sweep=Sweep(
-            epochs={"small": 10, "full": 20},
-            stages=(Stage("grid", {**DIGITS_OR_MNIST, "activation": "relu,leaky_relu,abs,tanh,sigmoid,sign",
-                                   "optimizer.lr": "0.0001,0.001,0.01", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
-            settings={"model.depth": 6, "model.width": 64, "trainer.early_stopping.enabled": False,
-                      "logger.layers": True}),
-        protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks, which activation at the hidden nodes "
-                 "(../shared/seeds/002): sign's derivative is 0 almost everywhere; desiderata: differentiable almost "
-                 "everywhere, nonzero derivatives almost everywhere, cheap; 'ReLU and leaky ReLU are the most "
-                 "popular, tanh less preferred but okay, sigmoid should be avoided'; early layers' derivatives are "
-                 "orders of magnitude smaller (vanishing gradients)",
-            paper="Glorot and Bengio 2010 (saturating activations and vanishing gradients in deep networks); Glorot, "
-                  "Bordes and Bengio 2011 (rectifiers train deep networks)",
-            measurement="a 6-layer MLP of width 64 per activation, Adam at lr 1e-4, 1e-3 and 1e-2: each hidden "
-                        "weight's gradient norm at initialization and after every epoch (layers.json); each "
-                        "activation's test accuracy at the lr with its best val accuracy, paired with ReLU's by seed "
-                        "(the same seed draws the same initialization and batches); 'acceptable' is no worse than "
-                        "ReLU by more than 0.02",
-            data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
-                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 20 epochs",
-            seeds="2 at small (a demonstration), 5 at full: the accuracy claims need a paired difference beyond 2 "
-                  "standard errors; the gradient claims must hold in each seed"),
-        claims=(
-            Claim("sign: the hidden layers receive exactly zero gradient", "every hidden weight's gradient norm is "
-                  "exactly 0 at init and after every epoch of every sign run, the head's is not", sign_hidden_gradients),
-            Claim("sigmoid's gradient vanishes toward the input, ReLU's does not", "at init, first/last hidden "
-                  "gradient norm < {vanished} under sigmoid and > {kept} under ReLU, in every seed",
-                  per_seed(sigmoid_vanishes), {"vanished": 0.01, "kept": 0.1}),
-            Claim("sigmoid should be avoided", "test accuracy of sigmoid minus ReLU, each at its best lr, paired by "
-                  "seed: mean below 0 by more than {errors:g} standard errors", relu_beats,
-                  {"kind": "sigmoid", "errors": 2}),
-            *(Claim(f"{kind} is acceptable", "test accuracy of " + kind + " minus ReLU, each at its best lr, paired "
-                    "by seed: mean above -{within:g} by more than {errors:g} standard errors", no_worse_than_relu,
-                    {"kind": kind, "within": 0.02, "errors": 2}) for kind in ("tanh", "abs")),
-        ),
-        figures=activation_figures)
+    summary="sign passes no gradient to the hidden layers; sigmoid's vanish and it trains worse than ReLU; tanh and abs are acceptable",
+    claim="In a deep MLP the sign activation passes no gradient to its hidden layers (only the head learns); "
+          "sigmoid's gradients vanish toward the input while ReLU's do not, and sigmoid should be avoided; "
+          "tanh is less preferred but acceptable, and so is abs, which meets the note's desiderata.",
+    sweep=Sweep(
+        epochs={"small": 10, "full": 20},
+        stages=(Stage("grid", {**DIGITS_OR_MNIST, "activation": "relu,leaky_relu,abs,tanh,sigmoid,sign",
+                               "optimizer.lr": "0.0001,0.001,0.01", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
+        settings={"model.depth": 6, "model.width": 64, "trainer.early_stopping.enabled": False,
+                  "logger.layers": True}),
+    protocol=Protocol(
+        note="Ju Sun, Training DNNs: Basic Methods and Tricks, which activation at the hidden nodes "
+             "(../shared/seeds/002): sign's derivative is 0 almost everywhere; desiderata: differentiable almost "
+             "everywhere, nonzero derivatives almost everywhere, cheap; 'ReLU and leaky ReLU are the most "
+             "popular, tanh less preferred but okay, sigmoid should be avoided'; early layers' derivatives are "
+             "orders of magnitude smaller (vanishing gradients)",
+        paper="Glorot and Bengio 2010 (saturating activations and vanishing gradients in deep networks); Glorot, "
+              "Bordes and Bengio 2011 (rectifiers train deep networks)",
+        measurement="a 6-layer MLP of width 64 per activation, Adam at lr 1e-4, 1e-3 and 1e-2: each hidden "
+                    "weight's gradient norm at initialization and after every epoch (layers.json); each "
+                    "activation's test accuracy at the lr with its best val accuracy, paired with ReLU's by seed "
+                    "(the same seed draws the same initialization and batches); 'acceptable' is no worse than "
+                    "ReLU by more than 0.02",
+        data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
+             "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 20 epochs",
+        seeds="2 at small (a demonstration), 5 at full: the accuracy claims need a paired difference beyond 2 "
+              "standard errors; the gradient claims must hold in each seed"),
+    claims=(
+        Claim("sign: the hidden layers receive exactly zero gradient", "every hidden weight's gradient norm is "
+              "exactly 0 at init and after every epoch of every sign run, the head's is not", sign_hidden_gradients),
+        Claim("sigmoid's gradient vanishes toward the input, ReLU's does not", "at init, first/last hidden "
+              "gradient norm < {vanished} under sigmoid and > {kept} under ReLU, in every seed",
+              per_seed(sigmoid_vanishes), {"vanished": 0.01, "kept": 0.1}),
+        Claim("sigmoid should be avoided", "test accuracy of sigmoid minus ReLU, each at its best lr, paired by "
+              "seed: mean below 0 by more than {errors:g} standard errors", relu_beats,
+              {"kind": "sigmoid", "errors": 2}),
+        *(Claim(f"{kind} is acceptable", "test accuracy of " + kind + " minus ReLU, each at its best lr, paired "
+                "by seed: mean above -{within:g} by more than {errors:g} standard errors", no_worse_than_relu,
+                {"kind": kind, "within": 0.02, "errors": 2}) for kind in ("tanh", "abs")),
+    ),
+    figures=activation_figures)

@@ -11,7 +11,6 @@ of the sweep, and again by `trainrun-report <sweep dir>`: study.md and the figur
 from __future__ import annotations
 
 import json
-import logging
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from omegaconf import OmegaConf
 
+from ..runfiles import epoch_curves
 from ..sweeps.sweep import collect, run_id, stage_params
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
@@ -182,22 +182,6 @@ def load_runs(sweep_dir: Path) -> list[FinishedRun]:
         runs.append(FinishedRun(run_dir.name, choices, result.metrics, layers, epoch_curves(run_dir),
                                 json.loads(fitted.read_text()) if fitted.is_file() else {}))
     return runs
-
-
-def epoch_curves(run_dir: Path) -> dict:
-    """The per-epoch curves of a run's TensorBoard events, against epochs and wall time."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its reader logs each file it finishes
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = events.Tags()["scalars"]
-    if "time/epoch" not in tags:
-        return {}
-    epochs = {e.step: int(e.value) for e in events.Scalars("time/epoch")}
-    start = min(e.wall_time for e in events.Scalars(tags[0])) if tags else 0.0
-    return {tag: [(epochs[e.step], e.wall_time - start, e.value) for e in events.Scalars(tag) if e.step in epochs]
-            for tag in tags if tag.split("/")[0] in ("loss", "acc", "mae")}
 
 
 def hidden(layers: dict) -> list[str]:

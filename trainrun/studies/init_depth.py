@@ -101,43 +101,43 @@ def init_depth_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="zeros keeps units identical; N(0,1) explodes; Xavier shrinks with depth, Kaiming keeps the scale and trains the deepest",
-        claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
-              "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
-              "(He et al. 2015).",
-        sweep=Sweep(
-            epochs={"small": 10, "full": 40},
-            stages=(Stage("init", {"model.depth": "2,8,20",
-                                   "init": "standard_normal,xavier_normal,kaiming_normal,orthogonal,zeros",
-                                   # the variance argument's fluctuation shrinks with the width
-                                   "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
-            settings={"trainer.early_stopping.enabled": False, "logger.layers": True}),
-        protocol=Protocol(
-            note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
-            paper="He et al. 2015 (Kaiming: Var(w) = 2/fan_in keeps a ReLU layer's output variance), Glorot and Bengio 2010 (Xavier)",
-            measurement="the last hidden layer's activation std at initialization, depths 2, 8 and 20, deepest over "
-                        "shallowest of the same seed, the median over seeds; each layer's spread across its units "
-                        "(layers.json); test accuracy at the largest depth, the mean over seeds",
-            data="scikit-learn's 8x8 digits at both sizes (the quantity is measured at initialization, where the "
-                 "data's difficulty does not enter); width 64 at small, 256 at full",
-            seeds="3 at both sizes: the variance argument is about the expectation over initializations, so one "
-                  "net shows where it lies only together with how far nets of the same width scatter around it",
-            conditions=(
-                Claim("Xavier shrinks, Kaiming keeps: the width at which the variance argument holds",
-                      "at the largest depth, Kaiming's last hidden std varies across seeds by at most {factor:g}x "
-                      "(max / min): the argument is about the expectation, and at finite width each net's std "
-                      "drifts from it by a random factor that grows with depth over width (Hanin and Rolnick "
-                      "2018)", kaiming_fluctuates_little, {"factor": 2}, scope="Xavier shrinks"),
-            )),
-        claims=(
-            Claim("zeros keeps hidden units identical", "the spread across each hidden layer's units is exactly 0 "
-                  "in every measurement", zeros_identical_units),
-            Claim("naive N(0,1) explodes", "last hidden activation std at init grows >= {growth:g}x from the "
-                  "shallowest to the deepest net", naive_normal_explodes, {"growth": 100}),
-            Claim("Xavier shrinks with depth, Kaiming keeps the scale", "deepest/shallowest last hidden std < {shrunk} "
-                  "under Xavier, within [{kept[0]}, {kept[1]}] under Kaiming", xavier_shrinks_kaiming_keeps,
-                  {"shrunk": 0.5, "kept": (0.5, 2)}),
-            Claim("Kaiming trains the deepest net", "at the largest depth, Kaiming's test accuracy is within {within} "
-                  "of the best init's", kaiming_trains_deepest, {"within": 0.01}),
-        ),
-        figures=init_depth_figures)
+    summary="zeros keeps units identical; N(0,1) explodes; Xavier shrinks with depth, Kaiming keeps the scale and trains the deepest",
+    claim="In deep ReLU MLPs, zero initialization keeps hidden units identical, naive N(0,1) explodes, Xavier's "
+          "activations shrink with depth while Kaiming's stay about constant, and Kaiming trains the deepest net "
+          "(He et al. 2015).",
+    sweep=Sweep(
+        epochs={"small": 10, "full": 40},
+        stages=(Stage("init", {"model.depth": "2,8,20",
+                               "init": "standard_normal,xavier_normal,kaiming_normal,orthogonal,zeros",
+                               # the variance argument's fluctuation shrinks with the width
+                               "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
+        settings={"trainer.early_stopping.enabled": False, "logger.layers": True}),
+    protocol=Protocol(
+        note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks (../shared/seeds/004)",
+        paper="He et al. 2015 (Kaiming: Var(w) = 2/fan_in keeps a ReLU layer's output variance), Glorot and Bengio 2010 (Xavier)",
+        measurement="the last hidden layer's activation std at initialization, depths 2, 8 and 20, deepest over "
+                    "shallowest of the same seed, the median over seeds; each layer's spread across its units "
+                    "(layers.json); test accuracy at the largest depth, the mean over seeds",
+        data="scikit-learn's 8x8 digits at both sizes (the quantity is measured at initialization, where the "
+             "data's difficulty does not enter); width 64 at small, 256 at full",
+        seeds="3 at both sizes: the variance argument is about the expectation over initializations, so one "
+              "net shows where it lies only together with how far nets of the same width scatter around it",
+        conditions=(
+            Claim("Xavier shrinks, Kaiming keeps: the width at which the variance argument holds",
+                  "at the largest depth, Kaiming's last hidden std varies across seeds by at most {factor:g}x "
+                  "(max / min): the argument is about the expectation, and at finite width each net's std "
+                  "drifts from it by a random factor that grows with depth over width (Hanin and Rolnick "
+                  "2018)", kaiming_fluctuates_little, {"factor": 2}, scope="Xavier shrinks"),
+        )),
+    claims=(
+        Claim("zeros keeps hidden units identical", "the spread across each hidden layer's units is exactly 0 "
+              "in every measurement", zeros_identical_units),
+        Claim("naive N(0,1) explodes", "last hidden activation std at init grows >= {growth:g}x from the "
+              "shallowest to the deepest net", naive_normal_explodes, {"growth": 100}),
+        Claim("Xavier shrinks with depth, Kaiming keeps the scale", "deepest/shallowest last hidden std < {shrunk} "
+              "under Xavier, within [{kept[0]}, {kept[1]}] under Kaiming", xavier_shrinks_kaiming_keeps,
+              {"shrunk": 0.5, "kept": (0.5, 2)}),
+        Claim("Kaiming trains the deepest net", "at the largest depth, Kaiming's test accuracy is within {within} "
+              "of the best init's", kaiming_trains_deepest, {"within": 0.01}),
+    ),
+    figures=init_depth_figures)

@@ -101,47 +101,47 @@ def diagnosis_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="around a range test's suggestion: too low crawls, too high flattens, far too high diverges, a staircase helps",
-        claim="Read from the training loss around the learning rate a range test suggests: a rate too low converges "
-              "but slowly, one too high flattens early at a higher loss, one far too high diverges, a staircase "
-              "schedule helps the high one, and the suggestion lies within a decade of the best constant rate.",
-        sweep=Sweep(
-            epochs={"small": 15, "full": 30},  # scheduler=step divides the lr by 10 at epoch 10
-            options={"optimizer": "sgd"},
-            stages=(
-                Stage("find", {**DIGITS_OR_MNIST, "tune": "lr_find"}),
-                Stage("sweep", {**DIGITS_OR_MNIST, "optimizer.lr": "{find.suggested_lr*0.01},{find.suggested_lr*0.1},"
-                                "{find.suggested_lr},{find.suggested_lr*10},{find.suggested_lr*100}",
-                                "scheduler": "none,step", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
-            ),
-            settings={"trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
-        protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks, 'Diagnosis of LR' (../shared/seeds/002): low LR "
-                 "always converges but takes forever; premature flattening is a sign of a large LR; remember the "
-                 "staircase schedule (divide by 10 every 10 epochs)",
-            paper="Smith 2017 (Cyclical learning rates: the range test raises the lr exponentially and reads the "
-                  "loss); the note's loss curves for low, good, high and very high learning rates",
-            measurement="the train loss after each epoch of SGD on the default MLP at 0.01x, 0.1x, 1x, 10x and 100x "
-                        "the range test's suggestion (run once, before), each constant and with the staircase "
-                        "(lr / 10 at epoch 10); crawling: still falling by more than 10% over the second half of "
-                        "the epochs while ending at 2x the suggestion's loss or more; flattening: falling by less "
-                        "than 10% over the second half while ending at 2x or more",
-            data="small: 8x8 digits, 15 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
-                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 30 epochs",
-            seeds="1 at small (a demonstration), 3 at full: a claim must hold in each seed"),
-        claims=(
-            Claim("too low converges, but slowly", "constant lr at {low:g}x the suggestion: the train loss ends at "
-                  ">= {worse:g}x the suggestion's and still fell by more than {falling:.0%} over the second half, in "
-                  "every seed", lr_too_low_crawls, {"low": 0.01, "worse": 2, "falling": 0.1}),
-            Claim("too high flattens early", "constant lr at {high:g}x: the train loss ends at >= {worse:g}x the "
-                  "suggestion's and fell by less than {falling:.0%} over the second half (or diverged), in every "
-                  "seed", lr_too_high_flattens, {"high": 10, "worse": 2, "falling": 0.1}),
-            Claim("far too high diverges", "constant lr at {highest:g}x: the last epoch's train loss is no lower "
-                  "than the first's (or diverged), in every seed", lr_far_too_high_diverges, {"highest": 100}),
-            Claim("the staircase helps a high lr", "at {high:g}x, scheduler=step ends at a lower train loss than "
-                  "the constant lr, in every seed", staircase_helps, {"high": 10}),
-            Claim("the suggestion is within a decade of the best", "of the constant lrs, the lowest final train "
-                  "loss is at 1/{within:g}x to {within:g}x the suggestion, in every seed", suggestion_near_best,
-                  {"within": 10}),
+    summary="around a range test's suggestion: too low crawls, too high flattens, far too high diverges, a staircase helps",
+    claim="Read from the training loss around the learning rate a range test suggests: a rate too low converges "
+          "but slowly, one too high flattens early at a higher loss, one far too high diverges, a staircase "
+          "schedule helps the high one, and the suggestion lies within a decade of the best constant rate.",
+    sweep=Sweep(
+        epochs={"small": 15, "full": 30},  # scheduler=step divides the lr by 10 at epoch 10
+        options={"optimizer": "sgd"},
+        stages=(
+            Stage("find", {**DIGITS_OR_MNIST, "tune": "lr_find"}),
+            Stage("sweep", {**DIGITS_OR_MNIST, "optimizer.lr": "{find.suggested_lr*0.01},{find.suggested_lr*0.1},"
+                            "{find.suggested_lr},{find.suggested_lr*10},{find.suggested_lr*100}",
+                            "scheduler": "none,step", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
         ),
-        figures=diagnosis_figures)
+        settings={"trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
+    protocol=Protocol(
+        note="Ju Sun, Training DNNs: Basic Methods and Tricks, 'Diagnosis of LR' (../shared/seeds/002): low LR "
+             "always converges but takes forever; premature flattening is a sign of a large LR; remember the "
+             "staircase schedule (divide by 10 every 10 epochs)",
+        paper="Smith 2017 (Cyclical learning rates: the range test raises the lr exponentially and reads the "
+              "loss); the note's loss curves for low, good, high and very high learning rates",
+        measurement="the train loss after each epoch of SGD on the default MLP at 0.01x, 0.1x, 1x, 10x and 100x "
+                    "the range test's suggestion (run once, before), each constant and with the staircase "
+                    "(lr / 10 at epoch 10); crawling: still falling by more than 10% over the second half of "
+                    "the epochs while ending at 2x the suggestion's loss or more; flattening: falling by less "
+                    "than 10% over the second half while ending at 2x or more",
+        data="small: 8x8 digits, 15 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
+             "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 30 epochs",
+        seeds="1 at small (a demonstration), 3 at full: a claim must hold in each seed"),
+    claims=(
+        Claim("too low converges, but slowly", "constant lr at {low:g}x the suggestion: the train loss ends at "
+              ">= {worse:g}x the suggestion's and still fell by more than {falling:.0%} over the second half, in "
+              "every seed", lr_too_low_crawls, {"low": 0.01, "worse": 2, "falling": 0.1}),
+        Claim("too high flattens early", "constant lr at {high:g}x: the train loss ends at >= {worse:g}x the "
+              "suggestion's and fell by less than {falling:.0%} over the second half (or diverged), in every "
+              "seed", lr_too_high_flattens, {"high": 10, "worse": 2, "falling": 0.1}),
+        Claim("far too high diverges", "constant lr at {highest:g}x: the last epoch's train loss is no lower "
+              "than the first's (or diverged), in every seed", lr_far_too_high_diverges, {"highest": 100}),
+        Claim("the staircase helps a high lr", "at {high:g}x, scheduler=step ends at a lower train loss than "
+              "the constant lr, in every seed", staircase_helps, {"high": 10}),
+        Claim("the suggestion is within a decade of the best", "of the constant lrs, the lowest final train "
+              "loss is at 1/{within:g}x to {within:g}x the suggestion, in every seed", suggestion_near_best,
+              {"within": 10}),
+    ),
+    figures=diagnosis_figures)

@@ -108,61 +108,61 @@ def normalization_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="batch norm reaches an MLP's best accuracy in fewer epochs and at a 10x higher lr; normalized inputs train faster",
-        claim="Batch normalization, before or after the activation, lets a network reach the accuracy of its "
-              "unnormalized version in fewer steps and at a learning rate 10x higher (Ioffe and Szegedy 2015); "
-              "standardized, PCA'd or whitened inputs train faster than raw ones (LeCun et al. 1998).",
-        sweep=Sweep(
-            epochs={"small": 10, "full": 15},
-            # init normal: std 0.01, the paper's "small random Gaussian values"
-            options={"optimizer": "sgd", "activation": "sigmoid", "init": "normal"},
-            stages=(
-                Stage("batchnorm", {**DIGITS_OR_MNIST, "data.normalize": "standardize", "norm": "none,batch",
-                                    "norm.position": "before,after", "optimizer.lr": "0.01,0.1,1.0,10.0,100.0",
-                                    "trainer.seed": {"small": "0", "full": "0,1,2"}}),
-                # without batch norm; standardized inputs are the batchnorm stage's norm=none runs
-                Stage("inputs", {**DIGITS_OR_MNIST, "data.normalize": "none,pca,whiten",
-                                 "optimizer.lr": "0.01,0.1,1.0,10.0,100.0", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
-            ),
-            settings={"data.batch_size": 60, "model.depth": 3, "model.width": 100,
-                      "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
-        protocol=Protocol(
-            note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks, data normalization and batch "
-                 "normalization (../shared/seeds/004); Yingfan, Machine Learning: Training DNN (../shared/seeds/001): "
-                 "batch norm before or after the activation, 'typically improves the convergence'",
-            paper="Ioffe and Szegedy 2015: on MNIST, 3 fully connected hidden layers of 100 sigmoid units, weights "
-                  "drawn as small random Gaussian values, SGD on batches of 60, the batch-normalized network trains "
-                  "faster (section 4.1); the number of steps to reach the baseline's best accuracy, and the same "
-                  "network at a learning rate raised 5x and 30x (BN-x5, BN-x30, figure 3); LeCun et al. 1998 "
-                  "(Efficient BackProp, 4.3): inputs shifted to zero mean and scaled to equal variance (or "
-                  "decorrelated) speed up convergence",
-            measurement="that network (depth 3, width 100, sigmoid, `init=normal` std 0.01, plain SGD, batch 60) "
-                        "at learning rates 0.01 to 100 a decade apart, without and with batch norm before and after "
-                        "the activation; every method at its best lr, chosen on the best val accuracy over the "
-                        "epochs. Faster: the first epoch whose val accuracy reaches the baseline's best (the "
-                        "paper's steps to the baseline's maximum); tolerance: the largest lr at which a network "
-                        "still reaches within 0.01 of the baseline's best. Inputs: the network without batch norm "
-                        "on raw, standardized, PCA'd and whitened inputs, each at its best lr",
-            data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
-                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 15 epochs",
-            seeds="1 at small (a demonstration), 3 at full: a claim must hold in each seed",
-            conditions=(
-                Claim("batch norm: the baseline's best lr lies inside the grid", "without batch norm, the lr with "
-                      "the best val accuracy is neither end of the grid, in every seed (so 10x it was tried)",
-                      per_seed(best_lr_inside), {"method": "none"}, scope="batch norm"),
-                Claim("normalized inputs: raw inputs' best lr lies inside the grid", "on raw inputs, the lr with "
-                      "the best val accuracy is neither end of the grid, in every seed", per_seed(best_lr_inside),
-                      {"method": "raw"}, scope="normalized inputs"),
-            )),
-        claims=(
-            Claim("batch norm trains faster", "at the baseline's best lr, both batch-norm runs reach the baseline's "
-                  "best val accuracy in fewer epochs than the baseline, in every seed", per_seed(batch_norm_faster)),
-            Claim("batch norm tolerates a larger lr", "the largest lr at which a network reaches within {within:g} "
-                  "of the baseline's best val accuracy is at least {factor:g}x larger with batch norm (both "
-                  "positions) than without, in every seed", per_seed(batch_norm_tolerates_large_lr),
-                  {"factor": 10, "within": 0.01}),
-            Claim("normalized inputs train faster", "no batch norm, each at its best lr: standardized, PCA'd and "
-                  "whitened inputs each reach raw inputs' best val accuracy in fewer epochs than raw inputs, in "
-                  "every seed", per_seed(normalized_inputs_faster)),
+    summary="batch norm reaches an MLP's best accuracy in fewer epochs and at a 10x higher lr; normalized inputs train faster",
+    claim="Batch normalization, before or after the activation, lets a network reach the accuracy of its "
+          "unnormalized version in fewer steps and at a learning rate 10x higher (Ioffe and Szegedy 2015); "
+          "standardized, PCA'd or whitened inputs train faster than raw ones (LeCun et al. 1998).",
+    sweep=Sweep(
+        epochs={"small": 10, "full": 15},
+        # init normal: std 0.01, the paper's "small random Gaussian values"
+        options={"optimizer": "sgd", "activation": "sigmoid", "init": "normal"},
+        stages=(
+            Stage("batchnorm", {**DIGITS_OR_MNIST, "data.normalize": "standardize", "norm": "none,batch",
+                                "norm.position": "before,after", "optimizer.lr": "0.01,0.1,1.0,10.0,100.0",
+                                "trainer.seed": {"small": "0", "full": "0,1,2"}}),
+            # without batch norm; standardized inputs are the batchnorm stage's norm=none runs
+            Stage("inputs", {**DIGITS_OR_MNIST, "data.normalize": "none,pca,whiten",
+                             "optimizer.lr": "0.01,0.1,1.0,10.0,100.0", "trainer.seed": {"small": "0", "full": "0,1,2"}}),
         ),
-        figures=normalization_figures)
+        settings={"data.batch_size": 60, "model.depth": 3, "model.width": 100,
+                  "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
+    protocol=Protocol(
+        note="Gilles Louppe, Deep Learning, lecture 4: Training neural networks, data normalization and batch "
+             "normalization (../shared/seeds/004); Yingfan, Machine Learning: Training DNN (../shared/seeds/001): "
+             "batch norm before or after the activation, 'typically improves the convergence'",
+        paper="Ioffe and Szegedy 2015: on MNIST, 3 fully connected hidden layers of 100 sigmoid units, weights "
+              "drawn as small random Gaussian values, SGD on batches of 60, the batch-normalized network trains "
+              "faster (section 4.1); the number of steps to reach the baseline's best accuracy, and the same "
+              "network at a learning rate raised 5x and 30x (BN-x5, BN-x30, figure 3); LeCun et al. 1998 "
+              "(Efficient BackProp, 4.3): inputs shifted to zero mean and scaled to equal variance (or "
+              "decorrelated) speed up convergence",
+        measurement="that network (depth 3, width 100, sigmoid, `init=normal` std 0.01, plain SGD, batch 60) "
+                    "at learning rates 0.01 to 100 a decade apart, without and with batch norm before and after "
+                    "the activation; every method at its best lr, chosen on the best val accuracy over the "
+                    "epochs. Faster: the first epoch whose val accuracy reaches the baseline's best (the "
+                    "paper's steps to the baseline's maximum); tolerance: the largest lr at which a network "
+                    "still reaches within 0.01 of the baseline's best. Inputs: the network without batch norm "
+                    "on raw, standardized, PCA'd and whitened inputs, each at its best lr",
+        data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
+             "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 15 epochs",
+        seeds="1 at small (a demonstration), 3 at full: a claim must hold in each seed",
+        conditions=(
+            Claim("batch norm: the baseline's best lr lies inside the grid", "without batch norm, the lr with "
+                  "the best val accuracy is neither end of the grid, in every seed (so 10x it was tried)",
+                  per_seed(best_lr_inside), {"method": "none"}, scope="batch norm"),
+            Claim("normalized inputs: raw inputs' best lr lies inside the grid", "on raw inputs, the lr with "
+                  "the best val accuracy is neither end of the grid, in every seed", per_seed(best_lr_inside),
+                  {"method": "raw"}, scope="normalized inputs"),
+        )),
+    claims=(
+        Claim("batch norm trains faster", "at the baseline's best lr, both batch-norm runs reach the baseline's "
+              "best val accuracy in fewer epochs than the baseline, in every seed", per_seed(batch_norm_faster)),
+        Claim("batch norm tolerates a larger lr", "the largest lr at which a network reaches within {within:g} "
+              "of the baseline's best val accuracy is at least {factor:g}x larger with batch norm (both "
+              "positions) than without, in every seed", per_seed(batch_norm_tolerates_large_lr),
+              {"factor": 10, "within": 0.01}),
+        Claim("normalized inputs train faster", "no batch norm, each at its best lr: standardized, PCA'd and "
+              "whitened inputs each reach raw inputs' best val accuracy in fewer epochs than raw inputs, in "
+              "every seed", per_seed(normalized_inputs_faster)),
+    ),
+    figures=normalization_figures)

@@ -89,43 +89,43 @@ def optimizer_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="at each one's best lr, momentum and Nesterov train faster than SGD; Adam is less sensitive to the lr",
-        claim="Each at its best learning rate, SGD with momentum and with Nesterov's momentum brings the training "
-              "loss lower than plain SGD in the same number of epochs (Sutskever et al. 2013), and Adam's "
-              "adaptive steps make it less sensitive to the learning rate than SGD.",
-        sweep=Sweep(
-            epochs={"small": 10, "full": 20},
-            stages=(Stage("grid", {**DIGITS_OR_MNIST, "optimizer": "sgd,momentum,nesterov,adam",
-                                   "optimizer.lr": "0.0001,0.001,0.01,0.1,1.0", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
-            settings={"data.batch_size": 64, "model.depth": 4, "model.width": 128,
-                      "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
-        protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks, momentum/acceleration and adaptive learning "
-                 "rates (../shared/seeds/002): history cancels the zig-zag of GD on ill-conditioned problems; an "
-                 "adaptive method's lr is 'less sensitive, and can be large'",
-            paper="Polyak 1964 (heavy ball), Nesterov 1983; Sutskever et al. 2013 (On the importance of "
-                  "initialization and momentum in deep learning): well-tuned momentum trains deep networks much "
-                  "faster than SGD; Kingma and Ba 2015 (Adam)",
-            measurement="a 4-layer ReLU MLP of width 128, batch 64, each optimizer at learning rates 1e-4 to 1 a "
-                        "decade apart; speed: the train loss after the last epoch, each method at the lr that "
-                        "gives its lowest, compared as log10 and paired with SGD by seed (the same seed draws "
-                        "the same initialization and batches); sensitivity: how many of the grid's lrs end "
-                        "within 0.02 of the method's best final val accuracy",
-            data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
-                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 20 epochs",
-            seeds="2 at small (a demonstration), 5 at full: the speed claims need a paired difference beyond 2 "
-                  "standard errors, the sensitivity claim holds only if it holds in each seed",
-            conditions=(
-                Claim("SGD's best lr lies inside the grid", "plain SGD's lr with the lowest final train loss is "
-                      "neither end of the grid, in every seed (else SGD was compared away from its best)",
-                      best_lr_inside_grid, {"optimizer": "sgd"}),
-            )),
-        claims=(
-            *(Claim(f"{kind} beats plain SGD", "log10 of the final train loss, " + kind + " minus SGD, each at its "
-                    "best lr, paired by seed: mean below 0 by more than {errors:g} standard errors", beats_sgd,
-                    {"optimizer": kind, "errors": 2}) for kind in ("momentum", "nesterov")),
-            Claim("Adam is less sensitive to the lr than SGD", "more of the grid's lrs end within {within:g} of the "
-                  "best final val accuracy under Adam than under SGD, in every seed", less_sensitive_to_lr,
-                  {"optimizer": "adam", "within": 0.02}),
-        ),
-        figures=optimizer_figures)
+    summary="at each one's best lr, momentum and Nesterov train faster than SGD; Adam is less sensitive to the lr",
+    claim="Each at its best learning rate, SGD with momentum and with Nesterov's momentum brings the training "
+          "loss lower than plain SGD in the same number of epochs (Sutskever et al. 2013), and Adam's "
+          "adaptive steps make it less sensitive to the learning rate than SGD.",
+    sweep=Sweep(
+        epochs={"small": 10, "full": 20},
+        stages=(Stage("grid", {**DIGITS_OR_MNIST, "optimizer": "sgd,momentum,nesterov,adam",
+                               "optimizer.lr": "0.0001,0.001,0.01,0.1,1.0", "trainer.seed": TWO_OR_FIVE_SEEDS}),),
+        settings={"data.batch_size": 64, "model.depth": 4, "model.width": 128,
+                  "trainer.early_stopping.enabled": False, "trainer.early_stopping.stop_on_nonfinite": True}),
+    protocol=Protocol(
+        note="Ju Sun, Training DNNs: Basic Methods and Tricks, momentum/acceleration and adaptive learning "
+             "rates (../shared/seeds/002): history cancels the zig-zag of GD on ill-conditioned problems; an "
+             "adaptive method's lr is 'less sensitive, and can be large'",
+        paper="Polyak 1964 (heavy ball), Nesterov 1983; Sutskever et al. 2013 (On the importance of "
+              "initialization and momentum in deep learning): well-tuned momentum trains deep networks much "
+              "faster than SGD; Kingma and Ba 2015 (Adam)",
+        measurement="a 4-layer ReLU MLP of width 128, batch 64, each optimizer at learning rates 1e-4 to 1 a "
+                    "decade apart; speed: the train loss after the last epoch, each method at the lr that "
+                    "gives its lowest, compared as log10 and paired with SGD by seed (the same seed draws "
+                    "the same initialization and batches); sensitivity: how many of the grid's lrs end "
+                    "within 0.02 of the method's best final val accuracy",
+        data="small: 8x8 digits, 10 epochs; full: MNIST's 10,000 test images split 7,200/800/2,000 "
+             "(data.root=<the folder of t10k-*-idx*-ubyte.gz>), 20 epochs",
+        seeds="2 at small (a demonstration), 5 at full: the speed claims need a paired difference beyond 2 "
+              "standard errors, the sensitivity claim holds only if it holds in each seed",
+        conditions=(
+            Claim("SGD's best lr lies inside the grid", "plain SGD's lr with the lowest final train loss is "
+                  "neither end of the grid, in every seed (else SGD was compared away from its best)",
+                  best_lr_inside_grid, {"optimizer": "sgd"}),
+        )),
+    claims=(
+        *(Claim(f"{kind} beats plain SGD", "log10 of the final train loss, " + kind + " minus SGD, each at its "
+                "best lr, paired by seed: mean below 0 by more than {errors:g} standard errors", beats_sgd,
+                {"optimizer": kind, "errors": 2}) for kind in ("momentum", "nesterov")),
+        Claim("Adam is less sensitive to the lr than SGD", "more of the grid's lrs end within {within:g} of the "
+              "best final val accuracy under Adam than under SGD, in every seed", less_sensitive_to_lr,
+              {"optimizer": "adam", "within": 0.02}),
+    ),
+    figures=optimizer_figures)

@@ -69,49 +69,49 @@ def regularization_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="where a network overfits, L2, L1 and dropout at their best strengths raise test accuracy and shrink the gap",
-        claim="Where a network overfits, L2, L1 and dropout, each at its best of three strengths chosen on "
-              "validation, raise test accuracy over no regularization and shrink the gap between training and "
-              "validation accuracy; early stopping stops where the validation loss is lowest.",
-        sweep=Sweep(
-            epochs={"small": 40, "full": 100},
-            stages=tuple(Stage(kind, {"data": {"small": "digits", "full": "mnist1d"},
-                                      "data.per_class": {"small": "20", "full": "100"}, "regularization": kind,
-                                      **strengths,
-                                      "trainer.seed": {"small": "0,1,2,3,4", "full": "0,1,2,3,4,5,6,7,8,9"}})
-                         for kind, strengths in (("none", {}),
-                                                 # a decade apart around the usual 1e-3
-                                                 ("l2", {"regularization.weight_decay": "1e-4,1e-3,1e-2"}),
-                                                 ("l1", {"regularization.l1": "1e-5,1e-4,1e-3"}),
-                                                 # up to Srivastava et al.'s 0.5 for hidden units
-                                                 ("dropout", {"regularization.dropout": "0.1,0.3,0.5"}))),
-            # the regime the claim is about: training past the point of overfitting
-            settings={"trainer.early_stopping.enabled": False}),
-        protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks, regularization to avoid overfitting "
-                 "(../shared/seeds/002)",
-            paper="Srivastava et al. 2014 (dropout: lower test error of overfitting networks, p = 0.5 for hidden "
-                  "units); Krogh and Hertz 1992 (weight decay improves generalization); Tibshirani 1996 (L1)",
-            measurement="per seed, each regularizer's strength with the best val accuracy (of 3, a decade apart; "
-                        "dropout 0.1, 0.3, 0.5), its test accuracy and final train - val accuracy gap, paired with "
-                        "no regularization by seed (the same seed draws the same training subset and "
-                        "initialization); no early stopping, so the networks train into the overfitting regime, "
-                        "and each run is tested at its best val-loss epoch",
-            data="small: digits, 20 labels per class (200); full: MNIST-1D (Greydanus 2020, made for such "
-                 "studies), 100 per class (1,000); a 256-256 MLP",
-            seeds="5 at small, 10 at full: a paired difference of about a validation sample (0.007 on digits) "
-                  "needs its standard error below half of that",
-            conditions=(
-                Claim("the network overfits", "without regularization, after the last epoch: train accuracy >= "
-                      "{train} and train - val accuracy >= {gap} (means over seeds)", overfits,
-                      {"train": 0.99, "gap": 0.05}),
-            )),
-        claims=(
-            *(Claim(f"{kind} at its best strength raises test accuracy", "test accuracy of " + kind + " minus none, "
-                    "paired by seed: mean above 0 by more than {errors:g} standard errors", regularizer_improves_test,
-                    {"kind": kind, "errors": 2}) for kind in REGULARIZERS),
-            Claim("regularizers shrink the train-validation gap", "train minus val accuracy after the last epoch, "
-                  "paired by seed: for each of l2, l1 and dropout at its best strength, the mean change against "
-                  "none is below 0 by more than {errors:g} standard errors", regularizers_shrink_the_gap, {"errors": 2}),
-        ),
-        figures=regularization_figures)
+    summary="where a network overfits, L2, L1 and dropout at their best strengths raise test accuracy and shrink the gap",
+    claim="Where a network overfits, L2, L1 and dropout, each at its best of three strengths chosen on "
+          "validation, raise test accuracy over no regularization and shrink the gap between training and "
+          "validation accuracy; early stopping stops where the validation loss is lowest.",
+    sweep=Sweep(
+        epochs={"small": 40, "full": 100},
+        stages=tuple(Stage(kind, {"data": {"small": "digits", "full": "mnist1d"},
+                                  "data.per_class": {"small": "20", "full": "100"}, "regularization": kind,
+                                  **strengths,
+                                  "trainer.seed": {"small": "0,1,2,3,4", "full": "0,1,2,3,4,5,6,7,8,9"}})
+                     for kind, strengths in (("none", {}),
+                                             # a decade apart around the usual 1e-3
+                                             ("l2", {"regularization.weight_decay": "1e-4,1e-3,1e-2"}),
+                                             ("l1", {"regularization.l1": "1e-5,1e-4,1e-3"}),
+                                             # up to Srivastava et al.'s 0.5 for hidden units
+                                             ("dropout", {"regularization.dropout": "0.1,0.3,0.5"}))),
+        # the regime the claim is about: training past the point of overfitting
+        settings={"trainer.early_stopping.enabled": False}),
+    protocol=Protocol(
+        note="Ju Sun, Training DNNs: Basic Methods and Tricks, regularization to avoid overfitting "
+             "(../shared/seeds/002)",
+        paper="Srivastava et al. 2014 (dropout: lower test error of overfitting networks, p = 0.5 for hidden "
+              "units); Krogh and Hertz 1992 (weight decay improves generalization); Tibshirani 1996 (L1)",
+        measurement="per seed, each regularizer's strength with the best val accuracy (of 3, a decade apart; "
+                    "dropout 0.1, 0.3, 0.5), its test accuracy and final train - val accuracy gap, paired with "
+                    "no regularization by seed (the same seed draws the same training subset and "
+                    "initialization); no early stopping, so the networks train into the overfitting regime, "
+                    "and each run is tested at its best val-loss epoch",
+        data="small: digits, 20 labels per class (200); full: MNIST-1D (Greydanus 2020, made for such "
+             "studies), 100 per class (1,000); a 256-256 MLP",
+        seeds="5 at small, 10 at full: a paired difference of about a validation sample (0.007 on digits) "
+              "needs its standard error below half of that",
+        conditions=(
+            Claim("the network overfits", "without regularization, after the last epoch: train accuracy >= "
+                  "{train} and train - val accuracy >= {gap} (means over seeds)", overfits,
+                  {"train": 0.99, "gap": 0.05}),
+        )),
+    claims=(
+        *(Claim(f"{kind} at its best strength raises test accuracy", "test accuracy of " + kind + " minus none, "
+                "paired by seed: mean above 0 by more than {errors:g} standard errors", regularizer_improves_test,
+                {"kind": kind, "errors": 2}) for kind in REGULARIZERS),
+        Claim("regularizers shrink the train-validation gap", "train minus val accuracy after the last epoch, "
+              "paired by seed: for each of l2, l1 and dropout at its best strength, the mean change against "
+              "none is below 0 by more than {errors:g} standard errors", regularizers_shrink_the_gap, {"errors": 2}),
+    ),
+    figures=regularization_figures)

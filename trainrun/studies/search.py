@@ -83,45 +83,45 @@ SEARCH_SEEDS = {"small": "0,1,2,3,4,5", "full": "0,1,2,3,4,5,6,7,8,9,10,11"}
 
 
 STUDY = Study(
-        summary="with 9 runs over two knobs of which one matters, random search finds a better configuration than a 3x3 grid",
-        claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
-              "finds a better configuration than grid search, because it tries 9 values of the one that matters "
-              "where the grid tries 3 (Bergstra and Bengio 2012).",
-        sweep=Sweep(
-            epochs={"small": 5, "full": 20},
-            options={"optimizer": "sgd"},
-            stages=(
-                # 3 values of each, ends included, evenly spaced on the log scale
-                Stage("grid", {"optimizer.lr": "0.001,0.1,10.0", "optimizer.weight_decay": "1e-06,3.162e-05,0.001",
-                               "trainer.seed": SEARCH_SEEDS}),
-                # 9 draws per seed, log-uniform over the same ranges
-                Stage("random", {"optimizer.lr": "tag(log, interval(0.001, 10.0))",
-                                 "optimizer.weight_decay": "tag(log, interval(1e-06, 0.001))", "trainer.seed": SEARCH_SEEDS},
-                      samples=9),
-            ),
-            settings={"trainer.early_stopping.enabled": False}),
-        protocol=Protocol(
-            note="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
-            paper="Bergstra and Bengio 2012 (Random search for hyper-parameter optimization): with low effective "
-                  "dimensionality, random search's distinct values of the parameter that matters find better "
-                  "configurations than a grid of the same budget",
-            measurement="per seed, each search's best validation loss (the objective a search minimizes; the "
-                        "test accuracy of its choice is shown beside it), paired by seed; SGD, the lr from 1e-3 to "
-                        "10 (two decades either side of SGD's usual 0.1), weight decay from 1e-6 to 1e-3",
-            data="digits, 5 epochs at small, 20 at full",
-            seeds="6 at small, 12 at full: each seed its own draws and initializations; the claim needs a paired "
-                  "difference beyond 2 standard errors",
-            conditions=(
-                Claim("low effective dimensionality: only the learning rate matters", "in the grid, per seed: the "
-                      "largest range of val accuracy over weight decay at a fixed lr is below {ratio:g} times the "
-                      "smallest range over lr at a fixed weight decay", only_lr_matters, {"ratio": 0.1}),
-                Claim("the optimum lies inside the range", "the best lr of each seed (both searches) is more than "
-                      "{margin:g}x inside both ends of the range, in more than half the seeds", optimum_inside,
-                      {"margin": 3}),
-            )),
-        claims=(
-            Claim("random search finds the better configuration", "best val loss of the 3x3 grid minus the 9 "
-                  "random runs', paired by seed: mean above 0 by more than {errors:g} standard errors",
-                  random_beats_grid, {"errors": 2}),
+    summary="with 9 runs over two knobs of which one matters, random search finds a better configuration than a 3x3 grid",
+    claim="With the same budget of 9 runs over two hyperparameters of which only one matters, random search "
+          "finds a better configuration than grid search, because it tries 9 values of the one that matters "
+          "where the grid tries 3 (Bergstra and Bengio 2012).",
+    sweep=Sweep(
+        epochs={"small": 5, "full": 20},
+        options={"optimizer": "sgd"},
+        stages=(
+            # 3 values of each, ends included, evenly spaced on the log scale
+            Stage("grid", {"optimizer.lr": "0.001,0.1,10.0", "optimizer.weight_decay": "1e-06,3.162e-05,0.001",
+                           "trainer.seed": SEARCH_SEEDS}),
+            # 9 draws per seed, log-uniform over the same ranges
+            Stage("random", {"optimizer.lr": "tag(log, interval(0.001, 10.0))",
+                             "optimizer.weight_decay": "tag(log, interval(1e-06, 0.001))", "trainer.seed": SEARCH_SEEDS},
+                  samples=9),
         ),
-        figures=search_figures)
+        settings={"trainer.early_stopping.enabled": False}),
+    protocol=Protocol(
+        note="Ju Sun, Training DNNs: Basic Methods and Tricks, hyperparameter search (../shared/seeds/002)",
+        paper="Bergstra and Bengio 2012 (Random search for hyper-parameter optimization): with low effective "
+              "dimensionality, random search's distinct values of the parameter that matters find better "
+              "configurations than a grid of the same budget",
+        measurement="per seed, each search's best validation loss (the objective a search minimizes; the "
+                    "test accuracy of its choice is shown beside it), paired by seed; SGD, the lr from 1e-3 to "
+                    "10 (two decades either side of SGD's usual 0.1), weight decay from 1e-6 to 1e-3",
+        data="digits, 5 epochs at small, 20 at full",
+        seeds="6 at small, 12 at full: each seed its own draws and initializations; the claim needs a paired "
+              "difference beyond 2 standard errors",
+        conditions=(
+            Claim("low effective dimensionality: only the learning rate matters", "in the grid, per seed: the "
+                  "largest range of val accuracy over weight decay at a fixed lr is below {ratio:g} times the "
+                  "smallest range over lr at a fixed weight decay", only_lr_matters, {"ratio": 0.1}),
+            Claim("the optimum lies inside the range", "the best lr of each seed (both searches) is more than "
+                  "{margin:g}x inside both ends of the range, in more than half the seeds", optimum_inside,
+                  {"margin": 3}),
+        )),
+    claims=(
+        Claim("random search finds the better configuration", "best val loss of the 3x3 grid minus the 9 "
+              "random runs', paired by seed: mean above 0 by more than {errors:g} standard errors",
+              random_beats_grid, {"errors": 2}),
+    ),
+    figures=search_figures)

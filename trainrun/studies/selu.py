@@ -55,52 +55,52 @@ def selu_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="SELU keeps zero mean, unit variance through 32 layers with Var(w) = 1/fan_in, and its gradients; other scales drift",
-        claim="Through 32 SELU layers without normalization, weights of variance 1/fan_in (LeCun normal) keep the "
-              "activations near zero mean and unit variance and the gradients from vanishing or exploding, while "
-              "initializations of another variance drift (Klambauer et al. 2017).",
-        sweep=Sweep(
-            epochs={"small": 3, "full": 10},
-            options={"activation": "selu"},
-            stages=(Stage("init", {"init": "lecun_normal,xavier_normal,kaiming_normal,default",
-                                   # a finite-width net fluctuates around the theorem's expectation
-                                   "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
-            settings={"data.normalize": "standardize",  # the note's condition (1): standardized inputs
-                      "model.depth": 32, "trainer.early_stopping.enabled": False, "logger.layers": True}),
-        protocol=Protocol(
-            note="Yingfan, Machine Learning: Training DNN (../shared/seeds/001): SELU self-normalizes and 'solves "
-                 "the vanishing/exploding gradients problem' when the inputs are standardized, the initialization "
-                 "is LeCun normal and the network is a sequence of dense layers; Gilles Louppe, Deep Learning, "
-                 "lecture 4 (../shared/seeds/004)",
-            paper="Klambauer et al. 2017 (Self-normalizing neural networks), theorem 1: for weights with n*E[w] "
-                  "near 0 and tau = n*Var[w] in [0.95, 1.1], a SELU layer maps its input's mean and variance "
-                  "toward the fixed point (0, 1), which is stable and attracting; theorems 2 and 3 bound the "
-                  "variance away from 0 and infinity, so gradients neither vanish nor explode. LeCun normal has "
-                  "tau = 1; Xavier normal has tau = 2 fan_in / (fan_in + fan_out), also 1 between layers of equal "
-                  "width, as here; Kaiming normal (torch's gain for SELU, 3/4: Var = 9/(16 fan_in)) tau = 9/16 and "
-                  "PyTorch's default (uniform, Var = 1/(3 fan_in)) tau = 1/3 lie outside the theorem's domain",
-            measurement="each hidden layer's activation mean and std and each hidden weight's gradient norm at "
-                        "initialization (layers.json) of a 32-layer SELU MLP on standardized inputs, per init",
-            data="scikit-learn's 8x8 digits, standardized, at both sizes (the quantities are measured at "
-                 "initialization, where the data's difficulty does not enter); width 64 at small, 256 at full "
-                 "(the theorem is about the expectation over weights; a finite-width net fluctuates around it)",
-            seeds="3 at both sizes: a claim must hold in each seed, so no single net's fluctuation decides it",
-            fixes=("the protocol gave Kaiming normal tau = 2; trainrun's Kaiming hands the activation to torch, "
-                   "whose gain for SELU is 3/4, so tau = 9/16 here: the text is corrected, the rule and its "
-                   "verdict are unchanged (9/16 is outside the domain as well)",
-                   "not fixed, said: the protocol calls Xavier tau = 1 at equal widths, but at width 256 the "
-                   "first layer maps 64 inputs to 256 units (Xavier tau = 0.4 there); the rule stands as "
-                   "committed")),
-        claims=(
-            Claim("inside the theorem's domain, SELU self-normalizes", "at init, every hidden layer's |mean| <= "
-                  "{mean} and std in [{std[0]}, {std[1]}] under LeCun normal and under Xavier normal (tau = 1 at "
-                  "equal widths), in every seed", per_seed(selu_self_normalizes),
-                  {"inits": ("lecun_normal", "xavier_normal"), "mean": 0.2, "std": SELU_UNIT_STD}),
-            Claim("the gradients neither vanish nor explode", "at init under LeCun normal, the first over the last "
-                  "hidden weight's gradient norm is within [1/{within:g}, {within:g}], in every seed",
-                  per_seed(selu_keeps_gradients), {"init": "lecun_normal", "within": 10}),
-            Claim("outside it, the activations drift", "at init, the last hidden layer's std is outside [{std[0]}, "
-                  "{std[1]}] under Kaiming normal (tau = 9/16) and PyTorch's default (tau = 1/3), in every seed",
-                  per_seed(other_inits_drift), {"inits": ("kaiming_normal", "default"), "std": SELU_UNIT_STD}),
-        ),
-        figures=selu_figures)
+    summary="SELU keeps zero mean, unit variance through 32 layers with Var(w) = 1/fan_in, and its gradients; other scales drift",
+    claim="Through 32 SELU layers without normalization, weights of variance 1/fan_in (LeCun normal) keep the "
+          "activations near zero mean and unit variance and the gradients from vanishing or exploding, while "
+          "initializations of another variance drift (Klambauer et al. 2017).",
+    sweep=Sweep(
+        epochs={"small": 3, "full": 10},
+        options={"activation": "selu"},
+        stages=(Stage("init", {"init": "lecun_normal,xavier_normal,kaiming_normal,default",
+                               # a finite-width net fluctuates around the theorem's expectation
+                               "model.width": {"small": "64", "full": "256"}, "trainer.seed": "0,1,2"}),),
+        settings={"data.normalize": "standardize",  # the note's condition (1): standardized inputs
+                  "model.depth": 32, "trainer.early_stopping.enabled": False, "logger.layers": True}),
+    protocol=Protocol(
+        note="Yingfan, Machine Learning: Training DNN (../shared/seeds/001): SELU self-normalizes and 'solves "
+             "the vanishing/exploding gradients problem' when the inputs are standardized, the initialization "
+             "is LeCun normal and the network is a sequence of dense layers; Gilles Louppe, Deep Learning, "
+             "lecture 4 (../shared/seeds/004)",
+        paper="Klambauer et al. 2017 (Self-normalizing neural networks), theorem 1: for weights with n*E[w] "
+              "near 0 and tau = n*Var[w] in [0.95, 1.1], a SELU layer maps its input's mean and variance "
+              "toward the fixed point (0, 1), which is stable and attracting; theorems 2 and 3 bound the "
+              "variance away from 0 and infinity, so gradients neither vanish nor explode. LeCun normal has "
+              "tau = 1; Xavier normal has tau = 2 fan_in / (fan_in + fan_out), also 1 between layers of equal "
+              "width, as here; Kaiming normal (torch's gain for SELU, 3/4: Var = 9/(16 fan_in)) tau = 9/16 and "
+              "PyTorch's default (uniform, Var = 1/(3 fan_in)) tau = 1/3 lie outside the theorem's domain",
+        measurement="each hidden layer's activation mean and std and each hidden weight's gradient norm at "
+                    "initialization (layers.json) of a 32-layer SELU MLP on standardized inputs, per init",
+        data="scikit-learn's 8x8 digits, standardized, at both sizes (the quantities are measured at "
+             "initialization, where the data's difficulty does not enter); width 64 at small, 256 at full "
+             "(the theorem is about the expectation over weights; a finite-width net fluctuates around it)",
+        seeds="3 at both sizes: a claim must hold in each seed, so no single net's fluctuation decides it",
+        fixes=("the protocol gave Kaiming normal tau = 2; trainrun's Kaiming hands the activation to torch, "
+               "whose gain for SELU is 3/4, so tau = 9/16 here: the text is corrected, the rule and its "
+               "verdict are unchanged (9/16 is outside the domain as well)",
+               "not fixed, said: the protocol calls Xavier tau = 1 at equal widths, but at width 256 the "
+               "first layer maps 64 inputs to 256 units (Xavier tau = 0.4 there); the rule stands as "
+               "committed")),
+    claims=(
+        Claim("inside the theorem's domain, SELU self-normalizes", "at init, every hidden layer's |mean| <= "
+              "{mean} and std in [{std[0]}, {std[1]}] under LeCun normal and under Xavier normal (tau = 1 at "
+              "equal widths), in every seed", per_seed(selu_self_normalizes),
+              {"inits": ("lecun_normal", "xavier_normal"), "mean": 0.2, "std": SELU_UNIT_STD}),
+        Claim("the gradients neither vanish nor explode", "at init under LeCun normal, the first over the last "
+              "hidden weight's gradient norm is within [1/{within:g}, {within:g}], in every seed",
+              per_seed(selu_keeps_gradients), {"init": "lecun_normal", "within": 10}),
+        Claim("outside it, the activations drift", "at init, the last hidden layer's std is outside [{std[0]}, "
+              "{std[1]}] under Kaiming normal (tau = 9/16) and PyTorch's default (tau = 1/3), in every seed",
+              per_seed(other_inits_drift), {"inits": ("kaiming_normal", "default"), "std": SELU_UNIT_STD}),
+    ),
+    figures=selu_figures)

@@ -78,61 +78,61 @@ def transfer_figures(runs, out: Path) -> list[Path]:
 
 
 STUDY = Study(
-        summary="a network trained on digits 0-4 helps learn 5-9 from 3 labels per class (frozen or fine-tuned)",
-        claim="Layers learned on a related task (digits 0-4) help learn a new one (5-9) from too few labels to learn "
-              "it from scratch (3 per class): reused frozen under a new head, or fine-tuned, they beat the same "
-              "network trained from scratch on the same labels.",
-        sweep=Sweep(
-            epochs={"small": 30, "full": 30},
-            stages=(
-                Stage("pretrain", {**DIGITS_OR_MNIST, "data.classes": "[0,1,2,3,4]"}),  # the source task, all its labels
-                # the reference: the target task from scratch with all its labels
-                Stage("reference", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]"}),
-                # the target task from 3 labels per class, each seed its own 15
-                Stage("learn", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]", "data.per_class": "3",
-                                "model.weights": "{pretrain.dir}/best.pt,null", "model.head_only": "true,false",
-                                # the note: replace the output layer (0-4's head is no start for 5-9)
-                                "model.new_head": "true",
-                                # the note: lower the lr of reused layers when unfreezing them
-                                "optimizer.backbone_lr_scale": "0.1",
-                                "trainer.seed": {"small": "0,1,2,3,4,5,6,7", "full": "0,1,2,3,4,5,6,7,8,9,10,11"}}),
-            )),
-        protocol=Protocol(
-            note="Yingfan, Machine Learning: Training DNN, transfer learning and 'not enough labeled data' "
-                 "(../shared/seeds/001): reuse the lower layers, replace the output layer, freeze first, lower the "
-                 "learning rate when unfreezing",
-            paper="Yosinski et al. 2014 (How transferable are features in deep neural networks?): features of a "
-                  "related source task, frozen or fine-tuned, help a target task with little data",
-            measurement="test accuracy on the target classes of each approach, paired with from-scratch by seed "
-                        "(the seed draws the same 15 labels for every approach); every stage normalizes inputs with "
-                        "the pretraining run's statistics, as its weights expect",
-            data="small: 8x8 digits, full: MNIST's 10,000 test images split 7,200/800/2,000 "
-                 "(data.root=<the folder of t10k-*-idx*-ubyte.gz>); source task 0-4 with all labels, target 5-9 "
-                 "from 3 per class, with a from-scratch reference on all of 5-9's labels",
-            seeds="8 at small, 12 at full: with 15 labels a seed's accuracy varies by several points, and the "
-                  "claim needs a paired difference beyond 2 standard errors",
-            conditions=(
-                Claim("the source task is learned", "the pretraining run's test accuracy >= {accuracy}",
-                      source_task_learned, {"accuracy": 0.9}),
-                Claim("too few labels to learn the target from scratch", "from scratch, the few labels' test "
-                      "accuracy (mean over seeds) is at least {margin} below all labels'", too_few_labels,
-                      {"margin": 0.05}),
-                Claim("the pretrained network's input statistics", "every run that reuses the pretrained network "
-                      "normalizes with the pretraining run's statistics", pretrained_statistics_used),
-            ),
-            fixes=("the statistics condition compared the records' `input_shape` and `source` as well as the "
-                   "statistics, so it read 0 of 16 runs although all 16 used the pretraining run's",
-                   "the new task's output layer was the source task's (kept because both have 5 classes): the "
-                   "learning stage now asks for a new one (`model.new_head=true`), as the note's 'replace the "
-                   "output layer' does",
-                   "trainrun trained the new head of `model.head_only=true` at the reused layers' lr "
-                   "(`backbone_lr_scale`, a tenth): a new head now learns at the full lr")),
-        claims=(
-            Claim("fine-tuned beats from scratch", "test accuracy of fine-tuned minus from-scratch, paired by seed: "
-                  "mean above 0 by more than {errors:g} standard errors", transfer_beats_scratch,
-                  {"approach": "fine-tuned", "errors": 2}),
-            Claim("a frozen pretrained backbone beats from scratch", "test accuracy of frozen backbone minus "
-                  "from-scratch, paired by seed: mean above 0 by more than {errors:g} standard errors",
-                  transfer_beats_scratch, {"approach": "frozen backbone", "errors": 2}),
+    summary="a network trained on digits 0-4 helps learn 5-9 from 3 labels per class (frozen or fine-tuned)",
+    claim="Layers learned on a related task (digits 0-4) help learn a new one (5-9) from too few labels to learn "
+          "it from scratch (3 per class): reused frozen under a new head, or fine-tuned, they beat the same "
+          "network trained from scratch on the same labels.",
+    sweep=Sweep(
+        epochs={"small": 30, "full": 30},
+        stages=(
+            Stage("pretrain", {**DIGITS_OR_MNIST, "data.classes": "[0,1,2,3,4]"}),  # the source task, all its labels
+            # the reference: the target task from scratch with all its labels
+            Stage("reference", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]"}),
+            # the target task from 3 labels per class, each seed its own 15
+            Stage("learn", {**DIGITS_OR_MNIST, "data.classes": "[5,6,7,8,9]", "data.per_class": "3",
+                            "model.weights": "{pretrain.dir}/best.pt,null", "model.head_only": "true,false",
+                            # the note: replace the output layer (0-4's head is no start for 5-9)
+                            "model.new_head": "true",
+                            # the note: lower the lr of reused layers when unfreezing them
+                            "optimizer.backbone_lr_scale": "0.1",
+                            "trainer.seed": {"small": "0,1,2,3,4,5,6,7", "full": "0,1,2,3,4,5,6,7,8,9,10,11"}}),
+        )),
+    protocol=Protocol(
+        note="Yingfan, Machine Learning: Training DNN, transfer learning and 'not enough labeled data' "
+             "(../shared/seeds/001): reuse the lower layers, replace the output layer, freeze first, lower the "
+             "learning rate when unfreezing",
+        paper="Yosinski et al. 2014 (How transferable are features in deep neural networks?): features of a "
+              "related source task, frozen or fine-tuned, help a target task with little data",
+        measurement="test accuracy on the target classes of each approach, paired with from-scratch by seed "
+                    "(the seed draws the same 15 labels for every approach); every stage normalizes inputs with "
+                    "the pretraining run's statistics, as its weights expect",
+        data="small: 8x8 digits, full: MNIST's 10,000 test images split 7,200/800/2,000 "
+             "(data.root=<the folder of t10k-*-idx*-ubyte.gz>); source task 0-4 with all labels, target 5-9 "
+             "from 3 per class, with a from-scratch reference on all of 5-9's labels",
+        seeds="8 at small, 12 at full: with 15 labels a seed's accuracy varies by several points, and the "
+              "claim needs a paired difference beyond 2 standard errors",
+        conditions=(
+            Claim("the source task is learned", "the pretraining run's test accuracy >= {accuracy}",
+                  source_task_learned, {"accuracy": 0.9}),
+            Claim("too few labels to learn the target from scratch", "from scratch, the few labels' test "
+                  "accuracy (mean over seeds) is at least {margin} below all labels'", too_few_labels,
+                  {"margin": 0.05}),
+            Claim("the pretrained network's input statistics", "every run that reuses the pretrained network "
+                  "normalizes with the pretraining run's statistics", pretrained_statistics_used),
         ),
-        figures=transfer_figures)
+        fixes=("the statistics condition compared the records' `input_shape` and `source` as well as the "
+               "statistics, so it read 0 of 16 runs although all 16 used the pretraining run's",
+               "the new task's output layer was the source task's (kept because both have 5 classes): the "
+               "learning stage now asks for a new one (`model.new_head=true`), as the note's 'replace the "
+               "output layer' does",
+               "trainrun trained the new head of `model.head_only=true` at the reused layers' lr "
+               "(`backbone_lr_scale`, a tenth): a new head now learns at the full lr")),
+    claims=(
+        Claim("fine-tuned beats from scratch", "test accuracy of fine-tuned minus from-scratch, paired by seed: "
+              "mean above 0 by more than {errors:g} standard errors", transfer_beats_scratch,
+              {"approach": "fine-tuned", "errors": 2}),
+        Claim("a frozen pretrained backbone beats from scratch", "test accuracy of frozen backbone minus "
+              "from-scratch, paired by seed: mean above 0 by more than {errors:g} standard errors",
+              transfer_beats_scratch, {"approach": "frozen backbone", "errors": 2}),
+    ),
+    figures=transfer_figures)
