@@ -100,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
     distributed.teardown(world)
     if not world.is_main:  # rank 0 tests and reports
         return {}
-    return report(run, overrides)
+    return finish(run, overrides)
 
 
 def use_threads(threads: int | None) -> None:
@@ -480,7 +480,7 @@ def probe_batch(data: Data, size: int) -> torch.Tensor:
     return data.normalize(data.fetch(split, slice(0, size))[0])
 
 
-def report(run: Training, overrides: dict) -> dict:
+def finish(run: Training, overrides: dict) -> dict:
     """Test the best weights, write metrics.json (strict JSON), log the HParams, show the summary."""
     p, cfg = run.parts, run.parts.cfg
     best = run.checkpointer

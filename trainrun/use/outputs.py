@@ -128,7 +128,7 @@ def refuse_existing(output: Path) -> None:
         raise ConfigError(f"--output={output}: {shown} exists; nothing is overwritten: give a new name")
 
 
-def write_report(run: TrainedRun, p: Predictions, output: Path) -> list[Path]:
+def write_evaluation(run: TrainedRun, p: Predictions, output: Path) -> list[Path]:
     """metrics and per-class scores (.md and .json), the confusion matrix (.png, and in the run's TensorBoard)."""
     written = []
     stem = output.with_suffix("")

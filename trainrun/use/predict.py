@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .inputs import BATCH, Inputs, read_inputs
-from .outputs import FORMATS, Predictions, default_output, refuse_existing, rows, write_report, write_rows
+from .outputs import FORMATS, Predictions, default_output, refuse_existing, rows, write_evaluation, write_rows
 from .trained import Arguments, TrainedRun, open_run
 
 
@@ -153,7 +153,7 @@ def run_predict(args: argparse.Namespace) -> None:
                             if inputs.skipped else [])
     output = output or default_output(run, inputs.name)
     write_rows(rows(run, p, args.top_k), output)
-    written = [output, *(write_report(run, p, output) if p.metrics else [])]
+    written = [output, *(write_evaluation(run, p, output) if p.metrics else [])]
     print(f"run: {run.run_dir}")
     for note in notes:
         print(f"note: {note}")
