@@ -180,3 +180,18 @@ def test_a_bad_search_space_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot search optimizer.lr=tag(log, interval(-1, 0.1))" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_a_sweep_reads_at_a_glance_in_80_columns(tmp_path):
+    """One line per finished run, then a summary whose names and values are whole at 80 columns (rich's width
+    without a terminal); `logger.console=full` shows each run whole."""
+    result = cli("-m", "optimizer=sgd,momentum,adam", "init=xavier_uniform,kaiming_normal", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ends = [line for line in result.stdout.splitlines() if line.startswith("run ")]
+    assert len(ends) == 6 and all(", val/loss " in line and " at epoch " in line for line in ends), ends
+    assert "╭─ trainrun" not in result.stdout and not any(line.startswith("epoch ") for line in result.stdout.splitlines())
+    table = result.stdout[result.stdout.index("sweep "):]
+    assert "…" not in table and "val/" in table and "kaiming_normal" in table and "xavier_uniform" in table
+    assert all(len(line) <= 80 for line in table.splitlines()[1:]), table
+    full = cli("-m", "optimizer=sgd,adam", "logger.console=full", *TINY, cwd=tmp_path)
+    assert full.returncode == 0 and full.stdout.count("╭─ trainrun") == 2, full.stdout[-2000:]

@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> float | None:
         check(cfg)
         if cfg.trainer.threads is None:
             cfg.trainer.threads = launcher_threads(hydra_cfg.launcher)
-        from .run.console import RunConsole
+        from .run.console import LineConsole, RunConsole
         from .run.trainer import train  # torch comes in here
 
         from .sweeps.sweep import holding
@@ -128,7 +128,9 @@ def run(cfg: DictConfig) -> float | None:
         task = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: "${...}" in an override stays text
         overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
         with holding(run_dir):  # a resumed search tells a live run from a dead one by this lock
-            metrics = train(cfg, run_dir, RunConsole(), overrides=overrides)
+            one_line = cfg.logger.console == "line" or (cfg.logger.console == "auto" and hydra_cfg.mode == RunMode.MULTIRUN)
+            ui = LineConsole(cfg.trainer.early_stopping.monitor) if one_line else RunConsole()
+            metrics = train(cfg, run_dir, ui, overrides=overrides)
     except Exception as error:
         user_error = describe(error)
         if hydra_cfg.mode == RunMode.MULTIRUN and not SHOW_TRACEBACK:

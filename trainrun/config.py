@@ -408,6 +408,8 @@ class LoggerConfig:
     histogram_every_n_epochs: int = setting(1, **NON_NEGATIVE)  # with layers: 0 turns histograms off
     log_images: bool = True
     log_graph: bool = True
+    # auto: a run alone shows its header, epochs and result; a run of a sweep one line when it ends
+    console: str = setting("auto", choices=("auto", "full", "line"))
 
 
 @dataclass

@@ -72,6 +72,10 @@ class RunConsole:
         # escaped: a list override ([conv1,bn1]) in a message is text, not rich markup
         self.console.print(f"[bold {'red' if error else 'yellow'}]{escape(message)}[/]", soft_wrap=True)  # paths stay copyable
 
+    def stopped(self, message: str, error: bool) -> None:
+        """Why the run stopped (early stopping's patience, a divergence and what to try, an interruption)."""
+        self.note(message, error)
+
     def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
@@ -85,6 +89,39 @@ class RunConsole:
         self.console.print(table)
         self.console.print(f"run directory: {run_dir}", soft_wrap=True)
         self.console.print(f"curves:        [bold]tensorboard --logdir {run_dir}[/]", soft_wrap=True)
+
+
+class LineConsole(RunConsole):
+    """A run of a sweep: no header box and no epoch lines (forty lines a run made a sweep unreadable in a
+    terminal), only notes and one line when it ends; the sweep's summary follows. `logger.console=full` shows
+    every run whole."""
+
+    def __init__(self, monitor: str, console: Console | None = None):
+        super().__init__(console)
+        self.monitor = monitor
+
+    def header(self, *args, **kwargs) -> None:
+        pass
+
+    def start(self, *args, **kwargs) -> None:
+        pass
+
+    def step(self, loss: float | None) -> None:
+        pass
+
+    def epoch(self, *args, **kwargs) -> None:
+        pass
+
+    def stopped(self, message: str, error: bool) -> None:
+        if error:  # a divergence's advice, an interruption's resume command; the end line says the rest
+            self.note(message, error)
+
+    def summary(self, metrics: dict, run_dir: Path, stop_message: str) -> None:
+        value = metrics.get(self.monitor)
+        shown = f"{value:.4g}" if isinstance(value, float) else "nan" if value is None else str(value)
+        self.console.print(f"run {escape(run_dir.name)}: {metrics.get('stop_reason')}, {self.monitor} {shown} at epoch "
+                           f"{metrics.get('best_epoch')} of {metrics.get('epochs_run')}, "
+                           f"{metrics.get('wall_time_s', 0):.1f} s", soft_wrap=True, highlight=False)
 
 
 class SilentConsole:

@@ -302,7 +302,7 @@ class Training:
 
     def stopped(self, stop: Stop) -> None:
         self.stop = stop
-        self.ui.note(stop.message, error=stop.reason in ("diverged", "interrupted"))
+        self.ui.stopped(stop.message, error=stop.reason in ("diverged", "interrupted"))
 
     def prepare(self, idx):
         """One batch: an index slice of the train tensors, augmented and normalized as a whole.

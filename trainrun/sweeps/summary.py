@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import runfiles
@@ -130,23 +131,10 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     table, seeds = rows(results, monitor, mode), seed_groups(results, monitor)
     write(sweep_dir, table, seeds)
     shared = set.intersection(*(set(r.overrides) for r in results))
-    test, keys = test_metric(results), varying(results)
-    view = Table(title=f"sweep {sweep_dir}: {len(results)} runs, sorted by {monitor} ({mode})"
-                       + (f"\nall with: {' '.join(sorted(shared))}" if shared else ""),
-                 title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-                 collapse_padding=True)
-    # the varying keys are columns (a key in the header, its value in the cell): at 80 columns an
-    # override column wrapped every run over two lines
-    for column in ("rank", "run", *keys, "state", "best\nepoch", monitor, test, "time s"):
-        view.add_column(column.rsplit(".", 1)[-1] if column in keys else column,
-                        justify="left" if column in (*keys, "state") else "right", no_wrap=True)
-    styles = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red",
-              "damaged": "red"}
-    for row, result in zip(table, ranked(results, monitor, mode)):
-        view.add_row(f"★ {row['rank']}" if row["best"] else str(row["rank"]), run_id(result.run_dir.name),
-                     *(_fmt_value(row[k]) for k in keys), row["state"], _fmt(row["best_epoch"]), _fmt(row[monitor]),
-                     _fmt(row[test]), _fmt(row["wall_time_s"]),
-                     style="bold green" if row["best"] else styles[row["state"]])
+    title = (f"sweep {sweep_dir}: {len(results)} runs, sorted by {monitor} ({mode})"
+             + (f"\nall with: {' '.join(sorted(shared))}" if shared else ""))
+    console.print(escape(title), soft_wrap=True)  # the title whole, however narrow the terminal
+    view = fitted_table(table, columns(table, ranked(results, monitor, mode), results, monitor), console.width)
     console.print(view)
     for row in table:
         if row["error"]:
@@ -160,6 +148,50 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
         console.print(spread)
     console.print(f"summary: {sweep_dir / 'summary.csv'} and summary.md")
     return results
+
+
+STYLES = {"complete": "", "pruned": "dim", "diverged": "yellow", "interrupted": "yellow", "failed": "red",
+          "damaged": "red"}
+STATE_WORDS = {"complete": "done", "interrupted": "stopped"}  # short: the table fits an 80-column terminal
+DROPPED_FIRST = ("time s", "best\nepoch")  # where the terminal is still too narrow (summary.md keeps them all)
+
+
+def columns(table: list[dict], ranked_results: list[RunResult], results: list[RunResult],
+            monitor: str) -> list[tuple[str, list[str], str]]:
+    """The terminal table's columns as (header, cells, justify): the varying keys by their last part (a key in
+    the header, its value in the cell: an override column wrapped every run over two lines at 80 columns), the
+    metric names over two lines, floats to four significant digits."""
+    test, keys = test_metric(results), varying(results)
+
+    def over_two_lines(name: str) -> str:
+        return name.replace("/", "/\n", 1)
+    return [("rank", [f"★ {row['rank']}" if row["best"] else str(row["rank"]) for row in table], "right"),
+            ("run", [run_id(r.run_dir.name) for r in ranked_results], "left"),
+            *((key.rsplit(".", 1)[-1], [_fmt_value(row[key]) for row in table], "left") for key in keys),
+            ("state", [STATE_WORDS.get(row["state"], row["state"]) for row in table], "left"),
+            ("best\nepoch", [_fmt(row["best_epoch"]) for row in table], "right"),
+            (over_two_lines(monitor), [_fmt(row[monitor]) for row in table], "right"),
+            (over_two_lines(test), [_fmt(row[test]) for row in table], "right"),
+            ("time s", [_fmt(row["wall_time_s"]) for row in table], "right")]
+
+
+def fitted_table(table: list[dict], cells: list[tuple[str, list[str], str]], width: int) -> Table:
+    """The table without cutting a name or a value: columns as wide as their widest line, and where the
+    terminal is narrower than that, the time and then the best epoch left out (summary.md keeps them all)."""
+    def need(column) -> int:
+        header, values, _ = column
+        return max(len(line) for text in [header, *values] for line in text.split("\n")) + 1
+    for dropped in DROPPED_FIRST:
+        if sum(map(need, cells)) <= width:
+            break
+        cells = [column for column in cells if column[0] != dropped]
+    view = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in cells:
+        view.add_column(column[0], justify=column[2], no_wrap=True, min_width=need(column) - 1)
+    for i, row in enumerate(table):
+        view.add_row(*(escape(values[i]) for _, values, _ in cells),
+                     style="bold green" if row["best"] else STYLES[row["state"]])
+    return view
 
 
 def best_run(sweep_dir: Path) -> Path:
