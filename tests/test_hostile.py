@@ -34,7 +34,8 @@ SETTINGS = ["data.batch_size", "data.val_fraction", "data.sampler", "data.normal
             "optimizer.backbone_lr_scale", "scheduler.interval", "norm.position", "init.bias",
             "regularization.weight_decay", "regularization.l1", "regularization.dropout",
             "regularization.label_smoothing", "regularization.grad_clip_norm", "regularization.max_norm",
-            "trainer.precision", "trainer.grad_accum_steps", "trainer.seed", "trainer.early_stopping.monitor"]
+            "trainer.precision", "trainer.grad_accum_steps", "trainer.seed", "trainer.early_stopping.monitor",
+            "trainer.overfit_batches", "trainer.profile", "logger.console"]
 FIELDS = {".".join(path): (f, hint) for path, f, hint in declared_fields()}
 AUGMENT_FIELDS = {path[0]: (f, hint) for path, f, hint in declared_fields(schema_at(["augmentation", "any"]))}
 STOP_REASONS = {"completed", "early_stopping", "diverged", "pruned"}

@@ -399,6 +399,10 @@ class TrainerConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: Optional[str] = None
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    # debugging a run: train on the same N batches every epoch (no augmentation, no early stopping) and say at the
+    # end whether the training loss came near zero; profile N training steps after 2 of warm-up
+    overfit_batches: int = setting(0, **NON_NEGATIVE)
+    profile: int = setting(0, **NON_NEGATIVE)
 
 
 @dataclass

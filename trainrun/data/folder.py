@@ -21,6 +21,7 @@ import torch
 
 from ..config import data_home
 from ..errors import ConfigError, DataError
+from ..native import NativeStderr
 from .types import Loaded
 
 log = logging.getLogger("trainrun")
@@ -169,48 +170,16 @@ def decode_one(path: str | Path) -> torch.Tensor | str:
     return image if channels in (1, 3) else image[:1] if channels == 2 else image[:3]
 
 
-class NativeStderr:
-    """libpng reports a damaged PNG by writing to the process's stderr itself ("libpng error: IHDR: CRC error"),
-    beside the exception torchvision raises ("Internal error."), and even files skipped by on_bad_file printed
-    it. While images are decoded, file descriptor 2 goes to a temporary file: a bad file's libpng line becomes
-    its reason, and what else was written meanwhile is passed on when decoding ends. Per batch, not per file:
-    two system calls a file would cost a tenth of a small PNG's decode."""
-
-    def __enter__(self) -> NativeStderr:
-        import fcntl
-        import sys
-        import tempfile
-
-        sys.stderr.flush()
-        self.file = tempfile.TemporaryFile()
-        fcntl.fcntl(self.file.fileno(), fcntl.F_SETFL, fcntl.fcntl(self.file.fileno(), fcntl.F_GETFL) | os.O_APPEND)
-        self.saved = os.dup(2)
-        os.dup2(self.file.fileno(), 2)
-        return self
-
-    def reason(self, path: str, given: str) -> str:
-        """`given` (torchvision's words for a file it could not decode), or, where that says only "Internal
-        error.", libpng's line for the file, decoded again alone."""
-        if not given.startswith("Internal error"):
-            return given
-        start = os.fstat(self.file.fileno()).st_size
-        decode_one(path)
-        written = os.pread(self.file.fileno(), 1 << 16, start).decode(errors="replace")
-        said = [line.removeprefix("libpng error: ") for line in written.splitlines() if line.startswith("libpng error")]
-        return said[-1] if said else given
-
-    def __exit__(self, *exc) -> None:
-        import sys
-
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        self.file.seek(0)
-        rest = [line for line in self.file.read().decode(errors="replace").splitlines(keepends=True)
-                if not line.startswith("libpng ")]
-        if rest:
-            os.write(2, "".join(rest).encode())
-        self.file.close()
+def libpng_reason(native: NativeStderr, path: str, given: str) -> str:
+    """`given` (torchvision's words for a file it could not decode), or, where that says only "Internal error.",
+    libpng's line for the file (libpng writes it to the process's stderr itself), decoded again alone."""
+    if not given.startswith("Internal error"):
+        return given
+    start = native.written()
+    decode_one(path)
+    said = [line.removeprefix("libpng error: ") for line in native.since(start).splitlines()
+            if line.startswith("libpng error")]
+    return said[-1] if said else given
 
 
 def decoder_error(e: Exception) -> str:
@@ -248,11 +217,11 @@ def decode_all(files: dict, classes: list[str], image_size, channels, on_bad_fil
     sample = paths[:: max(1, len(paths) // 100)]
     small = sum(os.path.getsize(p) for p in sample) / max(len(sample), 1) < SMALL_FILE_BYTES
     chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
-    with NativeStderr() as native, ThreadPoolExecutor(max_workers=1 if small else os.cpu_count() or 1) as pool:
+    with NativeStderr(("libpng ",)) as native, ThreadPoolExecutor(max_workers=1 if small else os.cpu_count() or 1) as pool:
         images = [image for chunk in pool.map(lambda chunk: [decode_one(p) for p in chunk], chunks) for image in chunk]
         bad = [(path, image) for (_, path, _), image in zip(order, images) if isinstance(image, str)]
         if bad:
-            bad[0] = (bad[0][0], native.reason(*bad[0]))
+            bad[0] = (bad[0][0], libpng_reason(native, *bad[0]))
     if bad and on_bad_file == "error":
         path, why = bad[0]
         raise DataError(f"{path} is not a readable image ({why}); fix or remove it, or set data.on_bad_file=skip"

@@ -26,7 +26,7 @@ from ..options.augmentation import make_augmentation
 from ..check import check_data, check_model
 from ..config import Config, direction
 from ..errors import ConfigError
-from ..data import Batches, Data, load
+from ..data import Batches, Data, Split, load
 from ..options.loss import make_loss
 from ..options.model import build_model
 from ..options.optimizer import make_optimizer
@@ -103,20 +103,24 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation, statistics=statistics)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
     check_data(cfg, data, batch_size)
+    if tc.overfit_batches:  # the same rows every epoch, in the same batches
+        data.train = Split(*data.train.take(slice(0, min(len(data.train), tc.overfit_batches * batch_size))))
     model, reused = build_model(cfg, data)
     check_model(cfg, data, model, batch_size)
     model.to(device)
     if tc.channels_last and data.is_image:
         model.to(memory_format=torch.channels_last)
         data.memory_format = torch.channels_last
-    augment = make_augmentation(cfg.augmentation, data)
+    augment = None if tc.overfit_batches else make_augmentation(cfg.augmentation, data)
     criterion, loss_name = make_loss(cfg.loss, data.task, data.num_classes, cfg.regularization.label_smoothing)
     optimizer = make_optimizer(cfg.optimizer, model, reused)
     plan = (lambda epoch: data.train.plan([world.shard(idx) for idx in epoch])) if data.train.streams else None
-    batches = Batches(len(data.train), batch_size, cfg.data.sampler, tc.seed, data.train.device, plan)
+    sampler = "sequential" if tc.overfit_batches else cfg.data.sampler
+    batches = Batches(len(data.train), batch_size, sampler, tc.seed, data.train.device, plan)
     steps_per_epoch = math.ceil(len(batches) / tc.grad_accum_steps)
     es = tc.early_stopping
-    stopper = EarlyStopping(es.monitor, direction(es.monitor, es.mode), es.patience, es.min_delta, es.enabled)
+    stopper = EarlyStopping(es.monitor, direction(es.monitor, es.mode), es.patience, es.min_delta, es.enabled) \
+        if not tc.overfit_batches else EarlyStopping("train/loss", "min", es.patience, es.min_delta, enabled=False)
     plan = plan_for(cfg.scheduler, tc.epochs, steps_per_epoch, tc.max_steps, stopper.mode)
     scheduler = make_scheduler(cfg.scheduler, optimizer, plan)
     precision = PRECISIONS[tc.precision].traits

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..runfiles import read_checkpoint
 from .console import SilentConsole
 from ..data import Data, Split
+from .debugging import StepProfiler, overfit_verdict
 from .layers import LayerLog, measure
 from .logger import TensorBoard
 from ..options.loss import metric
@@ -216,6 +217,7 @@ class Training:
             asdict(cfg), self.world, cfg.trainer.checkpoint)
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
                                self.trial, self.world, self.ui, self.run_dir)
+        self.profiler = StepProfiler(0, self.run_dir, self.ui)  # fit() starts trainer.profile's
 
     @property
     def epoch(self) -> int:
@@ -232,6 +234,7 @@ class Training:
             return
         tc = self.parts.cfg.trainer
         self.ui.start(tc.epochs, self.parts.steps_per_epoch, done=self.step)
+        self.profiler = StepProfiler(tc.profile if self.world.is_main else 0, self.run_dir, self.ui)
         with self.rules.catching_signals(), self.ending():
             for epoch in range(self.progress.epoch, tc.epochs + 1):
                 if self.train_epoch(epoch) or self.out_of_steps():
@@ -246,6 +249,7 @@ class Training:
             yield
         finally:
             self.ui.stop()
+            self.profiler.stop()
             if self.stop is None or self.stop.reason != "interrupted":
                 self.save_checkpoint()
 
@@ -276,6 +280,7 @@ class Training:
         batch = [self.prepare(idx) for idx in micro]
         loss, score = self.optimizer_step(batch)
         self.step += 1
+        self.profiler.step()
         n = sums.add(loss, score, batch)
         e.steps_done += 1
         if p.scheduler is not None and p.cfg.scheduler.interval == "step":
@@ -492,6 +497,8 @@ def finish(run: Training, overrides: dict) -> dict:
     if cfg.regularization.mc_dropout_samples and p.data.task == "classification":
         metrics |= evaluate_mc_dropout(p.model, p.data.test, p.data, cfg.regularization.mc_dropout_samples,
                                                      eval_bs)
+    if cfg.trainer.overfit_batches:
+        metrics |= overfit_verdict(metrics, cfg.trainer.overfit_batches, len(p.data.train), run.ui)
     stop_reason, message = run.stop_reason, run.stop.message if run.stop else ""
     nonfinite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
     if nonfinite:  # JSON has no NaN or Infinity: such values are null, and the stop reason says why

@@ -259,14 +259,15 @@ class ImageReader:
         """The batch's images, and which of the files they are (the readable ones)."""
         from torchvision.transforms.v2 import functional as F
 
-        from ..data.folder import NativeStderr, decode_one
+        from ..data.folder import decode_one, libpng_reason
+        from ..native import NativeStderr
 
         images, kept = [], []
-        with NativeStderr() as native:
+        with NativeStderr(("libpng ",)) as native:
             decoded = [decode_one(file) for file in files]
             bad = next(((file, image) for file, image in zip(files, decoded) if isinstance(image, str)), None)
             if bad and self.on_bad_file == "error":
-                raise DataError(f"{bad[0]} is not a readable image ({native.reason(*bad)}); pass --on-bad-file=skip "
+                raise DataError(f"{bad[0]} is not a readable image ({libpng_reason(native, *bad)}); pass --on-bad-file=skip "
                                 "to skip such files")
         for i, (file, image) in enumerate(zip(files, decoded)):
             if isinstance(image, str):
