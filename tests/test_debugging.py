@@ -62,3 +62,20 @@ def test_bad_debugging_values_are_refused(knob):
     with pytest.raises(Exception) as refused:
         make_config([knob])
     assert knob.split("=")[0] in str(refused.value) or isinstance(refused.value, ConfigError)
+
+
+def test_fast_dev_run_runs_every_stage_once_and_keeps_no_directory(tmp_path):
+    from conftest import cli
+
+    result = cli("trainer.fast_dev_run=true", "model=cnn", "augmentation=[flip]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = " ".join(result.stdout.split())
+    for stage in ("train: 1 step, train/loss", "validate: one batch, val/loss", "test: one batch, test/loss",
+                  "checkpoint: last.pt and best.pt written and read back into the model",
+                  "predict: 359 inputs of the test split, through the saved run",
+                  "fast_dev_run: every stage ran in"):
+        assert stage in said, (stage, result.stdout)
+    assert not (tmp_path / "outputs").exists()
+    refused = cli("trainer.fast_dev_run=true", "tune=lr_find", cwd=tmp_path)
+    assert refused.returncode == 2 and "trainer.fast_dev_run runs every stage once and keeps no run: not with tune" \
+        in refused.stderr

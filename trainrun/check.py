@@ -49,6 +49,9 @@ def check(cfg, files: bool = True) -> None:
     _study(cfg.study)
     if cfg.tune is not None:
         _tune(cfg)
+    if cfg.trainer.fast_dev_run and (cfg.trainer.resume or cfg.tune is not None):
+        raise ConfigError("trainer.fast_dev_run runs every stage once and keeps no run: not with "
+                          + ("trainer.resume" if cfg.trainer.resume else f"tune={cfg.tune.kind}"))
     if files:
         check_files(cfg)
 

@@ -128,6 +128,12 @@ def run(cfg: DictConfig) -> float | None:
         task = OmegaConf.to_container(hydra_cfg.overrides.task)  # as typed: "${...}" in an override stays text
         overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
         with holding(run_dir):  # a resumed search tells a live run from a dead one by this lock
+            if cfg.trainer.fast_dev_run:  # every stage once, in a directory of its own that goes
+                from .run.debugging import fast_dev_run
+
+                fast_dev_run(cfg, RunConsole())
+                remove_if_unused(run_dir)
+                return None
             one_line = cfg.logger.console == "line" or (cfg.logger.console == "auto" and hydra_cfg.mode == RunMode.MULTIRUN)
             ui = LineConsole(cfg.trainer.early_stopping.monitor) if one_line else RunConsole()
             metrics = train(cfg, run_dir, ui, overrides=overrides)

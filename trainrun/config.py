@@ -403,6 +403,7 @@ class TrainerConfig:
     # end whether the training loss came near zero; profile N training steps after 2 of warm-up
     overfit_batches: int = setting(0, **NON_NEGATIVE)
     profile: int = setting(0, **NON_NEGATIVE)
+    fast_dev_run: bool = False  # every stage once (a step, a batch of val and test, a checkpoint, predict); no run kept
 
 
 @dataclass

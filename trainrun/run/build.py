@@ -105,6 +105,8 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     check_data(cfg, data, batch_size)
     if tc.overfit_batches:  # the same rows every epoch, in the same batches
         data.train = Split(*data.train.take(slice(0, min(len(data.train), tc.overfit_batches * batch_size))))
+    if tc.fast_dev_run:  # one batch of validation and of test
+        data.val, data.test = (Split(*s.take(slice(0, min(len(s), cfg.data.eval_batch_size)))) for s in (data.val, data.test))
     model, reused = build_model(cfg, data)
     check_model(cfg, data, model, batch_size)
     model.to(device)
