@@ -49,6 +49,13 @@ def check(cfg, files: bool = True) -> None:
     _study(cfg.study)
     if cfg.tune is not None:
         _tune(cfg)
+    folds, fold = cfg.data.folds, cfg.data.fold
+    if folds is not None and fold is None:
+        raise ConfigError(f"data.folds={folds} runs every fold from the command line (trainrun data.folds={folds}); "
+                          "in a search or a config file, give data.fold=k beside it")
+    if fold is not None and (folds is None or fold >= folds):
+        raise ConfigError(f"data.fold={fold}: " + ("give data.folds=K beside it (then 0 <= data.fold < K)"
+                                                   if folds is None else f"folds are 0 to {folds - 1} (data.folds={folds})"))
     if cfg.trainer.fast_dev_run and (cfg.trainer.resume or cfg.tune is not None):
         raise ConfigError("trainer.fast_dev_run runs every stage once and keeps no run: not with "
                           + ("trainer.resume" if cfg.trainer.resume else f"tune={cfg.tune.kind}"))

@@ -221,6 +221,7 @@ def main() -> None:
         sys.argv = [sys.argv[0], *worker_arguments(sys.argv[1:])]
     global SHOW_TRACEBACK
     SHOW_TRACEBACK = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    sys.argv = [sys.argv[0], *every_fold(sys.argv[1:])]
     refusal = check_command_line(sys.argv[1:]) or refuse_to_overwrite(sys.argv[1:])
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
@@ -240,6 +241,16 @@ def main() -> None:
             remove_if_unused(Path(claimed))
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+def every_fold(args: list[str]) -> list[str]:
+    """`data.folds=K` on the command line: K runs, a sweep over data.fold (with other swept keys, every
+    configuration K times); the summary gives each fold and the configurations' means over them."""
+    given = [a.split("=", 1)[1] for a in args if a.startswith("data.folds=")]
+    if not given or not given[-1].isdigit() or any(a.startswith(("data.fold=", "hparams_search=")) for a in args):
+        return args  # a bad value, a fold chosen, or a search: check() says what it needs
+    multirun = [] if {"-m", "--multirun"} & set(args) else ["-m"]
+    return [*multirun, *args, f"data.fold=range(0,{int(given[-1])})"]
 
 
 def check_command_line(args: list[str]) -> str | None:

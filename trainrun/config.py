@@ -141,6 +141,9 @@ class DataConfig:
     subset: Optional[int] = setting(None, **POSITIVE_INT)
     classes: Optional[list[int]] = setting(None, ge=0)  # keep these classes only, relabelled 0..k-1 in this order
     per_class: Optional[int] = setting(None, **POSITIVE_INT)  # a stratified few-shot train split: N per class
+    # k-fold cross-validation: `trainrun data.folds=K` runs K runs, fold k validating (stratified for classes)
+    folds: Optional[int] = setting(None, ge=2, le=1000)
+    fold: Optional[int] = setting(None, ge=0)
     sampler: str = setting("shuffle", choices="sampler")
     normalize: str = setting("standardize", choices="normalize")
     device_memory_gb: Optional[float] = setting(None, **NON_NEGATIVE)  # data kept on an accelerator up to this; null: half

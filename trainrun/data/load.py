@@ -39,7 +39,7 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, s
         loaded = only_classes(loaded, list(cfg.classes))
     train, val, test = _split_rows(cfg, g, len(loaded.y),
                                    None if loaded.x_val is None else len(loaded.y_val),
-                                   None if loaded.x_test is None else len(loaded.y_test))
+                                   None if loaded.x_test is None else len(loaded.y_test), loaded.y)
     if cfg.per_class is not None:
         train = per_class(loaded.y, torch.arange(len(loaded.y)) if train is None else train, cfg.per_class)
     inputs = fit_inputs(loaded, train)
@@ -157,14 +157,19 @@ def per_class(y: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
     return rows[keep]  # in the seeded order the rows had
 
 
-def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None):
+def _split_rows(cfg, g, n: int, n_val: int | None, n_test: int | None, y: torch.Tensor | None = None):
     """Row indices of train, val and test: None for a split that is a whole given tensor; rows of the train
-    data for a carved one. Carving draws the same permutations whatever the data's storage."""
+    data for a carved one. Carving draws the same permutations whatever the data's storage; with data.folds the
+    validation rows are fold data.fold of the rest (the test rows are the same in every fold)."""
     train = val = test = None
     if n_test is None:
         train, test = _carve(torch.arange(n), cfg.test_fraction, g)
     if n_val is None:
-        train, val = _carve(torch.arange(n) if train is None else train, cfg.val_fraction, g)
+        pool = torch.arange(n) if train is None else train
+        train, val = _fold(pool, y, cfg.folds, cfg.fold, g) if cfg.folds else _carve(pool, cfg.val_fraction, g)
+    elif cfg.folds:
+        raise DataError(f"data.folds={cfg.folds}: this data's validation split is given (its own files or Dataset), "
+                        "and folds are carved by trainrun: give the data unsplit, or leave data.folds out")
     if cfg.subset is not None:
         train = (torch.arange(n) if train is None else train)[: cfg.subset]
     if (n if train is None else len(train)) == 0:
@@ -223,6 +228,19 @@ def storage_device(nbytes: int, device: torch.device, budget_gb: float | None) -
     else:
         budget = budget_gb * 2**30
     return device if nbytes <= budget else torch.device("cpu")
+
+
+def _fold(rows: torch.Tensor, y: torch.Tensor | None, folds: int, fold: int, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-fold: `rows` in a seeded order, dealt into `folds` folds class by class where y holds classes (each fold
+    has each class's share); fold `fold` validates, the others train. Returns (train, val)."""
+    order = rows[torch.randperm(len(rows), generator=g)]
+    dealt = torch.arange(len(order)) % folds
+    if y is not None and y.dtype == torch.int64 and y.dim() == 1:
+        labels = y[order]
+        for c in torch.unique(labels):
+            where = (labels == c).nonzero().flatten()
+            dealt[where] = torch.arange(len(where)) % folds
+    return order[dealt != fold], order[dealt == fold]
 
 
 def _carve(rows: torch.Tensor, fraction: float, g) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,26 +70,33 @@ def rows(results: list[RunResult], monitor: str, mode: str) -> list[dict]:
     return out
 
 
-def seed_groups(results: list[RunResult], monitor: str) -> list[dict]:
-    """Mean and spread per configuration, where a configuration ran with several seeds."""
+REPEATS = ("trainer.seed=", "data.fold=")  # what repeats a configuration: its mean and spread are over these
+
+
+def seed_groups(results: list[RunResult], monitor: str, mode: str = "min") -> list[dict]:
+    """Mean and spread of every metric per configuration, where a configuration ran several times (seeds, or the
+    folds of data.folds), best first by the monitored metric's mean."""
     shared = set.intersection(*(set(r.overrides) for r in results)) if results else set()
     groups: dict[str, list[RunResult]] = {}
     for r in results:
-        label = " ".join(o for o in r.overrides if o not in shared and not o.startswith("trainer.seed="))
+        label = " ".join(o for o in r.overrides if o not in shared and not o.startswith(REPEATS))
         groups.setdefault(label or "(defaults)", []).append(r)
     test = test_metric(results)
+    measured = sorted({k for r in results for k, v in r.metrics.items() if k.startswith(("train/", "val/", "test/"))
+                       and isinstance(v, (int, float)) and k not in (monitor, test)})
     out = []
     for label, runs in groups.items():
         done = [r for r in runs if r.state == "complete"]
         if len(runs) < 2:
             continue
         row = {"configuration": label, "runs": len(runs), "complete": len(done)}
-        for key in (monitor, test):
+        for key in (monitor, test, *measured):
             values = [r.value(key) for r in done if not math.isnan(r.value(key))]
             row[f"{key} mean"] = statistics.fmean(values) if values else math.nan
             row[f"{key} std"] = statistics.stdev(values) if len(values) > 1 else math.nan
         out.append(row)
-    return out
+    key = f"{monitor} mean"
+    return sorted(out, key=lambda row: (math.isnan(row[key]), -row[key] if mode == "max" else row[key]))
 
 
 def _fmt_value(text: str) -> str:
@@ -128,7 +135,7 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
         console.print(f"[yellow]no runs under {sweep_dir}[/]")
         return results
     monitor, mode = objective(sweep_dir)
-    table, seeds = rows(results, monitor, mode), seed_groups(results, monitor)
+    table, seeds = rows(results, monitor, mode), seed_groups(results, monitor, mode)
     write(sweep_dir, table, seeds)
     shared = set.intersection(*(set(r.overrides) for r in results))
     title = (f"sweep {sweep_dir}: {len(results)} runs, sorted by {monitor} ({mode})"
@@ -139,12 +146,15 @@ def show(sweep_dir: Path, console: Console | None = None) -> list[RunResult]:
     for row in table:
         if row["error"]:
             console.print(f"[red]run {row['run']} failed:[/] {row['error']}")
-    if seeds:
-        spread = Table(title="per configuration, over seeds", title_justify="left", header_style="bold")
-        for column in seeds[0]:
-            spread.add_column(column, overflow="fold")
+    if seeds:  # the monitored and test metrics here; summary.md has every metric's
+        test = test_metric(results)
+        spread = Table(title="per configuration, over seeds or folds (mean ± std), best first", title_justify="left",
+                       header_style="bold", box=box.SIMPLE_HEAD)
+        for column in ("configuration", "runs", monitor, test):
+            spread.add_column(column, overflow="fold", justify="left" if column == "configuration" else "right")
         for row in seeds:
-            spread.add_row(*[_fmt(v) for v in row.values()])
+            spread.add_row(escape(row["configuration"]), f"{row['complete']}/{row['runs']}",
+                           *(f"{_fmt(row[f'{k} mean'])} ± {_fmt(row[f'{k} std'])}" for k in (monitor, test)))
         console.print(spread)
     console.print(f"summary: {sweep_dir / 'summary.csv'} and summary.md")
     return results
