@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> float | None:
         overrides = dict(o.split("=", 1) for o in task if "=" in o and not o.startswith("hydra"))
         with holding(run_dir):  # a resumed search tells a live run from a dead one by this lock
             if cfg.trainer.fast_dev_run:  # every stage once, in a directory of its own that goes
-                from .run.debugging import fast_dev_run
+                from .run.fast_dev_run import fast_dev_run
 
                 fast_dev_run(cfg, RunConsole())
                 remove_if_unused(run_dir)
