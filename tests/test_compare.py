@@ -52,12 +52,14 @@ def test_compare_prints_the_differences_and_ends_and_draws_the_curves(two_runs, 
     ("missing", "no such directory"),
     ("one", "is one run: give two runs or more"),
     ("existing output", "exists; nothing is overwritten"),
+    ("unlogged metric", "--metric=val/nope: no run logged it; they logged "),
 ])
 def test_bad_input_is_one_line(two_runs, tmp_path, case, said):
     (tmp_path / "empty").mkdir()
     (tmp_path / "c.png").write_text("the user's own")
     args = {"empty": [tmp_path / "empty", two_runs / "a"], "missing": [tmp_path / "nowhere", two_runs / "a"],
-            "one": [two_runs / "a"], "existing output": [two_runs / "a", two_runs / "b", "--output", tmp_path / "c.png"]}
+            "one": [two_runs / "a"], "existing output": [two_runs / "a", two_runs / "b", "--output", tmp_path / "c.png"],
+            "unlogged metric": [two_runs / "a", two_runs / "b", "--metric", "val/nope", "--output", tmp_path / "n.png"]}
     code, out, err = compare(*args[case])
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
-    assert (tmp_path / "c.png").read_text() == "the user's own"
+    assert (tmp_path / "c.png").read_text() == "the user's own" and not (tmp_path / "n.png").exists()

@@ -79,3 +79,19 @@ def test_fast_dev_run_runs_every_stage_once_and_keeps_no_directory(tmp_path):
     refused = cli("trainer.fast_dev_run=true", "tune=lr_find", cwd=tmp_path)
     assert refused.returncode == 2 and "trainer.fast_dev_run runs every stage once and keeps no run: not with tune" \
         in refused.stderr
+
+
+def test_a_profile_longer_than_the_run_says_how_many_steps_it_got(tmp_path):
+    from rich.console import Console
+
+    from conftest import make_config
+    from trainrun.run.console import RunConsole
+    from trainrun.run.trainer import train
+
+    for steps, expected in ((2, "the run ended within the 2 warm-up steps; nothing was profiled"),
+                            (6, "profile of 4 steps (the run ended before the 100 asked)")):
+        shown = Console(width=300, record=True)
+        train(make_config(["trainer.profile=100", f"trainer.max_steps={steps}", "logger.enabled=false"]),
+              tmp_path / str(steps), RunConsole(shown))
+        assert expected in shown.export_text()
+        assert (tmp_path / str(steps) / "profile.json").is_file() == (steps == 6)

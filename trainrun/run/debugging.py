@@ -38,6 +38,7 @@ class StepProfiler:
 
     def __init__(self, steps: int, run_dir: Path, ui):
         self.steps, self.run_dir, self.ui, self.profiler = steps, run_dir, ui, None
+        self.stepped = 0
         if steps:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
@@ -51,21 +52,27 @@ class StepProfiler:
 
     def step(self) -> None:
         if self.profiler is not None:
+            self.stepped += 1
             self.profiler.step()
 
     def write(self, profiler) -> None:
+        """The trace and the table, when the window is complete or the run ended inside it (the steps it got)."""
+        profiled = min(self.steps, self.stepped - PROFILE_WARMUP)
+        if profiled <= 0:  # stopped within the warm-up: stop() says so
+            return
         trace, table = self.run_dir / "profile.json", self.run_dir / "profile.txt"
         profiler.export_chrome_trace(str(trace))
         table.write_text(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=30) + "\n")
-        self.ui.note(f"profile of {self.steps} steps (after {PROFILE_WARMUP} of warm-up): {trace} (open in "
+        short = f" (the run ended before the {self.steps} asked)" if profiled < self.steps else ""
+        self.ui.note(f"profile of {profiled} steps{short}, after {PROFILE_WARMUP} of warm-up: {trace} (open in "
                      f"https://ui.perfetto.dev or chrome://tracing) and {table} (operators by self time)")
         self.stop()
 
     def stop(self) -> None:
         if self.profiler is not None:
             profiler, self.profiler = self.profiler, None
-            profiler.stop()
+            profiler.stop()  # inside the window: write() gets the steps profiled so far
             self.native.__exit__(None, None, None)
-            if not (self.run_dir / "profile.json").is_file():
-                self.ui.note(f"trainer.profile={self.steps}: the run ended before {PROFILE_WARMUP + self.steps} "
-                             "steps; nothing was profiled (fewer steps, or more epochs)")
+            if self.stepped <= PROFILE_WARMUP:
+                self.ui.note(f"trainer.profile={self.steps}: the run ended within the {PROFILE_WARMUP} warm-up steps; "
+                             "nothing was profiled")

@@ -108,28 +108,35 @@ def monitored(configs: list[dict[str, str]]) -> str:
     return configs[0].get("trainer.early_stopping.monitor", "val/loss")
 
 
-def plot(runs: list[Path], metric: str, output: Path) -> int:
-    """The metric's curve of every run over epochs; returns how many runs had one."""
+def curves_of(runs: list[Path], metric: str) -> dict[str, list]:
+    """Each run's curve of `metric` over epochs, from its event files; a metric no run logged is refused,
+    naming those they did."""
+    every = {name: runfiles.epoch_curves(run) for run, name in zip(runs, labels(runs))}
+    tag = runfiles.epoch_tag(metric)
+    found = {name: curves[tag] for name, curves in every.items() if curves.get(tag)}
+    if not found:
+        logged = sorted({f"{split}/{name}" for curves in every.values() for name, _, split in
+                         (t.partition("/") for t in curves)})
+        raise ConfigError(f"--metric={metric}: no run logged it; they logged " + (", ".join(logged) if logged else
+                          "no curves (logger.enabled=false?)"))
+    return found
+
+
+def plot(curves: dict[str, list], metric: str, output: Path, runs: int) -> None:
+    """The metric's curve of every run that logged it, over epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tag = runfiles.epoch_tag(metric)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = 0
-    for run, name in zip(runs, labels(runs)):
-        curve = runfiles.epoch_curves(run).get(tag, [])
-        if curve:
-            ax.plot([epoch for epoch, _, _ in curve], [value for _, _, value in curve], marker=".", label=name)
-            drawn += 1
-    ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} of {len(runs)} runs")
-    if drawn:
-        ax.legend(fontsize=8)
+    for name, curve in curves.items():
+        ax.plot([epoch for epoch, _, _ in curve], [value for _, _, value in curve], marker=".", label=name)
+    ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} of {runs} runs")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(output, dpi=110)
     plt.close(fig)
-    return drawn
 
 
 def new_file(path: Path) -> Path:
@@ -154,10 +161,11 @@ def run_compare(args: argparse.Namespace) -> None:
     metric = args.metric or monitored(configs)
     if "/" not in metric:
         raise ConfigError(f"--metric={metric}: a metric as metrics.json names it, e.g. val/loss or train/acc")
+    curves = curves_of(runs, metric)
     show(runs, configs, metric, Console(width=max(80, Console().width)))
     output = Path(args.output).expanduser() if args.output else new_file(Path("compare.png"))
-    drawn = plot(runs, metric, output)
-    print(f"curves: {output} ({metric} of {drawn} of {len(runs)} runs" + ("" if drawn == len(runs) else
+    plot(curves, metric, output, len(runs))
+    print(f"curves: {output} ({metric} of {len(curves)} of {len(runs)} runs" + ("" if len(curves) == len(runs) else
           "; the others logged no such curve") + ")")
 
 
