@@ -49,6 +49,10 @@ def check(cfg, files: bool = True) -> None:
     _study(cfg.study)
     if cfg.tune is not None:
         _tune(cfg)
+    start = cfg.averaging.start_epoch
+    if cfg.averaging.kind != "none" and start is not None and start > cfg.trainer.epochs:
+        raise ConfigError(f"averaging.start_epoch={start} is after the run's last epoch (trainer.epochs="
+                          f"{cfg.trainer.epochs}): nothing would be averaged")
     folds, fold = cfg.data.folds, cfg.data.fold
     if folds is not None and fold is None:
         raise ConfigError(f"data.folds={folds} runs every fold from the command line (trainrun data.folds={folds}); "
@@ -262,6 +266,8 @@ def _tune(cfg) -> None:
         raise ConfigError(f"tune=lr_find: scheduler={cfg.scheduler.kind} moves the lr on a metric; the range test "
                           "sets the lr itself (use scheduler=none)")
     _ordered("tune.min_lr", t.min_lr, "tune.max_lr", t.max_lr, spec="g")
+    if cfg.averaging.kind != "none":
+        raise ConfigError(f"tune=lr_find trains no model to keep: leave averaging={cfg.averaging.kind} out")
 
 
 def check_files(cfg) -> None:

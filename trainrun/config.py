@@ -336,6 +336,20 @@ class LossConfig:
 
 
 
+@dataclass
+class AveragingConfig:
+    """averaging=ema|swa: a weight average evaluated beside the raw weights (options/averaging.py)."""
+    kind: str = setting("none", choices="averaging")
+    decay: Optional[float] = knob(gt=0, lt=1)  # ema
+    warmup: Optional[bool] = knob()
+    warmup_power: Optional[float] = knob(gt=0, le=10)
+    warmup_gamma: Optional[float] = knob(**POSITIVE)
+    start_epoch: Optional[int] = knob(ge=1, le=10**6)  # swa
+    lr: Optional[float] = knob(**POSITIVE)  # null: the optimizer's lr
+    anneal_epochs: Optional[int] = knob(**NON_NEGATIVE)
+    anneal_strategy: Optional[str] = knob(choices=("cos", "linear"))
+
+
 def direction(monitor: str, mode: str) -> str:
     """min or max: trainer.early_stopping.mode, where `auto` means max for an accuracy and min for the rest."""
     return mode if mode != "auto" else ("max" if monitor.endswith("acc") else "min")
@@ -442,7 +456,7 @@ class StudyConfig:
 
 # The groups every run chooses one option of, by `kind` from their registry; `loss` is one too, but may be null
 # (it then follows the data's task)
-OPTION_GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler")
+OPTION_GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "averaging")
 
 
 @dataclass
@@ -457,6 +471,7 @@ class Config:
     regularization: RegularizationConfig = MISSING
     augmentation: dict[str, AugmentConfig] = field(default_factory=dict)
     loss: Optional[LossConfig] = None  # None: follows the data's task
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)  # none in runs saved before it existed
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     study: StudyConfig = field(default_factory=StudyConfig)

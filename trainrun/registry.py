@@ -257,6 +257,12 @@ SCHEDULERS = Registry("scheduler", {
     "custom": option("trainrun.options.custom:scheduler", "_target_ params on_metric", steps_on_metric=FromKnob("on_metric")),
 }, SchedulerTraits)
 
+AVERAGINGS = Registry("averaging", {
+    "none": option("trainrun.options.averaging:none"),
+    "ema": option("trainrun.options.averaging:ema", "decay warmup warmup_power warmup_gamma"),
+    "swa": option("trainrun.options.averaging:swa", "start_epoch lr anneal_epochs anneal_strategy"),
+})
+
 ACTIVATIONS = Registry("activation", {
     "relu": option("torch.nn:ReLU", gain="relu"),
     "leaky_relu": option("torch.nn:LeakyReLU", "negative_slope", gain="leaky_relu", slope="negative_slope"),
@@ -408,5 +414,5 @@ SEARCH_SAMPLERS = Registry("hydra.sweeper.sampler", {
     "random": option("optuna.samplers:RandomSampler"),  # Bergstra and Bengio 2012
 })
 
-REGISTRIES = {r.group: r for r in (OPTIMIZERS, SCHEDULERS, ACTIVATIONS, INITS, NORMS, LOSSES, MODELS, AUGMENTATIONS,
+REGISTRIES = {r.group: r for r in (OPTIMIZERS, SCHEDULERS, AVERAGINGS, ACTIVATIONS, INITS, NORMS, LOSSES, MODELS, AUGMENTATIONS,
                                    DATASETS, NORMALIZERS, SAMPLERS, PRECISIONS, PRUNERS, SEARCH_SAMPLERS)}

@@ -93,9 +93,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def epoch_tag(key: str) -> str:
-    """train/loss -> loss/train (curves first in TensorBoard's alphabetical order); epoch -> time/epoch."""
+    """train/loss -> loss/train (curves first in TensorBoard's alphabetical order), val_ema/loss (the averaged
+    weights') -> loss/val_ema beside it; epoch -> time/epoch."""
     split, _, name = key.partition("/")
-    if split in ("train", "val"):
+    if split in ("train", "val") or split.startswith("val_"):
         return f"{name}/{split}"
     return "time/epoch" if key == "epoch" else key
 

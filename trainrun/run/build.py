@@ -31,7 +31,7 @@ from ..options.loss import make_loss
 from ..options.model import build_model
 from ..options.optimizer import make_optimizer
 from ..options.regularization import Regularizer
-from ..registry import MODELS, PRECISIONS, building
+from ..registry import AVERAGINGS, MODELS, PRECISIONS, building
 from ..options.scheduler import Plan, check_schedule, make_scheduler, plan_for
 from .stopping import EarlyStopping
 
@@ -59,6 +59,7 @@ class Parts:
     loss_name: str
     regularizer: Regularizer
     stopper: EarlyStopping
+    average: Any = None  # averaging=ema|swa: options/averaging.WeightAverage
 
     @property
     def metric(self) -> str:
@@ -140,7 +141,8 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     return Parts(cfg=cfg, device=device, data=data, model=model, forward=forward, optimizer=optimizer, plan=plan,
                  scheduler=scheduler, scaler=scaler, autocast=autocast, batches=batches, steps_per_epoch=steps_per_epoch,
                  augment=augment, criterion=criterion, loss_name=loss_name,
-                 regularizer=Regularizer(cfg.regularization, model), stopper=stopper)
+                 regularizer=Regularizer(cfg.regularization, model), stopper=stopper,
+                 average=AVERAGINGS.create(cfg.averaging, model, optimizer))
 
 
 def preflight(parts: Parts) -> None:

@@ -93,6 +93,7 @@ class Checkpointer:
         self.writer = BackgroundWriter()
         self.best_state: dict | None = None
         self.best_epoch, self.best_metrics, self.best_written = 0, {}, 0
+        self.best_weights = "raw"  # or the averaging's name (ema, swa) when its weights were the better
 
     def due(self, step: int, epoch_ended: int = 0) -> bool:
         """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,
@@ -101,10 +102,10 @@ class Checkpointer:
         return bool((epoch_ended and (not self.saved_once or (epochs and epoch_ended % epochs == 0)))
                     or (steps and step % steps == 0) or (seconds and self.clock() - self.last_time >= seconds))
 
-    def keep_best(self, model, epoch: int, metrics: dict) -> None:
+    def keep_best(self, model, epoch: int, metrics: dict, weights: str = "raw") -> None:
         """The best weights so far, in memory (a copy: best_state is never changed in place)."""
         self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.best_epoch, self.best_metrics = epoch, metrics
+        self.best_epoch, self.best_metrics, self.best_weights = epoch, metrics, weights
 
     def save(self, counters: dict, per_rank: dict) -> None:
         """Snapshot now, write in the background. `per_rank` (each rank's RNG and partial epoch sums) is
@@ -115,7 +116,8 @@ class Checkpointer:
             return
         if self.cfg.save_best and self.best_state is not None and self.best_written != self.best_epoch:
             self.writer.save({"model": self.best_state, "epoch": self.best_epoch, "metrics": self.best_metrics,
-                              "config": self.config}, self.run_dir / "best.pt", copy=False)
+                              "weights": self.best_weights, "config": self.config}, self.run_dir / "best.pt",
+                             copy=False)
             self.best_written = self.best_epoch
         if not self.cfg.save_last:
             return
@@ -134,6 +136,7 @@ class Checkpointer:
         if best.is_file():
             saved_best = read_checkpoint(best)
             self.best_state, self.best_epoch = saved_best["model"], saved_best["epoch"]
+            self.best_weights = saved_best.get("weights", "raw")
             self.best_written = self.best_epoch
         own = self.world.own(saved["per_rank"])
         set_rng_states(own["rng"])

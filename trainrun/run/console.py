@@ -60,7 +60,7 @@ class RunConsole:
             self.shown_at = now
 
     def epoch(self, epoch: int, values: dict, improved: bool) -> None:
-        shown = [f"{k} {v:.4f}" for k, v in values.items() if k.startswith(("val/", "train/"))]
+        shown = [f"{k} {v:.4f}" for k, v in values.items() if k.startswith(("val", "train/"))]
         self.live_text = " ".join(s for s in shown if s.startswith("val/"))
         self.progress.update(self.task, completed=self.steps, epoch=min(epoch + 1, self.epochs))
         mark = "[green]*[/]" if improved else " "

@@ -213,7 +213,7 @@ class Training:
         self.closure_step = OPTIMIZERS.trait(cfg.optimizer, "needs_closure")
         self.checkpointer = checkpoint.Checkpointer(
             self.run_dir, {"model": p.model, "optimizer": p.optimizer, "scheduler": p.scheduler, "scaler": p.scaler,
-                           "early_stopping": p.stopper},
+                           "early_stopping": p.stopper, "averaging": p.average},
             asdict(cfg), self.world, cfg.trainer.checkpoint)
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
                                self.trial, self.world, self.ui, self.run_dir)
@@ -280,10 +280,12 @@ class Training:
         batch = [self.prepare(idx) for idx in micro]
         loss, score = self.optimizer_step(batch)
         self.step += 1
+        if p.average is not None:
+            p.average.after_step(p.model, self.step)
         self.profiler.step()
         n = sums.add(loss, score, batch)
         e.steps_done += 1
-        if p.scheduler is not None and p.cfg.scheduler.interval == "step":
+        if p.scheduler is not None and p.cfg.scheduler.interval == "step" and not self.averaging_sets_lr(e.epoch):
             p.scheduler.step()
         log_now = self.step % p.cfg.trainer.log_every_n_steps == 0 or self.step == 1  # step 1: curves start at init
         last_step = e.steps_done == p.steps_per_epoch or self.out_of_steps()
@@ -372,23 +374,29 @@ class Training:
         if not math.isfinite(train_metrics["train/loss"]) and tc.early_stopping.stop_on_nonfinite:
             self.stopped(self.rules.diverged(train_metrics["train/loss"], epoch, self.step))
             return self.stop
+        lr_stepped = p.average is not None and p.average.after_epoch(p.model, epoch, self.train_inputs)
         if (epoch % tc.eval_every == 0 or epoch == tc.epochs) and len(p.data.val):
             val = evaluate(p.forward, p.data.val, p.data, p.criterion, p.cfg.data.eval_batch_size, p.autocast)
             values.update({f"val/{k}": v for k, v in val.items()})
+            if p.average is not None and p.average.count:
+                val = evaluate(p.average.module, p.data.val, p.data, p.criterion, p.cfg.data.eval_batch_size,
+                               p.autocast)
+                values.update({f"val_{p.cfg.averaging.kind}/{k}": v for k, v in val.items()})
         if self.tb:
             self.tb.epoch(values, self.step)
             self.tb.histograms(p.model, probe_batch(p.data, 128), self.step, epoch)
         if self.layer_log:
             self.measure_layers(epoch)
-        if p.scheduler is not None and p.cfg.scheduler.interval == "epoch":
+        if p.scheduler is not None and p.cfg.scheduler.interval == "epoch" and not lr_stepped:
             if not SCHEDULERS.trait(p.cfg.scheduler, "steps_on_metric"):
                 p.scheduler.step()
             elif p.stopper.monitor in values:
                 p.scheduler.step(values[p.stopper.monitor])
-        stop, improved = self.rules.after_epoch(values, epoch)
+        judged, weights = self.preferred(values)
+        stop, improved = self.rules.after_epoch(judged, epoch)
         if improved:  # kept in memory; best.pt is written with the next checkpoint
             metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}
-            self.checkpointer.keep_best(p.model, epoch, metrics)
+            self.checkpointer.keep_best(p.model if weights == "raw" else p.average.module, epoch, metrics, weights)
         self.ui.epoch(epoch, values, improved)
         final = epoch == tc.epochs or self.out_of_steps()  # fit's end checkpoints it
         if stop:
@@ -396,6 +404,29 @@ class Training:
         elif self.world.agree(self.checkpointer.due(self.step, epoch) and not final):
             self.save_checkpoint()
         return stop
+
+    def averaging_sets_lr(self, epoch: int) -> bool:
+        return self.parts.average is not None and self.parts.average.sets_lr(epoch)
+
+    def train_inputs(self):
+        """The training inputs, normalized, without augmentation: what SWA recomputes batch-norm statistics on."""
+        data, size = self.parts.data, self.parts.cfg.data.eval_batch_size
+        slices = [slice(start, start + size) for start in range(0, len(data.train), size)]
+        data.train.plan(slices)
+        return (data.normalize(data.fetch(data.train, s)[0]) for s in slices)
+
+    def preferred(self, values: dict) -> tuple[dict, str]:
+        """With averaging, the better of the raw and the averaged weights on the monitored validation metric:
+        the values early stopping judges (the monitored one is that better value), and whose it is
+        ("raw", or the averaging's name)."""
+        p = self.parts
+        monitor, kind = p.stopper.monitor, p.cfg.averaging.kind
+        split, _, name = monitor.partition("/")
+        averaged = f"val_{kind}/{name}"
+        if split != "val" or averaged not in values or monitor not in values:
+            return values, "raw"
+        better = values[averaged] < values[monitor] if p.stopper.mode == "min" else values[averaged] > values[monitor]
+        return ({**values, monitor: values[averaged]}, kind) if better else (values, "raw")
 
     def measure_layers(self, epoch: int) -> None:
         """layers.json (and TensorBoard's per_layer/ tags): each block's activations and each weight's gradient
@@ -488,9 +519,13 @@ def probe_batch(data: Data, size: int) -> torch.Tensor:
 def finish(run: Training, overrides: dict) -> dict:
     """Test the best weights, write metrics.json (strict JSON), log the HParams, show the summary."""
     p, cfg = run.parts, run.parts.cfg
-    best = run.checkpointer
+    best, weights = run.checkpointer, "raw"
     if cfg.trainer.early_stopping.restore_best and best.best_state is not None:
         p.model.load_state_dict(best.best_state)
+        weights = best.best_weights
+    elif p.average is not None and p.average.count:  # no best by the monitored metric: the average at the end
+        p.model.load_state_dict(p.average.module.state_dict())
+        weights = cfg.averaging.kind
     eval_bs = cfg.data.eval_batch_size
     test = evaluate(p.model, p.data.test, p.data, p.criterion, eval_bs, p.autocast)
     metrics = {**best.best_metrics, **{f"test/{k}": v for k, v in test.items()}}
@@ -506,6 +541,11 @@ def finish(run: Training, overrides: dict) -> dict:
         if stop_reason == "completed":
             stop_reason = "diverged"
             message = f"completed with non-finite {', '.join(nonfinite)} (trainer.early_stopping.stop_on_nonfinite=false)"
+    if p.average is not None:  # which weights were tested: the averaging's (ema, swa) or the run's own (raw)
+        metrics["test_weights"] = weights
+        if not p.average.count:
+            run.ui.note(f"averaging={cfg.averaging.kind} averaged nothing: the run ended at epoch {run.epoch}, before "
+                        f"averaging.start_epoch={cfg.averaging.start_epoch}")
     metrics.update(best_epoch=p.stopper.best_epoch, epochs_run=run.epoch, steps=run.step, stop_reason=stop_reason,
                    wall_time_s=round(run.earlier_seconds + time.perf_counter() - run.started, 3))
     if p.device.type == "cuda":  # of this process (since it started, so a resumed run counts its own part)

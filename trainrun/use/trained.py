@@ -76,7 +76,16 @@ def open_run(path: str, data_overrides: list[str] = (), loads_data: bool = False
     cfg = typed(cfg)
     normalize = NORMALIZERS[record["normalize"]["kind"]].builder().restored(record["normalize"])
     model, epoch = restore_model(cfg, record, weights)
-    return TrainedRun(run_dir, cfg, record, model, normalize, [*notes(epoch)])
+    averaged = [f"last.pt holds the run's {cfg.averaging.kind} average: it is used"] \
+        if checkpoint == "last" and cfg.averaging.kind != "none" else []
+    return TrainedRun(run_dir, cfg, record, model, normalize, [*notes(epoch), *averaged])
+
+
+def averaged_or_own(saved: dict) -> dict:
+    """A checkpoint's weights: in last.pt of a run with averaging=ema|swa, the average (what that run tests and
+    keeps), else the model's own."""
+    average = saved.get("averaging")
+    return average["model"] if isinstance(average, dict) and average.get("count") else saved["model"]
 
 
 def weights_file(run_dir: Path, checkpoint: str) -> tuple[Path, Callable[[int], list[str]]]:
@@ -129,8 +138,8 @@ def restore_model(cfg: Config, record: dict, weights: Path) -> tuple[torch.nn.Mo
     if not isinstance(saved, dict) or "model" not in saved:
         raise DamagedRun(f"{weights} is damaged (not a trainrun checkpoint: no model weights); {runfiles.RESTORE}")
     try:
-        model.load_state_dict(saved["model"])
-    except (RuntimeError, TypeError, AttributeError) as e:
+        model.load_state_dict(averaged_or_own(saved))
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
         raise DamagedRun(f"{weights} does not fit the run's own model ({' '.join(str(e).split())[:120]}); "
                          f"{runfiles.RESTORE}") from None
     return model.eval(), saved.get("epoch", 0)
