@@ -179,6 +179,20 @@ def test_mc_dropout_rules():
     assert learned.verdict(boosted)[0] == HOLDS and learned.verdict(boosted + [seed(3, 0.2, 0.9, 0.5)])[0] == FAILS
 
 
+def test_weight_averaging_rules():
+    def seed(seed, model, averaging, acc):
+        return run({"model": model, "averaging": averaging, "trainer.seed": seed}, {"test/acc": acc})
+
+    raw = [seed(s, m, "none", 0.95) for s in range(3) for m in ("mlp", "cnn")]
+    better = [seed(s, "mlp", "ema", 0.96 + 0.001 * s) for s in range(3)]  # +0.010, +0.011, +0.012
+    mixed = [seed(s, "mlp", "ema", acc) for s, acc in enumerate((0.96, 0.94, 0.97))]  # +0.01, -0.01, +0.02
+    assert verdict("weight_averaging", 0, raw + better) == HOLDS  # claim 0: ema on the mlp
+    assert verdict("weight_averaging", 0, raw + mixed) == FAILS
+    assert verdict("weight_averaging", 1, raw + better) == INCONCLUSIVE  # no swa runs
+    learned = STUDIES["weight_averaging"].protocol.conditions[0]
+    assert learned.verdict(raw)[0] == HOLDS and learned.verdict(raw + [seed(3, "cnn", "none", 0.5)])[0] == FAILS
+
+
 def test_transfer_rules():
     def learn(checkpoint, head_only, seed, acc, stats=None):  # named as the stage names its runs
         return FinishedRun(f"learn-{seed}_checkpoint-{checkpoint}", {"model.weights": checkpoint, "model.head_only": head_only,
@@ -506,7 +520,8 @@ def planned(study: str, earlier=None, size="small") -> dict:
                                         ("regularization", {"none": 5, "l2": 15, "l1": 15, "dropout": 15}),
                                         ("gd_vs_sgd", {s: 2 for s in ("gd", "sgd", "minibatch", "digits-gd",
                                                                       "digits-sgd", "digits-minibatch")}),
-                                        ("search", {"grid": 54, "random": 54})])
+                                        ("search", {"grid": 54, "random": 54}),
+                                        ("weight_averaging", {"ema": 12, "swa": 6})])
 def test_each_staged_study_plans_its_stages_without_training(tmp_path, study, runs):
     (tmp_path / "metrics.json").write_text(json.dumps({"suggested_lr": 0.5}))
     jobs = planned(study, tmp_path)

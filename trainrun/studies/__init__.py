@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 NAMES = ("activations", "init_depth", "selu", "optimizers", "mc_dropout", "transfer", "lr_diagnosis",
-         "normalization", "regularization", "gd_vs_sgd", "search")
+         "normalization", "regularization", "gd_vs_sgd", "search", "weight_averaging")
 STUDIES = {name: importlib.import_module(f"{__name__}.{name}").STUDY for name in NAMES}
 
 
