@@ -77,6 +77,9 @@ class Traits:
 class OptimizerTraits(Traits):
     needs_closure: bool | FromKnob = False  # step() takes a closure that re-evaluates the loss (L-BFGS)
     one_param_group: bool = False  # takes every parameter in one group (no weight decay split by layer)
+    # "module:attribute" of its update over a stack of runs (trainrun.stack.optimizers), each with its own
+    # hyperparameters; None: its runs train one at a time
+    stacked_step: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,14 +229,17 @@ def building(group: str, kind: str, given: Mapping[str, Any] | None = None):
 
 _SGD_KNOBS = "lr momentum dampening weight_decay"
 OPTIMIZERS = Registry("optimizer", {
-    "sgd": option("torch.optim:SGD", "lr weight_decay"),
-    "momentum": option("torch.optim:SGD", _SGD_KNOBS),
-    "nesterov": option("torch.optim:SGD", "lr momentum weight_decay", preset={"nesterov": True}),
-    "adagrad": option("torch.optim:Adagrad", "lr lr_decay initial_accumulator_value eps weight_decay"),
+    "sgd": option("torch.optim:SGD", "lr weight_decay", stacked_step="trainrun.stack.optimizers:SGD"),
+    "momentum": option("torch.optim:SGD", _SGD_KNOBS, stacked_step="trainrun.stack.optimizers:SGD"),
+    "nesterov": option("torch.optim:SGD", "lr momentum weight_decay", preset={"nesterov": True},
+                       stacked_step="trainrun.stack.optimizers:SGD"),
+    "adagrad": option("torch.optim:Adagrad", "lr lr_decay initial_accumulator_value eps weight_decay",
+                      stacked_step="trainrun.stack.optimizers:ADAGRAD"),
     "adadelta": option("torch.optim:Adadelta", "lr rho eps weight_decay"),
-    "rmsprop": option("torch.optim:RMSprop", "lr alpha eps momentum centered weight_decay"),
-    "adam": option("torch.optim:Adam", "lr betas eps amsgrad weight_decay"),
-    "adamw": option("torch.optim:AdamW", "lr betas eps amsgrad weight_decay"),
+    "rmsprop": option("torch.optim:RMSprop", "lr alpha eps momentum centered weight_decay",
+                      stacked_step="trainrun.stack.optimizers:RMSPROP"),
+    "adam": option("torch.optim:Adam", "lr betas eps amsgrad weight_decay", stacked_step="trainrun.stack.optimizers:ADAM"),
+    "adamw": option("torch.optim:AdamW", "lr betas eps amsgrad weight_decay", stacked_step="trainrun.stack.optimizers:ADAMW"),
     "adamax": option("torch.optim:Adamax", "lr betas eps weight_decay"),
     "nadam": option("torch.optim:NAdam", "lr betas eps momentum_decay decoupled_weight_decay weight_decay"),
     "radam": option("torch.optim:RAdam", "lr betas eps decoupled_weight_decay weight_decay"),

@@ -1,0 +1,231 @@
+"""One optimizer step for every run of a stack, with each run's own hyperparameters.
+
+A stacked tensor holds one slice per run ([R, *shape]); each run keeps its own torch.optim optimizer, whose
+param_groups (lr as its scheduler moves it, betas, momentum, ...) are read every step as per-run tensors
+broadcast over the slices, and whose state holds views of the stacked state: its state_dict is the one the run
+would have alone, so a run's last.pt resumes it alone. The updates are torch.optim's single-tensor formulas
+(torch/optim/sgd.py, adam.py, rmsprop.py, adagrad.py), checked slice by slice against torch.optim in the tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+
+@dataclass
+class StackedParam:
+    """A stacked tensor ([R, *shape], a leaf that requires grad) and each run's parameter that views a slice."""
+
+    data: torch.Tensor
+    members: list  # run r's nn.Parameter, whose .data and .grad are views of data[r] and data.grad[r]
+    group: int = 0  # the index of the param group the members belong to, in each run's optimizer
+    penalized: bool = False  # a weight matrix or kernel: regularization's penalties and max-norm act on it
+
+    def alias(self) -> None:
+        """Point every member at its slice (after the stacked tensor was made or remade)."""
+        if self.data.grad is None:
+            self.data.grad = torch.zeros_like(self.data)
+        for r, p in enumerate(self.members):
+            p.data = self.data.data[r]
+            p.grad = self.data.grad[r]
+
+
+def _value(group: dict, key: str) -> float:
+    """A param group's hyperparameter; beta1 and beta2 are Adam's betas."""
+    return group["betas"][int(key[-1]) - 1] if key in ("beta1", "beta2") else group.get(key, 0.0)
+
+
+@dataclass(frozen=True)
+class StackedStep:
+    """An optimizer's stacked update (registry.OptimizerTraits.stacked_step names one)."""
+
+    update: Callable  # (StackedOptimizer, StackedParam, its stacked state) -> None, in place
+    counts_steps: bool = True  # its torch.optim state has a "step" (SGD's has none)
+    # state a run keeps only where a hyperparameter of its group is set ({state key: hyperparameter})
+    kept_if: Mapping[str, str] = field(default_factory=dict)
+
+
+class StackedOptimizer:
+    """Steps the stacked tensors of `params` as each run's optimizer in `optimizers` would step its slice."""
+
+    def __init__(self, stacked_step: StackedStep, params: list[StackedParam], optimizers: list[torch.optim.Optimizer]):
+        self.stacked_step, self.params, self.optimizers = stacked_step, params, optimizers
+        self.hypers: dict = {}  # this step's per-run hyperparameters, by (key, param group)
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+        self.steps = torch.zeros(len(optimizers))  # each run's step count ("step" of torch.optim's state)
+        for i, sp in enumerate(params):
+            own = [opt.state.get(p, {}) for opt, p in zip(optimizers, sp.members)]
+            keys = set().union(*own)
+            self.state[i] = {k: torch.stack([s[k].detach().to(sp.data.dtype) for s in own]) for k in keys - {"step"}
+                             if all(k in s for s in own)}
+            if all("step" in s for s in own):
+                self.steps = torch.stack([torch.as_tensor(s["step"], dtype=torch.float32).reshape(()) for s in own])
+        self.alias()
+
+    def alias(self) -> None:
+        """Each run's optimizer state: views of the stacked state, so its state_dict is its own run's."""
+        for i, sp in enumerate(self.params):
+            for r, (opt, p) in enumerate(zip(self.optimizers, sp.members)):
+                group = opt.param_groups[sp.group]
+                own = {k: v[r] for k, v in self.state[i].items()
+                       if group.get(self.stacked_step.kept_if.get(k), True)}
+                if self.stacked_step.counts_steps and self.state[i]:
+                    own["step"] = self.steps[r]
+                if own:
+                    opt.state[p] = own
+    def hyper(self, key: str, sp: StackedParam) -> torch.Tensor:
+        """Each run's value of a hyperparameter of sp's param group (float64, one per run), read this step:
+        a scheduler moves some."""
+        values = self.hypers.get((key, sp.group))
+        if values is None:
+            values = torch.tensor([_value(opt.param_groups[sp.group], key) for opt in self.optimizers],
+                                  dtype=torch.float64)
+            self.hypers[key, sp.group] = values
+        return values
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.hypers.clear()
+        self.steps += 1
+        made = sum(map(len, self.state.values()))
+        for i, sp in enumerate(self.params):
+            self.stacked_step.update(self, sp, self.state[i])
+        if sum(map(len, self.state.values())) != made:  # a first step made state (moments, momentum buffers)
+            self.alias()
+
+    def keep(self, rows: list[int]) -> None:
+        """Only the runs at `rows` go on (the others left the stack, taking copies of their state)."""
+        for i in self.state:
+            for r, (opt, p) in enumerate(zip(self.optimizers, self.params[i].members)):
+                if r not in rows:
+                    opt.state[p] = {k: v.clone() for k, v in opt.state[p].items()}
+            self.state[i] = {k: v[rows].clone() for k, v in self.state[i].items()}
+        self.steps = self.steps[rows].clone()
+        self.optimizers = [self.optimizers[r] for r in rows]
+        self.alias()
+
+
+def _each(values: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """Per-run numbers (float64) for an update of `like`: a Python float where every run has the same (then
+    torch's own scalar arithmetic, bit for bit as a run alone), else one per slice ([R, 1, ...], like's dtype)."""
+    if bool((values == values[0]).all()):
+        return float(values[0])
+    return values.to(like.dtype).view(-1, *[1] * (like.dim() - 1))
+
+
+def _plus(y: torch.Tensor, a: float | torch.Tensor, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """y + a * x, as torch's optimizers write it (`add(x, alpha=a)`), with a per-run `a` where runs differ."""
+    if isinstance(a, float):
+        return y.add_(x, alpha=a) if inplace else y.add(x, alpha=a)
+    return y.addcmul_(x, a) if inplace else y.addcmul(x, a)
+
+
+def _decayed(self: StackedOptimizer, sp: StackedParam) -> torch.Tensor:
+    """The gradient with L2 weight decay added (torch.optim's weight_decay)."""
+    wd = self.hyper("weight_decay", sp)
+    return _plus(sp.data.grad, _each(wd, sp.data), sp.data) if bool((wd != 0).any()) else sp.data.grad
+
+
+def sgd(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
+    d_p = _decayed(self, sp)
+    momentum = self.hyper("momentum", sp)
+    if bool((momentum != 0).any()):
+        m = _each(momentum, sp.data)
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = d_p.clone()
+        else:
+            _plus(state["momentum_buffer"].mul_(m), _each(1 - self.hyper("dampening", sp), sp.data), d_p, inplace=True)
+        buf = state["momentum_buffer"]
+        nesterov = self.optimizers[0].param_groups[sp.group]["nesterov"]
+        d_p = _plus(d_p, m, buf) if nesterov else buf
+    _plus(sp.data, _each(-self.hyper("lr", sp), sp.data), d_p, inplace=True)
+
+
+def adam(self: StackedOptimizer, sp: StackedParam, state: dict, decoupled: bool = False) -> None:
+    param, grad = sp.data, sp.data.grad
+    lr, wd = self.hyper("lr", sp), self.hyper("weight_decay", sp)
+    beta1, beta2 = self.hyper("beta1", sp), self.hyper("beta2", sp)
+    if bool((wd != 0).any()):
+        if decoupled:
+            param.mul_(_each(1 - lr * wd, param))
+        else:
+            grad = _plus(grad, _each(wd, param), param)
+    for key in ("exp_avg", "exp_avg_sq"):
+        state.setdefault(key, torch.zeros_like(param))
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg.lerp_(grad, _each(1 - beta1, param))
+    exp_avg_sq.mul_(_each(beta2, param))
+    scale = _each(1 - beta2, param)
+    if isinstance(scale, float):
+        exp_avg_sq.addcmul_(grad, grad, value=scale)
+    else:
+        exp_avg_sq.addcmul_(grad, grad * scale)
+    step = self.steps.double()  # in float64, as torch's Python floats are
+    step_size = lr / (1 - beta1 ** step)
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    if self.optimizers[0].param_groups[sp.group]["amsgrad"]:
+        state.setdefault("max_exp_avg_sq", torch.zeros_like(param))
+        torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+        second = state["max_exp_avg_sq"]
+    else:
+        second = exp_avg_sq
+    denom = (second.sqrt() / _each(bias_correction2_sqrt, param)).add_(_each(self.hyper("eps", sp), param))
+    neg_step = _each(-step_size, param)
+    if isinstance(neg_step, float):
+        param.addcdiv_(exp_avg, denom, value=neg_step)
+    else:
+        param.addcmul_(exp_avg / denom, neg_step)
+
+
+def adamw(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
+    adam(self, sp, state, decoupled=True)
+
+
+def rmsprop(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
+    param, grad = sp.data, _decayed(self, sp)
+    alpha = self.hyper("alpha", sp)
+    square_avg = state.setdefault("square_avg", torch.zeros_like(param))
+    square_avg.mul_(_each(alpha, param))
+    scale = _each(1 - alpha, param)
+    if isinstance(scale, float):
+        square_avg.addcmul_(grad, grad, value=scale)
+    else:
+        square_avg.addcmul_(grad, grad * scale)
+    if self.optimizers[0].param_groups[sp.group]["centered"]:
+        grad_avg = state.setdefault("grad_avg", torch.zeros_like(param))
+        grad_avg.lerp_(grad, _each(1 - alpha, param))
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+    else:
+        avg = square_avg.sqrt()
+    avg = avg.add_(_each(self.hyper("eps", sp), param))
+    momentum, neg_lr = self.hyper("momentum", sp), _each(-self.hyper("lr", sp), param)
+    if bool((momentum > 0).any()):
+        buf = state.setdefault("momentum_buffer", torch.zeros_like(param))
+        buf.mul_(_each(momentum, param)).addcdiv_(grad, avg)
+        _plus(param, neg_lr, buf, inplace=True)
+    elif isinstance(neg_lr, float):
+        param.addcdiv_(grad, avg, value=neg_lr)
+    else:
+        param.addcmul_(grad / avg, neg_lr)
+
+
+def adagrad(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
+    param, grad = sp.data, _decayed(self, sp)
+    clr = self.hyper("lr", sp) / (1 + (self.steps.double() - 1) * self.hyper("lr_decay", sp))
+    state_sum = state["sum"]  # made by torch's Adagrad itself, at initial_accumulator_value
+    state_sum.addcmul_(grad, grad, value=1)
+    std = state_sum.sqrt().add_(_each(self.hyper("eps", sp), param))
+    neg_clr = _each(-clr, param)
+    if isinstance(neg_clr, float):
+        param.addcdiv_(grad, std, value=neg_clr)
+    else:
+        param.addcmul_(grad / std, neg_clr)
+
+
+SGD = StackedStep(sgd, counts_steps=False, kept_if={"momentum_buffer": "momentum"})
+ADAM = StackedStep(adam, kept_if={"max_exp_avg_sq": "amsgrad"})
+ADAMW = StackedStep(adamw, kept_if={"max_exp_avg_sq": "amsgrad"})
+RMSPROP = StackedStep(rmsprop, kept_if={"momentum_buffer": "momentum", "grad_avg": "centered"})
+ADAGRAD = StackedStep(adagrad)
