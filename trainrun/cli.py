@@ -39,9 +39,11 @@ def register_sweeper() -> None:
 
     from hydra_plugins.trainrun_grid.grid_sweeper import TrainrunGridSweeper, TrainrunGridSweeperConf
     from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
+    from hydra_plugins.trainrun_stack.stack_launcher import TrainrunStackLauncher
 
     Plugins.instance().register(TrainrunGridSweeper)  # after Hydra's plugin scan, which stores its own `basic`
     Plugins.instance().register(TrainrunOptunaSweeper)
+    Plugins.instance().register(TrainrunStackLauncher)
     ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=TrainrunGridSweeperConf, provider="trainrun")
 
 

@@ -95,19 +95,26 @@ def _bounds(r: Range, integer: bool) -> str:
     return f"{'<=' if high[1] == ']' else '<'} {high[0]:g}"
 
 
-def setting(default: Any = None, **bounds) -> Any:
-    """A key every option of its group has, with its range."""
-    return _declared(default, per_option=False, **bounds)
+def setting(default: Any = None, stacks: bool = False, **bounds) -> Any:
+    """A key every option of its group has, with its range. `stacks`: runs that differ in it may still train
+    together as one stacked model (trainrun/stack); a key that is not is the same in every run of a stack."""
+    return _declared(default, per_option=False, stacks=stacks, **bounds)
 
 
-def knob(default: Any = None, **bounds) -> Any:
+def knob(default: Any = None, stacks: bool = False, **bounds) -> Any:
     """A key only some options take: None (or empty) unless the option's YAML or the user sets it."""
-    return _declared(default, per_option=True, **bounds)
+    return _declared(default, per_option=True, stacks=stacks, **bounds)
 
 
+def stacking(default: Any = MISSING, factory: Any = None) -> Any:
+    """A whole group or section whose every key may differ between the runs of a stack."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"stacks": True})
+    return field(default=default, metadata={"stacks": True})
 
-def _declared(default, per_option: bool, **bounds):
-    meta = {"range": Range(**bounds) if bounds else None, "per_option": per_option}
+
+def _declared(default, per_option: bool, stacks: bool, **bounds):
+    meta = {"range": Range(**bounds) if bounds else None, "per_option": per_option, "stacks": stacks}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -242,20 +249,20 @@ class NormConfig:
 @dataclass
 class OptimizerConfig:
     kind: str = setting(MISSING, choices="optimizer")
-    lr: float = setting(MISSING, **POSITIVE)  # each optimizer's YAML gives its usual value
-    backbone_lr_scale: float = setting(1.0, **NON_NEGATIVE)  # lr factor for the layers model.weights loaded
-    weight_decay: Optional[float] = knob(**NON_NEGATIVE)  # every optimizer but L-BFGS takes it
-    momentum: Optional[float] = knob(**FRACTION)
-    dampening: Optional[float] = knob(**FRACTION)
-    betas: Optional[list[float]] = knob(**FRACTION, length=2, expected="two numbers in [0, 1)")
-    eps: Optional[float] = knob(**POSITIVE)
-    alpha: Optional[float] = knob(**FRACTION)
-    rho: Optional[float] = knob(**FRACTION)
-    lr_decay: Optional[float] = knob(**NON_NEGATIVE)
-    initial_accumulator_value: Optional[float] = knob(**NON_NEGATIVE)
+    lr: float = setting(MISSING, stacks=True, **POSITIVE)  # each optimizer's YAML gives its usual value
+    backbone_lr_scale: float = setting(1.0, stacks=True, **NON_NEGATIVE)  # lr factor for the layers model.weights loaded
+    weight_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)  # every optimizer but L-BFGS takes it
+    momentum: Optional[float] = knob(stacks=True, **FRACTION)
+    dampening: Optional[float] = knob(stacks=True, **FRACTION)
+    betas: Optional[list[float]] = knob(stacks=True, **FRACTION, length=2, expected="two numbers in [0, 1)")
+    eps: Optional[float] = knob(stacks=True, **POSITIVE)
+    alpha: Optional[float] = knob(stacks=True, **FRACTION)
+    rho: Optional[float] = knob(stacks=True, **FRACTION)
+    lr_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
+    initial_accumulator_value: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
     amsgrad: Optional[bool] = knob()
     centered: Optional[bool] = knob()
-    momentum_decay: Optional[float] = knob(**NON_NEGATIVE)
+    momentum_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
     decoupled_weight_decay: Optional[bool] = knob()
     max_iter: Optional[int] = knob(**POSITIVE_INT)
     history_size: Optional[int] = knob(**POSITIVE_INT)
@@ -329,7 +336,7 @@ class AugmentConfig:
 @dataclass
 class LossConfig:
     kind: str = setting(MISSING, choices="loss")
-    delta: Optional[float] = knob(**POSITIVE)  # huber
+    delta: Optional[float] = knob(stacks=True, **POSITIVE)  # huber
     # custom: a user's own class or function (custom.py)
     _target_: Optional[str] = knob()
     params: dict[str, Any] = knob({})
@@ -399,23 +406,23 @@ class PruningConfig(PrunerConfig):
 
 @dataclass
 class TrainerConfig:
-    epochs: int = setting(20, ge=1, le=10**6)
-    max_steps: Optional[int] = setting(None, **POSITIVE_INT)
+    epochs: int = setting(20, stacks=True, ge=1, le=10**6)
+    max_steps: Optional[int] = setting(None, stacks=True, **POSITIVE_INT)
     device: str = setting("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps", expected="auto, cpu, cuda, cuda:N or mps")
     devices: int = setting(1, ge=1, le=1024)  # > 1: DistributedDataParallel over this many local processes
     threads: Optional[int] = setting(None, ge=1, le=4096)  # null: all cores, or a parallel launcher's share
     precision: str = setting("32", choices="precision")
-    seed: int = setting(0, ge=0, le=2**32 - 1, expected="an integer in [0, 2^32)")
+    seed: int = setting(0, stacks=True, ge=0, le=2**32 - 1, expected="an integer in [0, 2^32)")
     deterministic: bool = False
     grad_accum_steps: int = setting(1, **POSITIVE_INT)
     compile: bool = False
     channels_last: bool = False  # conv nets: NHWC weights and batches (faster convolutions on GPUs)
-    log_every_n_steps: int = setting(10, **POSITIVE_INT)
-    eval_every: int = setting(1, **POSITIVE_INT)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: Optional[str] = None
-    pruning: PruningConfig = field(default_factory=PruningConfig)
+    log_every_n_steps: int = setting(10, stacks=True, **POSITIVE_INT)
+    eval_every: int = setting(1, stacks=True, **POSITIVE_INT)
+    early_stopping: EarlyStoppingConfig = stacking(factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = stacking(factory=CheckpointConfig)
+    resume: Optional[str] = stacking(None)
+    pruning: PruningConfig = stacking(factory=PruningConfig)
     # debugging a run: train on the same N batches every epoch (no augmentation, no early stopping) and say at the
     # end whether the training loss came near zero; profile N training steps after 2 of warm-up
     overfit_batches: int = setting(0, **NON_NEGATIVE)
@@ -464,17 +471,17 @@ class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     activation: ActivationConfig = MISSING
-    init: InitConfig = MISSING
+    init: InitConfig = stacking()  # each run's model is initialized alone, then stacked
     norm: NormConfig = MISSING
     optimizer: OptimizerConfig = MISSING
-    scheduler: SchedulerConfig = MISSING
-    regularization: RegularizationConfig = MISSING
-    augmentation: dict[str, AugmentConfig] = field(default_factory=dict)
+    scheduler: SchedulerConfig = stacking()  # each run's own schedule moves its own lr
+    regularization: RegularizationConfig = stacking()
+    augmentation: dict[str, AugmentConfig] = stacking(factory=dict)  # drawn from each run's generator
     loss: Optional[LossConfig] = None  # None: follows the data's task
-    averaging: AveragingConfig = field(default_factory=AveragingConfig)  # none in runs saved before it existed
+    averaging: AveragingConfig = stacking(factory=AveragingConfig)  # none in runs saved before it existed
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
+    logger: LoggerConfig = stacking(factory=LoggerConfig)
+    study: StudyConfig = stacking(factory=StudyConfig)
     tune: Optional[TuneConfig] = None  # None: train
 
 

@@ -94,6 +94,7 @@ class Checkpointer:
         self.best_state: dict | None = None
         self.best_epoch, self.best_metrics, self.best_written = 0, {}, 0
         self.best_weights = "raw"  # or the averaging's name (ema, swa) when its weights were the better
+        self.rng_states = rng_states  # a stacked run's own generators instead of the process's (stack/)
 
     def due(self, step: int, epoch_ended: int = 0) -> bool:
         """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,
@@ -111,7 +112,7 @@ class Checkpointer:
         """Snapshot now, write in the background. `per_rank` (each rank's RNG and partial epoch sums) is
         gathered from every rank: a collective, so every rank checkpoints at the same step."""
         self.last_time, self.saved_once = self.clock(), True
-        ranks = self.world.gather({**per_rank, "rng": rng_states()})
+        ranks = self.world.gather({**per_rank, "rng": self.rng_states()})
         if not self.world.is_main:
             return
         if self.cfg.save_best and self.best_state is not None and self.best_written != self.best_epoch:

@@ -9,6 +9,7 @@ build.py.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -96,10 +97,30 @@ def train(cfg: DictConfig, run_dir: Path, ui, overrides: dict | None = None) -> 
         run.layer_log = LayerLog(run_dir, resumed_epoch=run.epoch if run.step else None)
         if not run.step:
             run.measure_layers(0)
+    if HELD is not None:  # a stack's launcher trains it with the others (trainrun/stack), from this moment
+        HELD.append(Held(run, overrides, checkpoint.rng_states()))
+        return {}
     run.fit()
+    return completed(run, overrides)
+
+
+@dataclass
+class Held:
+    """A run prepared to the point where it would start training, with its RNGs as they stand there."""
+
+    run: "Training"
+    overrides: dict
+    rng: dict
+
+
+HELD: list[Held] | None = None  # a stack's launcher collects its runs here (stack/launch.py); None: train alone
+
+
+def completed(run: "Training", overrides: dict) -> dict:
+    """After the loop: every checkpoint on disk, then rank 0 tests and reports."""
     run.checkpointer.wait()
-    distributed.teardown(world)
-    if not world.is_main:  # rank 0 tests and reports
+    distributed.teardown(run.world)
+    if not run.world.is_main:
         return {}
     return finish(run, overrides)
 
@@ -232,14 +253,17 @@ class Training:
         """Epochs until trainer.epochs, trainer.max_steps or a stop (early stopping, divergence, pruning, a signal)."""
         if self.stop:  # restored from a run that had already stopped, killed before it wrote metrics.json
             return
-        tc = self.parts.cfg.trainer
-        self.ui.start(tc.epochs, self.parts.steps_per_epoch, done=self.step)
-        self.profiler = StepProfiler(tc.profile if self.world.is_main else 0, self.run_dir, self.ui)
+        self.begin()
         with self.rules.catching_signals(), self.ending():
-            for epoch in range(self.progress.epoch, tc.epochs + 1):
+            for epoch in range(self.progress.epoch, self.parts.cfg.trainer.epochs + 1):
                 if self.train_epoch(epoch) or self.out_of_steps():
                     break
             self.completed = self.stop is None
+
+    def begin(self) -> None:
+        tc = self.parts.cfg.trainer
+        self.ui.start(tc.epochs, self.parts.steps_per_epoch, done=self.step)
+        self.profiler = StepProfiler(tc.profile if self.world.is_main else 0, self.run_dir, self.ui)
 
     @contextlib.contextmanager
     def ending(self):
@@ -248,37 +272,51 @@ class Training:
         try:
             yield
         finally:
-            self.ui.stop()
-            self.profiler.stop()
-            if self.stop is None or self.stop.reason != "interrupted":
-                self.save_checkpoint()
+            self.end()
+
+    def end(self) -> None:
+        self.ui.stop()
+        self.profiler.stop()
+        if self.stop is None or self.stop.reason != "interrupted":
+            self.save_checkpoint()
 
     def out_of_steps(self) -> bool:
         return bool(self.parts.cfg.trainer.max_steps and self.step >= self.parts.cfg.trainer.max_steps)
 
     def train_epoch(self, epoch: int) -> Stop | None:
         """The epoch's optimizer steps from where it stands (mid-epoch after a resume), then its evaluation."""
-        p, e = self.parts, self.progress
-        sums = EpochSums(e, p.device)
-        p.model.train()
-        for i, micro in enumerate(grouped(p.batches.epoch(epoch), p.cfg.trainer.grad_accum_steps)):
-            if i < e.steps_done:
-                continue  # trained before a resume: the same batches, in the same order
-            stop, last_step = self.train_step(micro, sums)
+        sums = self.start_epoch()
+        for micro in self.epoch_batches(epoch):
+            batch = [self.prepare(idx) for idx in micro]
+            loss, score = self.optimizer_step(batch)
+            stop, last_step = self.stepped(loss, score, batch, sums)
             if stop:
                 return stop
             if last_step:
                 break
-        train_metrics, seen = sums.total(self.world, p.metric)
+        return self.close_epoch(epoch, sums)
+
+    def start_epoch(self) -> EpochSums:
+        self.parts.model.train()
+        return EpochSums(self.progress, self.parts.device)
+
+    def epoch_batches(self, epoch: int):
+        """The epoch's micro-batch groups still to train (a resume mid-epoch skips the ones trained before it:
+        the same batches, in the same order)."""
+        p = self.parts
+        return itertools.islice(grouped(p.batches.epoch(epoch), p.cfg.trainer.grad_accum_steps),
+                                self.progress.steps_done, None)
+
+    def close_epoch(self, epoch: int, sums: EpochSums) -> Stop | None:
+        train_metrics, seen = sums.total(self.world, self.parts.metric)
         self.progress = EpochProgress(epoch + 1)
         return self.end_of_epoch(epoch, train_metrics, sums.seconds(), seen)
 
-    def train_step(self, micro: list, sums: EpochSums) -> tuple[Stop | None, bool]:
-        """One optimizer step over the micro-batches `micro`; returns the stop it ended in, and whether it was
-        the epoch's last step."""
+    def stepped(self, loss, score, batch: list, sums: EpochSums) -> tuple[Stop | None, bool]:
+        """After an optimizer step over `batch` (its mean loss and summed metric): the counters, the schedule,
+        the stop rules, logging and a checkpoint when due; returns the stop it ended in, and whether it was the
+        epoch's last step."""
         p, e = self.parts, self.progress
-        batch = [self.prepare(idx) for idx in micro]
-        loss, score = self.optimizer_step(batch)
         self.step += 1
         if p.average is not None:
             p.average.after_step(p.model, self.step)

@@ -24,12 +24,14 @@ class StackedParam:
     penalized: bool = False  # a weight matrix or kernel: regularization's penalties and max-norm act on it
 
     def alias(self) -> None:
-        """Point every member at its slice (after the stacked tensor was made or remade)."""
+        """Point every member at its slice (after the stacked tensor was made or remade, or autograd gave it a
+        new gradient tensor)."""
         if self.data.grad is None:
             self.data.grad = torch.zeros_like(self.data)
         for r, p in enumerate(self.members):
             p.data = self.data.data[r]
             p.grad = self.data.grad[r]
+        self.aliased_grad = self.data.grad
 
 
 def _value(group: dict, key: str) -> float:
@@ -96,15 +98,15 @@ class StackedOptimizer:
             self.alias()
 
     def keep(self, rows: list[int]) -> None:
-        """Only the runs at `rows` go on (the others left the stack, taking copies of their state)."""
+        """Only the runs at `rows` go on: the others take copies of their state. Call before the stacked
+        tensors are remade (it reads their members), then `alias`."""
         for i in self.state:
             for r, (opt, p) in enumerate(zip(self.optimizers, self.params[i].members)):
-                if r not in rows:
+                if r not in rows and p in opt.state:
                     opt.state[p] = {k: v.clone() for k, v in opt.state[p].items()}
             self.state[i] = {k: v[rows].clone() for k, v in self.state[i].items()}
         self.steps = self.steps[rows].clone()
         self.optimizers = [self.optimizers[r] for r in rows]
-        self.alias()
 
 
 def _each(values: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:

@@ -1,0 +1,83 @@
+"""trainrun's stack launcher (`hydra/launcher=stack`, the default): a sweep's runs that differ only in knobs
+that can be stacked train together in this process as one stacked model (trainrun/stack); each is still its own
+run, with its own directory and files, equal to the run trained alone up to rounding. A run that cannot be
+stacked trains alone, as Hydra's basic launcher runs it, and the sweep says why once.
+"""
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in sys.modules.
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger("trainrun")
+
+
+@dataclass
+class TrainrunStackLauncherConf:
+    _target_: str = "hydra_plugins.trainrun_stack.stack_launcher.TrainrunStackLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stack", node=TrainrunStackLauncherConf, provider="trainrun")
+
+
+class TrainrunStackLauncher(Launcher):
+    def __init__(self) -> None:
+        self.config: Optional[DictConfig] = None
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from trainrun.stack.launch import announce, plan_jobs
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs = []
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config):
+                config.hydra.job.id = idx
+                config.hydra.job.num = idx
+            jobs.append((idx, overrides, config))
+        groups = plan_jobs([config for _, _, config in jobs])
+        announce(groups, [Path(str(config.hydra.sweep.subdir)).name for _, _, config in jobs])
+        returns: dict = {}
+        for members, _ in groups:
+            chosen = [jobs[i] for i in members]
+            returns.update(self.run_stack(chosen) if len(chosen) > 1 else {chosen[0][0]: self.run_alone(chosen[0])})
+        return [returns[idx] for idx, _, _ in jobs]
+
+    def run_alone(self, job) -> JobReturn:
+        idx, overrides, config = job
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def run_stack(self, jobs: List) -> dict:
+        """Each job's run prepared as Hydra runs a job (its directory, its .hydra record, the checks), held
+        before training; then all of them trained as one stack, and each job's return value set."""
+        from trainrun.run import trainer
+        from trainrun.stack.launch import train_held
+
+        trainer.HELD = held = []
+        returns, holding = {}, []
+        try:
+            for job in jobs:
+                before = len(held)
+                returns[job[0]] = self.run_alone(job)
+                holding.append((job, held[before] if len(held) > before else None))
+        finally:
+            trainer.HELD = None
+        results = train_held(held)
+        for (idx, _, config), h in holding:
+            if h is not None:
+                returns[idx].return_value = results[id(h)]
+        return returns

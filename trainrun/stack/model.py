@@ -1,0 +1,288 @@
+"""R runs' models of the same shape as one stacked model: each weight a [R, *shape] tensor, one forward pass.
+
+Each run's model is built alone, as a run alone builds it (its own initializer and seed), then stacked: its
+parameters and buffers become views of their slice of the stacked tensors, so the run's own module evaluates,
+checkpoints and predicts as ever. Dense activations are [R, batch, features] (torch.baddbmm); convolutional
+ones [batch, R * channels, *positions], a convolution with R times the groups, so batch norm, group norm and
+pooling act per run's channel as they do alone. Dropout draws each run's mask from that run's own generator,
+with the shape and call a run alone makes (torch's CPU dropout: `empty_like(x).bernoulli_(1 - p)`), so a
+stacked run draws exactly the masks it would draw alone.
+
+A model is stackable when it is a tree of nn.Sequential whose leaves are among the layers below (the built-in
+MLP, CNN and linear models); anything else is named by `NotStackable`, and its runs train one at a time.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..options.activation import Abs, Sign
+from .optimizers import StackedParam
+
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Tanh,
+               nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Identity, Abs, Sign)
+POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
+
+
+class NotStackable(Exception):
+    """Why these runs' models cannot be one stacked model (said in the sweep's header)."""
+
+
+def leaves(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers a Sequential tree applies, in order, by their qualified names."""
+    if not isinstance(model, nn.Sequential):
+        raise NotStackable(f"its model is a {type(model).__name__}, not a sequence of layers")
+    out = {}
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential):
+            out |= {f"{name}.{k}": v for k, v in leaves(child).items()}
+        else:
+            out[name] = child
+    return out
+
+
+def aligned(models: list[nn.Module]) -> list[tuple[str, list[nn.Module | None]]]:
+    """Each layer with every run's module; None where a run lacks a dropout layer the others have (dropout 0
+    adds no layer: its mask keeps everything)."""
+    per_run = [leaves(m) for m in models]
+    order = max(per_run, key=len)
+    for own in per_run:
+        missing = [n for n in order if n not in own and not isinstance(order[n], nn.Dropout)]
+        extra = [n for n in own if n not in order]
+        if missing or extra:
+            raise NotStackable(f"its models differ in their layers ({(missing + extra)[0]})")
+    return [(name, [own.get(name) for own in per_run]) for name in order]
+
+
+class StackedModel:
+    """The stacked forward pass of R runs' models; `params` are what the stacked optimizer steps."""
+
+    def __init__(self, models: list[nn.Module], generators: list[torch.Generator]):
+        self.runs, self.generators = len(models), generators
+        self.params: list[StackedParam] = []
+        self.buffers: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+        self.layers: list[Callable] = []
+        self.rates: list[list[float]] = []  # each dropout layer's rate in each run
+        self.convolutional = None  # the layout of the input, set by the first layer with weights
+        for name, mods in aligned(models):
+            self.layers.append(self.stacked(name, mods))
+        if self.convolutional is None:
+            raise NotStackable("its model has no layer with weights")
+
+    # -- stacking tensors --------------------------------------------------------------------------------
+    def param(self, mods: list[nn.Module], attr: str, penalized: bool = False) -> torch.Tensor | None:
+        members = [getattr(m, attr) for m in mods]
+        if members[0] is None:
+            return None
+        if any(not p.requires_grad for p in members):
+            raise NotStackable("its model has frozen layers (model.freeze)")
+        sp = StackedParam(torch.stack([p.detach() for p in members]).requires_grad_(), members, penalized=penalized)
+        sp.alias()
+        self.params.append(sp)
+        return sp.data
+
+    def buffer(self, mods: list[nn.Module], attr: str) -> torch.Tensor | None:
+        members = [getattr(m, attr) for m in mods]
+        if members[0] is None:
+            return None
+        stacked = torch.stack([b.detach() for b in members])
+        for r, b in enumerate(members):
+            b.data = stacked[r]
+        self.buffers.append((stacked, members))
+        return stacked
+
+    def release(self, rows: list[int]) -> None:
+        """Only the runs at `rows` go on: the others' tensors become their own copies, the rest are restacked."""
+        for sp in self.params:
+            leaving = [p for r, p in enumerate(sp.members) if r not in rows]
+            for p in leaving:
+                p.data, p.grad = p.data.clone(), None
+            sp.members = [sp.members[r] for r in rows]
+            sp.data = sp.data.detach()[rows].clone().requires_grad_()
+            sp.alias()
+        for i, (stacked, members) in enumerate(self.buffers):
+            for r, b in enumerate(members):
+                if r not in rows:
+                    b.data = b.data.clone()
+            kept = stacked[rows].clone()
+            members = [members[r] for r in rows]
+            for r, b in enumerate(members):
+                b.data = kept[r]
+            self.buffers[i] = (kept, members)
+        self.generators = [self.generators[r] for r in rows]
+        self.rates = [[rates[r] for r in rows] for rates in self.rates]
+        self.runs = len(rows)
+
+    # -- the layers ----------------------------------------------------------------------------------------
+    def stacked(self, name: str, mods: list) -> Callable:
+        first = next(m for m in mods if m is not None)
+        if isinstance(first, nn.Linear):
+            return self.dense(mods)
+        if isinstance(first, (nn.Conv1d, nn.Conv2d)):
+            return self.conv(mods)
+        if isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self.batch_norm(mods)
+        if isinstance(first, nn.LayerNorm):
+            return self.layer_norm(mods)
+        if isinstance(first, (nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)):
+            return self.group_norm(mods)
+        if type(first) is nn.Dropout:
+            return self.dropout(mods)
+        if isinstance(first, ELEMENTWISE + POOLS):
+            return first
+        if isinstance(first, nn.Flatten):
+            return self.flatten
+        raise NotStackable(f"its model has a {type(first).__name__} ({name}), which has no stacked form")
+
+    def layout(self, convolutional: bool) -> None:
+        if self.convolutional is None:
+            self.convolutional = convolutional
+
+    def dense(self, mods) -> Callable:
+        self.layout(False)
+        index = len(self.params)
+        self.param(mods, "weight", penalized=True)
+        has_bias = mods[0].bias is not None
+        if has_bias:
+            self.param(mods, "bias")
+
+        def forward(x):  # [R, B, in] -> [R, B, out]
+            weight = self.params[index].data
+            if has_bias:
+                return torch.baddbmm(self.params[index + 1].data.unsqueeze(1), x, weight.transpose(1, 2))
+            return torch.bmm(x, weight.transpose(1, 2))
+        return forward
+
+    def conv(self, mods) -> Callable:
+        self.layout(True)
+        m = mods[0]
+        if m.padding_mode != "zeros":
+            raise NotStackable(f"its convolutions pad with {m.padding_mode}")
+        index = len(self.params)
+        self.param(mods, "weight", penalized=True)
+        has_bias = m.bias is not None
+        if has_bias:
+            self.param(mods, "bias")
+        conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
+
+        def forward(x):  # [B, R * in, *S] -> [B, R * out, *S']
+            weight = self.params[index].data
+            bias = self.params[index + 1].data.flatten() if has_bias else None
+            return conv(x, weight.flatten(0, 1), bias, m.stride, m.padding, m.dilation, m.groups * self.runs)
+        return forward
+
+    def batch_norm(self, mods) -> Callable:
+        m = mods[0]
+        index, affine = len(self.params), m.affine
+        if affine:
+            self.param(mods, "weight")
+            self.param(mods, "bias")
+        first_buffer = len(self.buffers)
+        if not m.track_running_stats:
+            raise NotStackable("its batch norm keeps no running statistics")
+        for attr in ("running_mean", "running_var", "num_batches_tracked"):
+            self.buffer(mods, attr)
+
+        def forward(x):
+            mean, var, batches = (self.buffers[first_buffer + i][0] for i in range(3))
+            batches.add_(1)
+            momentum = m.momentum if m.momentum is not None else 0.0
+            if m.momentum is None:  # a cumulative average: each run has seen as many batches
+                momentum = 1.0 / float(batches[0])
+            weight = self.params[index].data.flatten() if affine else None
+            bias = self.params[index + 1].data.flatten() if affine else None
+            flat = self.channels_first(x)
+            out = F.batch_norm(flat, mean.view(-1), var.view(-1), weight, bias, True, momentum, m.eps)
+            return self.channels_back(out, x)
+        return forward
+
+    def layer_norm(self, mods) -> Callable:
+        m = mods[0]
+        index, affine = len(self.params), m.elementwise_affine
+        if affine:
+            self.param(mods, "weight")
+            if m.bias is not None:
+                self.param(mods, "bias")
+
+        def forward(x):  # [R, B, F]: normalized over features, then each run's own scale and shift
+            out = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
+            if affine:
+                out = out * self.params[index].data.unsqueeze(1)
+                if m.bias is not None:
+                    out = out + self.params[index + 1].data.unsqueeze(1)
+            return out
+        return forward
+
+    def group_norm(self, mods) -> Callable:
+        m = mods[0]
+        index = len(self.params)
+        affine = m.weight is not None
+        if affine:
+            self.param(mods, "weight")
+            self.param(mods, "bias")
+        groups = m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features
+        if isinstance(m, (nn.InstanceNorm1d, nn.InstanceNorm2d)) and m.track_running_stats:
+            raise NotStackable("its instance norm keeps running statistics")
+
+        def forward(x):  # [B, R * C, *S]: run r's groups are its own channels'
+            weight = self.params[index].data.flatten() if affine else None
+            bias = self.params[index + 1].data.flatten() if affine else None
+            return F.group_norm(x, groups * self.runs, weight, bias, m.eps)
+        return forward
+
+    def dropout(self, mods) -> Callable:
+        index = len(self.rates)
+        self.rates.append([m.p if m is not None else 0.0 for m in mods])  # a run without the layer: rate 0
+
+        def forward(x):
+            masks = []
+            for r, (rate, generator) in enumerate(zip(self.rates[index], self.generators)):
+                own = self.slice(x, r)
+                noise = torch.empty(own.shape, dtype=x.dtype, device=x.device)
+                if rate:  # as torch's CPU dropout draws it: the mask of a run alone, from its own generator
+                    noise.bernoulli_(1 - rate, generator=generator).div_(1 - rate)
+                else:
+                    noise.fill_(1)
+                masks.append(noise)
+            return x * (torch.stack(masks) if self.flattened else torch.cat(masks, 1))
+        return forward
+
+    # -- layouts -------------------------------------------------------------------------------------------
+    flattened = False  # in a pass: whether the activations are [R, B, F] by now (dense), not [B, R * C, *S]
+
+    def slice(self, x, r: int) -> torch.Tensor:
+        if self.flattened:
+            return x[r]
+        width = x.shape[1] // self.runs
+        return x[:, r * width:(r + 1) * width]
+
+    def channels_first(self, x) -> torch.Tensor:
+        """[R, B, C] -> [B, R * C] for batch norm over features; convolutional maps are already so."""
+        return x.transpose(0, 1).reshape(x.shape[1], -1) if self.flattened else x
+
+    def channels_back(self, out, x) -> torch.Tensor:
+        return out.view(x.shape[1], self.runs, -1).transpose(0, 1) if self.flattened else out
+
+    def flatten(self, x) -> torch.Tensor:
+        self.flattened = True
+        if self.convolutional:  # [B, R * C, *S] -> [R, B, C * S]
+            return x.reshape(x.shape[0], self.runs, -1).transpose(0, 1)
+        return x.flatten(2)  # [R, B, *shape] -> [R, B, F]
+
+    # -- the pass --------------------------------------------------------------------------------------------
+    def inputs(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Each run's batch, as the first layer takes them."""
+        if self.convolutional:
+            return torch.cat(xs, 1)  # [B, R * C, *S]
+        return torch.stack(xs)  # [R, B, *shape]
+
+    def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """[R, B, outputs]: every run's outputs for its own batch."""
+        self.flattened = not self.convolutional
+        x = self.inputs(xs)
+        for layer in self.layers:
+            x = layer(x)
+        return x
