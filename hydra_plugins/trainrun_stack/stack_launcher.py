@@ -20,14 +20,16 @@ log = logging.getLogger("trainrun")
 @dataclass
 class TrainrunStackLauncherConf:
     _target_: str = "hydra_plugins.trainrun_stack.stack_launcher.TrainrunStackLauncher"
+    memory_gb: Optional[float] = None  # what a stack may take; null: half the free accelerator or host memory
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stack", node=TrainrunStackLauncherConf, provider="trainrun")
 
 
 class TrainrunStackLauncher(Launcher):
-    def __init__(self) -> None:
+    def __init__(self, memory_gb: Optional[float] = None) -> None:
         self.config: Optional[DictConfig] = None
+        self.memory_gb = memory_gb
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
@@ -76,7 +78,7 @@ class TrainrunStackLauncher(Launcher):
                 holding.append((job, held[before] if len(held) > before else None))
         finally:
             trainer.HELD = None
-        results = train_held(held)
+        results = train_held(held, self.memory_gb)
         for (idx, _, config), h in holding:
             if h is not None:
                 returns[idx].return_value = results[id(h)]

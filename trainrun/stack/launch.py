@@ -3,7 +3,10 @@ once, and train the runs it held, as one stack or, where their models cannot be 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+
+import torch
 
 from ..run.checkpoint import set_rng_states
 from ..run.trainer import Held, completed
@@ -30,19 +33,84 @@ def announce(groups: list, names: list[str]) -> None:
             print(f"alone: run {names[members[0]]}: {why}", flush=True)
 
 
-def train_held(held: list[Held]) -> dict[int, dict | None]:
-    """Train the held runs; each one's job return value (its metrics and objective) by id(held run)."""
-    if not held:
-        return {}
-    try:
-        metrics = Stack(held).fit() if len(held) > 1 else one_by_one(held)
-    except NotStackable as why:
-        print(f"alone: {len(held)} runs of one shape train one after another: {why}", flush=True)
-        metrics = one_by_one(held)
-    results = {id(h): returned(h, m) for h, m in zip(held, metrics)}
-    if any(m and m.get("stop_reason") == "interrupted" for m in metrics):
+def train_held(held: list[Held], memory_gb: float | None = None) -> dict[int, dict | None]:
+    """Train the held runs; each one's job return value (its metrics and objective) by id(held run).
+
+    Runs stand where they start: at step 0, or where a resume found each (a killed stack resumes from each run's
+    last.pt); runs at the same step train as stacks of as many as fit the memory budget."""
+    results, interrupted = {}, False
+    for chunk in stacks(held, memory_gb):
+        try:
+            metrics = Stack(chunk).fit() if len(chunk) > 1 else one_by_one(chunk)
+        except NotStackable as why:
+            print(f"alone: {len(chunk)} runs of one shape train one after another: {why}", flush=True)
+            metrics = one_by_one(chunk)
+        results |= {id(h): returned(h, m) for h, m in zip(chunk, metrics)}
+        interrupted = interrupted or any(m and m.get("stop_reason") == "interrupted" for m in metrics)
+        if interrupted:  # Ctrl-C or SIGTERM: the runs not started yet stay as they are, for the resume
+            break
+    if interrupted:
         raise KeyboardInterrupt
     return results
+
+
+def stacks(held: list[Held], memory_gb: float | None) -> list[list[Held]]:
+    """The held runs by the step they start from, each group cut into stacks that fit the memory budget."""
+    by_step: dict[tuple, list[Held]] = {}
+    for h in held:
+        by_step.setdefault((h.run.step, h.run.progress.epoch, h.run.progress.steps_done), []).append(h)
+    out = []
+    for group in by_step.values():
+        size = runs_that_fit(group[0], len(group), memory_gb)
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+        if size < len(group):
+            print(f"stacked: {size} runs per stack fit the memory budget ({budget_text(group[0], memory_gb)})",
+                  flush=True)
+    return out
+
+
+def budget(device: torch.device, memory_gb: float | None) -> float:
+    """Bytes a stack may take: hydra.launcher.memory_gb, else half the accelerator's free memory or half the
+    host's available memory."""
+    if memory_gb is not None:
+        return memory_gb * 2**30
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2
+
+
+def run_bytes(h: Held) -> int:
+    """One run's share of a stack: its weights, gradients and up to two optimizer moments, and the activations a
+    training step keeps for the backward pass, counted on one batch of its own (measured, not guessed)."""
+    parts = h.run.parts
+    weights = sum(p.numel() * p.element_size() for p in parts.model.parameters())
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    buffers = {name: b.clone() for name, b in parts.model.named_buffers()}
+    with torch.random.fork_rng(devices=[parts.device] if parts.device.type == "cuda" else []), \
+            torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        x, _ = parts.data.fetch(parts.data.train, slice(0, parts.batches.batch_size))
+        parts.model.train()
+        parts.model(parts.data.normalize(x))
+    with torch.no_grad():
+        for name, b in parts.model.named_buffers():
+            b.copy_(buffers[name])
+    return 4 * weights + saved
+
+
+def runs_that_fit(h: Held, runs: int, memory_gb: float | None) -> int:
+    return max(1, min(runs, int(budget(h.run.parts.device, memory_gb) // max(run_bytes(h), 1))))
+
+
+def budget_text(h: Held, memory_gb: float | None) -> str:
+    where = "hydra.launcher.memory_gb" if memory_gb is not None else "half the free memory"
+    return (f"{run_bytes(h) / 2**20:.1f} MiB a run measured on a step, {budget(h.run.parts.device, memory_gb) / 2**20:.0f} "
+            f"MiB: {where}")
 
 
 def one_by_one(held: list[Held]) -> list[dict]:

@@ -1,0 +1,147 @@
+"""Stacks: runs trained together as one stacked model, each equal to the run trained alone up to rounding, each
+still its own run (files, early stopping, divergence), and the launcher that plans and announces them."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import cli, make_config, quiet_console, read_metrics
+from test_predict import export, predict
+from trainrun.run import trainer
+from trainrun.stack.launch import train_held
+
+QUICK = ["data.subset=400", "trainer.log_every_n_steps=1", "trainer.checkpoint.every_n_seconds=null"]
+MLP = [*QUICK, "regularization=dropout", "trainer.epochs=6", "trainer.early_stopping.patience=1"]
+CNN = [*QUICK, "model=cnn", "model.channels=[8,16]", "model.hidden=[32]", "norm=batch", "augmentation=[crop,flip]",
+       "trainer.epochs=3"]
+
+
+def events(run_dir: Path) -> dict[str, list[float]]:
+    found = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    found.Reload()
+    return {tag: [e.value for e in found.Scalars(tag)] for tag in found.Tags()["scalars"]}
+
+
+def alone_and_stacked(tmp_path, common: list[str], runs: list[list[str]], memory_gb=None) -> tuple[list, list]:
+    """Each run trained alone, then the same runs trained as one stack: their metrics, in order."""
+    alone = [trainer.train(make_config([*common, *own]), tmp_path / f"alone{i}", quiet_console())
+             for i, own in enumerate(runs)]
+    trainer.HELD = held = []
+    try:
+        for i, own in enumerate(runs):
+            trainer.train(make_config([*common, *own]), tmp_path / f"stacked{i}", quiet_console())
+    finally:
+        trainer.HELD = None
+    results = train_held(held, memory_gb)
+    return alone, [results[id(h)] for h in held]
+
+
+def assert_same_metrics(ours: dict, theirs: dict, rel: float) -> None:
+    """Equal metrics.json, numbers to `rel` (sums added in another order), its wall time aside."""
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if key == "wall_time_s":
+            continue
+        if isinstance(value, float):
+            assert ours[key] == pytest.approx(value, rel=rel), key
+        else:
+            assert ours[key] == value, key
+
+
+def assert_equal_runs(tmp_path, alone: list, stacked: list) -> None:
+    for i, (a, s) in enumerate(zip(alone, stacked)):
+        assert s is not None, f"run {i} left no metrics"
+        assert (s["stop_reason"], s["best_epoch"], s["epochs_run"], s["steps"]) == \
+               (a["stop_reason"], a["best_epoch"], a["epochs_run"], a["steps"]), i
+        assert abs(s["test/acc"] - a["test/acc"]) <= 0.005, i
+        ours, theirs = events(tmp_path / f"stacked{i}"), events(tmp_path / f"alone{i}")
+        assert sorted(ours) == sorted(theirs)  # the same tags
+        steps = len(theirs["step/loss"]) // max(a["epochs_run"], 1)  # the first epoch's steps
+        torch.testing.assert_close(torch.tensor(ours["step/loss"][:steps]), torch.tensor(theirs["step/loss"][:steps]),
+                                   rtol=1e-5, atol=0)
+        assert sorted(p.name for p in (tmp_path / f"stacked{i}").iterdir()) == \
+               sorted(p.name for p in (tmp_path / f"alone{i}").iterdir())
+
+
+def test_stacked_mlps_with_dropout_equal_each_run_alone_and_stop_early_on_their_own(tmp_path):
+    runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
+            ["optimizer.lr=0.03", "trainer.seed=0"], ["optimizer.lr=0.01", "trainer.seed=0", "regularization.dropout=0"]]
+    alone, stacked = alone_and_stacked(tmp_path, MLP, runs)
+    assert_equal_runs(tmp_path, alone, stacked)
+    reasons = [(m["stop_reason"], m["epochs_run"]) for m in alone]
+    assert len(set(reasons)) > 1, reasons  # runs left the stack at different epochs, the others went on
+
+
+def test_stacked_cnns_with_batch_norm_and_augmentation_equal_each_run_alone(tmp_path):
+    runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
+            ["optimizer.lr=0.001", "trainer.seed=1", "optimizer.weight_decay=0.01"]]
+    alone, stacked = alone_and_stacked(tmp_path, CNN, runs)
+    assert_equal_runs(tmp_path, alone, stacked)
+
+
+def test_a_run_that_diverges_leaves_the_stack_and_the_others_finish_unchanged(tmp_path):
+    runs = [["optimizer.lr=0.001"], ["optimizer=sgd", "optimizer.lr=1e30"], ["optimizer.lr=0.003", "trainer.seed=2"]]
+    common = [*QUICK, "trainer.epochs=3", "optimizer=sgd"]
+    alone, stacked = alone_and_stacked(tmp_path, common, [r if "optimizer=sgd" not in r else r[1:] for r in runs])
+    assert alone[1]["stop_reason"] == stacked[1]["stop_reason"] == "diverged"
+    assert alone[1]["steps"] == stacked[1]["steps"] < alone[0]["steps"]  # it left at its divergence
+    for i in (0, 2):
+        assert_same_metrics(stacked[i], alone[i], rel=1e-4)
+
+
+def test_the_stack_size_follows_a_small_memory_budget(tmp_path, capsys):
+    runs = [[f"trainer.seed={s}"] for s in range(3)]
+    alone, stacked = alone_and_stacked(tmp_path, [*QUICK, "trainer.epochs=2"], runs, memory_gb=1e-4)
+    assert "runs per stack fit the memory budget" in capsys.readouterr().out
+    assert [m["test/acc"] for m in stacked] == pytest.approx([m["test/acc"] for m in alone], abs=0.005)
+
+
+def summary_rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as f:
+        return [{k: v for k, v in row.items() if "time" not in k} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow  # two sweeps of 8 runs
+def test_a_sweep_splits_into_stacks_and_lone_runs_and_ends_as_the_basic_launcher_ends(tmp_path):
+    args = ["-m", "model=linear,mlp", "trainer.seed=0,1", "optimizer=adam,lbfgs", "optimizer.lr=0.01",
+            "trainer.epochs=2", "data.subset=300"]
+    stacked = cli(*args, "hydra.sweep.dir=stacked", cwd=tmp_path)
+    basic = cli(*args, "hydra/launcher=basic", "hydra.sweep.dir=basic", cwd=tmp_path)
+    assert stacked.returncode == 0 and basic.returncode == 0, stacked.stderr
+    assert "stacked: 4 runs train together in 2 stacks (runs per stack: 2 x 2)" in stacked.stdout
+    assert stacked.stdout.count("optimizer=lbfgs has no stacked step") == 4
+    assert "stacked:" not in basic.stdout
+    ours, theirs = summary_rows(tmp_path / "stacked"), summary_rows(tmp_path / "basic")
+    assert [r["run"] for r in ours] == [r["run"] for r in theirs]
+    for a, b in zip(ours, theirs):
+        for key in a:
+            if key.startswith(("val/", "test/", "train/")):
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4), (a["run"], key)
+            else:
+                assert a[key] == b[key], (a["run"], key)
+
+
+def test_a_stacked_run_is_predicted_exported_and_resumed_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli("-m", "optimizer.lr=0.001,0.003", "trainer.epochs=2", "data.subset=300", "trainer.deterministic=true",
+               f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0 and "stacked: 2 runs" in done.stdout, done.stderr
+    run = next(p for p in sweep.iterdir() if p.name.startswith("1_"))
+    solo = cli("optimizer.lr=0.003", "trainer.epochs=2", "data.subset=300", "trainer.deterministic=true",
+               f"hydra.run.dir={tmp_path / 'solo'}", cwd=tmp_path)
+    assert solo.returncode == 0
+    for where in (run, tmp_path / "solo"):  # continued alone, two more epochs
+        more = cli(f"trainer.resume={where}", "trainer.epochs=4", cwd=tmp_path)
+        assert more.returncode == 0, more.stderr
+    ours, theirs = read_metrics(run), read_metrics(tmp_path / "solo")
+    assert ours["epochs_run"] == 4
+    assert_same_metrics(ours, theirs, rel=1e-5)
+    code, out, err = predict(run)  # its test split, through trainrun-predict, as its own test computed it
+    assert code == 0, err
+    assert f"acc {ours['test/acc']:.4f}" in out
+    code, out, err = export(run, "--format", "pt2", "--output", tmp_path / "exported")
+    assert code == 0 and (tmp_path / "exported").exists(), err
