@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""Sweeps side by side, in one sitting: launchers, worker utilization of a search, resuming a killed grid.
+"""Sweeps side by side, in one sitting: stacks, launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--trials 24] [--epochs 30] [--grid 16]
+    python scripts/bench_sweep.py [--only stacks|launchers|search|grid] [--trials 24] [--epochs 30] [--grid 16]
+
+0. The issue's 16- and 64-run grids of the default digits MLP (20 epochs, early stopping on) stacked (the
+   default launcher), one run at a time (hydra/launcher=basic) and on joblib's 2 workers (hydra/launcher=parallel):
+   the whole command's wall time, and the stacked training phase's FLOP rate against torch.mm's.
 
 1. The same 8-run grid with the basic launcher (one run after another) and with joblib on 2 workers.
 2. A 24-trial Optuna search with median pruning on digits, 2 workers on the 2 cores: Hydra-style batches
@@ -78,6 +82,65 @@ def busy(sweep: Path, workers: int) -> tuple[float, str]:
                                            f"the last trial alone {alone:.1f}, between trials {rest:.1f}")
 
 
+def matmul_peak() -> float:
+    """fp32 GFLOP/s of torch.mm on 2048x2048 matrices: the machine's practical peak."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    started, n = time.perf_counter(), 10
+    for _ in range(n):
+        torch.mm(a, b)
+    return n * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
+
+
+def training_flops(sweep: Path) -> float:
+    """FLOPs the sweep's MLPs trained: 6 x (the weights' multiply-adds) per sample (forward 2, backward 4)."""
+    import torch
+
+    total = 0.0
+    for metrics in sweep.glob("*/metrics.json"):
+        run = metrics.parent
+        config = (run / ".hydra" / "config.yaml").read_text()
+        batch = int(next(line.split(":")[1] for line in config.splitlines() if line.strip().startswith("batch_size:")))
+        weights = torch.load(run / "best.pt", weights_only=True)["model"]
+        macs = sum(w.numel() for name, w in weights.items() if name.endswith("weight") and w.dim() == 2)
+        total += 6 * macs * batch * json.loads(metrics.read_text())["steps"]
+    return total
+
+
+def stacked_seconds(output: str) -> float:
+    """The stacks' training time, from the launcher's line for each stack."""
+    return sum(float(line.split(" trained in ")[1].split(" s")[0]) for line in output.splitlines()
+               if line.startswith("stacked: ") and " trained in " in line)
+
+
+def stacks(tmp: Path) -> None:
+    """The issue's grids, stacked against one run at a time and against joblib's 2 workers."""
+    peak = matmul_peak()
+    grids = {16: ["optimizer.lr=0.0003,0.001,0.003,0.01", "trainer.seed=0,1,2,3"],
+             64: ["optimizer.lr=0.0003,0.001,0.003,0.01", "optimizer.weight_decay=0,0.0001,0.001,0.01",
+                  "trainer.seed=0,1,2,3"]}
+    for runs, grid in grids.items():
+        common = ["-m", *grid, "trainer.epochs=20"]
+        times = {}
+        for label, extra in (("stack", []), ("basic", ["hydra/launcher=basic"]), ("joblib", ["hydra/launcher=parallel"])):
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "trainrun", *common, *extra,
+                                   f"hydra.sweep.dir={tmp / f'{label}{runs}'}"], cwd=tmp, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-2000:])
+            times[label] = time.perf_counter() - started
+            if label == "stack":
+                training = stacked_seconds(done.stdout)
+                flops = training_flops(tmp / f"stack{runs}")
+        print(f"{runs}-run grid (digits MLP, 20 epochs, early stopping on): stacked {times['stack']:.1f} s, basic "
+              f"{times['basic']:.1f} s ({times['basic'] / times['stack']:.2f}x), joblib on 2 workers "
+              f"{times['joblib']:.1f} s ({times['joblib'] / times['stack']:.2f}x)")
+        print(f"  stacked training phase: {flops / 1e9:.0f} GFLOP in {training:.2f} s = {flops / training / 1e9:.0f} "
+              f"GFLOP/s, {flops / training / 1e9 / peak:.0%} of the fp32 matmul peak ({peak:.0f} GFLOP/s, torch.mm 2048^2)")
+
+
 def launchers(tmp: Path) -> None:
     common = ["-m", "optimizer=sgd,momentum,adam,rmsprop", "init=xavier_uniform,kaiming_normal", "trainer.epochs=8",
               "trainer.early_stopping.enabled=false", "logger.enabled=false"]
@@ -129,9 +192,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--only", choices=("launchers", "search", "grid"))
+    parser.add_argument("--only", choices=("stacks", "launchers", "search", "grid"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "stacks"):
+            stacks(Path(tmp))
         if args.only in (None, "launchers"):
             launchers(Path(tmp))
         if args.only in (None, "search"):

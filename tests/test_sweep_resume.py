@@ -58,12 +58,13 @@ def kill_after_two_finished(proc: subprocess.Popen, sweep: Path) -> None:
     raise TimeoutError
 
 
-# the basic launcher: joblib's and submitit's resume is the same sweeper code under another pool (each took
-# 70-100 s of CI's 30 minutes; their launchers' sweeps are run in test_sweep.py and test_search.py)
+# the stack launcher (the default: the grid is two stacks, sgd's and adam's, each checkpointing every step) and
+# the basic one: joblib's and submitit's resume is the same sweeper code under another pool (each took 70-100 s of
+# CI's 30 minutes; their launchers' sweeps are run in test_sweep.py and test_search.py)
 @pytest.mark.slow  # everyday tier under 10 min: 68 s of a worker here
-@pytest.mark.parametrize("launcher", ["basic"])
+@pytest.mark.parametrize("launcher", ["stack", "basic"])
 def test_a_killed_grid_sweep_is_finished_by_repeating_its_command(tmp_path, launcher):
-    launch = [] if launcher == "basic" else [f"hydra/launcher={launcher}"]
+    launch = [] if launcher == "stack" else [f"hydra/launcher={launcher}"]
     # the reference under the same launcher: its thread count decides the last bits of every sum
     reference = cli(*GRID, *launch, f"hydra.sweep.dir={tmp_path / 'reference'}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
@@ -82,7 +83,7 @@ def test_a_killed_grid_sweep_is_finished_by_repeating_its_command(tmp_path, laun
         assert fingerprint(sweep / name) == files, name
     for name in interrupted:  # resumed from its checkpoint, not started over
         assert (sweep / name / ".hydra" / "resumed").is_dir()
-        if launcher == "basic":  # the others write their runs' output to their own logs
+        if launcher in ("basic", "stack"):  # the others write their runs' output to their own logs
             unwrapped = "".join(resumed.stdout.split())  # the console wraps long lines
             assert "".join(f"resuming {sweep / name} at epoch".split()) in unwrapped
     assert final_metrics(sweep) == final_metrics(tmp_path / "reference")  # as if never interrupted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 
 import torch
@@ -40,8 +41,11 @@ def train_held(held: list[Held], memory_gb: float | None = None) -> dict[int, di
     last.pt); runs at the same step train as stacks of as many as fit the memory budget."""
     results, interrupted = {}, False
     for chunk in stacks(held, memory_gb):
+        started = time.perf_counter()
         try:
             metrics = Stack(chunk).fit() if len(chunk) > 1 else one_by_one(chunk)
+            if len(chunk) > 1:
+                print(f"stacked: {len(chunk)} runs trained in {time.perf_counter() - started:.2f} s", flush=True)
         except NotStackable as why:
             print(f"alone: {len(chunk)} runs of one shape train one after another: {why}", flush=True)
             metrics = one_by_one(chunk)

@@ -57,6 +57,25 @@ def aligned(models: list[nn.Module]) -> list[tuple[str, list[nn.Module | None]]]
     return [(name, [own.get(name) for own in per_run]) for name in order]
 
 
+SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm,
+             nn.InstanceNorm1d, nn.InstanceNorm2d, nn.Flatten) + ELEMENTWISE + POOLS
+
+
+def refusal(first: nn.Module, mods: list) -> str | None:
+    """Why a layer has no stacked form here, or None."""
+    if not (isinstance(first, SUPPORTED) or type(first) is nn.Dropout):
+        return f"a {type(first).__name__}, which has no stacked form"
+    if any(not p.requires_grad for m in mods if m is not None for p in m.parameters()):
+        return "frozen layers (model.freeze)"
+    if isinstance(first, (nn.Conv1d, nn.Conv2d)) and first.padding_mode != "zeros":
+        return f"convolutions that pad with {first.padding_mode}"
+    if isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)) and not first.track_running_stats:
+        return "a batch norm without running statistics"
+    if isinstance(first, (nn.InstanceNorm1d, nn.InstanceNorm2d)) and first.track_running_stats:
+        return "an instance norm with running statistics"
+    return None
+
+
 class StackedModel:
     """The stacked forward pass of R runs' models; `params` are what the stacked optimizer steps."""
 
@@ -67,7 +86,12 @@ class StackedModel:
         self.layers: list[Callable] = []
         self.rates: list[list[float]] = []  # each dropout layer's rate in each run
         self.convolutional = None  # the layout of the input, set by the first layer with weights
-        for name, mods in aligned(models):
+        layers = aligned(models)
+        for name, mods in layers:  # every refusal before any tensor is stacked: the runs then train alone as they are
+            why = refusal(next(m for m in mods if m is not None), mods)
+            if why:
+                raise NotStackable(f"its model has {why} ({name})")
+        for name, mods in layers:
             self.layers.append(self.stacked(name, mods))
         if self.convolutional is None:
             raise NotStackable("its model has no layer with weights")
@@ -77,8 +101,6 @@ class StackedModel:
         members = [getattr(m, attr) for m in mods]
         if members[0] is None:
             return None
-        if any(not p.requires_grad for p in members):
-            raise NotStackable("its model has frozen layers (model.freeze)")
         sp = StackedParam(torch.stack([p.detach() for p in members]).requires_grad_(), members, penalized=penalized)
         sp.alias()
         self.params.append(sp)
@@ -133,9 +155,7 @@ class StackedModel:
             return self.dropout(mods)
         if isinstance(first, ELEMENTWISE + POOLS):
             return first
-        if isinstance(first, nn.Flatten):
-            return self.flatten
-        raise NotStackable(f"its model has a {type(first).__name__} ({name}), which has no stacked form")
+        return self.flatten
 
     def layout(self, convolutional: bool) -> None:
         if self.convolutional is None:
@@ -159,8 +179,6 @@ class StackedModel:
     def conv(self, mods) -> Callable:
         self.layout(True)
         m = mods[0]
-        if m.padding_mode != "zeros":
-            raise NotStackable(f"its convolutions pad with {m.padding_mode}")
         index = len(self.params)
         self.param(mods, "weight", penalized=True)
         has_bias = m.bias is not None
@@ -181,8 +199,6 @@ class StackedModel:
             self.param(mods, "weight")
             self.param(mods, "bias")
         first_buffer = len(self.buffers)
-        if not m.track_running_stats:
-            raise NotStackable("its batch norm keeps no running statistics")
         for attr in ("running_mean", "running_var", "num_batches_tracked"):
             self.buffer(mods, attr)
 
@@ -224,8 +240,6 @@ class StackedModel:
             self.param(mods, "weight")
             self.param(mods, "bias")
         groups = m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features
-        if isinstance(m, (nn.InstanceNorm1d, nn.InstanceNorm2d)) and m.track_running_stats:
-            raise NotStackable("its instance norm keeps running statistics")
 
         def forward(x):  # [B, R * C, *S]: run r's groups are its own channels'
             weight = self.params[index].data.flatten() if affine else None
