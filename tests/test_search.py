@@ -275,7 +275,7 @@ def test_a_trial_composed_from_the_first_trials_config_equals_hydras_own_compose
     from omegaconf import OmegaConf
 
     import trainrun.cli  # noqa: F401  (its resolvers and sweepers)
-    from hydra_plugins.trainrun_optuna.optuna_sweeper import TrialComposer
+    from trainrun.sweeps.compose import JobComposer
 
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://trainrun.conf"))
     config = loader.load_configuration("config", ["hydra.sweep.dir=/tmp/s", "trainer.epochs=5"], RunMode.MULTIRUN)
@@ -285,15 +285,17 @@ def test_a_trial_composed_from_the_first_trials_config_equals_hydras_own_compose
         return ["hparams_search=optuna", "trainer.epochs=5", f"optimizer.lr={lr}", f"model.hidden={hidden}",
                 f"trainer.pruning.trial={number}", f"hydra.sweep.subdir={number}_lr-{lr}"]
 
-    fast = TrialComposer(context, config)
-    fast.compose(0, job(0, 0.1, "[128]"))
-    copied = fast.compose(1, job(1, 0.0123, "[512,256]"))
-    assert fast.base is not None  # the second trial took the copy
-    composed = TrialComposer(context, config).compose(1, job(1, 0.0123, "[512,256]"))
+    fast = JobComposer(context, config)
+    fast.compose(job(0, 0.1, "[128]"), 0)
+    copied = fast.compose(job(1, 0.0123, "[512,256]"), 1)
+    assert len(fast.templates) == 1  # the second trial took the copy
+    composed = JobComposer(context, config).compose(job(1, 0.0123, "[512,256]"), 1)
     assert OmegaConf.to_container(copied) == OmegaConf.to_container(composed)
     assert copied.optimizer.lr == 0.0123 and list(copied.model.hidden) == [512, 256]
-    regrouped = fast.compose(2, [*job(2, 0.1, "[128]")[1:], "optimizer=adam"])  # a group: Hydra composes it
-    assert regrouped.optimizer.kind == "adam"
+    regrouped = fast.compose([*job(2, 0.1, "[128]")[1:], "optimizer=adam"], 2)  # a group: Hydra composes it
+    assert regrouped.optimizer.kind == "adam" and len(fast.templates) == 2
+    again = fast.compose([*job(3, 0.5, "[64]")[1:], "optimizer=adam"], 3)  # that shape's own template now
+    assert len(fast.templates) == 2 and again.optimizer.lr == 0.5 and again.optimizer.kind == "adam"
 
 
 @pytest.mark.parametrize("chdir", [False, True])

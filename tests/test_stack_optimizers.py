@@ -76,6 +76,47 @@ def test_a_stacked_step_equals_torch_optim_on_every_slice(kind, runs, shared):
                 torch.testing.assert_close(got["state"][index][key].float(), value.float(), rtol=1e-6, atol=1e-6)
 
 
+def test_a_run_that_leaves_keeps_its_state_and_the_others_step_on_as_alone():
+    torch.manual_seed(0)
+    start = model()
+    nets = [model() for _ in range(3)]
+    alone = [model() for _ in range(3)]
+    for net in nets + alone:
+        net.load_state_dict(start.state_dict())
+    runs = RUNS["adam"]
+    owners = [optimizer_for("adam", k, net) for k, net in zip(runs, nets)]
+    references = [optimizer_for("adam", k, net, single_tensor=True) for k, net in zip(runs, alone)]
+    params = [StackedParam(torch.stack([p.detach() for p in ps]).requires_grad_(), list(ps))
+              for ps in zip(*(net.parameters() for net in nets))]
+    for sp in params:
+        sp.alias()
+    stack = StackedOptimizer(lazy(OPTIMIZERS.trait("adam", "stacked_step")), params, owners)
+    rows = [0, 1, 2]
+    for step in range(60):
+        if step == 30:  # run 1 leaves: its state becomes its own, the stack goes on with runs 0 and 2
+            rows = [0, 2]
+            stack.keep([0, 2])
+            for sp in params:
+                for p in [sp.members[1]]:
+                    p.data, p.grad = p.data.clone(), None
+                sp.members = [sp.members[0], sp.members[2]]
+                sp.data = sp.data.detach()[[0, 2]].clone().requires_grad_()
+                sp.alias()
+            stack.alias()
+        grads = [torch.randn_like(p) for p in start.parameters()]
+        for r in rows:
+            for p, g in zip(alone[r].parameters(), grads):
+                p.grad = g
+            references[r].step()
+        for sp, g in zip(params, grads):
+            sp.data.grad.copy_(torch.stack([g] * len(rows)))
+        stack.step()
+    for r in (0, 2):
+        for mine, theirs in zip(nets[r].parameters(), alone[r].parameters()):
+            torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-6)
+    assert owners[1].state_dict()["state"][0]["step"] == 30  # the leaver's state, its own copy, where it left
+
+
 def test_every_shipped_optimizer_says_whether_it_stacks():
     stacking = {kind for kind in OPTIMIZERS if OPTIMIZERS.trait(kind, "stacked_step")}
     assert stacking == set(RUNS)  # the rest train one run at a time: a test here once they get a stacked step

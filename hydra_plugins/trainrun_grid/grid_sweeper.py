@@ -161,8 +161,10 @@ class TrainrunGridSweeper(Sweeper):
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0
+        composes_first = type(self.launcher).__name__ == "TrainrunStackLauncher"  # it composes every job first
         for chunk in batches(batch, self.max_batch_size) if batch else []:
-            self.validate_batch_is_legal(chunk)
+            if not composes_first:
+                self.validate_batch_is_legal(chunk)
             results = self.launcher.launch(chunk, initial_job_idx=initial_job_idx)
             for r in results:
                 _ = r.return_value  # a job that raised (a bug, not a bad config) stops the sweep here

@@ -40,6 +40,7 @@ from trainrun.check import check_job, check_node
 from trainrun.config import PrunerConfig, direction
 from trainrun.errors import ConfigError
 from trainrun.registry import SEARCH_SAMPLERS
+from trainrun.sweeps.compose import JobComposer
 from trainrun.sweeps.search import make_pruner, make_storage
 from trainrun.sweeps.sweep import claim, held, holding, resuming, run_name, write_experiment
 
@@ -162,53 +163,6 @@ def start_worker(hydra_context, task_function, singleton_state, threads: int) ->
     # made is never garbage, so it leaves the collector's view
     gc.freeze()
     WORKER.update(hydra_context=hydra_context, task_function=task_function)
-
-
-def value_only(override: Override) -> bool:
-    """An override that sets a value (optimizer.lr=0.1), not a config group, an addition or a deletion."""
-    return "." in override.key_or_group and override.package is None and override.type.name == "CHANGE"
-
-
-class TrialComposer:
-    """A trial's job config, as Hydra's launchers compose a job's, in the sweeper's process while the workers
-    train. Hydra's compose took 0.2-0.4 s of a pruned trial's ~0.3 s on 2 cores, so the workers waited for the
-    sweeper: a trial whose overrides differ from the first trial's only in values (no config group, no + or ~)
-    is the first trial's config with its own values set (~10 ms); the rest go through Hydra."""
-
-    def __init__(self, hydra_context, config: DictConfig):
-        self.hydra_context, self.config, self.base, self.lines = hydra_context, config, None, []
-        self.parser = OverridesParser.create()
-
-    def compose(self, number: int, overrides: list) -> DictConfig:
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-        from omegaconf import open_dict
-
-        parsed = self.parser.parse_overrides(list(overrides))
-        lines = [o.input_line for o in parsed]
-        if self.base is not None and len(lines) == len(self.lines) and all(
-                line == first or (o.get_key_element() == first.partition("=")[0] and value_only(o))
-                for o, line, first in zip(parsed, lines, self.lines)):
-            composed = pickle.loads(self.base)  # a copy: 3 ms, DictConfig.copy 24 ms (~100 ms beside 2 workers)
-            with open_dict(composed):
-                for override, line, first in zip(parsed, lines, self.lines):
-                    if line != first:
-                        OmegaConf.update(composed, override.key_or_group, override.value(), merge=False)
-                task = [o for o in parsed if not o.is_hydra_override()]
-                composed.hydra.overrides.task = [o.input_line for o in task]
-                composed.hydra.overrides.hydra = [*self.hydra_overrides, *(o.input_line for o in parsed
-                                                                          if o.is_hydra_override())]
-                dirname = composed.hydra.job.config.override_dirname
-                composed.hydra.job.override_dirname = get_overrides_dirname(task, list(dirname.exclude_keys),
-                                                                            dirname.item_sep, dirname.kv_sep)
-        else:
-            composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            if self.base is None:
-                self.base, self.lines = pickle.dumps(composed), lines
-                own = {o.input_line for o in parsed if o.is_hydra_override()}
-                self.hydra_overrides = [o for o in composed.hydra.overrides.hydra if o not in own]
-        with open_dict(composed):
-            composed.hydra.job.id, composed.hydra.job.num = f"{composed.hydra.job.name}_{number}", number
-        return composed
 
 
 def execute_trial(composed: bytes):
@@ -440,8 +394,8 @@ class TrainrunOptunaSweeper(Sweeper):
         # the workers start (python, torch, trainrun: ~4 s here) before the first trial is asked, so a trial's
         # start in the study is when a worker can run it, not when the pool began to start
         wait([pool.submit(os.getpid) for _ in range(self.n_jobs)])
-        running, results, composer = {}, [], TrialComposer(self.hydra_context, self.config)
-        composer.compose(0, template)
+        running, results, composer = {}, [], JobComposer(self.hydra_context, self.config)
+        composer.compose(template, 0)
         # one trial more than workers is queued, so a worker that ends one starts the next at once, while
         # this process tells the result and asks for the one after
         while True:
@@ -449,7 +403,7 @@ class TrainrunOptunaSweeper(Sweeper):
                 trial = unfinished.pop(0) if unfinished else self.ask(study, space)
                 if trial is None:
                     break
-                composed = composer.compose(trial.number, job(trial))
+                composed = composer.compose(job(trial), trial.number)
                 running[pool.submit(execute_trial, pickle.dumps(composed))] = trial
             if not running:
                 break

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 log = logging.getLogger("trainrun")
 
@@ -36,17 +36,16 @@ class TrainrunStackLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from trainrun.stack.launch import announce, plan_jobs
+        from trainrun.sweeps.compose import JobComposer
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        jobs = []
-        for idx, overrides in enumerate(job_overrides, initial_job_idx):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.id = idx
-                config.hydra.job.num = idx
-            jobs.append((idx, overrides, config))
+        # every job composed before any runs: a bad one is refused before anything trains (the sweeper's own
+        # validate_batch_is_legal, Hydra's compose again for every job, is skipped for this launcher)
+        composer = JobComposer(self.hydra_context, self.config)
+        jobs = [(idx, overrides, composer.compose(overrides, idx, job_id=idx))
+                for idx, overrides in enumerate(job_overrides, initial_job_idx)]
         groups = plan_jobs([config for _, _, config in jobs])
         announce(groups, [Path(str(config.hydra.sweep.subdir)).name for _, _, config in jobs])
         returns: dict = {}

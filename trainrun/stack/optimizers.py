@@ -1,5 +1,11 @@
 """One optimizer step for every run of a stack, with each run's own hyperparameters.
 
+On the CPU each run's own optimizer steps its own slice (its parameters and gradients are views of the stacked
+tensors): torch's fused kernel makes one pass over each tensor, and 16 digits MLPs' Adam steps took 2.3 ms so
+against 6.8 ms for the stacked update below, which makes a dozen passes over the whole stack (memory-bound).
+On an accelerator, where each kernel launch costs more than it computes for a small run, the stacked update
+steps every run at once.
+
 A stacked tensor holds one slice per run ([R, *shape]); each run keeps its own torch.optim optimizer, whose
 param_groups (lr as its scheduler moves it, betas, momentum, ...) are read every step as per-run tensors
 broadcast over the slices, and whose state holds views of the stacked state: its state_dict is the one the run
@@ -52,9 +58,12 @@ class StackedStep:
 class StackedOptimizer:
     """Steps the stacked tensors of `params` as each run's optimizer in `optimizers` would step its slice."""
 
-    def __init__(self, stacked_step: StackedStep, params: list[StackedParam], optimizers: list[torch.optim.Optimizer]):
-        self.stacked_step, self.params, self.optimizers = stacked_step, params, optimizers
+    def __init__(self, stacked_step: StackedStep, params: list[StackedParam], optimizers: list[torch.optim.Optimizer],
+                 per_run: bool = False):
+        self.stacked_step, self.params, self.optimizers, self.per_run = stacked_step, params, optimizers, per_run
         self.hypers: dict = {}  # this step's per-run hyperparameters, by (key, param group)
+        if per_run:  # each run's optimizer keeps its own state
+            return
         self.state: dict[int, dict[str, torch.Tensor]] = {}
         self.steps = torch.zeros(len(optimizers))  # each run's step count ("step" of torch.optim's state)
         for i, sp in enumerate(params):
@@ -68,6 +77,8 @@ class StackedOptimizer:
 
     def alias(self) -> None:
         """Each run's optimizer state: views of the stacked state, so its state_dict is its own run's."""
+        if self.per_run:
+            return
         for i, sp in enumerate(self.params):
             for r, (opt, p) in enumerate(zip(self.optimizers, sp.members)):
                 group = opt.param_groups[sp.group]
@@ -89,6 +100,10 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
+        if self.per_run:
+            for optimizer in self.optimizers:
+                optimizer.step()
+            return
         self.hypers.clear()
         self.steps += 1
         made = sum(map(len, self.state.values()))
@@ -100,6 +115,9 @@ class StackedOptimizer:
     def keep(self, rows: list[int]) -> None:
         """Only the runs at `rows` go on: the others take copies of their state. Call before the stacked
         tensors are remade (it reads their members), then `alias`."""
+        if self.per_run:
+            self.optimizers = [self.optimizers[r] for r in rows]
+            return
         for i in self.state:
             for r, (opt, p) in enumerate(zip(self.optimizers, self.params[i].members)):
                 if r not in rows and p in opt.state:

@@ -88,7 +88,8 @@ class Stack:
         for r in runs:  # its schedule steps it, through the stack: torch's warning that it never stepped is wrong
             r.parts.optimizer._opt_called = True
         step = lazy(OPTIMIZERS.trait(runs[0].parts.cfg.optimizer, "stacked_step"))
-        self.optimizer = StackedOptimizer(step, self.model.params, [r.parts.optimizer for r in runs])
+        self.optimizer = StackedOptimizer(step, self.model.params, [r.parts.optimizer for r in runs],
+                                          per_run=runs[0].parts.device.type == "cpu")
         self.active = list(self.members)  # in the order of the stacked slices
 
     # -- the loop --------------------------------------------------------------------------------------------
