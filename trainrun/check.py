@@ -70,12 +70,15 @@ def check(cfg, files: bool = True) -> None:
 # ---------------------------------------------------------------------------------------------
 # The schema: known keys, declared ranges, and each option's knobs
 
-def check_job(hydra_context, sweep_config: DictConfig, overrides: list, files_only: bool = False) -> None:
+def check_job(hydra_context, sweep_config: DictConfig, overrides: list, files_only: bool = False,
+              composer=None) -> None:
     """One job of a sweep composed as its run will be, and checked as the run checks it (`files_only`: only
-    that the user's files it names exist): a sweeper calls this before the sweep's directory exists."""
+    that the user's files it names exist): a sweeper calls this before the sweep's directory exists.
+    `composer` (sweeps.compose.JobComposer): jobs of one shape composed once by Hydra."""
     from omegaconf import open_dict
 
-    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    config = composer.compose(overrides, 0) if composer is not None else \
+        hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
     with open_dict(config):
         del config["hydra"]  # what the run is given
     (check_files if files_only else check)(config)

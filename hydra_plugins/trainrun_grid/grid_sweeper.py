@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainrun.check import check_job
 from trainrun.errors import ConfigError
+from trainrun.sweeps.compose import JobComposer
 from trainrun.sweeps.sweep import (INTERRUPTED, FINISHED, claim, fill, found_line, resuming, run_names, run_state, stage_params,
                             write_experiment)
 
@@ -156,8 +157,9 @@ class TrainrunGridSweeper(Sweeper):
     def check(self, jobs: list) -> None:
         """Each job of `covering` (every swept value once) refused as its run would refuse it (trainrun.check):
         a sweep with one bad value is refused before its directory exists, not after its first runs trained."""
+        composer = JobComposer(self.hydra_context, self.config)
         for job in jobs:
-            check_job(self.hydra_context, self.config, job)
+            check_job(self.hydra_context, self.config, job, composer=composer)
 
     def launch(self, batch: list) -> list:
         returns, initial_job_idx = [], 0

@@ -5,11 +5,9 @@ stacked trains alone, as Hydra's basic launcher runs it, and the sweep says why 
 """
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in sys.modules.
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
@@ -17,13 +15,7 @@ from omegaconf import DictConfig
 log = logging.getLogger("trainrun")
 
 
-@dataclass
-class TrainrunStackLauncherConf:
-    _target_: str = "hydra_plugins.trainrun_stack.stack_launcher.TrainrunStackLauncher"
-    memory_gb: Optional[float] = None  # what a stack may take; null: half the free accelerator or host memory
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="stack", node=TrainrunStackLauncherConf, provider="trainrun")
+# its config is conf/hydra/launcher/stack.yaml (found wherever trainrun.conf is, without importing this module)
 
 
 class TrainrunStackLauncher(Launcher):
