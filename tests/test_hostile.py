@@ -28,7 +28,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # in-memory datasets that need no files (mnist/cifar10 need files; mnist1d's first generation takes seconds)
 FAST_DATA = ["digits", "spirals", "polynomial", "least_squares", "synthetic_images"]
-OPTION_GROUPS = ["model", "activation", "init", "norm", "optimizer", "scheduler", "loss"]
+OPTION_GROUPS = ["model", "activation", "init", "norm", "optimizer", "scheduler", "loss", "averaging"]
 # group-wide settings worth drawing (the rest of trainer.* changes how long or where a run goes, not what is built)
 SETTINGS = ["data.batch_size", "data.val_fraction", "data.sampler", "data.normalize", "optimizer.lr",
             "optimizer.backbone_lr_scale", "scheduler.interval", "norm.position", "init.bias",
@@ -175,7 +175,7 @@ def beyond(draw, rng, integer: bool):
 
 
 NAMES = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "loss", "augmentation",
-         "regularization", "trainer")
+         "regularization", "trainer", "averaging")
 
 
 def is_short_and_named(message: str) -> bool:
