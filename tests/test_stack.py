@@ -149,3 +149,29 @@ def test_a_stacked_run_is_predicted_exported_and_resumed_alone(tmp_path):
     assert f"acc {ours['test/acc']:.4f}" in out
     code, out, err = export(run, "--format", "pt2", "--output", tmp_path / "exported")
     assert code == 0 and (tmp_path / "exported").exists(), err
+
+
+def test_a_stack_on_a_terminal_shows_a_line_per_run_with_its_epoch_and_state(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from trainrun.run.console import StackDisplay
+
+    trainer.HELD = held = []
+    try:
+        for seed in (0, 1):
+            trainer.train(make_config([*QUICK, f"trainer.seed={seed}", "trainer.epochs=2"]), tmp_path / f"run{seed}",
+                          quiet_console())
+    finally:
+        trainer.HELD = None
+    runs = [h.run for h in held]
+    runs[1].completed = True
+    screen = io.StringIO()
+    display = StackDisplay(runs, Console(file=screen, force_terminal=True, width=80))
+    display.update()
+    display.stop()
+    shown = screen.getvalue()
+    assert "a stack of 2 runs" in shown and "best val/loss" in shown
+    assert "run0" in shown and "training" in shown and "run1" in shown and "done" in shown
+    assert StackDisplay(runs, Console(file=io.StringIO(), force_terminal=False)).live is None  # not a terminal

@@ -124,6 +124,40 @@ class LineConsole(RunConsole):
                            f"{metrics.get('wall_time_s', 0):.1f} s", soft_wrap=True, highlight=False)
 
 
+class StackDisplay:
+    """A stack on a terminal: one line per run (its epoch, its best monitored value, training or how it ended),
+    redrawn each epoch above the runs' end lines; gone when the stack ends, the sweep's summary follows."""
+
+    def __init__(self, runs: list, console: Console | None = None):
+        from rich.live import Live
+
+        self.runs, self.console = runs, console or Console()
+        self.live = Live(self.table(), console=self.console, transient=True, auto_refresh=False) \
+            if self.console.is_terminal else None
+        if self.live:
+            self.live.start()
+
+    def table(self) -> Table:
+        monitor = self.runs[0].parts.stopper.monitor
+        table = Table(box=None, pad_edge=False, title=f"a stack of {len(self.runs)} runs", title_justify="left")
+        for column in ("run", "epoch", f"best {monitor}", "state"):
+            table.add_column(column, justify="right" if column != "run" else "left")
+        for run in self.runs:
+            best = run.parts.stopper.best
+            state = run.stop.reason if run.stop else "done" if run.completed else "training"
+            table.add_row(escape(run.run_dir.name), f"{run.epoch}/{run.parts.cfg.trainer.epochs}",
+                          "" if best != best else f"{best:.4g}", state)
+        return table
+
+    def update(self) -> None:
+        if self.live:
+            self.live.update(self.table(), refresh=True)
+
+    def stop(self) -> None:
+        if self.live:
+            self.live.stop()
+
+
 class SilentConsole:
     """What ranks other than 0 show: nothing."""
 

@@ -21,6 +21,7 @@ import torch
 from ..options.loss import metric
 from ..registry import OPTIMIZERS, lazy
 from ..run.checkpoint import set_rng_states
+from ..run.console import StackDisplay
 from ..run.trainer import Held, Training, completed
 from .model import StackedModel
 from .optimizers import StackedOptimizer
@@ -102,9 +103,14 @@ class Stack:
                 m.run.begin()
         if self.active:
             signals = self.active[0].run.rules  # one handler: Ctrl-C or SIGTERM stops every run at the same step
-            with signals.catching_signals():
-                while self.active:
-                    self.epoch(signals)
+            display = StackDisplay([m.run for m in self.members])
+            try:
+                with signals.catching_signals():
+                    while self.active:
+                        self.epoch(signals)
+                        display.update()
+            finally:
+                display.stop()
         return [m.metrics for m in self.members]
 
     def epoch(self, signals) -> None:
