@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sweeps side by side, in one sitting: stacks, launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--only stacks|launchers|search|grid] [--trials 24] [--epochs 30] [--grid 16]
+    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid] [--trials 24] [--epochs 30] [--grid 16]
 
 0. The issue's 16- and 64-run grids of the default digits MLP (20 epochs, early stopping on) stacked (the
    default launcher), one run at a time (hydra/launcher=basic) and on joblib's 2 workers (hydra/launcher=parallel):
@@ -141,6 +141,23 @@ def stacks(tmp: Path) -> None:
               f"GFLOP/s, {flops / training / 1e9 / peak:.0%} of the fp32 matmul peak ({peak:.0f} GFLOP/s, torch.mm 2048^2)")
 
 
+def studies(tmp: Path, names: list[str], size: str) -> None:
+    """Studies stacked (the default launcher) against one run at a time: the command's time, the same verdicts."""
+    for name in names:
+        times, verdicts = {}, {}
+        for label, extra in (("stack", []), ("basic", ["hydra/launcher=basic"])):
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "trainrun", "-m", f"study={name}", f"study.size={size}", *extra,
+                                   f"hydra.sweep.dir={tmp / f'{name}-{label}'}"], cwd=tmp, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-2000:])
+            times[label] = time.perf_counter() - started
+            verdicts[label] = next(line for line in done.stdout.splitlines() if line.startswith(f"study {name}:"))
+        same = "the same verdicts" if verdicts["stack"] == verdicts["basic"] else f"verdicts DIFFER: {verdicts}"
+        print(f"study {name} ({size}): stacked {times['stack']:.1f} s, one run at a time {times['basic']:.1f} s "
+              f"({times['basic'] / times['stack']:.2f}x), {same}")
+
+
 def launchers(tmp: Path) -> None:
     common = ["-m", "optimizer=sgd,momentum,adam,rmsprop", "init=xavier_uniform,kaiming_normal", "trainer.epochs=8",
               "trainer.early_stopping.enabled=false", "logger.enabled=false"]
@@ -192,11 +209,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--only", choices=("stacks", "launchers", "search", "grid"))
+    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid"))
+    parser.add_argument("--studies", default="optimizers,init_depth", help="for --only studies")
+    parser.add_argument("--size", default="small", help="the studies' size")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "stacks"):
             stacks(Path(tmp))
+        if args.only == "studies":
+            studies(Path(tmp), args.studies.split(","), args.size)
         if args.only in (None, "launchers"):
             launchers(Path(tmp))
         if args.only in (None, "search"):
