@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
@@ -47,10 +47,13 @@ class TrainrunStackLauncher(Launcher):
         return [returns[idx] for idx, _, _ in jobs]
 
     def run_alone(self, job) -> JobReturn:
+        """A job as Hydra's basic launcher runs it, through the lean run_job (sweeps/jobs.py: ~50 ms a job less)."""
+        from trainrun.sweeps.compose import copied
+        from trainrun.sweeps.jobs import run_composed
+
         idx, overrides, config = job
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=config,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        ret = run_composed(config, copied(config), self.hydra_context.callbacks, self.task_function)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 

@@ -29,6 +29,12 @@ def frozen(config: DictConfig) -> bytes | DictConfig:
         return copy.deepcopy(config)
 
 
+def copied(config: DictConfig) -> DictConfig:
+    """Another copy of a composed config (a job's task config is the job's, its hydra node removed)."""
+    kept = frozen(config)
+    return pickle.loads(kept) if isinstance(kept, bytes) else kept
+
+
 class JobComposer:
     def __init__(self, hydra_context, config: DictConfig):
         self.hydra_context, self.config = hydra_context, config
