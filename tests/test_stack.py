@@ -175,3 +175,13 @@ def test_a_stack_on_a_terminal_shows_a_line_per_run_with_its_epoch_and_state(tmp
     assert "a stack of 2 runs" in shown and "best val/loss" in shown
     assert "run0" in shown and "training" in shown and "run1" in shown and "done" in shown
     assert StackDisplay(runs, Console(file=io.StringIO(), force_terminal=False)).live is None  # not a terminal
+
+
+@pytest.mark.parametrize("norm", [["norm=layer"], ["model=cnn", "model.channels=[4,8]", "model.hidden=[16]", "norm=group",
+                                                   "norm.num_groups=2"],
+                                  ["model=cnn", "model.channels=[4,8]", "model.hidden=[16]", "norm=instance"]],
+                         ids=["layer", "group", "instance"])
+def test_stacked_runs_with_each_stackable_norm_equal_each_run_alone(tmp_path, norm):
+    runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"]]
+    alone, stacked = alone_and_stacked(tmp_path, [*QUICK, *norm, "trainer.epochs=2"], runs)
+    assert_equal_runs(tmp_path, alone, stacked)

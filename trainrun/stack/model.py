@@ -157,6 +157,12 @@ class StackedModel:
             return first
         return self.flatten
 
+    def flat(self, index: int, affine: bool) -> tuple:
+        """A norm's scale and shift (params index, index + 1) over all runs' channels, or none."""
+        if not affine:
+            return None, None
+        return self.params[index].data.flatten(), self.params[index + 1].data.flatten()
+
     def layout(self, convolutional: bool) -> None:
         if self.convolutional is None:
             self.convolutional = convolutional
@@ -205,13 +211,10 @@ class StackedModel:
         def forward(x):
             mean, var, batches = (self.buffers[first_buffer + i][0] for i in range(3))
             batches.add_(1)
-            momentum = m.momentum if m.momentum is not None else 0.0
-            if m.momentum is None:  # a cumulative average: each run has seen as many batches
-                momentum = 1.0 / float(batches[0])
-            weight = self.params[index].data.flatten() if affine else None
-            bias = self.params[index + 1].data.flatten() if affine else None
-            flat = self.channels_first(x)
-            out = F.batch_norm(flat, mean.view(-1), var.view(-1), weight, bias, True, momentum, m.eps)
+            # momentum None: a cumulative average (each run has seen as many batches)
+            momentum = m.momentum if m.momentum is not None else 1.0 / float(batches[0])
+            out = F.batch_norm(self.channels_first(x), mean.view(-1), var.view(-1), *self.flat(index, affine), True,
+                               momentum, m.eps)
             return self.channels_back(out, x)
         return forward
 
@@ -241,10 +244,9 @@ class StackedModel:
             self.param(mods, "bias")
         groups = m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features
 
-        def forward(x):  # [B, R * C, *S]: run r's groups are its own channels'
-            weight = self.params[index].data.flatten() if affine else None
-            bias = self.params[index + 1].data.flatten() if affine else None
-            return F.group_norm(x, groups * self.runs, weight, bias, m.eps)
+        def forward(x):  # [B, R * C, *S] (or dense [R, B, F] as [B, R * F]): run r's groups are its own channels'
+            out = F.group_norm(self.channels_first(x), groups * self.runs, *self.flat(index, affine), m.eps)
+            return self.channels_back(out, x)
         return forward
 
     def dropout(self, mods) -> Callable:

@@ -171,6 +171,22 @@ def _plus(y: torch.Tensor, a: float | torch.Tensor, x: torch.Tensor, inplace: bo
     return y.addcmul_(x, a) if inplace else y.addcmul(x, a)
 
 
+def _add_product(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: float | torch.Tensor) -> None:
+    """y += value * a * b in place (torch's addcmul_ with `value`, per run where runs differ)."""
+    if isinstance(value, float):
+        y.addcmul_(a, b, value=value)
+    else:
+        y.addcmul_(a, b * value)
+
+
+def _add_quotient(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, value: float | torch.Tensor) -> None:
+    """y += value * a / b in place (torch's addcdiv_ with `value`, per run where runs differ)."""
+    if isinstance(value, float):
+        y.addcdiv_(a, b, value=value)
+    else:
+        y.addcmul_(a / b, value)
+
+
 def _decayed(self: StackedOptimizer, sp: StackedParam) -> torch.Tensor:
     """The gradient with L2 weight decay added (torch.optim's weight_decay)."""
     wd = self.hyper("weight_decay", sp)
@@ -205,12 +221,7 @@ def adam(self: StackedOptimizer, sp: StackedParam, state: dict, decoupled: bool 
         state.setdefault(key, torch.zeros_like(param))
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
     exp_avg.lerp_(grad, _each(1 - beta1, param))
-    exp_avg_sq.mul_(_each(beta2, param))
-    scale = _each(1 - beta2, param)
-    if isinstance(scale, float):
-        exp_avg_sq.addcmul_(grad, grad, value=scale)
-    else:
-        exp_avg_sq.addcmul_(grad, grad * scale)
+    _add_product(exp_avg_sq.mul_(_each(beta2, param)), grad, grad, _each(1 - beta2, param))
     step = self.steps.double()  # in float64, as torch's Python floats are
     step_size = lr / (1 - beta1 ** step)
     bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
@@ -221,11 +232,7 @@ def adam(self: StackedOptimizer, sp: StackedParam, state: dict, decoupled: bool 
     else:
         second = exp_avg_sq
     denom = (second.sqrt() / _each(bias_correction2_sqrt, param)).add_(_each(self.hyper("eps", sp), param))
-    neg_step = _each(-step_size, param)
-    if isinstance(neg_step, float):
-        param.addcdiv_(exp_avg, denom, value=neg_step)
-    else:
-        param.addcmul_(exp_avg / denom, neg_step)
+    _add_quotient(param, exp_avg, denom, _each(-step_size, param))
 
 
 def adamw(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
@@ -236,12 +243,7 @@ def rmsprop(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
     param, grad = sp.data, _decayed(self, sp)
     alpha = self.hyper("alpha", sp)
     square_avg = state.setdefault("square_avg", torch.zeros_like(param))
-    square_avg.mul_(_each(alpha, param))
-    scale = _each(1 - alpha, param)
-    if isinstance(scale, float):
-        square_avg.addcmul_(grad, grad, value=scale)
-    else:
-        square_avg.addcmul_(grad, grad * scale)
+    _add_product(square_avg.mul_(_each(alpha, param)), grad, grad, _each(1 - alpha, param))
     if self.optimizers[0].param_groups[sp.group]["centered"]:
         grad_avg = state.setdefault("grad_avg", torch.zeros_like(param))
         grad_avg.lerp_(grad, _each(1 - alpha, param))
@@ -254,10 +256,8 @@ def rmsprop(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
         buf = state.setdefault("momentum_buffer", torch.zeros_like(param))
         buf.mul_(_each(momentum, param)).addcdiv_(grad, avg)
         _plus(param, neg_lr, buf, inplace=True)
-    elif isinstance(neg_lr, float):
-        param.addcdiv_(grad, avg, value=neg_lr)
     else:
-        param.addcmul_(grad / avg, neg_lr)
+        _add_quotient(param, grad, avg, neg_lr)
 
 
 def adagrad(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
@@ -266,11 +266,7 @@ def adagrad(self: StackedOptimizer, sp: StackedParam, state: dict) -> None:
     state_sum = state["sum"]  # made by torch's Adagrad itself, at initial_accumulator_value
     state_sum.addcmul_(grad, grad, value=1)
     std = state_sum.sqrt().add_(_each(self.hyper("eps", sp), param))
-    neg_clr = _each(-clr, param)
-    if isinstance(neg_clr, float):
-        param.addcdiv_(grad, std, value=neg_clr)
-    else:
-        param.addcmul_(grad / std, neg_clr)
+    _add_quotient(param, grad, std, _each(-clr, param))
 
 
 SGD = StackedStep(sgd, counts_steps=False, kept_if={"momentum_buffer": "momentum"})
