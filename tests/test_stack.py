@@ -104,6 +104,18 @@ def test_the_stack_size_follows_a_small_memory_budget(tmp_path, capsys):
     assert [m["test/acc"] for m in stacked] == pytest.approx([m["test/acc"] for m in alone], abs=0.005)
 
 
+def session_hparams(run_dir: Path) -> dict:
+    """The hparams a run's event file gives TensorBoard's HParams dashboard."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = EventAccumulator(str(run_dir))
+    found.Reload()
+    content = found.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+            for key, value in session.hparams.items()}
+
+
 def summary_rows(sweep: Path) -> list[dict]:
     with open(sweep / "summary.csv") as f:
         return [{k: v for k, v in row.items() if "time" not in k} for row in csv.DictReader(f)]
@@ -121,6 +133,10 @@ def test_a_sweep_splits_into_stacks_and_lone_runs_and_ends_as_the_basic_launcher
     assert "stacked:" not in basic.stdout
     ours, theirs = summary_rows(tmp_path / "stacked"), summary_rows(tmp_path / "basic")
     assert [r["run"] for r in ours] == [r["run"] for r in theirs]
+    for run in (tmp_path / "basic").glob("*/metrics.json"):  # the HParams view: each run's hparams, the same
+        name = run.parent.name
+        shown = session_hparams(tmp_path / "stacked" / name)
+        assert "lr" in shown and "seed" in shown and shown == session_hparams(tmp_path / "basic" / name), name
     for a, b in zip(ours, theirs):
         for key in a:
             if key.startswith(("val/", "test/", "train/")):
