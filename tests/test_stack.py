@@ -73,7 +73,8 @@ def assert_equal_runs(tmp_path, alone: list, stacked: list) -> None:
 
 def test_stacked_mlps_with_dropout_equal_each_run_alone_and_stop_early_on_their_own(tmp_path):
     runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
-            ["optimizer.lr=0.03", "trainer.seed=0"], ["optimizer.lr=0.01", "trainer.seed=0", "regularization.dropout=0"]]
+            ["optimizer.lr=0.03", "trainer.seed=0", "averaging=ema"],
+            ["optimizer.lr=0.01", "trainer.seed=0", "regularization.dropout=0"]]
     alone, stacked = alone_and_stacked(tmp_path, MLP, runs)
     assert_equal_runs(tmp_path, alone, stacked)
     reasons = [(m["stop_reason"], m["epochs_run"]) for m in alone]
@@ -82,7 +83,8 @@ def test_stacked_mlps_with_dropout_equal_each_run_alone_and_stop_early_on_their_
 
 def test_stacked_cnns_with_batch_norm_and_augmentation_equal_each_run_alone(tmp_path):
     runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
-            ["optimizer.lr=0.001", "trainer.seed=1", "optimizer.weight_decay=0.01"]]
+            ["optimizer.lr=0.001", "trainer.seed=1", "optimizer.weight_decay=0.01"],
+            ["optimizer.lr=0.003", "trainer.seed=2", "averaging=swa", "averaging.start_epoch=2", "averaging.lr=0.01"]]
     alone, stacked = alone_and_stacked(tmp_path, CNN, runs)
     assert_equal_runs(tmp_path, alone, stacked)
 

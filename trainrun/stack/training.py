@@ -79,10 +79,10 @@ class Member:
 class Stack:
     def __init__(self, held: list[Held]):
         self.members = [Member(h, RunRandom(h.rng)) for h in held]
-        for m in self.members:
-            m.run.checkpointer.rng_states = m.random.current
         runs = [m.run for m in self.members]
         self.model = StackedModel([r.parts.model for r in runs], [m.random.torch for m in self.members])
+        for m in self.members:  # once stacked (a model that cannot be leaves its runs to train alone, as they were)
+            m.run.checkpointer.rng_states = m.random.current
         for sp in self.model.params:  # its param group in each run's optimizer (model.weights' lower lr)
             sp.group = next(g for g, group in enumerate(runs[0].parts.optimizer.param_groups)
                             if any(p is sp.members[0] for p in group["params"]))
