@@ -203,3 +203,11 @@ def test_stacked_runs_with_each_stackable_norm_equal_each_run_alone(tmp_path, no
     runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"]]
     alone, stacked = alone_and_stacked(tmp_path, [*QUICK, *norm, "trainer.epochs=2"], runs)
     assert_equal_runs(tmp_path, alone, stacked)
+
+
+def test_runs_whose_model_cannot_stack_train_one_after_another_as_alone(tmp_path, capsys):
+    runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"]]
+    alone, stacked = alone_and_stacked(tmp_path, [*QUICK, "activation=prelu", "trainer.epochs=2"], runs)
+    assert "train one after another: its model has a PReLU" in capsys.readouterr().out
+    for ours, theirs in zip(stacked, alone):
+        assert_same_metrics(ours, theirs, rel=0)  # trained as alone, from the states they were held with
