@@ -74,7 +74,9 @@ def assert_equal_runs(tmp_path, alone: list, stacked: list) -> None:
 def test_stacked_mlps_with_dropout_equal_each_run_alone_and_stop_early_on_their_own(tmp_path):
     runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
             ["optimizer.lr=0.03", "trainer.seed=0", "averaging=ema"],
-            ["optimizer.lr=0.01", "trainer.seed=0", "regularization.dropout=0"]]
+            ["optimizer.lr=0.01", "trainer.seed=0", "regularization.dropout=0"],
+            ["optimizer.lr=0.01", "trainer.seed=1", "regularization.weight_decay=0.001", "regularization.l1=1e-5",
+             "regularization.grad_clip_norm=0.5", "regularization.grad_clip_value=0.1", "regularization.max_norm=1.5"]]
     alone, stacked = alone_and_stacked(tmp_path, MLP, runs)
     assert_equal_runs(tmp_path, alone, stacked)
     reasons = [(m["stop_reason"], m["epochs_run"]) for m in alone]
@@ -211,3 +213,10 @@ def test_runs_whose_model_cannot_stack_train_one_after_another_as_alone(tmp_path
     assert "train one after another: its model has a PReLU" in capsys.readouterr().out
     for ours, theirs in zip(stacked, alone):
         assert_same_metrics(ours, theirs, rel=0)  # trained as alone, from the states they were held with
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "nan", "true"])
+def test_a_bad_memory_budget_is_refused_in_one_line_before_the_sweep(tmp_path, value):
+    done = cli("-m", "trainer.seed=0,1", f"hydra.launcher.memory_gb={value}", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert done.returncode == 2 and "hydra.launcher.memory_gb=" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()

@@ -20,6 +20,14 @@ log = logging.getLogger("trainrun")
 
 class TrainrunStackLauncher(Launcher):
     def __init__(self, memory_gb: Optional[float] = None) -> None:
+        import math
+
+        from trainrun.errors import ConfigError
+
+        number = isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool)
+        if memory_gb is not None and not (number and math.isfinite(memory_gb) and memory_gb > 0):
+            raise ConfigError(f"hydra.launcher.memory_gb={memory_gb} is invalid: expected a number of GiB > 0, "
+                              "or null (half the free memory)")
         self.config: Optional[DictConfig] = None
         self.memory_gb = memory_gb
 

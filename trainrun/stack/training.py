@@ -92,6 +92,7 @@ class Stack:
         self.optimizer = StackedOptimizer(step, self.model.params, [r.parts.optimizer for r in runs],
                                           per_run=runs[0].parts.device.type == "cpu")
         self.active = list(self.members)  # in the order of the stacked slices
+        self.knobs: dict[str, torch.Tensor] = {}  # regularization knobs over the active runs (Stack.knob)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -148,26 +149,29 @@ class Stack:
         with first.autocast():
             out = self.model([batch[0][0] for batch in prepared]).float()
         losses = torch.stack([m.run.parts.criterion(out[i], prepared[i][0][1]) for i, m in enumerate(stepping)])
-        losses = losses + self.penalties(stepping)
+        losses = losses + self.penalties()
         losses.sum().backward()
         for sp in self.model.params:
             if sp.data.grad is not sp.aliased_grad:  # autograd replaced the gradient instead of adding to it
                 sp.alias()
-        self.clip(stepping)
+        self.clip()
         self.optimizer.step()
-        self.constrain(stepping)
+        self.constrain()
         detached = out.detach()
         scores = torch.stack([metric(detached[i], batch[0][1], first.data.task) for i, batch in enumerate(prepared)])
         return losses.detach(), scores, prepared
 
     # -- regularization, per run (options/regularization.py's, over the stacked tensors) --------------------------
-    def knob(self, stepping: list[Member], name: str, missing: float) -> torch.Tensor:
-        values = [getattr(m.run.parts.cfg.regularization, name) for m in stepping]
-        return torch.tensor([missing if v is None else float(v) for v in values])
+    def knob(self, name: str, missing: float) -> torch.Tensor:
+        """A regularization knob of every active run, as a tensor over the stack (made again when a run leaves)."""
+        if name not in self.knobs:
+            values = [getattr(m.run.parts.cfg.regularization, name) for m in self.active]
+            self.knobs[name] = torch.tensor([missing if v is None else float(v) for v in values])
+        return self.knobs[name]
 
-    def penalties(self, stepping: list[Member]) -> torch.Tensor | float:
+    def penalties(self) -> torch.Tensor | float:
         """0.5 * weight_decay * sum ||W||^2 + l1 * sum |W| of each run's weight matrices and kernels."""
-        l2, l1 = self.knob(stepping, "weight_decay", 0.0), self.knob(stepping, "l1", 0.0)
+        l2, l1 = self.knob("weight_decay", 0.0), self.knob("l1", 0.0)
         weights = [sp.data for sp in self.model.params if sp.penalized]
         total = 0.0
         if bool(l2.any()):
@@ -177,14 +181,14 @@ class Stack:
         return total
 
     @torch.no_grad()
-    def clip(self, stepping: list[Member]) -> None:
+    def clip(self) -> None:
         grads = [sp.data.grad for sp in self.model.params]
-        value = self.knob(stepping, "grad_clip_value", float("inf"))
+        value = self.knob("grad_clip_value", float("inf"))
         if bool(torch.isfinite(value).any()):
             for g in grads:
                 shape = (-1, *[1] * (g.dim() - 1))
                 torch.clamp(g, -value.view(shape), value.view(shape), out=g)
-        norm = self.knob(stepping, "grad_clip_norm", float("inf"))
+        norm = self.knob("grad_clip_norm", float("inf"))
         if bool(torch.isfinite(norm).any()):
             total = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
             scale = (norm / (total + 1e-6)).clamp(max=1.0)
@@ -192,9 +196,9 @@ class Stack:
                 g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
     @torch.no_grad()
-    def constrain(self, stepping: list[Member]) -> None:
+    def constrain(self) -> None:
         """Max-norm: each neuron's incoming weights rescaled to norm <= max_norm (torch.renorm's rule)."""
-        bound = self.knob(stepping, "max_norm", float("inf"))
+        bound = self.knob("max_norm", float("inf"))
         if not bool(torch.isfinite(bound).any()):
             return
         for sp in self.model.params:
@@ -216,6 +220,7 @@ class Stack:
             self.model.release(rows)
             self.optimizer.alias()
             self.active.remove(m)
+            self.knobs.clear()
             m.run.end()
         with m.random.everywhere():
             m.metrics = completed(m.run, m.held.overrides)
