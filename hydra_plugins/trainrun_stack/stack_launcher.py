@@ -35,7 +35,8 @@ class TrainrunStackLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from trainrun.stack.launch import announce, plan_jobs
+        from trainrun.stack.grouping import plan
+        from trainrun.stack.launch import announce
         from trainrun.sweeps.compose import JobComposer
 
         setup_globals()
@@ -46,7 +47,7 @@ class TrainrunStackLauncher(Launcher):
         composer = JobComposer(self.hydra_context, self.config)
         jobs = [(idx, overrides, composer.compose(overrides, idx, job_id=idx))
                 for idx, overrides in enumerate(job_overrides, initial_job_idx)]
-        groups = plan_jobs([config for _, _, config in jobs])
+        groups = plan([config for _, _, config in jobs])
         announce(groups, [Path(str(config.hydra.sweep.subdir)).name for _, _, config in jobs])
         returns: dict = {}
         for members, _ in groups:

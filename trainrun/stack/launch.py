@@ -11,15 +11,10 @@ import torch
 
 from ..run.checkpoint import set_rng_states
 from ..run.trainer import Held, completed
-from .grouping import plan
 from .model import NotStackable
 from .training import Stack
 
 log = logging.getLogger("trainrun")
-
-
-def plan_jobs(configs) -> list[tuple[list[int], str | None]]:
-    return plan(configs)
 
 
 def announce(groups: list, names: list[str]) -> None:
