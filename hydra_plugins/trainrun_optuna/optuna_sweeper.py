@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
@@ -42,7 +40,7 @@ from trainrun.errors import ConfigError
 from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.sweeps.compose import JobComposer
 from trainrun.sweeps.jobs import run_composed
-from trainrun.sweeps.search import make_pruner, make_storage
+from trainrun.sweeps.search import domain, first_point, make_pruner, make_storage, probe_jobs, search_space
 from trainrun.sweeps.sweep import claim, held, holding, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
@@ -65,80 +63,6 @@ class TrainrunOptunaSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="trainrun_optuna", node=TrainrunOptunaSweeperConf,
                              provider="trainrun")
-
-
-def distribution(override: Override):
-    """The Optuna distribution for a sweep override, or None for a fixed value."""
-    import optuna.distributions as d
-
-    if not override.is_sweep_override():
-        return None
-    sweep = override.value()
-    log_scale = "log" in getattr(sweep, "tags", set())
-    if isinstance(sweep, ChoiceSweep):
-        return d.CategoricalDistribution(choices(override))
-    if isinstance(sweep, RangeSweep):
-        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-            return d.IntDistribution(sweep.start, sweep.stop - 1, step=sweep.step, log=log_scale)
-        return d.CategoricalDistribution(choices(override))
-    if isinstance(sweep, IntervalSweep):
-        if isinstance(sweep.start, int) and isinstance(sweep.end, int):
-            return d.IntDistribution(sweep.start, sweep.end, log=log_scale)
-        return d.FloatDistribution(sweep.start, sweep.end, log=log_scale)
-    raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
-
-
-def choices(override: Override) -> list:
-    """A choice's values as Optuna stores them: scalars as they are, a list or a dict as its override text
-    (`[256,256]`), which Hydra parses back when the trial runs (Optuna warns on anything but scalars)."""
-    return [v if v is None or isinstance(v, (bool, int, float, str)) else text
-            for v, text in zip(override.sweep_iterator(transformer=lambda x: x),
-                               override.sweep_string_iterator())]
-
-
-def search_space(params: dict, arguments: list) -> tuple[dict, list]:
-    """The searched keys' distributions and the fixed overrides, from the configured space and the command
-    line, which replaces it key by key (a fixed value there fixes that key)."""
-    parser = OverridesParser.create()
-    by_key = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
-              + parser.parse_overrides(arguments)}
-    space, fixed = {}, []
-    for override in by_key.values():
-        try:
-            dist = distribution(override)
-        except ValueError as error:  # e.g. a log scale over negative values
-            raise ConfigError(f"cannot search {override.input_line}: {' '.join(str(error).split())}") from None
-        if dist is None:
-            fixed.append(override.input_line)
-        else:
-            space[override.get_key_element()] = dist
-    return space, fixed
-
-
-def first_point(space: dict) -> dict:
-    """A point of the space: each choice's first value, each interval's low end."""
-    import optuna.distributions as d
-
-    return {key: dist.choices[0] if isinstance(dist, d.CategoricalDistribution) else dist.low
-            for key, dist in space.items()}
-
-
-def probe_jobs(space: dict, fixed: list) -> list:
-    """Jobs that between them take every choice of the space once (an interval at its low end): a value that
-    every trial with it would fail on is refused before the search starts."""
-    import optuna.distributions as d
-
-    first = first_point(space)
-    points = [first] + [{**first, key: choice} for key, dist in space.items()
-                        if isinstance(dist, d.CategoricalDistribution) for choice in dist.choices[1:]]
-    return [[*fixed, *(f"{k}={v}" for k, v in point.items())] for point in points]
-
-
-def domain(dist):
-    """For the HParams experiment: a choice's values, or an interval's (low, high)."""
-    import optuna.distributions as d
-
-    return list(dist.choices) if isinstance(dist, d.CategoricalDistribution) else (dist.low, dist.high)
 
 
 WORKER: dict = {}  # in each worker process: what every trial shares, sent once when the worker starts
