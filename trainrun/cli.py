@@ -30,7 +30,7 @@ register()
 studies.register(names_only=bool({"--help", "-h"} & set(sys.argv[1:])))
 
 def register_sweeper() -> None:
-    """hydra/sweeper=trainrun_grid and trainrun_optuna. Hydra finds plugins by scanning the hydra_plugins
+    """hydra/sweeper=trainrun_grid, trainrun_optuna and trainrun_pbt. Hydra finds plugins by scanning the hydra_plugins
     namespace, which cannot see into an editable install; registering them here works either way
     (Plugins.register is idempotent). The grid sweeper also takes the place of Hydra's `basic`, the default:
     the same grammar, resumable, and a search preset (hparams_search=...) still overrides it."""
@@ -39,10 +39,12 @@ def register_sweeper() -> None:
 
     from hydra_plugins.trainrun_grid.grid_sweeper import TrainrunGridSweeper, TrainrunGridSweeperConf
     from hydra_plugins.trainrun_optuna.optuna_sweeper import TrainrunOptunaSweeper
+    from hydra_plugins.trainrun_pbt.pbt_sweeper import TrainrunPbtSweeper
     from hydra_plugins.trainrun_stack.stack_launcher import TrainrunStackLauncher
 
     Plugins.instance().register(TrainrunGridSweeper)  # after Hydra's plugin scan, which stores its own `basic`
     Plugins.instance().register(TrainrunOptunaSweeper)
+    Plugins.instance().register(TrainrunPbtSweeper)
     Plugins.instance().register(TrainrunStackLauncher)
     ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=TrainrunGridSweeperConf, provider="trainrun")
 

@@ -95,15 +95,18 @@ def _bounds(r: Range, integer: bool) -> str:
     return f"{'<=' if high[1] == ']' else '<'} {high[0]:g}"
 
 
-def setting(default: Any = None, stacks: bool = False, **bounds) -> Any:
+def setting(default: Any = None, stacks: bool = False, perturbable: bool = False, **bounds) -> Any:
     """A key every option of its group has, with its range. `stacks`: runs that differ in it may still train
-    together as one stacked model (trainrun/stack); a key that is not is the same in every run of a stack."""
-    return _declared(default, per_option=False, stacks=stacks, **bounds)
+    together as one stacked model (trainrun/stack); a key that is not is the same in every run of a stack.
+    `perturbable`: as for `knob`."""
+    return _declared(default, per_option=False, stacks=stacks or perturbable, perturbable=perturbable, **bounds)
 
 
-def knob(default: Any = None, stacks: bool = False, **bounds) -> Any:
-    """A key only some options take: None (or empty) unless the option's YAML or the user sets it."""
-    return _declared(default, per_option=True, stacks=stacks, **bounds)
+def knob(default: Any = None, stacks: bool = False, perturbable: bool = False, **bounds) -> Any:
+    """A key only some options take: None (or empty) unless the option's YAML or the user sets it.
+    `perturbable`: a number the optimizer reads from its param groups at every step, so population-based training
+    (hparams_search=pbt) may change it during a run (it then also stacks)."""
+    return _declared(default, per_option=True, stacks=stacks or perturbable, perturbable=perturbable, **bounds)
 
 
 def stacking(default: Any = MISSING, factory: Any = None) -> Any:
@@ -113,8 +116,9 @@ def stacking(default: Any = MISSING, factory: Any = None) -> Any:
     return field(default=default, metadata={"stacks": True})
 
 
-def _declared(default, per_option: bool, stacks: bool, **bounds):
-    meta = {"range": Range(**bounds) if bounds else None, "per_option": per_option, "stacks": stacks}
+def _declared(default, per_option: bool, stacks: bool, perturbable: bool = False, **bounds):
+    meta = {"range": Range(**bounds) if bounds else None, "per_option": per_option, "stacks": stacks,
+            "perturbable": perturbable}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -249,20 +253,20 @@ class NormConfig:
 @dataclass
 class OptimizerConfig:
     kind: str = setting(MISSING, choices="optimizer")
-    lr: float = setting(MISSING, stacks=True, **POSITIVE)  # each optimizer's YAML gives its usual value
+    lr: float = setting(MISSING, perturbable=True, **POSITIVE)  # each optimizer's YAML gives its usual value
     backbone_lr_scale: float = setting(1.0, stacks=True, **NON_NEGATIVE)  # lr factor for the layers model.weights loaded
-    weight_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)  # every optimizer but L-BFGS takes it
-    momentum: Optional[float] = knob(stacks=True, **FRACTION)
-    dampening: Optional[float] = knob(stacks=True, **FRACTION)
+    weight_decay: Optional[float] = knob(perturbable=True, **NON_NEGATIVE)  # every optimizer but L-BFGS takes it
+    momentum: Optional[float] = knob(perturbable=True, **FRACTION)
+    dampening: Optional[float] = knob(perturbable=True, **FRACTION)
     betas: Optional[list[float]] = knob(stacks=True, **FRACTION, length=2, expected="two numbers in [0, 1)")
-    eps: Optional[float] = knob(stacks=True, **POSITIVE)
-    alpha: Optional[float] = knob(stacks=True, **FRACTION)
-    rho: Optional[float] = knob(stacks=True, **FRACTION)
-    lr_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
-    initial_accumulator_value: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
+    eps: Optional[float] = knob(perturbable=True, **POSITIVE)
+    alpha: Optional[float] = knob(perturbable=True, **FRACTION)
+    rho: Optional[float] = knob(perturbable=True, **FRACTION)
+    lr_decay: Optional[float] = knob(perturbable=True, **NON_NEGATIVE)
+    initial_accumulator_value: Optional[float] = knob(stacks=True, **NON_NEGATIVE)  # read once, at the first step
     amsgrad: Optional[bool] = knob()
     centered: Optional[bool] = knob()
-    momentum_decay: Optional[float] = knob(stacks=True, **NON_NEGATIVE)
+    momentum_decay: Optional[float] = knob(perturbable=True, **NON_NEGATIVE)
     decoupled_weight_decay: Optional[bool] = knob()
     max_iter: Optional[int] = knob(**POSITIVE_INT)
     history_size: Optional[int] = knob(**POSITIVE_INT)
@@ -537,6 +541,11 @@ def declared_fields(schema=Config, path: tuple[str, ...] = ()):
             yield from declared_fields(inner[0], (*path, f.name))
         else:
             yield (*path, f.name), f, hint
+
+
+def declared(key: str):
+    """The schema's field for a dotted key (`optimizer.lr`), or None."""
+    return next((f for path, f, _ in declared_fields() if ".".join(path) == key), None)
 
 
 def leaf_types(hint) -> set:

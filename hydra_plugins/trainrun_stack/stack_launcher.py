@@ -30,6 +30,7 @@ class TrainrunStackLauncher(Launcher):
                               "or null (half the free memory)")
         self.config: Optional[DictConfig] = None
         self.memory_gb = memory_gb
+        self.between = None  # what the stack calls before each epoch: set by the PBT sweeper (hparams_search=pbt)
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
@@ -81,7 +82,7 @@ class TrainrunStackLauncher(Launcher):
                 holding.append((job, held[before] if len(held) > before else None))
         finally:
             trainer.HELD = None
-        results = train_held(held, self.memory_gb)
+        results = train_held(held, self.memory_gb, self.between)
         for (idx, _, config), h in holding:
             if h is not None:
                 returns[idx].return_value = results[id(h)]

@@ -228,6 +228,7 @@ class Training:
     images_logged: bool = False
     completed: bool = False  # the loop ran to trainer.epochs or trainer.max_steps
     layer_log: LayerLog | None = None  # with logger.layers: layers.json
+    judged: dict = field(default_factory=dict)  # the last epoch's values as early stopping judged them
 
     def __post_init__(self):
         p, cfg = self.parts, self.parts.cfg
@@ -430,7 +431,7 @@ class Training:
                 p.scheduler.step()
             elif p.stopper.monitor in values:
                 p.scheduler.step(values[p.stopper.monitor])
-        judged, weights = self.preferred(values)
+        self.judged, weights = judged, weights = self.preferred(values)
         stop, improved = self.rules.after_epoch(judged, epoch)
         if improved:  # kept in memory; best.pt is written with the next checkpoint
             metrics = {k: v for k, v in values.items() if "/" in k and not k.startswith("time/")}

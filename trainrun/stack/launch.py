@@ -9,6 +9,7 @@ from collections import Counter
 
 import torch
 
+from ..errors import ConfigError
 from ..run.checkpoint import set_rng_states
 from ..run.trainer import Held, completed
 from .model import NotStackable
@@ -29,19 +30,27 @@ def announce(groups: list, names: list[str]) -> None:
             print(f"alone: run {names[members[0]]}: {why}", flush=True)
 
 
-def train_held(held: list[Held], memory_gb: float | None = None) -> dict[int, dict | None]:
+def train_held(held: list[Held], memory_gb: float | None = None, between=None) -> dict[int, dict | None]:
     """Train the held runs; each one's job return value (its metrics and objective) by id(held run).
 
     Runs stand where they start: at step 0, or where a resume found each (a killed stack resumes from each run's
-    last.pt); runs at the same step train as stacks of as many as fit the memory budget."""
+    last.pt); runs at the same step train as stacks of as many as fit the memory budget. `between`: what
+    Stack calls before each epoch (population-based training), for runs that must train as one stack."""
     results, interrupted = {}, False
-    for chunk in stacks(held, memory_gb):
+    chunks = stacks(held, memory_gb)
+    if between is not None and len(chunks) > 1:
+        raise ConfigError(f"the population's {len(held)} runs do not train as one stack: "
+                          + (f"{len(chunks[0])} fit the memory budget ({budget_text(held[0], memory_gb)})"
+                             if len({h.run.step for h in held}) == 1 else "their checkpoints stand at different steps"))
+    for chunk in chunks:
         started = time.perf_counter()
         try:
-            metrics = Stack(chunk).fit() if len(chunk) > 1 else one_by_one(chunk)
+            metrics = Stack(chunk, between).fit() if len(chunk) > 1 or between else one_by_one(chunk)
             if len(chunk) > 1:
                 print(f"stacked: {len(chunk)} runs trained in {time.perf_counter() - started:.2f} s", flush=True)
         except NotStackable as why:
+            if between is not None:
+                raise ConfigError(f"the population cannot train as one stack: {why}") from None
             print(f"alone: {len(chunk)} runs of one shape train one after another: {why}", flush=True)
             metrics = one_by_one(chunk)
         results |= {id(h): returned(h, m) for h, m in zip(chunk, metrics)}

@@ -138,6 +138,14 @@ class StackedModel:
         self.rates = [[rates[r] for r in rows] for rates in self.rates]
         self.runs = len(rows)
 
+    @torch.no_grad()
+    def copy(self, source: int, target: int) -> None:
+        """Run `target`'s weights and buffers (batch-norm statistics) become run `source`'s."""
+        for sp in self.params:
+            sp.data[target] = sp.data[source]
+        for stacked, _ in self.buffers:
+            stacked[target] = stacked[source]
+
     # -- the layers ----------------------------------------------------------------------------------------
     def stacked(self, name: str, mods: list) -> Callable:
         first = next(m for m in mods if m is not None)

@@ -156,6 +156,23 @@ class StackedOptimizer:
         self.optimizers = [self.optimizers[r] for r in rows]
 
 
+    @torch.no_grad()
+    def copy(self, source: int, target: int) -> None:
+        """Run `target`'s optimizer state (moments, momentum buffers, step counts) becomes run `source`'s; its
+        hyperparameters are its own optimizer's param groups (population-based training sets them)."""
+        if not self.per_run:
+            for state in self.state.values():
+                for v in state.values():
+                    v[target] = v[source]
+            self.steps[target] = self.steps[source]
+            return
+        theirs, own = self.optimizers[source], self.optimizers[target]
+        for a, b in zip(theirs.param_groups, own.param_groups):
+            for p, q in zip(a["params"], b["params"]):
+                if p in theirs.state:
+                    own.state[q] = {k: v.clone() for k, v in theirs.state[p].items()}
+
+
 def _each(values: torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
     """Per-run numbers (float64) for an update of `like`: a Python float where every run has the same (then
     torch's own scalar arithmetic, bit for bit as a run alone), else one per slice ([R, 1, ...], like's dtype)."""

@@ -12,8 +12,10 @@ without its slice.
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -77,7 +79,9 @@ class Member:
 
 
 class Stack:
-    def __init__(self, held: list[Held]):
+    """`between(stack)`, where given, is called before each epoch (population-based training exploits there)."""
+
+    def __init__(self, held: list[Held], between: Callable[["Stack"], None] | None = None):
         self.members = [Member(h, RunRandom(h.rng)) for h in held]
         runs = [m.run for m in self.members]
         self.model = StackedModel([r.parts.model for r in runs], [m.random.torch for m in self.members])
@@ -93,6 +97,7 @@ class Stack:
                                           per_run=runs[0].parts.device.type == "cpu")
         self.active = list(self.members)  # in the order of the stacked slices
         self.knobs: dict[str, torch.Tensor] = {}  # regularization knobs over the active runs (Stack.knob)
+        self.between = between
 
     # -- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
@@ -108,6 +113,8 @@ class Stack:
             try:
                 with signals.catching_signals():
                     while self.active:
+                        if self.between:
+                            self.between(self)
                         self.epoch(signals)
                         display.update()
             finally:
@@ -208,6 +215,19 @@ class Stack:
                 limit = bound.view(-1, 1)
                 scale = torch.where(norms > limit, limit / (norms + 1e-7), torch.ones_like(norms))
                 w.mul_(scale.view(*scale.shape, *[1] * (w.dim() - 2)))
+
+    def copy(self, source: Member, target: Member) -> None:
+        """`target` takes `source`'s weights, optimizer state and hyperparameters, schedule and weight average;
+        its counters, generators, early stopping and files stay its own."""
+        i, j = self.active.index(source), self.active.index(target)
+        self.model.copy(i, j)
+        self.optimizer.copy(i, j)
+        theirs, own = source.run.parts, target.run.parts
+        for a, b in zip(theirs.optimizer.param_groups, own.optimizer.param_groups):
+            b.update({k: v for k, v in a.items() if k != "params"})
+        for part in ("scheduler", "average"):
+            if getattr(own, part) is not None:
+                getattr(own, part).load_state_dict(copy.deepcopy(getattr(theirs, part).state_dict()))
 
     # -- leaving ---------------------------------------------------------------------------------------------
     def leave(self, m: Member, stop=None) -> None:
