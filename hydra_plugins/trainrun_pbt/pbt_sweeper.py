@@ -86,7 +86,7 @@ class TrainrunPbtSweeper(Sweeper):
         import numpy as np
 
         from trainrun.stack.grouping import plan
-        from trainrun.sweeps.pbt import Population, plot, sample
+        from trainrun.sweeps.pbt import Population, aligned, plot, sample
 
         if type(self.launcher).__name__ != "TrainrunStackLauncher":
             raise ConfigError("hparams_search=pbt trains its population as one stack: it needs hydra/launcher=stack "
@@ -123,6 +123,8 @@ class TrainrunPbtSweeper(Sweeper):
         rng = np.random.default_rng(self.exploration.seed)
         names = [f"member-{i:02d}" for i in range(self.population)]
         initial = {name: {key: sample(dist, rng) for key, dist in space.items()} for name in names}
+        if resumed:
+            aligned([sweep_dir / name for name in names if run_state(sweep_dir / name) == INTERRUPTED])
         jobs = []
         for i, name in enumerate(names):
             state = run_state(sweep_dir / name)

@@ -27,10 +27,16 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used: unreadable, or from another configuration."""
 
 
-def save_atomic(state: dict, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash mid-write leaves the previous file intact."""
+def save_atomic(state: dict, path: Path, previous: Path | None = None) -> None:
+    """Write to a temporary file, fsync, then rename: a crash mid-write leaves the previous file intact.
+    `previous`: the file being replaced is kept there (a hard link, so `path` never goes missing)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
+        if previous is not None and path.is_file():
+            linked = previous.with_name(previous.name + ".tmp")
+            linked.unlink(missing_ok=True)
+            os.link(path, linked)
+            os.replace(linked, previous)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -55,12 +61,12 @@ class BackgroundWriter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = []
 
-    def save(self, state: dict, path: Path, copy: bool = True) -> dict:
+    def save(self, state: dict, path: Path, copy: bool = True, previous: Path | None = None) -> dict:
         """Copy the state now (unless the caller hands over tensors it will not change), write it later;
         returns the copy."""
         self.raise_errors(block=False)
         snapshot = _copy_tensors(state) if copy else state
-        self.pending.append(self.pool.submit(save_atomic, snapshot, path))
+        self.pending.append(self.pool.submit(save_atomic, snapshot, path, previous))
         return snapshot
 
     def raise_errors(self, block: bool) -> None:
@@ -72,6 +78,9 @@ class BackgroundWriter:
     def wait(self) -> None:
         """Block until every checkpoint is on disk."""
         self.raise_errors(block=True)
+
+
+PREVIOUS = "last.prev.pt"
 
 
 class Checkpointer:
@@ -95,6 +104,7 @@ class Checkpointer:
         self.best_epoch, self.best_metrics, self.best_written = 0, {}, 0
         self.best_weights = "raw"  # or the averaging's name (ema, swa) when its weights were the better
         self.rng_states = rng_states  # a stacked run's own generators instead of the process's (stack/)
+        self.keep_previous = False  # last.pt's previous version kept as PREVIOUS (a population's, sweeps/pbt.py)
 
     def due(self, step: int, epoch_ended: int = 0) -> bool:
         """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,
@@ -125,7 +135,7 @@ class Checkpointer:
         state = {name: part.state_dict() if part is not None else None for name, part in self.parts.items()}
         state.update(counters, best_metrics=self.best_metrics, config=self.config,
                      per_rank=[{k: v for k, v in r.items()} for r in ranks])
-        self.writer.save(state, self.run_dir / "last.pt")
+        self.writer.save(state, self.run_dir / "last.pt", previous=self.run_dir / PREVIOUS if self.keep_previous else None)
 
     def restore(self, saved: dict) -> dict:
         """Load every part and this rank's RNG; returns the saved counters and this rank's own entries."""

@@ -486,7 +486,8 @@ class Training:
         counters = {"step": self.step, "epoch": self.epoch, "stop_reason": reason,
                     "stop_message": self.stop.message if self.stop else "",
                     "seconds": self.earlier_seconds + time.perf_counter() - self.started,
-                    "threads": torch.get_num_threads()}  # a resume on another count is equal only up to rounding
+                    "threads": torch.get_num_threads(),  # a resume on another count is equal only up to rounding
+                    "judged": self.judged}  # what a population ranks it by (hparams_search=pbt)
         self.checkpointer.save(counters, {"progress": asdict(self.progress)})
 
     def restore(self, saved: dict) -> None:
@@ -494,6 +495,7 @@ class Training:
         own = self.checkpointer.restore(saved)
         self.step, self.progress = saved["step"], EpochProgress(**own["progress"])
         self.earlier_seconds = saved["seconds"]
+        self.judged = saved.get("judged", {})
         if saved["stop_reason"] not in ("running", "interrupted", "completed"):
             self.stop = Stop(saved["stop_reason"], saved["stop_message"])
         self.images_logged = True  # logged once, by the first process

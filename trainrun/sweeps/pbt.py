@@ -169,6 +169,30 @@ def set_hyperparameters(m: "Member", before: dict, after: dict) -> None:
                     setattr(parts.scheduler, attr, [v * ratio for v in getattr(parts.scheduler, attr)])
 
 
+def aligned(run_dirs: list[Path]) -> None:
+    """A killed population's members set back to the last step all of them checkpointed: members trained as one
+    stack and exchange weights, and a kill between their writes leaves some a checkpoint ahead; those go back to
+    their previous one (kept beside it), or start over where the others have none yet (the same draws make the
+    same steps again)."""
+    from ..run.checkpoint import PREVIOUS
+    from ..runfiles import read_checkpoint
+
+    steps = {d: read_checkpoint(d / "last.pt")["step"] if (d / "last.pt").is_file() else 0 for d in run_dirs}
+    if not steps:
+        return
+    common = min(steps.values())
+    for run_dir, step in steps.items():
+        if step == common:
+            continue
+        previous = run_dir / PREVIOUS
+        if common and previous.is_file() and read_checkpoint(previous)["step"] == common:
+            os.replace(previous, run_dir / "last.pt")
+        else:
+            (run_dir / "last.pt").unlink()
+            (run_dir / "best.pt").unlink(missing_ok=True)
+        print(f"pbt: {run_dir.name} goes back to step {common}, where every member checkpointed", flush=True)
+
+
 def plot(sweep_dir: Path, log_keys: set[str]) -> Path | None:
     """pbt.png: each searched knob of every member over the epochs, a dot where it copied another."""
     import matplotlib
