@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sweeps side by side, in one sitting: stacks, launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid] [--trials 24] [--epochs 30] [--grid 16]
+    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid|pbt] [--trials 24] [--epochs 30] [--grid 16]
 
 0. The issue's 16- and 64-run grids of the default digits MLP (20 epochs, early stopping on) stacked (the
    default launcher), one run at a time (hydra/launcher=basic) and on joblib's 2 workers (hydra/launcher=parallel):
@@ -16,6 +16,8 @@
    ~3 s here, is the same for both); a trial lasts from the moment its job starts in a worker (Hydra writes its
    .hydra/config.yaml) to the moment it ends (its metrics.json is written); and how busy the workers were
    training = the runs' own wall_time_s / (workers x the span by Optuna's timestamps).
+4. Population-based training (hparams_search=pbt, 16 members, 20 epochs) against the 16-run stacked grid of
+   the same epochs: the command's and the training phase's time.
 3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
    its command: total wall time against the same sweep uninterrupted, and how many finished runs were redone.
 """
@@ -204,12 +206,33 @@ def grid(tmp: Path, runs: int) -> None:
           f"({(first + resumed) / whole:.2f}x); finished runs redone: {redone}")
 
 
+def pbt(tmp: Path) -> None:
+    """Population-based training of 16 digits MLPs for 20 epochs against the 16-run stacked grid of as many
+    epochs (early stopping off: every run trains its 20, as PBT's members do)."""
+    grid = ["-m", "optimizer.lr=0.0003,0.001,0.003,0.01", "trainer.seed=0,1,2,3", "trainer.epochs=20",
+            "trainer.early_stopping.enabled=false"]
+    population = ["-m", "hparams_search=pbt", "hydra.sweeper.population=16", "trainer.epochs=20"]
+    times, training = {}, {}
+    for label, args in (("grid", grid), ("pbt", population)):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "trainrun", *args, f"hydra.sweep.dir={tmp / label}"], cwd=tmp,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(done.stderr[-2000:])
+        times[label], training[label] = time.perf_counter() - started, stacked_seconds(done.stdout)
+    exploits = sum(len(m["exploits"]) for m in json.loads((tmp / "pbt" / "pbt.json").read_text())["members"].values())
+    print(f"PBT, 16 members x 20 epochs ({exploits} exploits): command {times['pbt']:.1f} s, training "
+          f"{training['pbt']:.2f} s; the 16-run stacked grid of 20 epochs: {times['grid']:.1f} s, training "
+          f"{training['grid']:.2f} s: PBT costs {times['pbt'] / times['grid']:.2f}x the command, "
+          f"{training['pbt'] / training['grid']:.2f}x the training")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid"))
+    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid", "pbt"))
     parser.add_argument("--studies", default="optimizers,init_depth", help="for --only studies")
     parser.add_argument("--size", default="small", help="the studies' size")
     args = parser.parse_args()
@@ -224,6 +247,8 @@ def main() -> None:
             search(Path(tmp), args.trials, args.epochs)
         if args.only in (None, "grid"):
             grid(Path(tmp), args.grid)
+        if args.only in (None, "pbt"):
+            pbt(Path(tmp))
 
 
 if __name__ == "__main__":

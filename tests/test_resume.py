@@ -225,9 +225,9 @@ def test_checkpoints_follow_their_schedule_and_best_pt_travels_with_them(tmp_pat
     written = []
     real_save = checkpoint.BackgroundWriter.save
 
-    def recording_save(self, state, path, copy=True):
+    def recording_save(self, state, path, copy=True, previous=None):
         written.append((path.name, state["step"] if path.name == "last.pt" else state["epoch"]))
-        return real_save(self, state, path, copy)
+        return real_save(self, state, path, copy, previous)
 
     monkeypatch.setattr(checkpoint.BackgroundWriter, "save", recording_save)
     train_run(tmp_path, ["data.subset=256", "data.batch_size=64", "trainer.epochs=4", "optimizer.lr=0.01",
