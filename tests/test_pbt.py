@@ -17,7 +17,7 @@ from conftest import cli, make_config, quiet_console
 from test_sweep_resume import final_metrics, start
 from trainrun.run import trainer
 from trainrun.stack.training import Stack
-from trainrun.sweeps.pbt import Exploration, Population, perturbed, quantile_size, sample
+from trainrun.stack.pbt import Exploration, Population, perturbed, quantile_size, sample
 
 QUICK = ["data.subset=400", "trainer.checkpoint.every_n_seconds=null", "trainer.log_every_n_steps=1"]
 
@@ -191,7 +191,7 @@ def test_explore_stays_inside_the_space_and_the_quantile_follows_ray():
 
 def test_a_population_killed_between_its_members_writes_goes_back_to_the_step_all_reached(tmp_path):
     from trainrun.run.checkpoint import PREVIOUS, save_atomic
-    from trainrun.sweeps.pbt import aligned
+    from trainrun.stack.pbt import aligned
 
     def member(name: str, *steps: int) -> Path:
         run = tmp_path / name

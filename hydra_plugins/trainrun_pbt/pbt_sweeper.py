@@ -1,4 +1,4 @@
-"""A Hydra sweeper for population-based training: `trainrun -m hparams_search=pbt` (trainrun/sweeps/pbt.py).
+"""A Hydra sweeper for population-based training: `trainrun -m hparams_search=pbt` (trainrun/stack/pbt.py).
 
 The population's members are drawn from the searched space (Hydra's sweep grammar, as for Optuna) by a generator
 seeded with `seed`, each with its own trainer.seed (the configured one plus its number), and trained as one stack
@@ -70,7 +70,7 @@ class TrainrunPbtSweeper(Sweeper):
         why = refused_settings(population, interval, quantile, resample_probability, factors, seed)
         if why:
             raise ConfigError(why)
-        from trainrun.sweeps.pbt import Exploration
+        from trainrun.stack.pbt import Exploration
 
         self.population = population
         self.exploration = Exploration(interval, float(quantile), float(resample_probability),
@@ -86,7 +86,7 @@ class TrainrunPbtSweeper(Sweeper):
         import numpy as np
 
         from trainrun.stack.grouping import plan
-        from trainrun.sweeps.pbt import Population, aligned, plot, sample
+        from trainrun.stack.pbt import Population, aligned, plot, sample
 
         if type(self.launcher).__name__ != "TrainrunStackLauncher":
             raise ConfigError("hparams_search=pbt trains its population as one stack: it needs hydra/launcher=stack "

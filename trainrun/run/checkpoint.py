@@ -104,7 +104,7 @@ class Checkpointer:
         self.best_epoch, self.best_metrics, self.best_written = 0, {}, 0
         self.best_weights = "raw"  # or the averaging's name (ema, swa) when its weights were the better
         self.rng_states = rng_states  # a stacked run's own generators instead of the process's (stack/)
-        self.keep_previous = False  # last.pt's previous version kept as PREVIOUS (a population's, sweeps/pbt.py)
+        self.keep_previous = False  # last.pt's previous version kept as PREVIOUS (a population's, stack/pbt.py)
 
     def due(self, step: int, epoch_ended: int = 0) -> bool:
         """At the end of the first epoch (when nothing was saved yet) and of every n-th, every n-th step,

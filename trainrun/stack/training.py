@@ -88,7 +88,7 @@ class Stack:
         for m in self.members:  # once stacked (a model that cannot be leaves its runs to train alone, as they were)
             m.run.checkpointer.rng_states = m.random.current
             # runs that exchange weights resume only from one step they all reached: a kill between their writes
-            # leaves some a step ahead, each with its previous checkpoint (sweeps/pbt.py: aligned)
+            # leaves some a step ahead, each with its previous checkpoint (stack/pbt.py: aligned)
             m.run.checkpointer.keep_previous = between is not None
         for sp in self.model.params:  # its param group in each run's optimizer (model.weights' lower lr)
             sp.group = next(g for g, group in enumerate(runs[0].parts.optimizer.param_groups)

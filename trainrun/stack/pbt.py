@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..stack.training import Member, Stack
+    from .training import Member, Stack
 
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # every lr a param group keeps for its schedule
 SCHEDULE_LRS = ("base_lrs", "_last_lr", "max_lrs")  # and its scheduler
