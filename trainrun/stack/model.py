@@ -86,12 +86,17 @@ class StackedModel:
         self.layers: list[Callable] = []
         self.rates: list[list[float]] = []  # each dropout layer's rate in each run
         self.convolutional = None  # the layout of the input, set by the first layer with weights
+        self.sources: list[tuple[str, str]] = []  # (layer, attribute) of each stacked param, then of each buffer
+        self.buffer_sources: list[tuple[str, str]] = []
+        self.dropouts: list[str] = []  # the dropout layers, by name
         layers = aligned(models)
         for name, mods in layers:  # every refusal before any tensor is stacked: the runs then train alone as they are
             why = refusal(next(m for m in mods if m is not None), mods)
             if why:
                 raise NotStackable(f"its model has {why} ({name})")
+        self.names = [name for name, _ in layers]
         for name, mods in layers:
+            self.layer = name
             self.layers.append(self.stacked(name, mods))
         if self.convolutional is None:
             raise NotStackable("its model has no layer with weights")
@@ -104,6 +109,7 @@ class StackedModel:
         sp = StackedParam(torch.stack([p.detach() for p in members]).requires_grad_(), members, penalized=penalized)
         sp.alias()
         self.params.append(sp)
+        self.sources.append((self.layer, attr))
         return sp.data
 
     def buffer(self, mods: list[nn.Module], attr: str) -> torch.Tensor | None:
@@ -114,6 +120,7 @@ class StackedModel:
         for r, b in enumerate(members):
             b.data = stacked[r]
         self.buffers.append((stacked, members))
+        self.buffer_sources.append((self.layer, attr))
         return stacked
 
     def release(self, rows: list[int]) -> None:
@@ -137,6 +144,30 @@ class StackedModel:
         self.generators = [self.generators[r] for r in rows]
         self.rates = [[rates[r] for r in rows] for rates in self.rates]
         self.runs = len(rows)
+
+    def admit(self, models: list[nn.Module], generators: list[torch.Generator]) -> None:
+        """Runs that join: their tensors appended as new slices, every run's views made again."""
+        own = [leaves(m) for m in models]
+        for layers in own:
+            missing = [n for n in self.names if n not in layers and n not in self.dropouts]
+            if missing or set(layers) - set(self.names):
+                raise NotStackable(f"its model differs in its layers ({(missing or sorted(set(layers) - set(self.names)))[0]})")
+        for sp, (name, attr) in zip(self.params, self.sources):
+            joining = [getattr(layers[name], attr) for layers in own]
+            sp.members += joining
+            sp.data = torch.cat([sp.data.detach(), *(p.detach().unsqueeze(0) for p in joining)]).requires_grad_()
+            sp.alias()
+        for i, (name, attr) in enumerate(self.buffer_sources):
+            stacked, members = self.buffers[i]
+            members = members + [getattr(layers[name], attr) for layers in own]
+            stacked = torch.cat([stacked, *(b.detach().unsqueeze(0) for b in members[len(stacked):])])
+            for r, b in enumerate(members):
+                b.data = stacked[r]
+            self.buffers[i] = (stacked, members)
+        for rates, name in zip(self.rates, self.dropouts):
+            rates += [layers[name].p if name in layers else 0.0 for layers in own]
+        self.generators = self.generators + generators
+        self.runs += len(models)
 
     @torch.no_grad()
     def copy(self, source: int, target: int) -> None:
@@ -259,6 +290,7 @@ class StackedModel:
 
     def dropout(self, mods) -> Callable:
         index = len(self.rates)
+        self.dropouts.append(self.layer)
         self.rates.append([m.p if m is not None else 0.0 for m in mods])  # a run without the layer: rate 0
 
         def forward(x):

@@ -141,6 +141,13 @@ class StackedOptimizer:
         if sum(map(len, self.state.values())) != made:  # a first step made state (moments, momentum buffers)
             self.alias()
 
+    def admit(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Runs that join the stack (after its params were made again): each run's own optimizer steps its
+        slice, so a fresh run's state is made by its own first step, as alone."""
+        if not self.per_run:
+            raise ValueError("runs join only a stack whose runs step their own optimizers (per_run)")
+        self.optimizers = self.optimizers + optimizers
+
     def keep(self, rows: list[int]) -> None:
         """Only the runs at `rows` go on: the others take copies of their state. Call before the stacked
         tensors are remade (it reads their members), then `alias`."""

@@ -15,7 +15,7 @@ import contextlib
 import copy
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from ..options.loss import metric
 from ..registry import OPTIMIZERS, lazy
 from ..run.checkpoint import set_rng_states
 from ..run.console import StackDisplay
-from ..run.trainer import Held, Training, completed
+from ..run.trainer import EpochSums, Held, Training, completed
 from .model import StackedModel
 from .optimizers import StackedOptimizer
 
@@ -72,6 +72,8 @@ class Member:
     held: Held
     random: RunRandom
     metrics: dict | None = None  # metrics.json once it has left the stack
+    sums: EpochSums | None = None  # its open epoch's sums (None between two epochs)
+    batches: Iterator | None = None  # its open epoch's batches still to train
 
     @property
     def run(self) -> Training:
@@ -79,80 +81,102 @@ class Member:
 
 
 class Stack:
-    """`between(stack)`, where given, is called before each epoch (population-based training exploits there)."""
+    """`between(stack)`, where given, is called before each epoch (population-based training exploits there);
+    `per_run`: each run's own optimizer steps its slice on any device (runs join later: stack/slots.py)."""
 
-    def __init__(self, held: list[Held], between: Callable[["Stack"], None] | None = None):
+    def __init__(self, held: list[Held], between: Callable[["Stack"], None] | None = None, per_run: bool = False):
         self.members = [Member(h, RunRandom(h.rng)) for h in held]
         runs = [m.run for m in self.members]
         self.model = StackedModel([r.parts.model for r in runs], [m.random.torch for m in self.members])
+        self.between = between
         for m in self.members:  # once stacked (a model that cannot be leaves its runs to train alone, as they were)
-            m.run.checkpointer.rng_states = m.random.current
-            # runs that exchange weights resume only from one step they all reached: a kill between their writes
-            # leaves some a step ahead, each with its previous checkpoint (stack/pbt.py: aligned)
-            m.run.checkpointer.keep_previous = between is not None
+            self.prepare(m)
         for sp in self.model.params:  # its param group in each run's optimizer (model.weights' lower lr)
             sp.group = next(g for g, group in enumerate(runs[0].parts.optimizer.param_groups)
                             if any(p is sp.members[0] for p in group["params"]))
-        for r in runs:  # its schedule steps it, through the stack: torch's warning that it never stepped is wrong
-            r.parts.optimizer._opt_called = True
         step = lazy(OPTIMIZERS.trait(runs[0].parts.cfg.optimizer, "stacked_step"))
+        # each run's own torch.optim step on the CPU, and wherever runs join later (a fresh run's state is made
+        # by its own first step)
         self.optimizer = StackedOptimizer(step, self.model.params, [r.parts.optimizer for r in runs],
-                                          per_run=runs[0].parts.device.type == "cpu")
+                                          per_run=per_run or runs[0].parts.device.type == "cpu")
         self.active = list(self.members)  # in the order of the stacked slices
         self.knobs: dict[str, torch.Tensor] = {}  # regularization knobs over the active runs (Stack.knob)
-        self.between = between
+
+    def prepare(self, m: Member) -> None:
+        m.run.checkpointer.rng_states = m.random.current
+        # runs that exchange weights resume only from one step they all reached: a kill between their writes
+        # leaves some a step ahead, each with its previous checkpoint (stack/pbt.py: aligned)
+        m.run.checkpointer.keep_previous = self.between is not None
+        m.run.parts.optimizer._opt_called = True  # its schedule steps it through the stack: torch's warning is wrong
 
     # -- the loop --------------------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
         """Train every run to its end; returns each run's metrics (metrics.json), in the order held."""
-        for m in list(self.active):
-            if m.run.stop:  # restored from a run that had stopped, killed before it wrote metrics.json
-                self.leave(m)
-            else:
-                m.run.begin()
+        self.start(self.active)
         if self.active:
             signals = self.active[0].run.rules  # one handler: Ctrl-C or SIGTERM stops every run at the same step
             display = StackDisplay([m.run for m in self.members])
             try:
                 with signals.catching_signals():
                     while self.active:
-                        if self.between:
-                            self.between(self)
-                        self.epoch(signals)
-                        display.update()
+                        if self.advance(signals.signal):
+                            display.update()
             finally:
                 display.stop()
         return [m.metrics for m in self.members]
 
-    def epoch(self, signals) -> None:
-        """One epoch of every active run (they stand at the same step: they started and went on together)."""
-        lead = self.active[0].run
-        epoch = lead.progress.epoch
-        sums = {id(m): m.run.start_epoch() for m in self.active}
-        batches = {id(m): m.run.epoch_batches(epoch) for m in self.active}
-        for _ in range(lead.parts.steps_per_epoch - lead.progress.steps_done):
-            stepping = list(self.active)
-            losses, scores, prepared = self.step(stepping, {id(m): next(batches[id(m)]) for m in stepping})
-            for i, m in enumerate(stepping):
-                m.run.rules.signal = signals.signal
-                stop, _ = m.run.stepped(losses[i], scores[i], prepared[i], sums[id(m)])
-                if stop:  # divergence or a signal: as Training.fit, the epoch ends here, unevaluated
-                    self.leave(m)
-                elif m.run.out_of_steps():  # trainer.max_steps inside the epoch: evaluated on what it trained
-                    self.leave(m, m.run.close_epoch(epoch, sums[id(m)]))
-            if not self.active:
-                return
-        for m in list(self.active):
-            stop = m.run.close_epoch(epoch, sums[id(m)])
-            if stop or m.run.out_of_steps() or epoch >= m.run.parts.cfg.trainer.epochs:
-                self.leave(m, stop)
+    def start(self, members: list[Member]) -> None:
+        for m in list(members):
+            if m.run.stop:  # restored from a run that had stopped, killed before it wrote metrics.json
+                self.leave(m)
+            else:
+                m.run.begin()
 
-    def step(self, stepping: list[Member], micro: dict) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def advance(self, signal) -> list[Member]:
+        """One optimizer step of every active run, each in its own epoch (runs that started together stay
+        together; a run admitted later keeps its own count); returns the runs that ended an epoch with it."""
+        if self.between and all(m.sums is None for m in self.active):
+            self.between(self)
+        for m in self.active:
+            if m.sums is None:
+                m.sums = m.run.start_epoch()
+                m.batches = m.run.epoch_batches(m.run.progress.epoch)
+        stepping = list(self.active)
+        losses, scores, prepared = self.step(stepping, [next(m.batches) for m in stepping])
+        closed = []
+        for i, m in enumerate(stepping):
+            m.run.rules.signal = signal
+            stop, last_step = m.run.stepped(losses[i], scores[i], prepared[i], m.sums)
+            if stop:  # divergence or a signal: as Training.fit, the epoch ends here, unevaluated
+                self.leave(m)
+            elif last_step:  # its epoch's end, or trainer.max_steps inside it: evaluated on what it trained
+                epoch = m.run.progress.epoch
+                stop = m.run.close_epoch(epoch, m.sums)
+                m.sums = m.batches = None
+                closed.append(m)
+                if stop or m.run.out_of_steps() or epoch >= m.run.parts.cfg.trainer.epochs:
+                    self.leave(m, stop)
+        return closed
+
+    def admit(self, held: list[Held]) -> list[Member]:
+        """Runs that join the stack now, from where each stands (a search's next trials in freed slots)."""
+        new = [Member(h, RunRandom(h.rng)) for h in held]
+        self.model.admit([m.run.parts.model for m in new], [m.random.torch for m in new])
+        self.optimizer.admit([m.run.parts.optimizer for m in new])
+        for m in new:
+            self.prepare(m)
+        self.members += new
+        self.active += new
+        self.knobs.clear()
+        self.start(new)
+        return new
+
+    def step(self, stepping: list[Member], micro: list) -> tuple[torch.Tensor, torch.Tensor, list]:
         """One optimizer step of every stepping run on its own batch: (losses [R], metric sums [R], batches)."""
         prepared = []
-        for m in stepping:
+        for m, batch in zip(stepping, micro):
             with m.random.drawing() if m.run.parts.augment is not None else contextlib.nullcontext():
-                prepared.append([m.run.prepare(idx) for idx in micro[id(m)]])
+                prepared.append([m.run.prepare(idx) for idx in batch])
         first = stepping[0].run.parts
         for sp in self.model.params:
             sp.data.grad.zero_()
