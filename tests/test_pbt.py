@@ -117,8 +117,10 @@ def test_a_pbt_sweep_from_the_command_line_records_its_lineage_and_each_member_i
         lr = events(sweep / name, "step/lr")
         after = [v for s, v in lr if s > step]
         assert after[0] == pytest.approx(explored, rel=1e-6)
-    for i in range(6):  # every member a run of its own
+    for i in range(6):  # every member a run of its own, on one split (its own seed otherwise)
         run = sweep / f"member-{i:02d}"
+        config = (run / ".hydra" / "config.yaml").read_text()
+        assert "split_seed: 0" in config and f"seed: {i}\n" in config.split("trainer:")[1]
         assert {"metrics.json", "best.pt", "last.pt"} <= {p.name for p in run.iterdir()}
         assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 6  # pbt's preset: all epochs
     best = min(range(6), key=lambda i: json.loads((sweep / f"member-{i:02d}" / "metrics.json").read_text())["val/loss"])
@@ -212,3 +214,18 @@ def test_a_population_killed_between_its_members_writes_goes_back_to_the_step_al
     never.mkdir()
     aligned([started, never])
     assert not (started / "last.pt").exists() and not (started / "best.pt").exists()  # both start over
+
+
+def test_runs_with_one_split_seed_share_their_split_whatever_their_own_seed():
+    from trainrun.run.build import build
+    from trainrun.run.distributed import World
+
+    def rows(*overrides):
+        data = build(make_config(["data.subset=300", *overrides]), World(), None).data
+        return [data.fetch(split, slice(0, len(split)))[0] for split in (data.train, data.val, data.test)]
+
+    shared = rows("data.split_seed=3", "trainer.seed=0"), rows("data.split_seed=3", "trainer.seed=1")
+    for a, b in zip(*shared):
+        assert torch.equal(a, b)
+    own = rows("trainer.seed=0"), rows("trainer.seed=1")  # null: the split follows trainer.seed
+    assert not torch.equal(own[0][1], own[1][1])

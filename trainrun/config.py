@@ -150,6 +150,9 @@ class DataConfig:
     val_fraction: float = setting(0.1, **FRACTION)
     test_fraction: float = setting(0.2, gt=0, lt=1)  # for datasets without an official test split
     subset: Optional[int] = setting(None, **POSITIVE_INT)
+    # the seed of the split (and of subset, per_class, folds); null: trainer.seed. Runs that exchange weights
+    # (hparams_search=pbt) share one: a run's val and test rows are never another's training rows
+    split_seed: Optional[int] = setting(None, ge=0, le=2**32 - 1, expected="an integer in [0, 2^32)")
     classes: Optional[list[int]] = setting(None, ge=0)  # keep these classes only, relabelled 0..k-1 in this order
     per_class: Optional[int] = setting(None, **POSITIVE_INT)  # a stratified few-shot train split: N per class
     # k-fold cross-validation: `trainrun data.folds=K` runs K runs, fold k validating (stratified for classes)

@@ -125,12 +125,15 @@ class TrainrunPbtSweeper(Sweeper):
         initial = {name: {key: sample(dist, rng) for key, dist in space.items()} for name in names}
         if resumed:
             aligned([sweep_dir / name for name in names if run_state(sweep_dir / name) == INTERRUPTED])
+        # each member its own initialization, batches and draws, but one split: a member that copies another's
+        # weights is never validated or tested on rows those weights were trained on
+        split = [] if first.data.split_seed is not None else [f"data.split_seed={tc.seed}"]
         jobs = []
         for i, name in enumerate(names):
             state = run_state(sweep_dir / name)
             if state == FINISHED:
                 continue
-            jobs.append([*fixed, *(f"{k}={v!r}" for k, v in initial[name].items()), f"trainer.seed={tc.seed + i}",
+            jobs.append([*fixed, *split, *(f"{k}={v!r}" for k, v in initial[name].items()), f"trainer.seed={tc.seed + i}",
                          f"hydra.sweep.subdir={name}",
                          *([f"trainer.resume={sweep_dir / name}"] if state == INTERRUPTED else [])])
         groups = plan([composer.compose(job, i) for i, job in enumerate(jobs)])
