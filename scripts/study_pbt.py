@@ -74,12 +74,42 @@ def verdict(mean: float, error: float) -> str:
     return "no difference shown"
 
 
+def figure(results: dict, out: Path) -> Path:
+    """Each search's best run per seed: its test accuracy and the command's wall time (drawn after the results)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, wall) = plt.subplots(1, 2, figsize=(10, 3.6))
+    seeds = sorted(next(iter(results.values())), key=int)
+    for offset, name in zip((-0.27, 0, 0.27), results):
+        xs = [i + offset for i in range(len(seeds))]
+        acc.bar(xs, [results[name][s]["test/acc"] for s in seeds], 0.27, label=name)
+        wall.bar(xs, [results[name][s]["seconds"] for s in seeds], 0.27, label=name)
+    for ax, label in ((acc, "test accuracy of the best run"), (wall, "the command's wall time (s)")):
+        ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
+        ax.set_ylabel(label)
+    low = min(r["test/acc"] for by_seed in results.values() for r in by_seed.values())
+    acc.set_ylim(low - 0.01, 1.0)
+    acc.legend(fontsize=8)
+    acc.set_title("16 runs x 20 epochs each search, SGD on MNIST", fontsize=9)
+    fig.tight_layout()
+    path = out / "study_pbt.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("outputs/study_pbt"))
+    parser.add_argument("--figure", action="store_true", help="only draw the figure of --out's results.json")
     args = parser.parse_args()
+    if args.figure:
+        print(figure(json.loads((args.out / "results.json").read_text()), args.out))
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, dict[int, dict]] = {}
     for seed in seeds:
@@ -99,6 +129,7 @@ def main() -> None:
     for name in ("grid", "optuna"):
         mean, error = paired(acc["pbt"], acc[name])
         print(f"test accuracy, PBT minus {name}: {mean:+.4f} ± {error:.4f} over {len(seeds)} seeds: {verdict(mean, error)}")
+    print(figure(results, args.out))
     for name, by_seed in results.items():
         print(f"{name}: test/acc mean {statistics.fmean(acc[name].values()):.4f}, wall time mean "
               f"{statistics.fmean(r['seconds'] for r in by_seed.values()):.1f} s")

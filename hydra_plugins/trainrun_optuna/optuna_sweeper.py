@@ -21,6 +21,7 @@ failed and its parameters tried again.
 # sys.modules, and dataclasses with string annotations look the module up there.
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -53,7 +54,10 @@ class TrainrunOptunaSweeperConf:
     sampler: str = "tpe"  # tpe | random (Bergstra and Bengio 2012)
     seed: Optional[int] = 0
     n_trials: int = 20
-    n_jobs: int = 1  # trials in flight at once, each in a worker process of its own
+    n_jobs: int = 1  # > 1: trials in flight at once, each in a worker process of its own
+    # with hydra/launcher=stack (the default) and n_jobs 1: trials trained at once as stacks in this process;
+    # null: a third of n_trials, at least 2 (the sampler and the pruner learn from trials that ended), as memory allows
+    slots: Optional[int] = None
     in_flight: bool = True  # false: through Hydra's launcher, in batches of n_jobs that wait for their slowest
     study_name: str = "trainrun"
     storage: Optional[str] = None  # null: a journal file in the sweep directory; or an RDB URL (sqlite:///..., postgresql://...)
@@ -97,12 +101,15 @@ def execute_trial(composed: bytes):
 
 
 class TrainrunOptunaSweeper(Sweeper):
-    def __init__(self, sampler, seed, n_trials, n_jobs, in_flight, study_name, storage, pruner, params):
+    def __init__(self, sampler, seed, n_trials, n_jobs, slots, in_flight, study_name, storage, pruner, params):
         SEARCH_SAMPLERS[sampler]  # an unknown one is a ConfigError listing the choices
         check_node(pruner, PrunerConfig, "hydra.sweeper.pruner")
         if n_trials < 1 or n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={n_trials} and n_jobs={n_jobs} must be positive")
+        if slots is not None and slots < 1:
+            raise ConfigError(f"hydra.sweeper.slots={slots} is invalid: expected a positive integer, or null")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
+        self.slots = min(n_trials, slots if slots is not None else max(2, math.ceil(n_trials / 3)))
         self.in_flight_wanted = in_flight
         self.study_name, self.storage_url = study_name, storage
         self.pruner_cfg = dict(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else vars(pruner))
@@ -159,10 +166,12 @@ class TrainrunOptunaSweeper(Sweeper):
             return sum(counts(t) for t in counted) < self.n_trials
 
         with holding(sweep_dir):  # while held, the trials this sweeper asked are its own, queued or running
+            template = job(optuna.trial.FixedTrial(first_point(space)))
+            if self.in_stacks():
+                return self.in_slots(study, space, job, unfinished, more, template)
             if self.launcher_batches():
                 return self.batched(study, space, job, unfinished, more)
-            return self.in_flight(study, space, job, unfinished, more,
-                                  template=job(optuna.trial.FixedTrial(first_point(space))))
+            return self.in_flight(study, space, job, unfinished, more, template)
 
     def open_study(self, sweep_dir: Path, url: str, maximize: bool):
         """The sweep's directory claimed and its study created or loaded; a storage that cannot be opened
@@ -238,6 +247,51 @@ class TrainrunOptunaSweeper(Sweeper):
         study._storage.set_trial_user_attr(trial._trial_id, "beyond_n_trials", True)
         study.tell(trial.number, state=TrialState.FAIL)
         return None
+
+    def in_stacks(self) -> bool:
+        """Trials in the slots of stacks in this process: the stack launcher (the default) with one job."""
+        return (type(self.launcher).__name__ == "TrainrunStackLauncher" and self.n_jobs == 1
+                and self.in_flight_wanted)
+
+    def in_slots(self, study, space, job, unfinished, more, template: list) -> list:
+        """`self.slots` trials at once (trainrun/stack/slots.py): each asked trial's job is prepared and held by
+        the stack launcher, then trained in the stack of its shape; when one ends it is told and the next
+        asked trial takes its slot."""
+        from trainrun.stack.grouping import alone_because, stack_key
+        from trainrun.stack.launch import returned
+        from trainrun.stack.slots import ALONE, Slots
+
+        composer, results, asked = JobComposer(self.hydra_context, self.config), [], {}
+        composer.compose(template, 0)
+
+        def fill(n: int) -> list:
+            entries = []
+            while len(entries) < n and (unfinished or more()):
+                trial = unfinished.pop(0) if unfinished else self.ask(study, space)
+                if trial is None:
+                    break
+                overrides = job(trial)
+                composed = composer.compose(overrides, trial.number)
+                ret, held = self.launcher.hold((trial.number, overrides, composed))
+                if held is None:  # it ended at once: a run that had finished, or one that failed to start
+                    study.tell(trial.number, *outcome(ret))
+                    results.append(ret)
+                    continue
+                asked[id(held)] = (trial, ret)
+                entries.append((ALONE if alone_because(composed) else stack_key(composed), held))
+            return entries
+
+        def ended(held, metrics) -> None:
+            trial, ret = asked.pop(id(held))
+            ret.return_value = returned(held, metrics)
+            if not (metrics and metrics.get("stop_reason") == "interrupted"):  # a resume continues it
+                study.tell(trial.number, *outcome(ret))
+            results.append(ret)
+
+        print(f"optuna: {self.slots} trials at once in this process (hydra.sweeper.slots), trials of one shape "
+              "as one stack; a trial that ends gives its slot to the next", flush=True)
+        Slots(self.slots, self.launcher.memory_gb).run(fill, ended)
+        return [results]
 
     def launcher_batches(self) -> bool:
         """Hydra's launchers take a batch and wait for all of it; trainrun runs trials itself unless the

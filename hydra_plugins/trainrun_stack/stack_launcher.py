@@ -67,23 +67,28 @@ class TrainrunStackLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 
-    def run_stack(self, jobs: List) -> dict:
-        """Each job's run prepared as Hydra runs a job (its directory, its .hydra record, the checks), held
-        before training; then all of them trained as one stack, and each job's return value set."""
+    def hold(self, job) -> tuple:
+        """A job's run prepared as Hydra runs a job (its directory, its .hydra record, the checks) and held
+        before it trains: (its JobReturn, its held run; None where it ended at once: finished, or failed)."""
         from trainrun.run import trainer
-        from trainrun.stack.launch import train_held
 
         trainer.HELD = held = []
-        returns, holding = {}, []
         try:
-            for job in jobs:
-                before = len(held)
-                returns[job[0]] = self.run_alone(job)
-                holding.append((job, held[before] if len(held) > before else None))
+            returned = self.run_alone(job)
         finally:
             trainer.HELD = None
-        results = train_held(held, self.memory_gb, self.between)
-        for (idx, _, config), h in holding:
+        return returned, held[0] if held else None
+
+    def run_stack(self, jobs: List) -> dict:
+        """Each job's run held, then all of them trained as one stack, and each job's return value set."""
+        from trainrun.stack.launch import train_held
+
+        returns, holding = {}, []
+        for job in jobs:
+            returns[job[0]], h = self.hold(job)
+            holding.append((job[0], h))
+        results = train_held([h for _, h in holding if h is not None], self.memory_gb, self.between)
+        for idx, h in holding:
             if h is not None:
                 returns[idx].return_value = results[id(h)]
         return returns

@@ -208,6 +208,7 @@ def plot(sweep_dir: Path, log_keys: set[str]) -> Path | None:
     keys = [k for k in next(iter(members.values()))["hyperparameters"][0] if k != "epoch"]
     fig, axes = plt.subplots(len(keys), 1, figsize=(9, 3 * len(keys)), squeeze=False, sharex=True)
     for ax, key in zip(axes[:, 0], keys):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours: a population of 16 by default
         for name, record in sorted(members.items()):
             points = record["hyperparameters"]
             metrics = sweep_dir / name / "metrics.json"  # a member that stopped early ends there
