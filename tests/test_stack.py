@@ -220,3 +220,35 @@ def test_a_bad_memory_budget_is_refused_in_one_line_before_the_sweep(tmp_path, v
     done = cli("-m", "trainer.seed=0,1", f"hydra.launcher.memory_gb={value}", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert done.returncode == 2 and "hydra.launcher.memory_gb=" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("common", [CNN, MLP], ids=["cnn-batchnorm-augmentation", "mlp-dropout"])
+def test_runs_that_join_a_stack_later_equal_each_run_alone(tmp_path, common):
+    """A search's slot: a run admitted steps after the others, so its epochs' shorter last batch comes at another
+    step than theirs (those steps pass in one pass per batch size), still equals its run alone."""
+    from trainrun.stack.training import Stack
+
+    runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
+            ["optimizer.lr=0.001", "trainer.seed=1", "optimizer.weight_decay=0.01"]]
+    alone = [trainer.train(make_config([*common, *own]), tmp_path / f"alone{i}", quiet_console())
+             for i, own in enumerate(runs)]
+    trainer.HELD = held = []
+    try:
+        for i, own in enumerate(runs):
+            trainer.train(make_config([*common, *own]), tmp_path / f"stacked{i}", quiet_console())
+    finally:
+        trainer.HELD = None
+    stack = Stack(held[:1], per_run=True)
+    stack.start(stack.active)
+    for joining, after in ((held[1], 2), (held[2], 3)):
+        for _ in range(after):
+            stack.advance(None)
+        stack.admit([joining])
+    sizes = []
+    forward = stack.forward
+    stack.forward = lambda xs: sizes.append(len({len(x) for x in xs})) or forward(xs)
+    while stack.active:
+        stack.advance(None)
+    assert max(sizes) > 1  # some steps passed runs of two batch sizes
+    stacked = [m.metrics for m in stack.members]
+    assert_equal_runs(tmp_path, alone, stacked)

@@ -200,7 +200,12 @@ class StackedModel:
         """A norm's scale and shift (params index, index + 1) over all runs' channels, or none."""
         if not affine:
             return None, None
-        return self.params[index].data.flatten(), self.params[index + 1].data.flatten()
+        return self.tensor(index).flatten(), self.tensor(index + 1).flatten()
+
+    def tensor(self, index: int) -> torch.Tensor:
+        """A stacked param in this pass: every run's slice, or the passing runs' (`rows`)."""
+        data = self.params[index].data
+        return data if self.rows is None else data[self.rows]
 
     def layout(self, convolutional: bool) -> None:
         if self.convolutional is None:
@@ -215,9 +220,9 @@ class StackedModel:
             self.param(mods, "bias")
 
         def forward(x):  # [R, B, in] -> [R, B, out]
-            weight = self.params[index].data
+            weight = self.tensor(index)
             if has_bias:
-                return torch.baddbmm(self.params[index + 1].data.unsqueeze(1), x, weight.transpose(1, 2))
+                return torch.baddbmm(self.tensor(index + 1).unsqueeze(1), x, weight.transpose(1, 2))
             return torch.bmm(x, weight.transpose(1, 2))
         return forward
 
@@ -232,9 +237,9 @@ class StackedModel:
         conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
 
         def forward(x):  # [B, R * in, *S] -> [B, R * out, *S']
-            weight = self.params[index].data
-            bias = self.params[index + 1].data.flatten() if has_bias else None
-            return conv(x, weight.flatten(0, 1), bias, m.stride, m.padding, m.dilation, m.groups * self.runs)
+            weight = self.tensor(index)
+            bias = self.tensor(index + 1).flatten() if has_bias else None
+            return conv(x, weight.flatten(0, 1), bias, m.stride, m.padding, m.dilation, m.groups * self.width)
         return forward
 
     def batch_norm(self, mods) -> Callable:
@@ -249,11 +254,20 @@ class StackedModel:
 
         def forward(x):
             mean, var, batches = (self.buffers[first_buffer + i][0] for i in range(3))
-            batches.add_(1)
-            # momentum None: a cumulative average (each run has seen as many batches)
-            momentum = m.momentum if m.momentum is not None else 1.0 / float(batches[0])
+            rows = self.rows
+            if rows is None:
+                batches.add_(1)
+            else:  # the passing runs' statistics (copies: updated below, then put back)
+                mean, var = mean[rows], var[rows]
+                batches[rows] += 1
+            # momentum None: a cumulative average (the run's own count of batches)
+            counted = batches[0] if rows is None else batches[rows[0]]
+            momentum = m.momentum if m.momentum is not None else 1.0 / float(counted)
             out = F.batch_norm(self.channels_first(x), mean.view(-1), var.view(-1), *self.flat(index, affine), True,
                                momentum, m.eps)
+            if rows is not None:
+                self.buffers[first_buffer][0][rows] = mean
+                self.buffers[first_buffer + 1][0][rows] = var
             return self.channels_back(out, x)
         return forward
 
@@ -268,9 +282,9 @@ class StackedModel:
         def forward(x):  # [R, B, F]: normalized over features, then each run's own scale and shift
             out = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
             if affine:
-                out = out * self.params[index].data.unsqueeze(1)
+                out = out * self.tensor(index).unsqueeze(1)
                 if m.bias is not None:
-                    out = out + self.params[index + 1].data.unsqueeze(1)
+                    out = out + self.tensor(index + 1).unsqueeze(1)
             return out
         return forward
 
@@ -284,7 +298,7 @@ class StackedModel:
         groups = m.num_groups if isinstance(m, nn.GroupNorm) else m.num_features
 
         def forward(x):  # [B, R * C, *S] (or dense [R, B, F] as [B, R * F]): run r's groups are its own channels'
-            out = F.group_norm(self.channels_first(x), groups * self.runs, *self.flat(index, affine), m.eps)
+            out = F.group_norm(self.channels_first(x), groups * self.width, *self.flat(index, affine), m.eps)
             return self.channels_back(out, x)
         return forward
 
@@ -295,8 +309,9 @@ class StackedModel:
 
         def forward(x):
             masks = []
-            for r, (rate, generator) in enumerate(zip(self.rates[index], self.generators)):
-                own = self.slice(x, r)
+            for position, r in enumerate(range(self.runs) if self.rows is None else self.rows):
+                rate, generator = self.rates[index][r], self.generators[r]
+                own = self.slice(x, position)
                 noise = torch.empty(own.shape, dtype=x.dtype, device=x.device)
                 if rate:  # as torch's CPU dropout draws it: the mask of a run alone, from its own generator
                     noise.bernoulli_(1 - rate, generator=generator).div_(1 - rate)
@@ -308,11 +323,13 @@ class StackedModel:
 
     # -- layouts -------------------------------------------------------------------------------------------
     flattened = False  # in a pass: whether the activations are [R, B, F] by now (dense), not [B, R * C, *S]
+    rows: list[int] | None = None  # in a pass: the runs passing (None: all)
+    width = 0  # in a pass: how many runs pass
 
     def slice(self, x, r: int) -> torch.Tensor:
         if self.flattened:
             return x[r]
-        width = x.shape[1] // self.runs
+        width = x.shape[1] // self.width
         return x[:, r * width:(r + 1) * width]
 
     def channels_first(self, x) -> torch.Tensor:
@@ -320,12 +337,12 @@ class StackedModel:
         return x.transpose(0, 1).reshape(x.shape[1], -1) if self.flattened else x
 
     def channels_back(self, out, x) -> torch.Tensor:
-        return out.view(x.shape[1], self.runs, -1).transpose(0, 1) if self.flattened else out
+        return out.view(x.shape[1], self.width, -1).transpose(0, 1) if self.flattened else out
 
     def flatten(self, x) -> torch.Tensor:
         self.flattened = True
         if self.convolutional:  # [B, R * C, *S] -> [R, B, C * S]
-            return x.reshape(x.shape[0], self.runs, -1).transpose(0, 1)
+            return x.reshape(x.shape[0], self.width, -1).transpose(0, 1)
         return x.flatten(2)  # [R, B, *shape] -> [R, B, F]
 
     # -- the pass --------------------------------------------------------------------------------------------
@@ -335,9 +352,11 @@ class StackedModel:
             return torch.cat(xs, 1)  # [B, R * C, *S]
         return torch.stack(xs)  # [R, B, *shape]
 
-    def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        """[R, B, outputs]: every run's outputs for its own batch."""
-        self.flattened = not self.convolutional
+    def __call__(self, xs: list[torch.Tensor], rows: list[int] | None = None) -> torch.Tensor:
+        """[R, B, outputs]: every run's outputs for its own batch; with `rows`, those runs' only (a pass takes one
+        batch size: runs at their epochs' shorter last batch pass on their own)."""
+        self.flattened, self.rows = not self.convolutional, rows
+        self.width = self.runs if rows is None else len(rows)
         x = self.inputs(xs)
         for layer in self.layers:
             x = layer(x)

@@ -180,8 +180,7 @@ class Stack:
         first = stepping[0].run.parts
         for sp in self.model.params:
             sp.data.grad.zero_()
-        with first.autocast():
-            out = self.model([batch[0][0] for batch in prepared]).float()
+        out = self.forward([batch[0][0] for batch in prepared])
         losses = torch.stack([m.run.parts.criterion(out[i], prepared[i][0][1]) for i, m in enumerate(stepping)])
         losses = losses + self.penalties()
         losses.sum().backward()
@@ -191,9 +190,22 @@ class Stack:
         self.clip()
         self.optimizer.step()
         self.constrain()
-        detached = out.detach()
-        scores = torch.stack([metric(detached[i], batch[0][1], first.data.task) for i, batch in enumerate(prepared)])
+        scores = torch.stack([metric(out[i].detach(), batch[0][1], first.data.task) for i, batch in enumerate(prepared)])
         return losses.detach(), scores, prepared
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """Every active run's outputs ([R, B, outputs]); runs whose batches differ in size (one at its epoch's
+        shorter last batch, beside runs that joined later) pass in one pass per size."""
+        sizes = [len(x) for x in xs]
+        with self.active[0].run.parts.autocast():
+            if len(set(sizes)) == 1:
+                return self.model(xs).float()
+            out: list = [None] * len(xs)
+            for size in dict.fromkeys(sizes):
+                rows = [r for r, s in enumerate(sizes) if s == size]
+                for r, o in zip(rows, self.model([xs[r] for r in rows], rows).float()):
+                    out[r] = o
+            return out
 
     # -- regularization, per run (options/regularization.py's, over the stacked tensors) --------------------------
     def knob(self, name: str, missing: float) -> torch.Tensor:
