@@ -42,9 +42,10 @@ from trainrun.registry import SEARCH_SAMPLERS
 from trainrun.sweeps.compose import JobComposer
 from trainrun.sweeps.jobs import run_composed
 from trainrun.sweeps.search import domain, first_point, make_pruner, make_storage, probe_jobs, search_space
-from trainrun.sweeps.sweep import claim, held, holding, resuming, run_name, write_experiment
+from trainrun.sweeps.sweep import claim, ended, held, holding, resuming, run_name, write_experiment
 
 log = logging.getLogger("trainrun")
+SAMPLER = "sampler.pkl"  # the sampler as it stood after the last ask (its random state), for a resume
 ASKING_S = 60  # a trial on a shared storage without attributes this long after its start was asked by a dead sweeper
 
 
@@ -186,7 +187,11 @@ class TrainrunOptunaSweeper(Sweeper):
             if created:
                 sweep_dir.rmdir()
             raise
-        sampler = SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
+        # a repeated command continues the sampler's random stream where the stopped sweeper left it (re-seeded,
+        # it would draw the first trials' values again)
+        saved = sweep_dir / SAMPLER
+        sampler = pickle.loads(saved.read_bytes()) if saved.is_file() else \
+            SEARCH_SAMPLERS.create(None, kind=self.sampler_kind, seed=self.seed)
         return optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
                                    pruner=make_pruner(self.pruner_cfg), load_if_exists=True,
                                    direction="maximize" if maximize else "minimize")
@@ -202,7 +207,7 @@ class TrainrunOptunaSweeper(Sweeper):
             if not self.abandoned(trial, sweep_dir):
                 continue
             run_dir = Path(trial.user_attrs["run_dir"]) if "run_dir" in trial.user_attrs else None
-            if run_dir and (run_dir / "metrics.json").is_file():  # it finished; the sweeper died before it heard
+            if run_dir and ended(run_dir):  # it finished; the sweeper died before it heard
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 study.tell(trial.number, *outcome_of({**metrics, "objective": metrics.get(self.monitor)}))
             elif run_dir and (run_dir / "last.pt").is_file():
@@ -239,6 +244,9 @@ class TrainrunOptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         trial = study.ask(space)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        (sweep_dir / f"{SAMPLER}.partial").write_bytes(pickle.dumps(study.sampler))
+        os.replace(sweep_dir / f"{SAMPLER}.partial", sweep_dir / SAMPLER)
         earlier = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE,
                                                            TrialState.PRUNED, TrialState.FAIL))
         if sum(counts(t) for t in earlier if t.number < trial.number) < self.n_trials:

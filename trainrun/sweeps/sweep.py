@@ -93,11 +93,23 @@ def run_state(run_dir: Path) -> str:
     """finished: it wrote metrics.json (completed, stopped early, diverged or pruned) or error.json (failed:
     kept as failed, delete the directory to run it again); interrupted: it has a checkpoint, or was killed
     before its first one (trainer.resume then starts it over in its own directory); new: never started."""
-    if (run_dir / "metrics.json").is_file() or (run_dir / "error.json").is_file():
+    if ended(run_dir) or (run_dir / "error.json").is_file():
         return FINISHED
     if (run_dir / "last.pt").is_file() or (run_dir / ".hydra" / "overrides.yaml").is_file():
         return INTERRUPTED
     return NEW
+
+
+def ended(run_dir: Path) -> bool:
+    """Whether the run wrote metrics.json, and not because Ctrl-C or SIGTERM stopped it (a resume continues
+    that one from its checkpoint)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("stop_reason") != "interrupted"
+    except (ValueError, AttributeError):  # damaged: the summary reports it, nothing resumes it
+        return True
 
 
 def found_line(states: list[str]) -> str:
