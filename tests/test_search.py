@@ -216,6 +216,7 @@ def test_sweepers_that_all_saw_room_for_one_more_trial_run_exactly_n_trials(tmp_
     for name in ("a", "b"):
         sweeper = object.__new__(TrainrunOptunaSweeper)
         sweeper.n_trials, sweeper.config = 8, OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / name)}}})
+        (tmp_path / name).mkdir()  # claimed, as a sweeper's directory is before it asks
         sweepers.append(sweeper)
     first, second = (sweeper.ask(study, space) for sweeper in sweepers)  # both had seen 7 counted trials
     assert first is not None and first.number == 7 and second is None
