@@ -181,6 +181,29 @@ def search(tmp: Path, trials: int, epochs: int) -> None:
         fraction, where = busy(sweep, 2)
         print(f"  {label:27s} command {wall:5.1f} s, trials' span {span:5.1f} s, utilization {used:.2f}, "
               f"busy training {fraction:.2f}  ({states})\n    {where}")
+    slots(tmp, trials, epochs)
+
+
+def slots(tmp: Path, trials: int, epochs: int, seeds: tuple = (0, 1, 2)) -> None:
+    """The same search, trials in the slots of stacks in one process (the default: n_jobs 1, the stack
+    launcher), against 2 workers in flight, over 3 sampler seeds: the command's time, the best trial's value,
+    the epochs trained, and how full the slots were (the trials' runs, start to end, over K x the span)."""
+    common = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={trials}", f"trainer.epochs={epochs}",
+              "logger.enabled=false", "trainer.early_stopping.enabled=false"]
+    print(f"{trials}-trial Optuna search in slots against 2 workers in flight, sampler seeds {seeds}:")
+    for label, extra, workers in (("2 workers in flight", ["hydra.sweeper.n_jobs=2"], 2),
+                                  ("slots (default: 3)", [], 3), ("8 slots", ["hydra.sweeper.slots=8"], 8)):
+        walls, bests, epochs_run, used = [], [], [], []
+        for seed in seeds:
+            sweep = tmp / f"slots-{label.split()[0]}-{seed}"
+            walls.append(trainrun([*common, *extra, f"hydra.sweeper.seed={seed}", f"hydra.sweep.dir={sweep}"], tmp))
+            runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+            bests.append(min(r["val/loss"] for r in runs if r.get("val/loss") is not None))
+            epochs_run.append(sum(r["epochs_run"] for r in runs))
+            used.append(utilization(sweep, workers)[0])
+        print(f"  {label:20s} command {sum(walls) / len(walls):5.1f} s (" + ", ".join(f"{w:.1f}" for w in walls)
+              + "), best val/loss " + ", ".join(f"{b:.4f}" for b in bests) + ", epochs trained "
+              + ", ".join(map(str, epochs_run)) + f", slots or workers busy {sum(used) / len(used):.2f}")
 
 
 def grid(tmp: Path, runs: int) -> None:

@@ -21,7 +21,6 @@ failed and its parameters tried again.
 # sys.modules, and dataclasses with string annotations look the module up there.
 import json
 import logging
-import math
 import os
 import pickle
 import shutil
@@ -57,7 +56,8 @@ class TrainrunOptunaSweeperConf:
     n_trials: int = 20
     n_jobs: int = 1  # > 1: trials in flight at once, each in a worker process of its own
     # with hydra/launcher=stack (the default) and n_jobs 1: trials trained at once as stacks in this process;
-    # null: a third of n_trials, at least 2 (the sampler and the pruner learn from trials that ended), as memory allows
+    # null: the pruner's n_startup_trials, at least 2, as memory allows (until that many trials ended the pruner
+    # prunes none, so more slots at the start train trials that cannot be cut short: measured in bench_sweep.py)
     slots: Optional[int] = None
     in_flight: bool = True  # false: through Hydra's launcher, in batches of n_jobs that wait for their slowest
     study_name: str = "trainrun"
@@ -110,10 +110,11 @@ class TrainrunOptunaSweeper(Sweeper):
         if slots is not None and slots < 1:
             raise ConfigError(f"hydra.sweeper.slots={slots} is invalid: expected a positive integer, or null")
         self.sampler_kind, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
-        self.slots = min(n_trials, slots if slots is not None else max(2, math.ceil(n_trials / 3)))
+
         self.in_flight_wanted = in_flight
         self.study_name, self.storage_url = study_name, storage
         self.pruner_cfg = dict(OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else vars(pruner))
+        self.slots = min(n_trials, slots if slots is not None else max(2, self.pruner_cfg.get("n_startup_trials", 3)))
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
