@@ -11,6 +11,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
@@ -94,31 +95,9 @@ class TrainrunPbtSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         resumed = resuming(sweep_dir, [str(o) for o in OmegaConf.to_container(self.config.hydra.overrides.task)])
         space, fixed = search_space(self.params, arguments)
-        if not space:
-            raise ConfigError("hparams_search=pbt has nothing to search: give a knob a space, e.g. "
-                              "'optimizer.lr=tag(log, interval(1e-3, 1))'")
-        for key, dist in space.items():
-            f = declared(key)
-            if f is None or not f.metadata.get("perturbable"):
-                raise ConfigError(f"{key} cannot change during a run, so hparams_search=pbt cannot perturb it: it "
-                                  "perturbs the optimizer's numeric knobs (optimizer.lr, momentum, weight_decay, eps, "
-                                  "...); search it with hparams_search=optuna")
-            if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in getattr(dist, "choices", [0])):
-                raise ConfigError(f"{key}: hparams_search=pbt perturbs numbers; its choices {list(dist.choices)} are not")
-        for overrides in probe_jobs(space, fixed):  # refused as its runs would be, before anything is written
-            check_job(self.hydra_context, self.config, overrides)
+        refuse_space(space)
         composer = JobComposer(self.hydra_context, self.config)
-        first = composer.compose(probe_jobs(space, fixed)[0], 0)
-        tc = first.trainer
-        if self.exploration.interval >= tc.epochs:
-            raise ConfigError(f"hydra.sweeper.interval={self.exploration.interval} leaves no exploit in "
-                              f"trainer.epochs={tc.epochs}: give an interval below the epochs")
-        if self.exploration.interval % tc.eval_every:
-            raise ConfigError(f"hydra.sweeper.interval={self.exploration.interval} is not a multiple of "
-                              f"trainer.eval_every={tc.eval_every}: members are ranked on an evaluated epoch")
-        monitor = tc.early_stopping.monitor
-        if not monitor.startswith(("val", "train")):
-            raise ConfigError(f"trainer.early_stopping.monitor={monitor}: members are ranked on a train/ or val/ metric")
+        tc = self.checked_trainer(space, fixed, composer)
 
         rng = np.random.default_rng(self.exploration.seed)
         names = [f"member-{i:02d}" for i in range(self.population)]
@@ -127,15 +106,11 @@ class TrainrunPbtSweeper(Sweeper):
             aligned([sweep_dir / name for name in names if run_state(sweep_dir / name) == INTERRUPTED])
         # each member its own initialization, batches and draws, but one split: a member that copies another's
         # weights is never validated or tested on rows those weights were trained on
-        split = [] if first.data.split_seed is not None else [f"data.split_seed={tc.seed}"]
-        jobs = []
-        for i, name in enumerate(names):
-            state = run_state(sweep_dir / name)
-            if state == FINISHED:
-                continue
-            jobs.append([*fixed, *split, *(f"{k}={v!r}" for k, v in initial[name].items()), f"trainer.seed={tc.seed + i}",
-                         f"hydra.sweep.subdir={name}",
-                         *([f"trainer.resume={sweep_dir / name}"] if state == INTERRUPTED else [])])
+        split = [] if tc.split_seed is not None else [f"data.split_seed={tc.seed}"]
+        jobs = [[*fixed, *split, *(f"{k}={v!r}" for k, v in initial[name].items()), f"trainer.seed={tc.seed + i}",
+                 f"hydra.sweep.subdir={name}",
+                 *([f"trainer.resume={sweep_dir / name}"] if run_state(sweep_dir / name) == INTERRUPTED else [])]
+                for i, name in enumerate(names) if run_state(sweep_dir / name) != FINISHED]
         groups = plan([composer.compose(job, i) for i, job in enumerate(jobs)])
         if len(groups) > 1 or any(why for _, why in groups):
             why = next((why for _, why in groups if why), "its members differ in a key that splits stacks")
@@ -146,11 +121,11 @@ class TrainrunPbtSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if not resumed:
             write_experiment(sweep_dir, {key: domain(dist) for key, dist in space.items()})
-        maximize = direction(monitor, tc.early_stopping.mode) == "max"
-        population = Population(space, self.exploration, sweep_dir, initial, monitor, maximize, tc.epochs)
+        maximize = direction(tc.monitor, tc.mode) == "max"
+        population = Population(space, self.exploration, sweep_dir, initial, tc.monitor, maximize, tc.epochs)
         population.write()
         print(f"population-based training: {self.population} members, exploit every {self.exploration.interval} "
-              f"epochs on {monitor}" + (f", resuming {len(jobs)} unfinished" if resumed else ""), flush=True)
+              f"epochs on {tc.monitor}" + (f", resuming {len(jobs)} unfinished" if resumed else ""), flush=True)
         self.launcher.between = population
         try:
             returns = self.launcher.launch(jobs, initial_job_idx=0) if jobs else []
@@ -161,6 +136,39 @@ class TrainrunPbtSweeper(Sweeper):
         finally:
             self.launcher.between = None
         figure = plot(sweep_dir, {key for key, dist in space.items() if getattr(dist, "log", False)})
-        if figure:
-            print(f"pbt: lineage in {sweep_dir / 'pbt.json'}, hyperparameters over epochs in {figure}", flush=True)
+        print(f"pbt: lineage in {sweep_dir / 'pbt.json'}, hyperparameters over epochs in {figure}", flush=True)
         return [returns]
+
+    def checked_trainer(self, space: dict, fixed: list, composer) -> SimpleNamespace:
+        """Every value of the space checked as its runs would check it, and the settings the population needs
+        from the trainer: (seed, epochs, monitor, mode, split_seed) of a member's composed config."""
+        for overrides in probe_jobs(space, fixed):  # refused as its runs would be, before anything is written
+            check_job(self.hydra_context, self.config, overrides)
+        first = composer.compose(probe_jobs(space, fixed)[0], 0)
+        tc, interval = first.trainer, self.exploration.interval
+        if interval >= tc.epochs:
+            raise ConfigError(f"hydra.sweeper.interval={interval} leaves no exploit in trainer.epochs={tc.epochs}: "
+                              "give an interval below the epochs")
+        if interval % tc.eval_every:
+            raise ConfigError(f"hydra.sweeper.interval={interval} is not a multiple of trainer.eval_every="
+                              f"{tc.eval_every}: members are ranked on an evaluated epoch")
+        monitor = tc.early_stopping.monitor
+        if not monitor.startswith(("val", "train")):
+            raise ConfigError(f"trainer.early_stopping.monitor={monitor}: members are ranked on a train/ or val/ metric")
+        return SimpleNamespace(seed=tc.seed, epochs=tc.epochs, monitor=monitor, mode=tc.early_stopping.mode,
+                               split_seed=first.data.split_seed)
+
+
+def refuse_space(space: dict) -> None:
+    """A space PBT can perturb: numbers the optimizer reads at every step (the schema's `perturbable` keys)."""
+    if not space:
+        raise ConfigError("hparams_search=pbt has nothing to search: give a knob a space, e.g. "
+                          "'optimizer.lr=tag(log, interval(1e-3, 1))'")
+    for key, dist in space.items():
+        f = declared(key)
+        if f is None or not f.metadata.get("perturbable"):
+            raise ConfigError(f"{key} cannot change during a run, so hparams_search=pbt cannot perturb it: it "
+                              "perturbs the optimizer's numeric knobs (optimizer.lr, momentum, weight_decay, eps, "
+                              "...); search it with hparams_search=optuna")
+        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in getattr(dist, "choices", [0])):
+            raise ConfigError(f"{key}: hparams_search=pbt perturbs numbers; its choices {list(dist.choices)} are not")

@@ -44,14 +44,18 @@ class Slots:
             signals = next(s for s in self.stacks.values() if s.active).active[0].run.rules
             with signals.catching_signals():  # one handler: Ctrl-C or SIGTERM stops every trial at the same step
                 while self.active():
-                    for stack in self.stacks.values():
-                        if stack.active:
-                            stack.advance(signals.signal)
-                    self.report(ended)
-                    if self.active() < self.capacity and not self.interrupted and not self.exhausted:
-                        self.place(self.asked(fill), ended)
+                    self.step(signals.signal, fill, ended)
         if self.interrupted:
             raise KeyboardInterrupt
+
+    def step(self, signal, fill, ended) -> None:
+        """One step of every stack; the trials that ended are reported and their slots filled."""
+        for stack in self.stacks.values():
+            if stack.active:
+                stack.advance(signal)
+        self.report(ended)
+        if self.active() < self.capacity and not self.interrupted and not self.exhausted:
+            self.place(self.asked(fill), ended)
 
     def asked(self, fill) -> list:
         """Trials for the free slots; once the search gives fewer than asked, it has no more (it is not asked

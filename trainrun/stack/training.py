@@ -113,16 +113,17 @@ class Stack:
     def fit(self) -> list[dict]:
         """Train every run to its end; returns each run's metrics (metrics.json), in the order held."""
         self.start(self.active)
-        if self.active:
-            signals = self.active[0].run.rules  # one handler: Ctrl-C or SIGTERM stops every run at the same step
-            display = StackDisplay([m.run for m in self.members])
-            try:
-                with signals.catching_signals():
-                    while self.active:
-                        if self.advance(signals.signal):
-                            display.update()
-            finally:
-                display.stop()
+        if not self.active:
+            return [m.metrics for m in self.members]
+        signals = self.active[0].run.rules  # one handler: Ctrl-C or SIGTERM stops every run at the same step
+        display = StackDisplay([m.run for m in self.members])
+        try:
+            with signals.catching_signals():
+                while self.active:
+                    if self.advance(signals.signal):  # some run ended an epoch
+                        display.update()
+        finally:
+            display.stop()
         return [m.metrics for m in self.members]
 
     def start(self, members: list[Member]) -> None:
