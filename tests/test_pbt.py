@@ -13,23 +13,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import cli, make_config, quiet_console
+from conftest import cli, make_config
+from test_stack import hold
 from test_sweep_resume import final_metrics, start
-from trainrun.run import trainer
 from trainrun.stack.training import Stack
 from trainrun.stack.pbt import Exploration, Population, perturbed, quantile_size, sample
 
 QUICK = ["data.subset=400", "trainer.checkpoint.every_n_seconds=null", "trainer.log_every_n_steps=1"]
-
-
-def hold(tmp_path, runs: list[list[str]]) -> list:
-    trainer.HELD = held = []
-    try:
-        for i, own in enumerate(runs):
-            trainer.train(make_config([*QUICK, *own]), tmp_path / f"member-{i:02d}", quiet_console())
-    finally:
-        trainer.HELD = None
-    return held
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
@@ -39,7 +29,7 @@ def test_an_exploit_copies_the_source_and_its_next_step_is_the_sources_with_the_
     SGD's step are linear in lr)."""
     runs = [[f"optimizer={optimizer}", f"optimizer.lr={lr}", "trainer.epochs=2", "scheduler=cosine"]
             for lr in (0.01, 0.0001)]
-    held = hold(tmp_path, runs)
+    held = hold([tmp_path / f"member-{i:02d}" for i in range(len(runs))], QUICK, runs)
     population = Population({"optimizer.lr": d.FloatDistribution(1e-5, 1.0, log=True)},
                             Exploration(interval=1, quantile=0.5, resample_probability=0.0, factors=(1.5,), seed=0),
                             tmp_path, {"member-00": {"optimizer.lr": 0.01}, "member-01": {"optimizer.lr": 0.0001}},

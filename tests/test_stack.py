@@ -26,16 +26,26 @@ def events(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in found.Scalars(tag)] for tag in found.Tags()["scalars"]}
 
 
-def alone_and_stacked(tmp_path, common: list[str], runs: list[list[str]], memory_gb=None) -> tuple[list, list]:
-    """Each run trained alone, then the same runs trained as one stack: their metrics, in order."""
-    alone = [trainer.train(make_config([*common, *own]), tmp_path / f"alone{i}", quiet_console())
-             for i, own in enumerate(runs)]
+def hold(run_dirs: list[Path], common: list[str], runs: list[list[str]]) -> list:
+    """The runs prepared as a stack's launcher prepares them, held before they train."""
     trainer.HELD = held = []
     try:
-        for i, own in enumerate(runs):
-            trainer.train(make_config([*common, *own]), tmp_path / f"stacked{i}", quiet_console())
+        for run_dir, own in zip(run_dirs, runs):
+            trainer.train(make_config([*common, *own]), run_dir, quiet_console())
     finally:
         trainer.HELD = None
+    return held
+
+
+def train_alone(tmp_path, common: list[str], runs: list[list[str]]) -> list[dict]:
+    return [trainer.train(make_config([*common, *own]), tmp_path / f"alone{i}", quiet_console())
+            for i, own in enumerate(runs)]
+
+
+def alone_and_stacked(tmp_path, common: list[str], runs: list[list[str]], memory_gb=None) -> tuple[list, list]:
+    """Each run trained alone, then the same runs trained as one stack: their metrics, in order."""
+    alone = train_alone(tmp_path, common, runs)
+    held = hold([tmp_path / f"stacked{i}" for i in range(len(runs))], common, runs)
     results = train_held(held, memory_gb)  # the job's return values: metrics.json and the sweep's objective
     return alone, [{k: v for k, v in results[id(h)].items() if k != "objective"} for h in held]
 
@@ -230,14 +240,8 @@ def test_runs_that_join_a_stack_later_equal_each_run_alone(tmp_path, common):
 
     runs = [["optimizer.lr=0.001", "trainer.seed=0"], ["optimizer.lr=0.003", "trainer.seed=1"],
             ["optimizer.lr=0.001", "trainer.seed=1", "optimizer.weight_decay=0.01"]]
-    alone = [trainer.train(make_config([*common, *own]), tmp_path / f"alone{i}", quiet_console())
-             for i, own in enumerate(runs)]
-    trainer.HELD = held = []
-    try:
-        for i, own in enumerate(runs):
-            trainer.train(make_config([*common, *own]), tmp_path / f"stacked{i}", quiet_console())
-    finally:
-        trainer.HELD = None
+    alone = train_alone(tmp_path, common, runs)
+    held = hold([tmp_path / f"stacked{i}" for i in range(len(runs))], common, runs)
     stack = Stack(held[:1], per_run=True)
     stack.start(stack.active)
     for joining, after in ((held[1], 2), (held[2], 3)):
