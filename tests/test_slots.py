@@ -42,7 +42,7 @@ def test_a_freed_slot_takes_the_next_trial_which_trains_as_it_would_alone(tmp_pa
     sweep = tmp_path / "sweep"
     done = cli(*SEARCH, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "optuna: 3 trials at once in this process" in done.stdout
+    assert "optuna: 3 trials at once in this process" in done.stdout and "a stack per value" not in done.stdout
     trials = study(sweep).trials
     states = [t.state for t in trials]
     assert len(trials) == 7 and states.count(optuna.trial.TrialState.RUNNING) == 0
@@ -92,3 +92,13 @@ def test_a_search_in_slots_stopped_and_repeated_ends_as_the_uninterrupted_one(tm
     theirs = sorted((t.number, t.state, t.value, tuple(sorted(t.params.items())))
                     for t in study(tmp_path / "reference").trials)
     assert ours == theirs
+
+
+def test_the_keys_that_split_stacks_are_read_from_the_schema():
+    from trainrun.stack.grouping import splits
+
+    # the default search space: model.hidden splits (one stack per value), the others stack
+    assert [splits(k) for k in ("model.hidden", "optimizer.lr", "regularization.dropout")] == [True, False, False]
+    # a whole section declared stackable (the scheduler), a field inside one that is not (amsgrad), an unknown key
+    assert [splits(k) for k in ("scheduler.gamma", "optimizer.amsgrad", "trainer.seed", "model.nope")] == \
+        [False, True, False, True]

@@ -266,7 +266,7 @@ class TrainrunOptunaSweeper(Sweeper):
         """`self.slots` trials at once (trainrun/stack/slots.py): each asked trial's job is prepared and held by
         the stack launcher, then trained in the stack of its shape; when one ends it is told and the next
         asked trial takes its slot."""
-        from trainrun.stack.grouping import alone_because, stack_key
+        from trainrun.stack.grouping import alone_because, splits, stack_key
         from trainrun.stack.launch import returned
         from trainrun.stack.slots import ALONE, Slots
 
@@ -297,8 +297,10 @@ class TrainrunOptunaSweeper(Sweeper):
                 study.tell(trial.number, *outcome(ret))
             results.append(ret)
 
+        splitting = [key for key in space if splits(key)]
         print(f"optuna: {self.slots} trials at once in this process (hydra.sweeper.slots), trials of one shape "
-              "as one stack; a trial that ends gives its slot to the next", flush=True)
+              "as one stack" + (f" ({', '.join(splitting)}: a stack per value)" if splitting else "")
+              + "; a trial that ends gives its slot to the next", flush=True)
         Slots(self.slots, self.launcher.memory_gb).run(fill, ended)
         return [results]
 

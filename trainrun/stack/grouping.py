@@ -33,6 +33,21 @@ def _shared(values: dict, schema) -> dict:
     return out
 
 
+def splits(key: str) -> bool:
+    """Whether runs that differ in `key` (dotted) train in different stacks: neither it nor a section above it is
+    declared stackable."""
+    schema = Config
+    for part in key.split("."):
+        declared = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+        if part not in declared:
+            return True
+        if declared[part].metadata.get("stacks"):
+            return False
+        hint = hints(schema)[part]
+        schema = next((t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)), None)
+    return True
+
+
 def alone_because(cfg) -> str | None:
     """Why a run cannot train in a stack, from its config alone (the model's layers are checked when built)."""
     tc = cfg.trainer
