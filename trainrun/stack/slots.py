@@ -73,7 +73,7 @@ class Slots:
                 if self.capacity < wanted:
                     print(f"slots: {self.capacity} of {wanted} fit the memory budget", flush=True)
             if key is ALONE or key in self.alone:
-                ended(h, one_by_one([h])[0])
+                self.alone_run(h, ended)
             elif key in self.stacks:
                 self.stacks[key].admit([h])
             else:
@@ -82,10 +82,16 @@ class Slots:
                 except NotStackable as why:
                     print(f"alone: trials of this shape train one after another: {why}", flush=True)
                     self.alone[key] = str(why)
-                    ended(h, one_by_one([h])[0])
+                    self.alone_run(h, ended)
                     continue
                 stack.start(stack.active)
             self.report(ended)
+
+    def alone_run(self, h: Held, ended) -> None:
+        """A trial that cannot stack, trained to its end now (Ctrl-C stops the search there too)."""
+        metrics = one_by_one([h])[0]
+        self.interrupted |= bool(metrics and metrics.get("stop_reason") == "interrupted")
+        ended(h, metrics)
 
     def report(self, ended) -> None:
         """Each trial that left a stack, once; its stack forgets it (its tensors are its own by now)."""
