@@ -102,3 +102,16 @@ def test_the_keys_that_split_stacks_are_read_from_the_schema():
     # a whole section declared stackable (the scheduler), a field inside one that is not (amsgrad), an unknown key
     assert [splits(k) for k in ("scheduler.gamma", "optimizer.amsgrad", "trainer.seed", "model.nope")] == \
         [False, True, False, True]
+
+
+def test_trials_that_cannot_stack_train_alone_in_their_turn_and_the_search_ends_with_n_trials(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = cli("-m", "hparams_search=random", "hydra.sweeper.n_trials=5", "hydra.sweeper.slots=2",
+               "optimizer=choice(adam,adadelta)", "model.hidden=choice([32],[64])", "trainer.epochs=2",
+               "data.subset=300", "logger.enabled=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(model.hidden, optimizer: a stack per value)" in done.stdout
+    trials = study(sweep).trials
+    assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
+    assert {t.params["optimizer"] for t in trials} == {"adam", "adadelta"}  # adadelta's have no stacked step
+    assert len(list(sweep.glob("*/metrics.json"))) == 5
