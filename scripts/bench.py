@@ -5,6 +5,7 @@
     python scripts/bench.py --workloads mlp --rounds 5 --epochs 6
     python scripts/bench.py --workloads resnet --images 50000     # GPU throughput: ResNet-18, synthetic 32x32 RGB
     python scripts/bench.py --workloads mlp --trainrun-args logger.layers=true   # what per-layer logging costs
+    python scripts/bench.py --sharing --rounds 3  # two trainrun commands at once: every core each, or each its share
 
 1. trainrun through its CLI, default logging on (TensorBoard, histograms, checkpoints, early-stopping logic);
 2. a bare loop over the same tensors, written plainly below (no trainrun code), with Adam as a user writes it
@@ -298,6 +299,51 @@ def summarize(name: str, runs: dict[str, list[dict]]) -> None:
               f"{'-' if tutorial is None else f'{med / tutorial:.2f}':>12}")
 
 
+SHARED = {"digits": ["trainer.epochs=150"],
+          "mnist": ["data=mnist", "data.test_set_only=true", f"data.root={MNIST}", "trainer.epochs=12"]}
+
+
+def sharing(tmp: Path, rounds: int) -> None:
+    """Two trainrun commands at once on this machine (the digits MLP for 150 epochs, the MNIST MLP for 12): each
+    one's time (metrics.json's wall_time_s) alone and beside the other, with every core each (trainer.threads set
+    to the cores: before run/cores.py) and with the default (each takes its share), in interleaved rounds."""
+    import torch
+
+    cores = torch.get_num_threads()
+    common = ["logger.enabled=false", "trainer.early_stopping.enabled=false", "trainer.checkpoint.every_n_seconds=null"]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+    def start(name: str, label: str, extra: list, n: int) -> subprocess.Popen:
+        run_dir = tmp / f"share-{label}-{name}-{n}"
+        return subprocess.Popen([sys.executable, "-m", "trainrun", *SHARED[name], *common, *extra,
+                                 f"hydra.run.dir={run_dir}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def seconds(label: str, name: str, n: int) -> float:
+        return json.loads((tmp / f"share-{label}-{name}-{n}" / "metrics.json").read_text())["wall_time_s"]
+
+    times: dict = {}
+    for n in range(rounds):
+        for label, extra in (("every core", [f"trainer.threads={cores}"]), ("its share", [])):
+            for name in SHARED:  # alone
+                start(name, f"{label}-alone", extra, n).wait()
+                times.setdefault((label, name, "alone"), []).append(seconds(f"{label}-alone", name, n))
+            both = [start(name, f"{label}-pair", extra, n) for name in SHARED]
+            for proc in both:
+                proc.wait()
+            for name in SHARED:
+                times.setdefault((label, name, "pair"), []).append(seconds(f"{label}-pair", name, n))
+    print(f"two commands at once, {rounds} rounds, {cores} cores (median seconds of training):")
+    for label in ("every core", "its share"):
+        cells = []
+        for name in SHARED:
+            alone, pair = (statistics.median(times[label, name, k]) for k in ("alone", "pair"))
+            cells.append(f"{name} alone {alone:.2f} s, beside the other {pair:.2f} s ({pair / alone:.2f}x)")
+        print(f"  {label:11s} " + "; ".join(cells))
+    for name in SHARED:
+        before, after = (statistics.median(times[label, name, "alone"]) for label in ("every core", "its share"))
+        print(f"  alone, {name}: its share {after:.2f} s against every core {before:.2f} s ({after / before:.3f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", help="comma-separated, of: " + ", ".join(WORKLOADS))
@@ -307,8 +353,13 @@ def main() -> None:
     parser.add_argument("--no-startup", action="store_true", help="leave out the start-up measurements")
     parser.add_argument("--trainrun-args", nargs="*", default=[], help="overrides for the trainrun pipeline "
                         "(its epochs are timed from TensorBoard events, so keep the logger on)")
+    parser.add_argument("--sharing", action="store_true", help="only: two trainrun commands at once (run/cores.py)")
     parser.add_argument("--worker", choices=["bare", "bare_fused", "tutorial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sharing:
+        with tempfile.TemporaryDirectory() as tmp:
+            sharing(Path(tmp), args.rounds)
+        return
     if args.worker:  # one pipeline in this process: print its result as the last line
         result = tutorial(args.workloads, args.epochs, args.images) if args.worker == "tutorial" else \
             bare(args.workloads, args.epochs, args.worker == "bare_fused", args.images)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed, tune
+from . import checkpoint, cores, distributed, tune
 from .build import Parts, build, preflight
 from ..check import check, check_resume
 from ..config import Config, OPTION_GROUPS, typed, values_of
@@ -240,6 +240,7 @@ class Training:
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
                                self.trial, self.world, self.ui, self.run_dir)
         self.profiler = StepProfiler(0, self.run_dir, self.ui)  # fit() starts trainer.profile's
+        self.shares_cores = cores.shares_cores(cfg.trainer.threads, p.device, self.world.size)
 
     @property
     def epoch(self) -> int:
@@ -298,6 +299,8 @@ class Training:
         return self.close_epoch(epoch, sums)
 
     def start_epoch(self) -> EpochSums:
+        if self.shares_cores:  # another trainrun process may have started or ended (run/cores.py)
+            cores.SHARE.adjust()
         self.parts.model.train()
         return EpochSums(self.progress, self.parts.device)
 
