@@ -49,12 +49,15 @@ class CoreShare:
 
     def threads(self) -> int:
         """This process's share: the cores over the live trainrun processes (this one included)."""
-        if self.own is None:
-            folder = registry()
-            folder.mkdir(exist_ok=True)
-            self.own = open(folder / str(os.getpid()), "wb")
-            fcntl.flock(self.own, fcntl.LOCK_EX)
-        others = sum(live(p) for p in registry().iterdir() if p.name != str(os.getpid()))
+        try:
+            if self.own is None:
+                folder = registry()
+                folder.mkdir(exist_ok=True)
+                self.own = open(folder / str(os.getpid()), "wb")
+                fcntl.flock(self.own, fcntl.LOCK_EX)
+            others = sum(live(p) for p in registry().iterdir() if p.name != str(os.getpid()))
+        except OSError:  # no writable temporary directory: every core, as before
+            return self.cores
         return max(1, self.cores // (1 + others))
 
     def adjust(self) -> None:
