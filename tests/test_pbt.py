@@ -115,6 +115,11 @@ def test_a_pbt_sweep_from_the_command_line_records_its_lineage_and_each_member_i
         assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 6  # pbt's preset: all epochs
     best = min(range(6), key=lambda i: json.loads((sweep / f"member-{i:02d}" / "metrics.json").read_text())["val/loss"])
     assert f"member-{best:02d}" in done.stdout.split("★ 1")[1].splitlines()[0]  # the summary's best run
+    # after the table (which shows starting values): the best member's hyperparameters over the epochs
+    schedule = saved["members"][f"member-{best:02d}"]["hyperparameters"]
+    said = f"the best, member-{best:02d}, trained " + "; ".join(
+        f"from epoch {h['epoch']} optimizer.lr={h['optimizer.lr']:.4g}" for h in schedule)
+    assert said in " ".join(done.stdout.split())
 
 
 @pytest.mark.slow

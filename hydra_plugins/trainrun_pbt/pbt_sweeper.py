@@ -135,8 +135,7 @@ class TrainrunPbtSweeper(Sweeper):
             raise
         finally:
             self.launcher.between = None
-        figure = plot(sweep_dir, {key for key, dist in space.items() if getattr(dist, "log", False)})
-        print(f"pbt: lineage in {sweep_dir / 'pbt.json'}, hyperparameters over epochs in {figure}", flush=True)
+        plot(sweep_dir, {key for key, dist in space.items() if getattr(dist, "log", False)})  # the summary says where
         return [returns]
 
     def checked_trainer(self, space: dict, fixed: list, composer) -> SimpleNamespace:

@@ -230,3 +230,19 @@ def plot(sweep_dir: Path, log_keys: set[str]) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def report(sweep_dir: Path) -> None:
+    """After the sweep's table (conf/hparams_search/pbt.yaml adds it): the table shows each member's starting
+    values; the best member's hyperparameters over the epochs, and where the lineage is."""
+    from ..sweeps.summary import best_run
+
+    if not (sweep_dir / "pbt.json").is_file():  # stopped before the population started
+        return
+    saved = json.loads((sweep_dir / "pbt.json").read_text())
+    best = best_run(sweep_dir).name
+    steps = "; ".join(f"from epoch {h['epoch']} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                             for k, v in h.items() if k != "epoch")
+                      for h in saved["members"][best]["hyperparameters"])
+    print(f"pbt: the table shows each member's starting values; the best, {best}, trained {steps}")
+    print(f"pbt: every member's lineage in {sweep_dir / 'pbt.json'}, drawn in {sweep_dir / 'pbt.png'}")
