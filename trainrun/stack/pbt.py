@@ -235,12 +235,17 @@ def plot(sweep_dir: Path, log_keys: set[str]) -> Path | None:
 def report(sweep_dir: Path) -> None:
     """After the sweep's table (conf/hparams_search/pbt.yaml adds it): the table shows each member's starting
     values; the best member's hyperparameters over the epochs, and where the lineage is."""
+    from ..errors import ConfigError
+    from ..runfiles import DamagedRun
     from ..sweeps.summary import best_run
 
     if not (sweep_dir / "pbt.json").is_file():  # stopped before the population started
         return
     saved = json.loads((sweep_dir / "pbt.json").read_text())
-    best = best_run(sweep_dir).name
+    try:
+        best = best_run(sweep_dir).name
+    except (ConfigError, DamagedRun):  # no member finished, or one cannot be ranked: the table said which
+        return
     steps = "; ".join(f"from epoch {h['epoch']} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                              for k, v in h.items() if k != "epoch")
                       for h in saved["members"][best]["hyperparameters"])
