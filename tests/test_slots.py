@@ -115,3 +115,15 @@ def test_trials_that_cannot_stack_train_alone_in_their_turn_and_the_search_ends_
     assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
     assert {t.params["optimizer"] for t in trials} == {"adam", "adadelta"}  # adadelta's have no stacked step
     assert len(list(sweep.glob("*/metrics.json"))) == 5
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "hydra.sweeper.slots=0 is invalid: expected a positive integer, or null"),
+    ("-3", "hydra.sweeper.slots=-3 is invalid"),
+    ("abc", "hydra.sweeper.slots: Value 'abc' of type 'str' could not be converted to Integer"),
+])
+def test_a_bad_slot_count_is_refused_in_one_line_before_the_search(tmp_path, value, message):
+    sweep = tmp_path / "sweep"
+    done = cli("-m", "hparams_search=optuna", f"hydra.sweeper.slots={value}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not sweep.exists()
