@@ -17,7 +17,9 @@ spec.loader.exec_module(mnist_png)
 
 def load_folder(root, *overrides, cache):
     from trainrun.data import load
+    from trainrun.data.load import SHARED
 
+    SHARED.key = None  # each load as a new command's: this file tests the cache on disk, not a process's share
     cfg = make_config(["data=folder", f"data.root={root}", f"data.cache_dir={cache}", "data.test_fraction=0.2",
                        *overrides])
     return load(cfg.data, 0, torch.device("cpu"), prenormalize=False)

@@ -71,6 +71,17 @@ def digits_run(tmp_path_factory):
     return train(tmp, "run", "regularization.dropout=0.2")
 
 
+def test_a_run_split_by_its_own_split_seed_is_predicted_on_that_split(tmp_path):
+    # a population's members train on one split (data.split_seed) with seeds of their own: predict must carve
+    # the same test split, not the one trainer.seed would (its rows were trained on)
+    run = train(tmp_path, "run", "trainer.seed=3", "data.split_seed=11")
+    code, _, err = predict(run)
+    assert code == 0, err
+    report = json.loads(next((run / "predictions").glob("test.report.json")).read_text())
+    metrics = read_metrics(run)
+    assert report["metrics"]["loss"] == metrics["test/loss"] and report["metrics"]["acc"] == metrics["test/acc"]
+
+
 @pytest.mark.slow  # everyday tier under 10 min: 14 s of a worker here
 def test_the_runs_own_test_split_is_predicted_with_metrics_equal_to_metrics_json(digits_run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

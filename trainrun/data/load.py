@@ -2,13 +2,18 @@
 they fit: on the training device, in host memory, memory-mapped from disk, or streamed from a user's Datasets."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import pickle
+import random
 
+import numpy as np
 import torch
 
 from ..check import check_inputs
-from ..config import DataConfig, data_home
+from ..config import DataConfig, data_home, values_of
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS, NORMALIZERS
 from .stream import DatasetSplit, DiskSplit, host_budget_bytes, memory_map
@@ -22,6 +27,32 @@ log = logging.getLogger("trainrun")
 STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from this many train samples
 
 
+class Shared:
+    """The data the last run of this process loaded, for the next run that loads the same (a sweep's runs, a
+    stack's): its tensors loaded and held once, not once a run (a stack of 16 runs held 16 copies). Each run
+    gets its own Data record over the shared splits (a run may replace its splits or memory format, never the
+    tensors: batches are gathered or sliced from them, augmented out of place). Not shared: streamed splits,
+    which plan their own batches, and data whose loader drew from the process's random generators (a run
+    alone would start training from the states it left)."""
+
+    def __init__(self):
+        self.key: str | None = None
+        self.data: Data | None = None
+
+    def get(self, key: str) -> Data | None:
+        return dataclasses.replace(self.data) if key == self.key else None
+
+    def keep(self, key: str, data: Data, drew: bool) -> Data:
+        if drew or not all(type(s) is Split for s in (data.train, data.val, data.test)):
+            self.key = self.data = None
+            return data
+        self.key, self.data = key, data
+        return dataclasses.replace(data)
+
+
+SHARED = Shared()
+
+
 def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, statistics: dict | None = None) -> Data:
     """Load, split (seeded), normalize with train statistics, and put where the data fit: on `device`,
     in (pinned) host memory, or memory-mapped from disk; a user's torch Datasets stream through a DataLoader.
@@ -29,7 +60,29 @@ def load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, s
     With `prenormalize`, the normalization is applied once to the stored tensors and Data.normalize
     is the identity; otherwise (augmentation runs on raw pixels) it is applied per batch. `statistics`: a
     pretrained run's saved normalization, used instead of fitting one where the inputs have its shape.
+    The split is drawn with data.split_seed, or `seed` (the run's) where that is null. The same data loaded
+    again in this process (the next run of a sweep) share the tensors (Shared).
     """
+    seed = seed if cfg.split_seed is None else cfg.split_seed
+    values = {k: v for k, v in values_of(cfg).items() if k != "split_seed"}  # in `seed` now
+    key = json.dumps([values, seed, str(device), prenormalize, statistics], sort_keys=True, default=str)
+    shared = SHARED.get(key)
+    if shared is not None:
+        return shared
+    before = random_states()
+    data = _load(cfg, seed, device, prenormalize, statistics)
+    return SHARED.keep(key, data, drew=not same_states(before, random_states()))
+
+
+def random_states() -> tuple:
+    return torch.get_rng_state(), pickle.dumps(np.random.get_state()), random.getstate()
+
+
+def same_states(a: tuple, b: tuple) -> bool:
+    return torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def _load(cfg: DataConfig, seed: int, device: torch.device, prenormalize: bool, statistics: dict | None) -> Data:
     g = torch.Generator().manual_seed(seed)
     loaded = DATASETS.create(cfg, cfg, g)
     if isinstance(loaded, Datasets):

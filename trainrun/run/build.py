@@ -101,8 +101,7 @@ def build(cfg: Config, world: distributed.World, statistics: dict | None = None)
     tc = cfg.trainer
     seed_everything(tc.seed, tc.deterministic, tc.compile)
     device = distributed.setup(world, pick_device(tc.device))
-    split_seed = tc.seed if cfg.data.split_seed is None else cfg.data.split_seed
-    data = load(cfg.data, split_seed, device, prenormalize=not cfg.augmentation, statistics=statistics)
+    data = load(cfg.data, tc.seed, device, prenormalize=not cfg.augmentation, statistics=statistics)
     batch_size = len(data.train) if cfg.data.batch_size == "full" else cfg.data.batch_size
     check_data(cfg, data, batch_size)
     if tc.overfit_batches:  # the same rows every epoch, in the same batches
