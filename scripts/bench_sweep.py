@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sweeps side by side, in one sitting: stacks, launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid|pbt] [--trials 24] [--epochs 30] [--grid 16]
+    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid|pbt|memory] [--trials 24] [--epochs 30] [--grid 16]
 
 0. The issue's 16- and 64-run grids of the default digits MLP (20 epochs, early stopping on) stacked (the
    default launcher), one run at a time (hydra/launcher=basic) and on joblib's 2 workers (hydra/launcher=parallel):
@@ -18,6 +18,8 @@
    training = the runs' own wall_time_s / (workers x the span by Optuna's timestamps).
 4. Population-based training (hparams_search=pbt, 16 members, 20 epochs) against the 16-run stacked grid of
    the same epochs: the command's and the training phase's time.
+5. Memory: one run alone and the 16-run stacked grid (lr x 4, weight_decay x 4) on an 80 MB array file of
+   one's own (200,000 x 100 float32, generated), 1 epoch: each command's peak resident memory and wall time.
 3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
    its command: total wall time against the same sweep uninterrupted, and how many finished runs were redone.
 """
@@ -143,6 +145,38 @@ def stacks(tmp: Path) -> None:
               f"GFLOP/s, {flops / training / 1e9 / peak:.0%} of the fp32 matmul peak ({peak:.0f} GFLOP/s, torch.mm 2048^2)")
 
 
+def peak_memory(args: list[str], cwd: Path) -> tuple[float, float]:
+    """A trainrun command's wall time and peak resident memory (GiB), from a process of its own (whose only
+    child it is)."""
+    probe = ("import resource, subprocess, sys, time\n"
+             "started = time.perf_counter()\n"
+             "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "sys.exit(done.stderr[-2000:]) if done.returncode else None\n"
+             "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "trainrun", *args], cwd=cwd,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    wall, kib = done.stdout.split()
+    return float(wall), float(kib) / 2**20
+
+
+def memory(tmp: Path) -> None:
+    """A stack's runs share the data they load alike: 16 runs against one, on one's own 80 MB of arrays."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, 100), dtype=np.float32)
+    np.savez(tmp / "big.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    common = ["data=arrays", f"data.path={tmp / 'big.npz'}", "data.batch_size=4096", "trainer.epochs=1",
+              "model.hidden=[64]", "logger.enabled=false"]
+    one = peak_memory([*common, f"hydra.run.dir={tmp / 'one'}"], tmp)
+    stack = peak_memory(["-m", *common, "optimizer.lr=0.001,0.002,0.003,0.004",
+                         "regularization.weight_decay=0,0.0001,0.001,0.01", f"hydra.sweep.dir={tmp / 'stack'}"], tmp)
+    print(f"memory, 80 MB of arrays (200,000 x 100), 1 epoch: one run {one[1]:.2f} GiB peak ({one[0]:.1f} s), the "
+          f"16-run stack {stack[1]:.2f} GiB ({stack[0]:.1f} s): {stack[1] / one[1]:.2f}x one run's memory")
+
+
 def studies(tmp: Path, names: list[str], size: str) -> None:
     """Studies stacked (the default launcher) against one run at a time: the command's time, the same verdicts."""
     for name in names:
@@ -255,7 +289,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid", "pbt"))
+    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid", "pbt", "memory"))
     parser.add_argument("--studies", default="optimizers,init_depth", help="for --only studies")
     parser.add_argument("--size", default="small", help="the studies' size")
     args = parser.parse_args()
@@ -272,6 +306,8 @@ def main() -> None:
             grid(Path(tmp), args.grid)
         if args.only in (None, "pbt"):
             pbt(Path(tmp))
+        if args.only in (None, "memory"):
+            memory(Path(tmp))
 
 
 if __name__ == "__main__":
