@@ -217,6 +217,20 @@ def test_stacked_runs_with_each_stackable_norm_equal_each_run_alone(tmp_path, no
     assert_equal_runs(tmp_path, alone, stacked)
 
 
+def test_runs_of_one_seed_gather_each_steps_batch_once(tmp_path, monkeypatch):
+    from trainrun.stack.training import Stack
+
+    runs = [["optimizer.lr=0.01"], ["optimizer.lr=0.1"], ["trainer.seed=1", "data.split_seed=0"]]
+    stack = Stack(hold([tmp_path / f"r{i}" for i in range(len(runs))], QUICK, runs))
+    gathered, prepare = [], trainer.Training.prepare
+    monkeypatch.setattr(trainer.Training, "prepare", lambda run, idx: gathered.append(run) or prepare(run, idx))
+    stack.start(stack.active)
+    for _ in range(3):
+        stack.advance(None)
+    # seed 0's two runs take one batch a step; seed 1 on the same data takes its own rows
+    assert gathered == [stack.members[0].run, stack.members[2].run] * 3
+
+
 def drawn(seed):
     """A user's data function that draws from the process's generator (not its seed)."""
     return torch.randn(300, 5), torch.randint(0, 3, (300,))

@@ -40,6 +40,11 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
+    @property
+    def order(self) -> tuple:
+        """What decides every epoch's batches: equal for two runs, they take the same rows at every step."""
+        return self.n, self.batch_size, self.sampler, self.seed
+
     def epoch(self, epoch: int) -> Iterator[torch.Tensor | slice]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         batches = SAMPLERS.create(None, self.n, self.batch_size, g, self.device, kind=self.sampler)

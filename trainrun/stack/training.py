@@ -174,10 +174,7 @@ class Stack:
 
     def step(self, stepping: list[Member], micro: list) -> tuple[torch.Tensor, torch.Tensor, list]:
         """One optimizer step of every stepping run on its own batch: (losses [R], metric sums [R], batches)."""
-        prepared = []
-        for m, batch in zip(stepping, micro):
-            with m.random.drawing() if m.run.parts.augment is not None else contextlib.nullcontext():
-                prepared.append([m.run.prepare(idx) for idx in batch])
+        prepared = self.batches(stepping, micro)
         first = stepping[0].run.parts
         for sp in self.model.params:
             sp.data.grad.zero_()
@@ -193,6 +190,23 @@ class Stack:
         self.constrain()
         scores = torch.stack([metric(out[i].detach(), batch[0][1], first.data.task) for i, batch in enumerate(prepared)])
         return losses.detach(), scores, prepared
+
+    @staticmethod
+    def batches(stepping: list[Member], micro: list) -> list[list]:
+        """Each stepping run's batch, prepared by its run; runs that take the same rows of the same (shared) data
+        without augmentation (a seed's runs: the same order, epoch and step) share one gathered batch."""
+        prepared, gathered = [], {}
+        for m, batch in zip(stepping, micro):
+            if m.run.parts.augment is not None:
+                with m.random.drawing():
+                    prepared.append([m.run.prepare(idx) for idx in batch])
+                continue
+            key = (id(m.run.parts.data.train), m.run.parts.batches.order, m.run.progress.epoch,
+                   m.run.progress.steps_done)
+            if key not in gathered:
+                gathered[key] = [m.run.prepare(idx) for idx in batch]
+            prepared.append(gathered[key])
+        return prepared
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         """Every active run's outputs ([R, B, outputs]); runs whose batches differ in size (one at its epoch's
