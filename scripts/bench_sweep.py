@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sweeps side by side, in one sitting: stacks, launchers, worker utilization of a search, resuming a killed grid.
 
-    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid|pbt|memory] [--trials 24] [--epochs 30] [--grid 16]
+    python scripts/bench_sweep.py [--only stacks|studies|launchers|search|grid|pbt|memory|floor] [--trials 24] [--epochs 30] [--grid 16]
 
 0. The issue's 16- and 64-run grids of the default digits MLP (20 epochs, early stopping on) stacked (the
    default launcher), one run at a time (hydra/launcher=basic) and on joblib's 2 workers (hydra/launcher=parallel):
@@ -18,6 +18,8 @@
    training = the runs' own wall_time_s / (workers x the span by Optuna's timestamps).
 4. Population-based training (hparams_search=pbt, 16 members, 20 epochs) against the 16-run stacked grid of
    the same epochs: the command's and the training phase's time.
+6. The floor: a stacked step of 16 and of 64 default MLPs with nothing but its math (baddbmm forward and
+   backward, one fused Adam step): its time and the share of torch.mm's peak it could reach.
 5. Memory: one run alone and the 16-run stacked grid (lr x 4, weight_decay x 4) on an 80 MB array file of
    one's own (200,000 x 100 float32, generated), 1 epoch: each command's peak resident memory and wall time.
 3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
@@ -96,6 +98,44 @@ def matmul_peak() -> float:
     for _ in range(n):
         torch.mm(a, b)
     return n * 2 * 2048**3 / (time.perf_counter() - started) / 1e9
+
+
+def step_floor(runs: int, batch: int = 64, widths: tuple = (64, 256, 256, 10)) -> tuple[float, float, float]:
+    """A stacked step of `runs` default MLPs with nothing but its math: (forward and backward ms, fused Adam ms,
+    the multiply-add FLOPs of forward and backward)."""
+    import torch
+
+    weights = [torch.randn(runs, a, b, requires_grad=True) for a, b in zip(widths, widths[1:])]
+    biases = [torch.zeros(runs, 1, b, requires_grad=True) for b in widths[1:]]
+    x, y = torch.randn(runs, batch, widths[0]), torch.randint(0, widths[-1], (runs * batch,))
+    adam = torch.optim.Adam([*weights, *biases], lr=1e-3, fused=True)
+
+    def forward_backward():
+        h = x
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            h = torch.baddbmm(b, h, w)
+            h = h.relu() if i < len(weights) - 1 else h
+        torch.nn.functional.cross_entropy(h.flatten(0, 1), y).backward()
+
+    def timed(step, n=30) -> float:
+        step()
+        started = time.perf_counter()
+        for _ in range(n):
+            step()
+        return (time.perf_counter() - started) / n * 1e3
+
+    flops = 2 * runs * batch * sum(a * b * (3 if i else 2) for i, (a, b) in enumerate(zip(widths, widths[1:])))
+    return timed(forward_backward), timed(adam.step), flops
+
+
+def floor() -> None:
+    """What the stacked grids' training phase could reach on this machine: the step's math alone."""
+    peak = matmul_peak()
+    for runs in (16, 64):
+        math_ms, adam_ms, flops = step_floor(runs)
+        rate = flops / ((math_ms + adam_ms) / 1e3) / 1e9
+        print(f"{runs} stacked MLPs, a step's math alone: forward and backward {math_ms:.2f} ms, fused Adam "
+              f"{adam_ms:.2f} ms: {rate:.0f} GFLOP/s = {rate / peak:.0%} of torch.mm's {peak:.0f} GFLOP/s at best")
 
 
 def training_flops(sweep: Path) -> float:
@@ -289,7 +329,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--grid", type=int, default=16)
-    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid", "pbt", "memory"))
+    parser.add_argument("--only", choices=("stacks", "studies", "launchers", "search", "grid", "pbt", "memory", "floor"))
     parser.add_argument("--studies", default="optimizers,init_depth", help="for --only studies")
     parser.add_argument("--size", default="small", help="the studies' size")
     args = parser.parse_args()
@@ -308,6 +348,8 @@ def main() -> None:
             pbt(Path(tmp))
         if args.only in (None, "memory"):
             memory(Path(tmp))
+        if args.only in (None, "floor"):
+            floor()
 
 
 if __name__ == "__main__":
