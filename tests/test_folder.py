@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -17,9 +18,9 @@ spec.loader.exec_module(mnist_png)
 
 def load_folder(root, *overrides, cache):
     from trainrun.data import load
-    from trainrun.data.load import SHARED
+    from trainrun.data.load import Shared
 
-    SHARED.key = None  # each load as a new command's: this file tests the cache on disk, not a process's share
+    sys.modules["trainrun.data.load"].SHARED = Shared()  # each load a new command's: the cache on disk is tested
     cfg = make_config(["data=folder", f"data.root={root}", f"data.cache_dir={cache}", "data.test_fraction=0.2",
                        *overrides])
     return load(cfg.data, 0, torch.device("cpu"), prenormalize=False)

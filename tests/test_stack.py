@@ -237,22 +237,29 @@ def drawn(seed):
 
 
 def test_runs_on_the_same_data_and_split_share_its_tensors_each_with_its_own_record(tmp_path):
-    runs = [["optimizer.lr=0.01"], ["optimizer.lr=0.1", "trainer.overfit_batches=1"],
-            ["trainer.seed=1", "data.split_seed=0"], ["trainer.seed=1"]]
+    import gc
+    import importlib
+
+    shared = importlib.import_module("trainrun.data.load").SHARED
+    runs = [["optimizer.lr=0.01"], ["trainer.seed=1"], ["optimizer.lr=0.1", "trainer.overfit_batches=1"],
+            ["trainer.seed=1", "data.split_seed=0"]]
     held = hold([tmp_path / f"r{i}" for i in range(len(runs))], QUICK, runs)
     data = [h.run.parts.data for h in held]
     assert len({id(d) for d in data}) == 4  # a record each: overfit_batches replaced its own train split only
-    assert len(data[1].train) == 64 and len(data[0].train) == len(data[2].train) > 64
-    shared = {d.val.x.data_ptr() for d in data[:3]}  # split seed 0 for the first three, 1 for the last
-    assert len(shared) == 1 and data[3].val.x.data_ptr() not in shared
-    assert data[0].train.x.data_ptr() == data[2].train.x.data_ptr()
-    assert not torch.equal(data[0].val.y, data[3].val.y)
+    assert len(data[2].train) == 64 and len(data[0].train) == len(data[3].train) > 64
+    split_0 = {data[i].val.x.data_ptr() for i in (0, 2, 3)}  # split seed 0, loaded once though seed 1 came between
+    assert len(split_0) == 1 and data[1].val.x.data_ptr() not in split_0
+    assert data[0].train.x.data_ptr() == data[3].train.x.data_ptr()
+    assert not torch.equal(data[0].val.y, data[1].val.y)
+    del held, data
+    gc.collect()
+    assert list(shared.in_use.values()) == [shared.last]  # data no run uses are let go, but the last loaded
     # a loader that drew from the process's generator is loaded again: a run alone starts from what it left
-    from trainrun.data.load import SHARED, load
+    from trainrun.data.load import load
 
     cfg = make_config(["data=custom", "data._target_=test_stack.drawn"])
     first, again = (load(cfg.data, 0, torch.device("cpu"), prenormalize=True) for _ in range(2))
-    assert SHARED.key is None and first.train.x.data_ptr() != again.train.x.data_ptr()
+    assert first.train.x.data_ptr() != again.train.x.data_ptr()
 
 
 def test_runs_whose_model_cannot_stack_train_one_after_another_as_alone(tmp_path, capsys):

@@ -8,6 +8,7 @@ import logging
 import math
 import pickle
 import random
+import weakref
 
 import numpy as np
 import torch
@@ -28,26 +29,27 @@ STATISTICS_SAMPLE = 4096  # a torch Dataset's normalization statistics come from
 
 
 class Shared:
-    """The data the last run of this process loaded, for the next run that loads the same (a sweep's runs, a
-    stack's): its tensors loaded and held once, not once a run (a stack of 16 runs held 16 copies). Each run
-    gets its own Data record over the shared splits (a run may replace its splits or memory format, never the
-    tensors: batches are gathered or sliced from them, augmented out of place). Not shared: streamed splits,
-    which plan their own batches, and data whose loader drew from the process's random generators (a run
-    alone would start training from the states it left)."""
+    """Data a run of this process loaded, for the next runs that load the same (a sweep's, a stack's): the
+    tensors loaded and held once, not once a run (a stack of 16 runs held 16 copies). Kept while a run uses them
+    (a stack's runs of four seeds: four data, each shared by its seed's runs), and the last loaded also after
+    (a sweep's next run). Each run gets its own Data record over the shared splits (a run may replace its splits
+    or memory format, never the tensors: batches are gathered or sliced from them, augmented out of place). Not
+    shared: streamed splits, which plan their own batches, and data whose loader drew from the process's random
+    generators (a run alone would start training from the states it left)."""
 
     def __init__(self):
-        self.key: str | None = None
-        self.data: Data | None = None
+        self.in_use: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # key -> data a record shares
+        self.last: Data | None = None
 
     def get(self, key: str) -> Data | None:
-        return dataclasses.replace(self.data) if key == self.key else None
+        data = self.in_use.get(key)
+        return None if data is None else dataclasses.replace(data, shares=data)
 
     def keep(self, key: str, data: Data, drew: bool) -> Data:
         if drew or not all(type(s) is Split for s in (data.train, data.val, data.test)):
-            self.key = self.data = None
             return data
-        self.key, self.data = key, data
-        return dataclasses.replace(data)
+        self.in_use[key] = self.last = data
+        return dataclasses.replace(data, shares=data)
 
 
 SHARED = Shared()

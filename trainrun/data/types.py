@@ -78,6 +78,7 @@ class Data:
     memory_format: torch.memory_format = torch.contiguous_format
     class_names: list[str] | None = None  # what class index i stands for, where the data name their classes
     fitted: dict | None = None  # what was fitted on the train split: inputs' encoding, normalization
+    shares: Data | None = None  # the data whose tensors this record shares, kept loaded while in use (load.Shared)
 
     def preprocessing(self) -> dict:
         """What predict and export need to turn new inputs into this run's (the run's preprocessing.json)."""
