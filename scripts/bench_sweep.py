@@ -129,13 +129,24 @@ def step_floor(runs: int, batch: int = 64, widths: tuple = (64, 256, 256, 10)) -
 
 
 def floor() -> None:
-    """What the stacked grids' training phase could reach on this machine: the step's math alone."""
-    peak = matmul_peak()
+    """What the stacked grids' training phase could reach on this machine: the step's math alone; and what a
+    run's step costs in core-milliseconds stacked on every core against alone on one (a worker's share)."""
+    import torch
+
+    peak, cores = matmul_peak(), torch.get_num_threads()
+    per_run = {}
     for runs in (16, 64):
         math_ms, adam_ms, flops = step_floor(runs)
         rate = flops / ((math_ms + adam_ms) / 1e3) / 1e9
+        per_run[runs] = cores * (math_ms + adam_ms) / runs
         print(f"{runs} stacked MLPs, a step's math alone: forward and backward {math_ms:.2f} ms, fused Adam "
               f"{adam_ms:.2f} ms: {rate:.0f} GFLOP/s = {rate / peak:.0%} of torch.mm's {peak:.0f} GFLOP/s at best")
+    torch.set_num_threads(1)
+    alone = sum(step_floor(1)[:2])
+    torch.set_num_threads(cores)
+    print(f"a run's step in core-ms: alone on 1 thread {alone:.2f}, stacked on {cores}: "
+          + ", ".join(f"{per_run[r]:.2f} in {r}" for r in per_run)
+          + f" (at best {alone / min(per_run.values()):.1f}x a worker's per core)")
 
 
 def training_flops(sweep: Path) -> float:
