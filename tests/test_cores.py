@@ -38,8 +38,9 @@ def test_a_run_takes_its_share_of_the_cores_while_another_trainrun_process_lives
 def test_a_thread_count_given_is_kept(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert cores.shares_cores(None, cpu, 1)
-    assert not cores.shares_cores(2, cpu, 1)  # trainer.threads, or a parallel launcher's share
-    assert not cores.shares_cores(None, cpu, 2)  # several processes of one run: torchrun gives each its own
+    assert cores.shares_cores(None, cpu, 1, deterministic=False)
+    assert not cores.shares_cores(2, cpu, 1, False)  # trainer.threads, or a parallel launcher's share
+    assert not cores.shares_cores(None, cpu, 2, False)  # several processes of one run: torchrun gives each its own
+    assert not cores.shares_cores(None, cpu, 1, deterministic=True)  # bit for bit whatever else runs
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert not cores.shares_cores(None, cpu, 1)
+    assert not cores.shares_cores(None, cpu, 1, False)

@@ -8,7 +8,7 @@ folder of the temporary directory) and, at each epoch's start and at most every 
 cores: all of them alone, cores // n beside n - 1 others. A run alone keeps every core, so its results are the
 same as ever; runs that share the machine change their thread count when another starts or ends, and sums are
 then added in another order (equal up to rounding). A thread count given (trainer.threads, a parallel
-launcher's share, or OMP_NUM_THREADS) is kept.
+launcher's share, or OMP_NUM_THREADS) is kept, and so is every core for a run with trainer.deterministic=true.
 """
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ class CoreShare:
 SHARE = CoreShare()
 
 
-def shares_cores(threads: int | None, device: torch.device, world_size: int) -> bool:
-    """Whether a run adjusts its threads to the others: no thread count given, on the CPU, one process."""
-    return threads is None and "OMP_NUM_THREADS" not in os.environ and device.type == "cpu" and world_size == 1
+def shares_cores(threads: int | None, device: torch.device, world_size: int, deterministic: bool) -> bool:
+    """Whether a run adjusts its threads to the others: no thread count given, on the CPU, one process, and not
+    deterministic (a thread count that changed with the machine's load would change the last bits of its sums)."""
+    return (threads is None and "OMP_NUM_THREADS" not in os.environ and device.type == "cpu" and world_size == 1
+            and not deterministic)

@@ -246,7 +246,8 @@ class Training:
         self.rules = StopRules(p.stopper, cfg.trainer.early_stopping.stop_on_nonfinite, cfg.optimizer.lr,
                                self.trial, self.world, self.ui, self.run_dir)
         self.profiler = StepProfiler(0, self.run_dir, self.ui)  # fit() starts trainer.profile's
-        self.shares_cores = cores.shares_cores(cfg.trainer.threads, p.device, self.world.size)
+        self.shares_cores = cores.shares_cores(cfg.trainer.threads, p.device, self.world.size,
+                                               cfg.trainer.deterministic)
 
     @property
     def epoch(self) -> int:
