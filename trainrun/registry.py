@@ -106,6 +106,8 @@ class NormTraits(Traits):
 @dataclass(frozen=True)
 class LossTraits(Traits):
     classification_only: bool = False  # reads class labels: refused on a regression target
+    # torch.func.vmap runs it for a whole stack in one call (batching rules for all its ops; kl_div has none)
+    vmaps: bool = True
 
 
 @dataclass(frozen=True)
@@ -322,11 +324,11 @@ LOSSES = Registry("loss", {
     "cross_entropy": option("trainrun.options.loss:cross_entropy", classification_only=True),
     "nll": option("trainrun.options.loss:nll", classification_only=True),
     "bce": option("trainrun.options.loss:bce", classification_only=True),
-    "kl_div": option("trainrun.options.loss:kl_div", classification_only=True),
+    "kl_div": option("trainrun.options.loss:kl_div", classification_only=True, vmaps=False),
     "mse": option("trainrun.options.loss:mse"),
     "l1": option("trainrun.options.loss:l1"),
     "huber": option("trainrun.options.loss:huber", "delta"),
-    "custom": option("trainrun.options.custom:loss", "_target_ params"),
+    "custom": option("trainrun.options.custom:loss", "_target_ params", vmaps=False),
 }, LossTraits)
 
 MODELS = Registry("model", {
