@@ -129,10 +129,10 @@ class Stack:
         return [m.metrics for m in self.members]
 
     def start(self, members: list[Member]) -> None:
-        for m in list(members):
-            if m.run.stop:  # restored from a run that had stopped, killed before it wrote metrics.json
-                self.leave(m)
-            else:
+        # a run restored from one that had stopped (killed before it wrote metrics.json) only ends
+        self.leave([(m, None) for m in members if m.run.stop])
+        for m in members:
+            if not m.run.stop:
                 m.run.begin()
 
     def advance(self, signal) -> list[Member]:
@@ -146,19 +146,20 @@ class Stack:
                 m.batches = m.run.epoch_batches(m.run.progress.epoch)
         stepping = list(self.active)
         losses, scores, prepared = self.step(stepping, [next(m.batches) for m in stepping])
-        closed = []
+        closed, leaving = [], []
         for i, m in enumerate(stepping):
             m.run.rules.signal = signal
             stop, last_step = m.run.stepped(losses[i], scores[i], prepared[i], m.sums)
             if stop:  # divergence or a signal: as Training.fit, the epoch ends here, unevaluated
-                self.leave(m)
+                leaving.append((m, None))
             elif last_step:  # its epoch's end, or trainer.max_steps inside it: evaluated on what it trained
                 epoch = m.run.progress.epoch
                 stop = m.run.close_epoch(epoch, m.sums)
                 m.sums = m.batches = None
                 closed.append(m)
                 if stop or m.run.out_of_steps() or epoch >= m.run.parts.cfg.trainer.epochs:
-                    self.leave(m, stop)
+                    leaving.append((m, stop))
+        self.leave(leaving)
         return closed
 
     def admit(self, held: list[Held]) -> list[Member]:
@@ -304,18 +305,23 @@ class Stack:
                 getattr(own, part).load_state_dict(copy.deepcopy(getattr(theirs, part).state_dict()))
 
     # -- leaving ---------------------------------------------------------------------------------------------
-    def leave(self, m: Member, stop=None) -> None:
-        """The run ends (`stop`: how its last epoch ended): its slice becomes its own tensors, and its last
-        checkpoint, test and files are written."""
-        if m in self.active:
-            m.run.completed = m.run.stop is None and stop is None
-            rows = [i for i, other in enumerate(self.active) if other is not m]
+    def leave(self, leaving: list[tuple[Member, object]]) -> None:
+        """Runs that end at this step (each with how its last epoch ended, a Stop or None): their slices become
+        their own tensors (the rest restacked once), their last checkpoints are started, then each is tested and
+        its files are written while the others' checkpoints are written in the background."""
+        going = [m for m, _ in leaving if m in self.active]
+        if going:
+            rows = [i for i, other in enumerate(self.active) if other not in going]
             self.optimizer.keep(rows)
             self.model.release(rows)
             self.optimizer.alias()
-            self.active.remove(m)
+            self.active = [m for m in self.active if m not in going]
             self.knobs.clear()
             self.one_loss = None
-            m.run.end()
-        with m.random.everywhere():
-            m.metrics = completed(m.run, m.held.overrides)
+        for m, stop in leaving:
+            if m in going:
+                m.run.completed = m.run.stop is None and stop is None
+                m.run.end()
+        for m, _ in leaving:
+            with m.random.everywhere():
+                m.metrics = completed(m.run, m.held.overrides)
