@@ -16,14 +16,15 @@
    ~3 s here, is the same for both); a trial lasts from the moment its job starts in a worker (Hydra writes its
    .hydra/config.yaml) to the moment it ends (its metrics.json is written); and how busy the workers were
    training = the runs' own wall_time_s / (workers x the span by Optuna's timestamps).
-4. Population-based training (hparams_search=pbt, 16 members, 20 epochs) against the 16-run stacked grid of
-   the same epochs: the command's and the training phase's time.
-6. The floor: a stacked step of 16 and of 64 default MLPs with nothing but its math (baddbmm forward and
-   backward, one fused Adam step): its time and the share of torch.mm's peak it could reach.
-5. Memory: one run alone and the 16-run stacked grid (lr x 4, weight_decay x 4) on an 80 MB array file of
-   one's own (200,000 x 100 float32, generated), 1 epoch: each command's peak resident memory and wall time.
 3. A 16-run grid sweep killed (SIGKILL to its process group) after half its runs, then resumed by repeating
    its command: total wall time against the same sweep uninterrupted, and how many finished runs were redone.
+4. Population-based training (hparams_search=pbt, 16 members, 20 epochs) against the 16-run stacked grid of
+   the same epochs: the command's and the training phase's time.
+5. Memory: one run alone and the 16-run stacked grid (lr x 4, weight_decay x 4) on an 80 MB array file of
+   one's own (200,000 x 100 float32, generated), 1 epoch: each command's peak resident memory and wall time.
+6. The floor: a stacked step of 16 and of 64 default MLPs with nothing but its math (baddbmm forward and
+   backward, one fused Adam step): its time and the share of torch.mm's peak it could reach; and a run's step
+   in core-milliseconds alone on one thread against stacked on every core.
 """
 from __future__ import annotations
 
