@@ -63,6 +63,8 @@ def instrument() -> None:
 
 
 def show(order: list[str], ended: float) -> None:
+    if not CALLS:  # refused before any run started: its error line is the whole story
+        return
     print(f"\n{'phase':28s} {'s':>8s} {'calls':>7s} {'ms/call':>8s}   (whole command {ended - STARTED:.2f} s)",
           file=sys.stderr)
     for label in order:
